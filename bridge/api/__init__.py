@@ -1,0 +1,1 @@
+"""HTTP API: FastAPI routes that parse, call one use case and render."""

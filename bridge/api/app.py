@@ -1,0 +1,50 @@
+"""The FastAPI application, built from an ``ApiContext`` by the composition root."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from bridge import __version__
+from bridge.api import errors
+from bridge.api.deps import ApiContext, check_account
+from bridge.api.middleware import RequestGuard
+from bridge.api.routes import health, licenses, policies, products, usage
+from bridge.api.schemas import ErrorDocument
+
+MAX_BODY_BYTES = 1_048_576
+
+_ERRORS = {
+    code: {"model": ErrorDocument, "description": "JSON:API error document"}
+    for code in (400, 401, 403, 404, 413, 415, 422, 503)
+}
+
+
+def _resources() -> APIRouter:
+    router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
+    for module in (products, policies, licenses, usage):
+        router.include_router(module.router)
+    return router
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Metering Bridge",
+        version=__version__,
+        description="Keygen-compatible metered-license API with an append-only usage ledger.",
+    )
+    app.state.context = context
+    errors.install(app)
+    resources = _resources()
+    # Every route is served both under /v1/accounts/{account}/... and /v1/...
+    app.include_router(
+        resources,
+        prefix="/v1/accounts/{account}",
+        dependencies=[Depends(check_account)],
+        generate_unique_id_function=lambda route: f"account_{route.name}",
+    )
+    app.include_router(
+        resources, prefix="/v1", generate_unique_id_function=lambda route: route.name
+    )
+    app.include_router(health.router)
+    app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
+    return app

@@ -1,0 +1,95 @@
+"""What the routes need, handed over by the composition root, and the shared dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.security import APIKeyHeader
+
+from bridge.api.render import Renderer
+from bridge.domain.access import Principal
+from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
+from bridge.domain.ports import Clock, UnitOfWorkFactory
+from bridge.service.auth import Authenticator
+from bridge.service.common import PageRequest
+from bridge.service.usage import UsageService
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    uows: UnitOfWorkFactory
+    clock: Clock
+    auth: Authenticator
+    usage: UsageService
+    render: Renderer
+    account: str
+    ready: Callable[[], bool]
+
+
+def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.context
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(context)]
+
+# Documented in OpenAPI as an API key header: the value is "Bearer <token>" or "License <key>".
+_authorization = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    description='"Bearer <admin, product or license token>" or "License <license key>"',
+)
+
+
+def principal(ctx: Ctx, authorization: Annotated[str | None, Depends(_authorization)]) -> Principal:
+    return ctx.auth.authenticate(authorization)
+
+
+Bearer = Annotated[Principal, Depends(principal)]
+
+
+def check_account(ctx: Ctx, account: str) -> None:
+    """``/v1/accounts/{account}/...`` accepts only the configured account id."""
+    if account != ctx.account:
+        raise NotFound.resource("account", account)
+
+
+def page(
+    number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
+    size: Annotated[int, Query(alias="page[size]", ge=1, le=100)] = 10,
+) -> PageRequest:
+    return PageRequest(number=number, size=size)
+
+
+Paging = Annotated[PageRequest, Depends(page)]
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Makes a usage action safe to retry: the same key replays the first "
+            "answer; the same key with another request is 422 IDEMPOTENCY_KEY_REUSED.",
+        ),
+    ] = None,
+) -> str | None:
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise IdempotencyKeyInvalid(parameter="Idempotency-Key")
+    return key
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+def request_id(request: Request) -> str | None:
+    rid: str | None = getattr(request.state, "request_id", None)
+    return rid
+
+
+RequestId = Annotated[str | None, Depends(request_id)]

@@ -1,0 +1,147 @@
+"""The one place errors become HTTP responses: JSON:API error documents with stable codes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bridge.api.render import JSONAPI, JsonApiResponse
+from bridge.domain.errors import (
+    AttributeInvalid,
+    BadRequest,
+    BridgeError,
+    JsonInvalid,
+    MethodNotAllowed,
+    ParameterMissing,
+    ParameterUnpermitted,
+    PayloadTooLarge,
+    RouteNotFound,
+    TokenMissing,
+    TypeMismatch,
+)
+
+log = structlog.get_logger(__name__)
+
+_EXPECTED = {
+    "int_type": "integer",
+    "int_from_float": "integer",
+    "int_parsing": "integer",
+    "string_type": "string",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+    "list_type": "array",
+    "datetime_type": "datetime",
+    "datetime_parsing": "datetime",
+    "datetime_from_date_parsing": "datetime",
+    "literal_error": "one of the allowed values",
+}
+
+
+_JSON_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),  # before int: bool is an int in Python
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (dict, "object"),
+    (list, "array"),
+)
+
+
+def _received(value: Any) -> str:
+    if value is None:
+        return "null"
+    return next((name for kind, name in _JSON_NAMES if isinstance(value, kind)), "unknown")
+
+
+def error_from_validation(errors: Sequence[Any]) -> BridgeError:
+    """Translate the first pydantic/FastAPI validation error into one of ours."""
+    err = errors[0]
+    where, *path = err["loc"]
+    kind = err["type"]
+    location = "/" + "/".join(str(p) for p in path) if where == "body" else None
+    parameter = str(path[-1]) if where in ("query", "header", "path") and path else None
+    if kind == "json_invalid":
+        return JsonInvalid(
+            f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}".rstrip(
+                ": "
+            )
+        )
+    if kind == "extra_forbidden":
+        return ParameterUnpermitted(pointer=location, parameter=parameter)
+    if kind == "missing":
+        if location == "/":
+            return ParameterMissing("request body is missing", pointer="/data")
+        return ParameterMissing(pointer=location, parameter=parameter)
+    if kind in _EXPECTED:
+        detail = (
+            f"type mismatch (received {_received(err.get('input'))} expected {_EXPECTED[kind]})"
+        )
+        if kind == "literal_error":
+            detail = f"must be {err.get('ctx', {}).get('expected', 'an allowed value')}"
+        return TypeMismatch(detail, pointer=location, parameter=parameter)
+    if where == "body":
+        return AttributeInvalid(str(err.get("msg", "is invalid")), pointer=location)
+    return BadRequest(str(err.get("msg", "is invalid")), parameter=parameter)
+
+
+def error_document(error: BridgeError, request_id: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"title": error.title, "detail": error.detail, "code": error.code}
+    if error.pointer is not None:
+        item["source"] = {"pointer": error.pointer}
+    elif error.parameter is not None:
+        item["source"] = {"parameter": error.parameter}
+    return {"meta": {"id": request_id}, "errors": [item]}
+
+
+def error_response(error: BridgeError, request_id: str | None) -> JsonApiResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="meterbridge"'} if error.status == 401 else None
+    return JsonApiResponse(
+        error_document(error, request_id), status_code=error.status, headers=headers
+    )
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into an error document."""
+
+    @app.exception_handler(BridgeError)
+    async def _bridge(request: Request, exc: BridgeError) -> JsonApiResponse:
+        return error_response(exc, _request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JsonApiResponse:
+        return error_response(error_from_validation(exc.errors()), _request_id(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JsonApiResponse:
+        error: BridgeError
+        if exc.status_code == 404:
+            error = RouteNotFound()
+        elif exc.status_code == 405:
+            error = MethodNotAllowed()
+        elif exc.status_code == 413:
+            error = PayloadTooLarge(str(exc.detail))
+        elif exc.status_code == 401:
+            error = TokenMissing()
+        else:
+            error = BadRequest(str(exc.detail))
+        return error_response(error, _request_id(request))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JsonApiResponse:
+        log.exception("request_failed", path=request.url.path)
+        return error_response(BridgeError(), _request_id(request))
+
+
+__all__ = ["JSONAPI", "error_response", "install"]

@@ -1,0 +1,70 @@
+"""Request guards that run before routing: request id, media type and body size."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.api.errors import error_response
+from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge
+
+_JSON_TYPES = ("application/json", "application/vnd.api+json")
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+class RequestGuard:
+    """Tags each request with an id (``X-Request-Id``), rejects non-JSON bodies with 415 and
+    bodies over ``max_body`` bytes with 413, whether or not they declare a Content-Length."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = headers.get("x-request-id") or str(uuid.uuid4())
+        request_id = request_id[:64]
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append(
+                    (b"x-request-id", request_id.encode("latin-1"))
+                )
+            await send(message)
+
+        error = self._reject(scope["method"], headers)
+        if error is not None:
+            await error_response(error, request_id)(scope, receive, send_with_id)
+            return
+        await self.app(scope, self._limited(receive), send_with_id)
+
+    def _reject(self, method: str, headers: Headers) -> Any:
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return PayloadTooLarge(f"request body exceeds {self.max_body} bytes")
+        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if method in _BODY_METHODS and has_body and media and media not in _JSON_TYPES:
+            return ContentTypeUnsupported()
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise PayloadTooLarge(f"request body exceeds {self.max_body} bytes")
+            return message
+
+        return wrapped

@@ -1,0 +1,145 @@
+"""Domain objects to JSON:API documents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from bridge.api import schemas as s
+from bridge.domain.model import License, Policy, Product, UsageEntry
+from bridge.service.auth import IssuedToken
+from bridge.service.common import Page
+
+JSONAPI = "application/vnd.api+json"
+T = TypeVar("T")
+
+
+class JsonApiResponse(JSONResponse):
+    media_type = JSONAPI
+
+
+def respond(document: BaseModel, status: int = 200) -> JsonApiResponse:
+    return JsonApiResponse(document.model_dump(mode="json", by_alias=True), status_code=status)
+
+
+class Renderer:
+    """Builds documents whose links point under ``/v1/accounts/{account}``."""
+
+    def __init__(self, account: str) -> None:
+        self.base = f"/v1/accounts/{account}"
+
+    def _rel(self, kind: str, ident: str) -> s.RelationshipOut:
+        return s.RelationshipOut(
+            data=s.IdentifierOut(type=kind, id=ident),
+            links=s.Links(self_=f"{self.base}/{kind}/{ident}"),
+        )
+
+    def product(self, p: Product) -> s.ProductResource:
+        return s.ProductResource(
+            id=p.id,
+            attributes=s.ProductAttributes(
+                name=p.name, url=p.url, metadata=p.metadata, created=p.created, updated=p.updated
+            ),
+            links=s.Links(self_=f"{self.base}/products/{p.id}"),
+        )
+
+    def policy(self, p: Policy) -> s.PolicyResource:
+        return s.PolicyResource(
+            id=p.id,
+            attributes=s.PolicyAttributes(
+                name=p.name,
+                max_uses=p.max_uses,
+                max_machines=p.max_machines,
+                max_cores=p.max_cores,
+                floating=p.floating,
+                strict=p.strict,
+                overage_strategy=p.overage_strategy.value,
+                protected=p.protected,
+                duration=p.duration,
+                expiration_basis=p.expiration_basis.value,
+                metadata=p.metadata,
+                created=p.created,
+                updated=p.updated,
+            ),
+            relationships={"product": self._rel("products", p.product_id)},
+            links=s.Links(self_=f"{self.base}/policies/{p.id}"),
+        )
+
+    def license(self, lic: License, now: datetime) -> s.LicenseResource:
+        return s.LicenseResource(
+            id=lic.id,
+            attributes=s.LicenseAttributes(
+                name=lic.name,
+                key=lic.key,
+                expiry=lic.expiry,
+                status=lic.status(now).value,
+                uses=lic.uses,
+                max_uses=lic.max_uses,
+                protected=lic.protected,
+                suspended=lic.suspended,
+                metadata=lic.metadata,
+                created=lic.created,
+                updated=lic.updated,
+            ),
+            relationships={
+                "product": self._rel("products", lic.product_id),
+                "policy": self._rel("policies", lic.policy_id),
+            },
+            links=s.Links(self_=f"{self.base}/licenses/{lic.id}"),
+        )
+
+    def token(self, t: IssuedToken) -> s.TokenResource:
+        kind = {"product": "product-token", "license": "activation-token"}.get(t.role, t.role)
+        bearer = "products" if t.role == "product" else "licenses"
+        return s.TokenResource(
+            id=t.id,
+            attributes=s.TokenAttributes(kind=kind, token=t.secret, expiry=None, created=t.created),
+            relationships={"bearer": self._rel(bearer, t.bearer_id)},
+        )
+
+    def usage_entry(self, e: UsageEntry) -> s.UsageEntryResource:
+        return s.UsageEntryResource(
+            id=e.id,
+            attributes=s.UsageEntryAttributes(
+                kind=e.kind.value,
+                delta=e.delta,
+                uses_before=e.uses_before,
+                uses_after=e.uses_after,
+                actor=e.actor,
+                idempotency_key=e.idempotency_key,
+                request_id=e.request_id,
+                occurred_at=e.occurred_at,
+            ),
+            relationships={"license": self._rel("licenses", e.license_id)},
+        )
+
+    def page(
+        self,
+        page: Page[T],
+        path: str,
+        render: Callable[[T], Any],
+        extra: dict[str, str] | None = None,
+    ) -> tuple[list[Any], s.ListMeta, s.PageLinks]:
+        def link(number: int) -> str:
+            query = {
+                **(extra or {}),
+                "page[number]": str(number),
+                "page[size]": str(page.request.size),
+            }
+            return f"{self.base}{path}?{urlencode(query)}"
+
+        current, last = page.request.number, page.last
+        links = s.PageLinks(
+            self_=link(current),
+            first=link(1),
+            last=link(last),
+            prev=link(current - 1) if current > 1 else None,
+            next=link(current + 1) if current < last else None,
+        )
+        data: Sequence[Any] = [render(item) for item in page.items]
+        return list(data), s.ListMeta(pages=s.PageMeta(count=page.total, pages=last)), links

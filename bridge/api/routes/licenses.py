@@ -1,0 +1,131 @@
+"""/licenses: CRUD, tokens, suspension and validation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+
+from bridge.api import schemas as s
+from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.render import JsonApiResponse, respond
+from bridge.domain.access import LicenseAction
+from bridge.domain.model import License
+from bridge.domain.validation import ValidationResult, ValidationScope
+from bridge.service import licenses as uc
+
+router = APIRouter(tags=["licenses"])
+
+
+def _doc(ctx: Ctx, license: License, status: int = 200) -> JsonApiResponse:
+    return respond(s.LicenseDocument(data=ctx.render.license(license, ctx.clock.now())), status)
+
+
+@router.post("/licenses", status_code=201, response_model=s.LicenseDocument)
+def create_license(ctx: Ctx, bearer: Bearer, body: s.LicenseCreate) -> JsonApiResponse:
+    attrs = body.data.attributes.model_dump(exclude_unset=True)
+    policy_id = body.data.relationships.policy.data.id
+    license = uc.create_license(ctx.uows, ctx.clock, bearer, policy_id, attrs)
+    return _doc(ctx, license, 201)
+
+
+@router.get("/licenses", response_model=s.LicenseList)
+def list_licenses(
+    ctx: Ctx,
+    bearer: Bearer,
+    paging: Paging,
+    policy: Annotated[str | None, Query(description="only this policy's licenses")] = None,
+) -> JsonApiResponse:
+    page = uc.list_licenses(ctx.uows, bearer, paging, policy)
+    now = ctx.clock.now()
+    extra = {"policy": policy} if policy else None
+    data, meta, links = ctx.render.page(
+        page, "/licenses", lambda lic: ctx.render.license(lic, now), extra
+    )
+    return respond(s.LicenseList(data=data, meta=meta, links=links))
+
+
+@router.get("/licenses/{license_id}", response_model=s.LicenseDocument)
+def get_license(ctx: Ctx, bearer: Bearer, license_id: str) -> JsonApiResponse:
+    """By id or by key."""
+    return _doc(ctx, uc.get_license(ctx.uows, bearer, license_id, LicenseAction.READ))
+
+
+@router.patch("/licenses/{license_id}", response_model=s.LicenseDocument)
+def update_license(
+    ctx: Ctx, bearer: Bearer, license_id: str, body: s.LicenseUpdate
+) -> JsonApiResponse:
+    changes = body.data.attributes.model_dump(exclude_unset=True)
+    return _doc(ctx, uc.update_license(ctx.uows, ctx.clock, bearer, license_id, changes))
+
+
+@router.delete("/licenses/{license_id}", status_code=204, response_class=Response)
+def delete_license(ctx: Ctx, bearer: Bearer, license_id: str) -> Response:
+    uc.delete_license(ctx.uows, bearer, license_id)
+    return Response(status_code=204)
+
+
+@router.post("/licenses/{license_id}/tokens", status_code=201, response_model=s.TokenDocument)
+def create_license_token(ctx: Ctx, bearer: Bearer, license_id: str) -> JsonApiResponse:
+    token = uc.create_license_token(ctx.uows, ctx.clock, bearer, license_id)
+    return respond(s.TokenDocument(data=ctx.render.token(token)), 201)
+
+
+@router.post("/licenses/{license_id}/actions/suspend", response_model=s.LicenseDocument)
+def suspend(
+    ctx: Ctx, bearer: Bearer, license_id: str, body: Annotated[s.NoParams | None, Body()] = None
+) -> JsonApiResponse:
+    return _doc(ctx, uc.set_suspended(ctx.uows, ctx.clock, bearer, license_id, True))
+
+
+@router.post("/licenses/{license_id}/actions/reinstate", response_model=s.LicenseDocument)
+def reinstate(
+    ctx: Ctx, bearer: Bearer, license_id: str, body: Annotated[s.NoParams | None, Body()] = None
+) -> JsonApiResponse:
+    return _doc(ctx, uc.set_suspended(ctx.uows, ctx.clock, bearer, license_id, False))
+
+
+def _validation_doc(
+    ctx: Ctx,
+    license: License | None,
+    result: ValidationResult,
+    nonce: int | None,
+    scope: s.ScopeIn | None,
+) -> JsonApiResponse:
+    now = ctx.clock.now()
+    meta = s.ValidationMetaOut(
+        ts=now,
+        valid=result.valid,
+        code=result.code,
+        detail=result.detail,
+        nonce=nonce,
+        scope=scope.model_dump(exclude_none=True) if scope else None,
+    )
+    data = ctx.render.license(license, now) if license is not None else None
+    return respond(s.ValidationDocument(data=data, meta=meta))
+
+
+def _scope(scope: s.ScopeIn | None) -> ValidationScope:
+    return (
+        ValidationScope(product=scope.product, policy=scope.policy) if scope else ValidationScope()
+    )
+
+
+@router.post("/licenses/{license_id}/actions/validate", response_model=s.ValidationDocument)
+def validate(
+    ctx: Ctx,
+    bearer: Bearer,
+    license_id: str,
+    body: Annotated[s.ValidateIn | None, Body()] = None,
+) -> JsonApiResponse:
+    meta = body.meta if body and body.meta else s.ValidateMeta()
+    license, result = uc.validate(ctx.uows, ctx.clock, bearer, license_id, _scope(meta.scope))
+    return _validation_doc(ctx, license, result, meta.nonce, meta.scope)
+
+
+@router.post("/licenses/actions/validate-key", response_model=s.ValidationDocument)
+def validate_key(ctx: Ctx, body: s.ValidateKeyIn) -> JsonApiResponse:
+    """No token needed: the key is the credential (Keygen)."""
+    meta = body.meta
+    license, result = uc.validate_key(ctx.uows, ctx.clock, meta.key, _scope(meta.scope))
+    return _validation_doc(ctx, license, result, meta.nonce, meta.scope)

@@ -1,0 +1,375 @@
+"""JSON:API request and response documents (Keygen's shapes), separate from the tables.
+
+Requests are strict: a wrong JSON type is a 400 ``TYPE_MISMATCH`` and an unknown key is a 400
+``PARAMETER_UNPERMITTED``, as Keygen's typed_params answer them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Timestamps arrive as ISO-8601 strings inside parsed JSON, so they are the one lax type.
+Timestamp = Annotated[datetime, Field(strict=False)]
+Meta = dict[str, Any]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", alias_generator=to_camel)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+# Relationships ------------------------------------------------------------------------------
+class Identifier(Strict):
+    type: str
+    id: str
+
+
+class ToOne(Strict):
+    data: Identifier
+
+
+class PolicyRelationships(Strict):
+    product: ToOne
+
+
+class LicenseRelationships(Strict):
+    policy: ToOne
+
+
+# Products -----------------------------------------------------------------------------------
+class ProductAttributesIn(Strict):
+    name: str | None = None
+    url: str | None = None
+    metadata: Meta | None = None
+
+
+class ProductDataIn(Strict):
+    type: Literal["products", "product"]
+    id: str | None = None
+    attributes: ProductAttributesIn = ProductAttributesIn()
+
+
+class ProductIn(Strict):
+    data: ProductDataIn
+
+
+# Policies -----------------------------------------------------------------------------------
+class PolicyAttributesIn(Strict):
+    name: str | None = None
+    max_uses: int | None = None
+    max_machines: int | None = None
+    max_cores: int | None = None
+    floating: bool | None = None
+    strict: bool | None = None
+    overage_strategy: str | None = None
+    protected: bool | None = None
+    duration: int | None = None
+    expiration_basis: str | None = None
+    metadata: Meta | None = None
+
+
+class PolicyCreateData(Strict):
+    type: Literal["policies", "policy"]
+    attributes: PolicyAttributesIn = PolicyAttributesIn()
+    relationships: PolicyRelationships
+
+
+class PolicyCreate(Strict):
+    data: PolicyCreateData
+
+
+class PolicyUpdateData(Strict):
+    type: Literal["policies", "policy"]
+    id: str | None = None
+    attributes: PolicyAttributesIn = PolicyAttributesIn()
+
+
+class PolicyUpdate(Strict):
+    data: PolicyUpdateData
+
+
+# Licenses -----------------------------------------------------------------------------------
+class LicenseAttributesIn(Strict):
+    name: str | None = None
+    key: str | None = None
+    expiry: Timestamp | None = None
+    max_uses: int | None = None
+    protected: bool | None = None
+    suspended: bool | None = None
+    metadata: Meta | None = None
+
+
+class LicenseCreateData(Strict):
+    type: Literal["licenses", "license"]
+    attributes: LicenseAttributesIn = LicenseAttributesIn()
+    relationships: LicenseRelationships
+
+
+class LicenseCreate(Strict):
+    data: LicenseCreateData
+
+
+class LicenseUpdateData(Strict):
+    type: Literal["licenses", "license"]
+    id: str | None = None
+    attributes: LicenseAttributesIn = LicenseAttributesIn()
+
+
+class LicenseUpdate(Strict):
+    data: LicenseUpdateData
+
+
+# Usage actions ------------------------------------------------------------------------------
+class IncrementMeta(Strict):
+    increment: int | None = None
+
+
+class IncrementIn(Strict):
+    meta: IncrementMeta | None = None
+
+
+class DecrementMeta(Strict):
+    decrement: int | None = None
+
+
+class DecrementIn(Strict):
+    meta: DecrementMeta | None = None
+
+
+class NoParams(Strict):
+    """Reset, suspend and reinstate take no parameters."""
+
+
+class ScopeIn(Strict):
+    product: str | None = None
+    policy: str | None = None
+
+
+class ValidateMeta(Strict):
+    nonce: int | None = None
+    scope: ScopeIn | None = None
+
+
+class ValidateIn(Strict):
+    meta: ValidateMeta | None = None
+
+
+class ValidateKeyMeta(Strict):
+    key: str
+    nonce: int | None = None
+    scope: ScopeIn | None = None
+
+
+class ValidateKeyIn(Strict):
+    meta: ValidateKeyMeta
+
+
+# Responses ----------------------------------------------------------------------------------
+class Links(Out):
+    self_: str = Field(alias="self")
+
+
+class IdentifierOut(Out):
+    type: str
+    id: str
+
+
+class RelationshipOut(Out):
+    data: IdentifierOut | None
+    links: Links | None = None
+
+
+class ProductAttributes(Out):
+    name: str
+    url: str | None
+    metadata: Meta
+    created: datetime
+    updated: datetime
+
+
+class ProductResource(Out):
+    id: str
+    type: Literal["products"] = "products"
+    attributes: ProductAttributes
+    links: Links
+
+
+class PolicyAttributes(Out):
+    name: str
+    max_uses: int | None
+    max_machines: int | None
+    max_cores: int | None
+    floating: bool
+    strict: bool
+    overage_strategy: str
+    protected: bool
+    duration: int | None
+    expiration_basis: str
+    metadata: Meta
+    created: datetime
+    updated: datetime
+
+
+class PolicyResource(Out):
+    id: str
+    type: Literal["policies"] = "policies"
+    attributes: PolicyAttributes
+    relationships: dict[str, RelationshipOut]
+    links: Links
+
+
+class LicenseAttributes(Out):
+    name: str | None
+    key: str
+    expiry: datetime | None
+    status: str
+    uses: int
+    max_uses: int | None
+    protected: bool
+    suspended: bool
+    metadata: Meta
+    created: datetime
+    updated: datetime
+
+
+class LicenseResource(Out):
+    id: str
+    type: Literal["licenses"] = "licenses"
+    attributes: LicenseAttributes
+    relationships: dict[str, RelationshipOut]
+    links: Links
+
+
+class TokenAttributes(Out):
+    kind: str
+    token: str
+    expiry: datetime | None
+    created: datetime
+
+
+class TokenResource(Out):
+    id: str
+    type: Literal["tokens"] = "tokens"
+    attributes: TokenAttributes
+    relationships: dict[str, RelationshipOut]
+
+
+class UsageEntryAttributes(Out):
+    kind: str
+    delta: int
+    uses_before: int
+    uses_after: int
+    actor: str
+    idempotency_key: str | None
+    request_id: str | None
+    occurred_at: datetime
+
+
+class UsageEntryResource(Out):
+    id: str
+    type: Literal["usage-entries"] = "usage-entries"
+    attributes: UsageEntryAttributes
+    relationships: dict[str, RelationshipOut]
+
+
+class PageLinks(Out):
+    self_: str = Field(alias="self")
+    first: str
+    last: str
+    prev: str | None
+    next: str | None
+
+
+class PageMeta(Out):
+    count: int
+    pages: int
+
+
+class ListMeta(Out):
+    pages: PageMeta
+
+
+class ProductDocument(Out):
+    data: ProductResource
+
+
+class ProductList(Out):
+    data: list[ProductResource]
+    meta: ListMeta
+    links: PageLinks
+
+
+class PolicyDocument(Out):
+    data: PolicyResource
+
+
+class PolicyList(Out):
+    data: list[PolicyResource]
+    meta: ListMeta
+    links: PageLinks
+
+
+class LicenseDocument(Out):
+    data: LicenseResource
+
+
+class LicenseList(Out):
+    data: list[LicenseResource]
+    meta: ListMeta
+    links: PageLinks
+
+
+class TokenDocument(Out):
+    data: TokenResource
+
+
+class UsageList(Out):
+    data: list[UsageEntryResource]
+    meta: ListMeta
+    links: PageLinks
+
+
+class ValidationMetaOut(Out):
+    ts: datetime
+    valid: bool
+    code: str
+    detail: str
+    nonce: int | None = None
+    scope: dict[str, str] | None = None
+
+
+class ValidationDocument(Out):
+    data: LicenseResource | None
+    meta: ValidationMetaOut
+
+
+class ErrorSource(Out):
+    pointer: str | None = None
+    parameter: str | None = None
+
+
+class ErrorObject(Out):
+    title: str
+    detail: str
+    code: str
+    source: ErrorSource | None = None
+
+
+class ErrorMeta(Out):
+    id: str | None
+
+
+class ErrorDocument(Out):
+    meta: ErrorMeta
+    errors: list[ErrorObject]
+
+
+class Health(Out):
+    status: str

@@ -1,0 +1,68 @@
+"""The composition root: the one place that wires settings, engine, use cases and the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from sqlalchemy import Engine, text
+
+from bridge.api.app import create_app
+from bridge.api.deps import ApiContext
+from bridge.api.render import Renderer
+from bridge.clock import SystemClock
+from bridge.domain.ports import Clock
+from bridge.service.auth import Authenticator
+from bridge.service.usage import UsageService
+from bridge.settings import Settings
+from bridge.store.engine import make_engine
+from bridge.store.migrate import upgrade
+from bridge.store.uow import SqlUnitOfWorkFactory
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    uows: SqlUnitOfWorkFactory
+    clock: Clock
+    sinks: tuple[str, ...] = field(default=())
+
+    def usage(self) -> UsageService:
+        return UsageService(self.uows, self.clock, self.sinks)
+
+    def authenticator(self) -> Authenticator:
+        token = self.settings.admin_token
+        return Authenticator(self.uows, token.get_secret_value() if token else None)
+
+    def ready(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def migrate(self) -> None:
+        upgrade(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def build(settings: Settings, clock: Clock | None = None) -> Container:
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    return Container(settings, engine, SqlUnitOfWorkFactory(engine), clock or SystemClock())
+
+
+def build_app(container: Container) -> FastAPI:
+    context = ApiContext(
+        uows=container.uows,
+        clock=container.clock,
+        auth=container.authenticator(),
+        usage=container.usage(),
+        render=Renderer(container.settings.account),
+        account=container.settings.account,
+        ready=container.ready,
+    )
+    return create_app(context)

@@ -1,0 +1,93 @@
+"""Who may do what: Keygen's role matrix for the three bearers this service knows.
+
+- admin: everything;
+- product: the product itself, its policies, and licenses of its policies;
+- license: itself only (read, validate, increment). Another license is 404, not 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bridge.domain.errors import AccessDenied, NotFound
+from bridge.domain.model import License
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    PRODUCT = "product"
+    LICENSE = "license"
+
+
+class LicenseAction(StrEnum):
+    READ = "read"
+    VALIDATE = "validate"
+    UPDATE = "update"
+    DELETE = "delete"
+    INCREMENT = "increment"
+    DECREMENT = "decrement"
+    RESET = "reset"
+    SUSPEND = "suspend"
+    CREATE_TOKEN = "create-token"  # noqa: S105 - an action name, not a secret
+    READ_USAGE = "read-usage"
+
+
+# What a license may do to itself (Keygen LICENSE_PERMISSIONS: only license.usage.increment
+# among the usage actions, plus read and validate).
+_SELF_LICENSE_ACTIONS = frozenset(
+    {LicenseAction.READ, LicenseAction.VALIDATE, LicenseAction.INCREMENT, LicenseAction.READ_USAGE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: Role
+    id: str  # "admin", a product id or a license id
+
+    @property
+    def actor(self) -> str:
+        """How the ledger names this bearer."""
+        return f"{self.role}:{self.id}"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def can_see_license(principal: Principal, license: License) -> bool:
+    if principal.role is Role.ADMIN:
+        return True
+    if principal.role is Role.PRODUCT:
+        return license.product_id == principal.id
+    return license.id == principal.id
+
+
+def authorize_license(
+    principal: Principal, license: License, action: LicenseAction, requested: str
+) -> None:
+    """Raise 404 for a license outside the bearer's scope, 403 for an action its role lacks."""
+    if not can_see_license(principal, license):
+        raise NotFound.resource("license", requested)
+    if principal.role is Role.LICENSE and action not in _SELF_LICENSE_ACTIONS:
+        raise AccessDenied(
+            "You do not have permission to complete the request (license lacks permission to "
+            "perform action)"
+        )
+
+
+def require_admin(principal: Principal) -> None:
+    if principal.role is not Role.ADMIN:
+        raise AccessDenied(
+            f"You do not have permission to complete the request ({principal.role} lacks "
+            "permission to perform action)"
+        )
+
+
+def require_product_scope(principal: Principal, product_id: str) -> None:
+    """Admin, or the product itself; a license never manages products or policies."""
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.PRODUCT and principal.id == product_id:
+        return
+    require_admin(principal)

@@ -1,0 +1,302 @@
+"""The one error tree of the bridge. Every error a client can see is one of these.
+
+Each class carries a permanent upper-snake ``code`` (an API: add codes, never rename them), an
+HTTP ``status`` and a JSON:API ``title``. They are rendered in exactly one place
+(``bridge.api.errors``). Codes that Keygen defines keep Keygen's spelling, detail strings and
+source pointers; the others are ours.
+
+    BridgeError
+    ├── BadRequest (400)
+    │   ├── JsonInvalid                 JSON_INVALID
+    │   ├── TypeMismatch                TYPE_MISMATCH            (Keygen: no code)
+    │   ├── ParameterUnpermitted        PARAMETER_UNPERMITTED    (Keygen: no code)
+    │   ├── ParameterMissing            PARAMETER_MISSING
+    │   ├── IntegerTooLarge             INTEGER_TOO_LARGE        (Keygen: no code)
+    │   ├── IdempotencyKeyInvalid       IDEMPOTENCY_KEY_INVALID
+    │   └── PageInvalid                 PAGE_INVALID
+    ├── TokenMissing (401)              TOKEN_MISSING
+    ├── TokenInvalid (401)              TOKEN_INVALID
+    ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
+    ├── NotFound (404)                  NOT_FOUND
+    │   └── RouteNotFound               ROUTE_NOT_FOUND
+    ├── MethodNotAllowed (405)          METHOD_NOT_ALLOWED
+    ├── PayloadTooLarge (413)           PAYLOAD_TOO_LARGE
+    ├── ContentTypeUnsupported (415)    CONTENT_TYPE_UNSUPPORTED
+    ├── Unprocessable (422)
+    │   ├── UsesLimitExceeded           USES_LIMIT_EXCEEDED
+    │   ├── UsesInvalid                 USES_INVALID
+    │   ├── MaxUsesInvalid              MAX_USES_INVALID
+    │   ├── KeyTaken                    KEY_TAKEN
+    │   ├── KeyInvalid                  KEY_INVALID
+    │   ├── NameMissing                 NAME_MISSING
+    │   ├── PolicyNotFound              POLICY_NOT_FOUND
+    │   ├── ProductNotFound             PRODUCT_NOT_FOUND
+    │   ├── MaxMachinesInvalid          MAX_MACHINES_INVALID
+    │   ├── MaxCoresInvalid             MAX_CORES_INVALID
+    │   ├── OverageStrategyNotAllowed   OVERAGE_STRATEGY_NOT_ALLOWED
+    │   ├── ExpirationBasisNotAllowed   EXPIRATION_BASIS_NOT_ALLOWED
+    │   ├── DurationInvalid             DURATION_INVALID
+    │   ├── ExpiryInvalid               EXPIRY_INVALID
+    │   ├── AttributeInvalid            ATTRIBUTE_INVALID
+    │   ├── PolicyInUse                 POLICY_IN_USE
+    │   ├── ProductInUse                PRODUCT_IN_USE
+    │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
+    └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+INT4_MAX = 2_147_483_647
+
+
+class BridgeError(Exception):
+    """Base of every client-visible error."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal server error"
+    default_detail: ClassVar[str] = "an unexpected error occurred"
+    default_pointer: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        pointer: str | None = None,
+        parameter: str | None = None,
+    ) -> None:
+        self.detail = detail if detail is not None else self.default_detail
+        self.pointer = pointer if pointer is not None else self.default_pointer
+        self.parameter = parameter
+        super().__init__(self.detail)
+
+
+# 400 ----------------------------------------------------------------------------------------
+class BadRequest(BridgeError):
+    status = 400
+    title = "Bad request"
+    code = "BAD_REQUEST"
+
+
+class JsonInvalid(BadRequest):
+    code = "JSON_INVALID"
+    default_detail = "The request body is not valid JSON"
+
+
+class TypeMismatch(BadRequest):
+    code = "TYPE_MISMATCH"
+
+
+class ParameterUnpermitted(BadRequest):
+    code = "PARAMETER_UNPERMITTED"
+    default_detail = "unpermitted parameter"
+
+
+class ParameterMissing(BadRequest):
+    code = "PARAMETER_MISSING"
+    default_detail = "is missing"
+
+
+class IntegerTooLarge(BadRequest):
+    code = "INTEGER_TOO_LARGE"
+    default_detail = "integer is too large"
+
+
+class IdempotencyKeyInvalid(BadRequest):
+    code = "IDEMPOTENCY_KEY_INVALID"
+    default_detail = "Idempotency-Key must be 1 to 255 printable ASCII characters"
+
+
+class PageInvalid(BadRequest):
+    code = "PAGE_INVALID"
+
+
+# 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
+class TokenMissing(BridgeError):
+    status = 401
+    title = "Unauthorized"
+    code = "TOKEN_MISSING"
+    default_detail = "You must be authenticated to complete the request"
+
+
+class TokenInvalid(BridgeError):
+    status = 401
+    title = "Unauthorized"
+    code = "TOKEN_INVALID"
+    default_detail = "Token format is invalid or the token does not exist"
+
+
+class AccessDenied(BridgeError):
+    status = 403
+    title = "Access denied"
+    code = "ACCESS_DENIED"
+    default_detail = "You do not have permission to complete the request"
+
+
+class NotFound(BridgeError):
+    status = 404
+    title = "Not found"
+    code = "NOT_FOUND"
+    default_detail = "The requested resource was not found"
+
+    @classmethod
+    def resource(cls, kind: str, ident: str) -> NotFound:
+        """Keygen's wording: ``The requested license 'abc' was not found``."""
+        return cls(f"The requested {kind} '{ident}' was not found")
+
+
+class RouteNotFound(NotFound):
+    code = "ROUTE_NOT_FOUND"
+    default_detail = "The requested endpoint was not found"
+
+
+class MethodNotAllowed(BridgeError):
+    status = 405
+    title = "Method not allowed"
+    code = "METHOD_NOT_ALLOWED"
+    default_detail = "The requested method is not allowed on this endpoint"
+
+
+class PayloadTooLarge(BridgeError):
+    status = 413
+    title = "Payload too large"
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class ContentTypeUnsupported(BridgeError):
+    status = 415
+    title = "Unsupported media type"
+    code = "CONTENT_TYPE_UNSUPPORTED"
+    default_detail = "Content-Type must be application/vnd.api+json or application/json"
+
+
+# 422 ----------------------------------------------------------------------------------------
+class Unprocessable(BridgeError):
+    status = 422
+    title = "Unprocessable resource"
+    code = "UNPROCESSABLE"
+
+
+class UsesLimitExceeded(Unprocessable):
+    code = "USES_LIMIT_EXCEEDED"
+    default_pointer = "/data/attributes/uses"
+
+    @classmethod
+    def for_max(cls, max_uses: int) -> UsesLimitExceeded:
+        return cls(f"usage exceeds maximum allowed for license ({max_uses})")
+
+
+class UsesInvalid(Unprocessable):
+    code = "USES_INVALID"
+    default_pointer = "/data/attributes/uses"
+    default_detail = "must be greater than or equal to 0"
+
+
+class MaxUsesInvalid(Unprocessable):
+    code = "MAX_USES_INVALID"
+    default_pointer = "/data/attributes/maxUses"
+
+
+class KeyTaken(Unprocessable):
+    code = "KEY_TAKEN"
+    default_pointer = "/data/attributes/key"
+    default_detail = "has already been taken"
+
+
+class KeyInvalid(Unprocessable):
+    code = "KEY_INVALID"
+    default_pointer = "/data/attributes/key"
+
+
+class NameMissing(Unprocessable):
+    code = "NAME_MISSING"
+    default_pointer = "/data/attributes/name"
+    default_detail = "can't be blank"
+
+
+class PolicyNotFound(Unprocessable):
+    code = "POLICY_NOT_FOUND"
+    default_pointer = "/data/relationships/policy"
+    default_detail = "must exist"
+
+
+class ProductNotFound(Unprocessable):
+    code = "PRODUCT_NOT_FOUND"
+    default_pointer = "/data/relationships/product"
+    default_detail = "must exist"
+
+
+class MaxMachinesInvalid(Unprocessable):
+    code = "MAX_MACHINES_INVALID"
+    default_pointer = "/data/attributes/maxMachines"
+
+
+class MaxCoresInvalid(Unprocessable):
+    code = "MAX_CORES_INVALID"
+    default_pointer = "/data/attributes/maxCores"
+
+
+class OverageStrategyNotAllowed(Unprocessable):
+    code = "OVERAGE_STRATEGY_NOT_ALLOWED"
+    default_pointer = "/data/attributes/overageStrategy"
+    default_detail = "unsupported overage strategy"
+
+
+class ExpirationBasisNotAllowed(Unprocessable):
+    code = "EXPIRATION_BASIS_NOT_ALLOWED"
+    default_pointer = "/data/attributes/expirationBasis"
+    default_detail = "must be one of: FROM_CREATION, FROM_FIRST_USE"
+
+
+class DurationInvalid(Unprocessable):
+    code = "DURATION_INVALID"
+    default_pointer = "/data/attributes/duration"
+
+
+class ExpiryInvalid(Unprocessable):
+    code = "EXPIRY_INVALID"
+    default_pointer = "/data/attributes/expiry"
+
+
+class AttributeInvalid(Unprocessable):
+    code = "ATTRIBUTE_INVALID"
+
+
+class PolicyInUse(Unprocessable):
+    code = "POLICY_IN_USE"
+    default_pointer = "/data"
+    default_detail = "policy still has licenses; delete or move them first"
+
+
+class ProductInUse(Unprocessable):
+    code = "PRODUCT_IN_USE"
+    default_pointer = "/data"
+    default_detail = "product still has policies; delete them first"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_detail = (
+        "Idempotency-Key was already used for a different request; use a new key per request"
+    )
+
+
+# 503 ----------------------------------------------------------------------------------------
+class ServiceUnavailable(BridgeError):
+    status = 503
+    title = "Service unavailable"
+    code = "SERVICE_UNAVAILABLE"
+    default_detail = "The store is temporarily unavailable; retry with the same Idempotency-Key"
+
+
+def all_error_classes() -> list[type[BridgeError]]:
+    """Every concrete error class, for documentation and the uniqueness test."""
+    seen: list[type[BridgeError]] = []
+    stack: list[type[BridgeError]] = [BridgeError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen

@@ -1,0 +1,145 @@
+"""Value objects of the limit store: products, policies, licenses and usage ledger entries."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class ExpirationBasis(StrEnum):
+    FROM_CREATION = "FROM_CREATION"
+    FROM_FIRST_USE = "FROM_FIRST_USE"
+
+
+class OverageStrategy(StrEnum):
+    NO_OVERAGE = "NO_OVERAGE"
+    ALWAYS_ALLOW_OVERAGE = "ALWAYS_ALLOW_OVERAGE"
+    ALLOW_1_25X_OVERAGE = "ALLOW_1_25X_OVERAGE"
+    ALLOW_1_5X_OVERAGE = "ALLOW_1_5X_OVERAGE"
+    ALLOW_2X_OVERAGE = "ALLOW_2X_OVERAGE"
+
+
+class UsageKind(StrEnum):
+    INCREMENT = "increment"
+    DECREMENT = "decrement"
+    RESET = "reset"
+
+
+class LicenseStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    EXPIRED = "EXPIRED"
+    SUSPENDED = "SUSPENDED"
+
+
+Metadata = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    url: str | None
+    metadata: Metadata
+    created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    product_id: str
+    name: str
+    max_uses: int | None
+    max_machines: int | None
+    max_cores: int | None
+    floating: bool
+    strict: bool
+    overage_strategy: OverageStrategy
+    protected: bool
+    duration: int | None  # seconds, as in Keygen
+    expiration_basis: ExpirationBasis
+    metadata: Metadata
+    created: datetime
+    updated: datetime
+
+    def expiry_at_creation(self, now: datetime) -> datetime | None:
+        if self.duration is not None and self.expiration_basis is ExpirationBasis.FROM_CREATION:
+            return now + timedelta(seconds=self.duration)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class License:
+    id: str
+    key: str
+    name: str | None
+    policy_id: str
+    product_id: str
+    uses: int
+    max_uses_override: int | None
+    policy_max_uses: int | None
+    # The policy's duration when its expiration basis is FROM_FIRST_USE, else None.
+    policy_first_use_duration: int | None
+    protected: bool
+    suspended: bool
+    expiry: datetime | None
+    metadata: Metadata
+    created: datetime
+    updated: datetime
+
+    @property
+    def max_uses(self) -> int | None:
+        """Keygen's effective maximum: the override unless null or 0, else the policy's."""
+        return self.max_uses_override if self.max_uses_override else self.policy_max_uses
+
+    def expiry_on_first_use(self, now: datetime) -> datetime | None:
+        """The expiry a successful increment sets; an existing expiry never changes."""
+        if self.expiry is None and self.policy_first_use_duration is not None:
+            return now + timedelta(seconds=self.policy_first_use_duration)
+        return None
+
+    def status(self, now: datetime) -> LicenseStatus:
+        if self.suspended:
+            return LicenseStatus.SUSPENDED
+        if self.expiry is not None and self.expiry <= now:
+            return LicenseStatus.EXPIRED
+        return LicenseStatus.ACTIVE
+
+    def replace(self, **changes: Any) -> License:
+        return dataclasses.replace(self, **changes)
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy, stored with an idempotency key so a replay renders the same answer."""
+        data = dataclasses.asdict(self)
+        for name in ("expiry", "created", "updated"):
+            value = data[name]
+            data[name] = value.isoformat() if value is not None else None
+        return data
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> License:
+        values = dict(data)
+        for name in ("expiry", "created", "updated"):
+            raw = values[name]
+            values[name] = datetime.fromisoformat(raw) if raw is not None else None
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """One accepted usage change: a row of the append-only ledger."""
+
+    id: str
+    license_id: str
+    kind: UsageKind
+    delta: int
+    uses_before: int
+    uses_after: int
+    actor: str
+    idempotency_key: str | None
+    request_id: str | None
+    occurred_at: datetime
+    seq: int | None = field(default=None, compare=False)

@@ -1,0 +1,93 @@
+"""Bearer authentication: admin, product and license tokens, and ``License <key>``.
+
+Secrets are random; only their SHA-256 digest is stored, so a stolen database holds no token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.domain.access import Principal, Role
+from bridge.domain.errors import TokenInvalid, TokenMissing
+from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from bridge.service.common import new_id
+
+TOKEN_PREFIX = {Role.ADMIN: "admin", Role.PRODUCT: "prod", Role.LICENSE: "activ"}
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mint_token(role: Role) -> str:
+    return f"{TOKEN_PREFIX[role]}-{secrets.token_hex(32)}"
+
+
+class Authenticator:
+    def __init__(self, uows: UnitOfWorkFactory, admin_token: str | None) -> None:
+        self._uows = uows
+        self._admin_digest = digest(admin_token) if admin_token else None
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The bearer named by an ``Authorization`` header, or 401."""
+        if not authorization or not authorization.strip():
+            raise TokenMissing
+        scheme, _, credential = authorization.strip().partition(" ")
+        credential = credential.strip()
+        if not credential:
+            raise TokenMissing
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return self._from_token(credential)
+        if scheme == "license":
+            return self._from_license_key(credential)
+        raise TokenInvalid("Authorization scheme must be Bearer or License")
+
+    def _from_token(self, token: str) -> Principal:
+        token_digest = digest(token)
+        if self._admin_digest is not None and hmac.compare_digest(token_digest, self._admin_digest):
+            return Principal(Role.ADMIN, "admin")
+        with self._uows() as uow:
+            found = uow.tokens.find(token_digest)
+            if found is None:
+                raise TokenInvalid
+            role, bearer_id = found
+        return Principal(Role(role), bearer_id)
+
+    def _from_license_key(self, key: str) -> Principal:
+        with self._uows() as uow:
+            license = uow.licenses.find(key)
+        if license is None or license.key != key:
+            raise TokenInvalid("License key is invalid")
+        return Principal(Role.LICENSE, license.id)
+
+
+def ensure_admin_token(uows: UnitOfWorkFactory, clock: Clock) -> str | None:
+    """Create the first admin token when none exists; return its secret (shown once) or None."""
+    with uows(write=True) as uow:
+        if uow.tokens.any_admin():
+            return None
+        secret = mint_token(Role.ADMIN)
+        uow.tokens.add(new_id(), digest(secret), Role.ADMIN.value, "admin", clock.now())
+        uow.commit()
+        return secret
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    id: str
+    secret: str  # shown once, in the response that creates it
+    role: Role
+    bearer_id: str
+    created: datetime
+
+
+def issue_token(uow: UnitOfWork, clock: Clock, role: Role, bearer_id: str) -> IssuedToken:
+    """A new token for a product or license, inside the caller's unit of work."""
+    token = IssuedToken(new_id(), mint_token(role), role, bearer_id, clock.now())
+    uow.tokens.add(token.id, digest(token.secret), role.value, bearer_id, token.created)
+    return token

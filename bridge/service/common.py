@@ -1,0 +1,46 @@
+"""Small pieces every use case shares."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bridge.domain.errors import PageInvalid
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 100
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Keygen's ``page[number]`` (1-based) and ``page[size]`` (1..100)."""
+
+    number: int = 1
+    size: int = 10
+
+    def __post_init__(self) -> None:
+        if self.number < 1:
+            raise PageInvalid("page number must be greater than or equal to 1", parameter="page")
+        if not 1 <= self.size <= MAX_PAGE_SIZE:
+            raise PageInvalid("page size must be a number between 1 and 100", parameter="page")
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    request: PageRequest
+
+    @property
+    def last(self) -> int:
+        return max(1, -(-self.total // self.request.size))

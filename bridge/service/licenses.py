@@ -1,0 +1,193 @@
+"""Licenses: create, read, update, delete, suspend, validate, and their tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.domain.access import LicenseAction, Principal, Role, authorize_license, require_admin
+from bridge.domain.errors import (
+    ExpiryInvalid,
+    KeyInvalid,
+    KeyTaken,
+    MaxUsesInvalid,
+    NotFound,
+    PolicyNotFound,
+)
+from bridge.domain.limits import check_int4
+from bridge.domain.model import ExpirationBasis, License
+from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
+from bridge.service.auth import IssuedToken, issue_token
+from bridge.service.common import Page, PageRequest, new_id
+
+KEY_MIN, KEY_MAX = 6, 255
+
+
+def generate_key() -> str:
+    """Keygen-like: six dash-separated groups of upper-case hex."""
+    raw = secrets.token_hex(15).upper()
+    return "-".join(raw[i : i + 5] for i in range(0, 30, 5))
+
+
+def load_license(uow: UnitOfWork, principal: Principal, ref: str, action: LicenseAction) -> License:
+    """The license named by id or key, if the bearer may act on it (404 / 403 otherwise)."""
+    license = uow.licenses.find(ref)
+    if license is None:
+        raise NotFound.resource("license", ref)
+    authorize_license(principal, license, action, ref)
+    return license
+
+
+def _check_key(uow: UnitOfWork, key: str) -> str:
+    if not KEY_MIN <= len(key) <= KEY_MAX or not key.isprintable() or key != key.strip():
+        raise KeyInvalid(f"must be {KEY_MIN} to {KEY_MAX} printable characters without padding")
+    if uow.licenses.key_exists(key):
+        raise KeyTaken
+    return key
+
+
+def _check_override(value: int | None) -> int | None:
+    if value is not None:
+        check_int4(value, minimum=0, pointer="/data/attributes/maxUses", error=MaxUsesInvalid)
+    return value
+
+
+def create_license(
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    policy_id: str | None,
+    attrs: Mapping[str, Any],
+) -> License:
+    if principal.role is Role.LICENSE:
+        require_admin(principal)
+    now = clock.now()
+    with uows(write=True) as uow:
+        policy = uow.policies.get(policy_id) if policy_id else None
+        if policy is None or (principal.role is Role.PRODUCT and policy.product_id != principal.id):
+            raise PolicyNotFound
+        key = attrs.get("key")
+        expiry = attrs.get("expiry")
+        if expiry is not None and expiry.tzinfo is None:
+            raise ExpiryInvalid("must include a timezone offset")
+        license = License(
+            id=new_id(),
+            key=_check_key(uow, key) if key is not None else generate_key(),
+            name=attrs.get("name"),
+            policy_id=policy.id,
+            product_id=policy.product_id,
+            uses=0,
+            max_uses_override=_check_override(attrs.get("max_uses")),
+            policy_max_uses=policy.max_uses,
+            policy_first_use_duration=(
+                policy.duration
+                if policy.expiration_basis is ExpirationBasis.FROM_FIRST_USE
+                else None
+            ),
+            protected=attrs.get("protected", policy.protected),
+            suspended=attrs.get("suspended", False),
+            expiry=expiry if expiry is not None else policy.expiry_at_creation(now),
+            metadata=attrs.get("metadata") or {},
+            created=now,
+            updated=now,
+        )
+        uow.licenses.add(license)
+        uow.commit()
+    return license
+
+
+def get_license(
+    uows: UnitOfWorkFactory, principal: Principal, ref: str, action: LicenseAction
+) -> License:
+    with uows() as uow:
+        return load_license(uow, principal, ref, action)
+
+
+def list_licenses(
+    uows: UnitOfWorkFactory, principal: Principal, page: PageRequest, policy_id: str | None
+) -> Page[License]:
+    if principal.role is Role.LICENSE:
+        require_admin(principal)
+    product_id = principal.id if principal.role is Role.PRODUCT else None
+    with uows() as uow:
+        items, total = uow.licenses.list(
+            offset=page.offset, limit=page.size, product_id=product_id, policy_id=policy_id
+        )
+    return Page(items, total, page)
+
+
+def update_license(
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    changes: Mapping[str, Any],
+) -> License:
+    """Descriptive fields, expiry, suspension and the ``maxUses`` override; never ``uses``."""
+    with uows(write=True) as uow:
+        license = load_license(uow, principal, ref, LicenseAction.UPDATE)
+        values: dict[str, Any] = {"updated": clock.now()}
+        for name in ("name", "protected", "suspended"):
+            if name in changes:
+                values[name] = changes[name]
+        if "metadata" in changes:
+            values["metadata"] = changes["metadata"] or {}
+        if "max_uses" in changes:
+            # null removes the override and falls back to the policy value (Keygen).
+            values["max_uses_override"] = _check_override(changes["max_uses"])
+        if "expiry" in changes:
+            expiry = changes["expiry"]
+            if expiry is not None and expiry.tzinfo is None:
+                raise ExpiryInvalid("must include a timezone offset")
+            values["expiry"] = expiry
+        if "key" in changes and changes["key"] != license.key:
+            values["key"] = _check_key(uow, changes["key"])
+        license = dataclasses.replace(license, **values)
+        uow.licenses.update(license)
+        uow.commit()
+    return license
+
+
+def delete_license(uows: UnitOfWorkFactory, principal: Principal, ref: str) -> None:
+    """Deletes the license and its tokens; its usage ledger stays for audit and billing."""
+    with uows(write=True) as uow:
+        license = load_license(uow, principal, ref, LicenseAction.DELETE)
+        uow.licenses.delete(license.id)
+        uow.commit()
+
+
+def set_suspended(
+    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, suspended: bool
+) -> License:
+    return update_license(uows, clock, principal, ref, {"suspended": suspended})
+
+
+def validate(
+    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, scope: ValidationScope
+) -> tuple[License, ValidationResult]:
+    license = get_license(uows, principal, ref, LicenseAction.VALIDATE)
+    return license, validate_license(license, clock.now(), scope)
+
+
+def validate_key(
+    uows: UnitOfWorkFactory, clock: Clock, key: str, scope: ValidationScope
+) -> tuple[License | None, ValidationResult]:
+    """Keygen's validate-key: no token needed, the key itself is the credential."""
+    with uows() as uow:
+        license = uow.licenses.find(key)
+    if license is None or license.key != key:
+        return None, NOT_FOUND
+    return license, validate_license(license, clock.now(), scope)
+
+
+def create_license_token(
+    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str
+) -> IssuedToken:
+    with uows(write=True) as uow:
+        license = load_license(uow, principal, ref, LicenseAction.CREATE_TOKEN)
+        token = issue_token(uow, clock, Role.LICENSE, license.id)
+        uow.commit()
+    return token

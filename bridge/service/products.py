@@ -1,0 +1,111 @@
+"""Products: admin-managed; a product token may read its own product."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.domain.access import Principal, Role, require_admin, require_product_scope
+from bridge.domain.errors import NameMissing, NotFound, ProductInUse
+from bridge.domain.model import Product
+from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from bridge.service.auth import IssuedToken, issue_token
+from bridge.service.common import Page, PageRequest, new_id
+
+
+def _load(uow: UnitOfWork, principal: Principal, product_id: str) -> Product:
+    product = uow.products.get(product_id)
+    visible = principal.role is Role.ADMIN or (
+        principal.role is Role.PRODUCT and principal.id == product_id
+    )
+    if product is None or not visible:
+        if principal.role is Role.LICENSE:
+            require_admin(principal)
+        raise NotFound.resource("product", product_id)
+    return product
+
+
+def _check_name(name: str | None) -> str:
+    if name is None or not name.strip():
+        raise NameMissing
+    return name
+
+
+def create_product(
+    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, attrs: Mapping[str, Any]
+) -> Product:
+    require_admin(principal)
+    now = clock.now()
+    product = Product(
+        id=new_id(),
+        name=_check_name(attrs.get("name")),
+        url=attrs.get("url"),
+        metadata=attrs.get("metadata") or {},
+        created=now,
+        updated=now,
+    )
+    with uows(write=True) as uow:
+        uow.products.add(product)
+        uow.commit()
+    return product
+
+
+def get_product(uows: UnitOfWorkFactory, principal: Principal, product_id: str) -> Product:
+    with uows() as uow:
+        return _load(uow, principal, product_id)
+
+
+def list_products(
+    uows: UnitOfWorkFactory, principal: Principal, page: PageRequest
+) -> Page[Product]:
+    if principal.role is Role.LICENSE:
+        require_admin(principal)
+    only = principal.id if principal.role is Role.PRODUCT else None
+    with uows() as uow:
+        items, total = uow.products.list(offset=page.offset, limit=page.size, only=only)
+    return Page(items, total, page)
+
+
+def update_product(
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    product_id: str,
+    changes: Mapping[str, Any],
+) -> Product:
+    with uows(write=True) as uow:
+        product = _load(uow, principal, product_id)
+        require_product_scope(principal, product_id)
+        values: dict[str, Any] = {"updated": clock.now()}
+        if "name" in changes:
+            values["name"] = _check_name(changes["name"])
+        if "url" in changes:
+            values["url"] = changes["url"]
+        if "metadata" in changes:
+            values["metadata"] = changes["metadata"] or {}
+        product = dataclasses.replace(product, **values)
+        uow.products.update(product)
+        uow.commit()
+    return product
+
+
+def delete_product(uows: UnitOfWorkFactory, principal: Principal, product_id: str) -> None:
+    with uows(write=True) as uow:
+        _load(uow, principal, product_id)
+        require_admin(principal)
+        if uow.products.has_policies(product_id):
+            raise ProductInUse
+        uow.products.delete(product_id)
+        uow.commit()
+
+
+def create_product_token(
+    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, product_id: str
+) -> IssuedToken:
+    with uows(write=True) as uow:
+        _load(uow, principal, product_id)
+        require_admin(principal)
+        token = issue_token(uow, clock, Role.PRODUCT, product_id)
+        uow.commit()
+    return token

@@ -1,0 +1,146 @@
+"""The usage actions: increment, decrement and reset, each one atomic and idempotent.
+
+One unit of work per action: the counter change, its ledger entry, one outbox row per enabled
+sink and (with an Idempotency-Key) the stored answer commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bridge.domain.access import LicenseAction, Principal
+from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
+from bridge.domain.limits import next_uses
+from bridge.domain.model import License, UsageEntry, UsageKind
+from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
+from bridge.service.common import Page, PageRequest
+from bridge.service.licenses import load_license
+
+_ACTION = {
+    UsageKind.INCREMENT: LicenseAction.INCREMENT,
+    UsageKind.DECREMENT: LicenseAction.DECREMENT,
+    UsageKind.RESET: LicenseAction.RESET,
+}
+_POINTER = {UsageKind.INCREMENT: "/meta/increment", UsageKind.DECREMENT: "/meta/decrement"}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChange:
+    license_ref: str  # id or key
+    kind: UsageKind
+    amount: int = 1  # ignored for reset; may be 0 or negative, as in Keygen
+    idempotency_key: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageOutcome:
+    license: License
+    entry_id: str
+    replayed: bool
+
+
+class _RaceLost(Exception):
+    """The conditional update failed but a fresh read says it would pass: try again."""
+
+
+class UsageService:
+    """Applies usage changes. ``sinks`` are the names of the enabled outbox sinks."""
+
+    def __init__(self, uows: UnitOfWorkFactory, clock: Clock, sinks: Sequence[str] = ()) -> None:
+        self._uows = uows
+        self._clock = clock
+        self._sinks = tuple(sinks)
+
+    def apply(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+        # A lost race (the row changed between a failed conditional update and its re-read) or a
+        # concurrent first use of the same Idempotency-Key is resolved by running again.
+        for _ in range(8):
+            try:
+                return self._apply_once(principal, change)
+            except (_RaceLost, StoreConflict):
+                continue
+        raise ServiceUnavailable("the license is too contended right now; retry")
+
+    def _apply_once(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+        with self._uows(write=True) as uow:
+            license = load_license(uow, principal, change.license_ref, _ACTION[change.kind])
+            fingerprint = _fingerprint(license.id, change)
+            if change.idempotency_key is not None:
+                stored = uow.idempotency.get(principal.actor, change.idempotency_key)
+                if stored is not None:
+                    if stored[0] != fingerprint:
+                        raise IdempotencyKeyReused
+                    result = stored[1]
+                    return UsageOutcome(
+                        License.from_snapshot(result["license"]), result["entry_id"], True
+                    )
+            now = self._clock.now()
+            before, after = self._change_counter(uow, license, change)
+            entry = UsageEntry(
+                id=str(uuid.uuid4()),
+                license_id=license.id,
+                kind=change.kind,
+                delta=after - before,
+                uses_before=before,
+                uses_after=after,
+                actor=principal.actor,
+                idempotency_key=change.idempotency_key,
+                request_id=change.request_id,
+                occurred_at=now,
+            )
+            uow.ledger.add(entry)
+            if entry.delta != 0:  # a no-op change is history, not billable usage
+                uow.outbox.add(entry, self._sinks)
+            expiry = license.expiry
+            if change.kind is UsageKind.INCREMENT:
+                first_use_expiry = license.expiry_on_first_use(now)
+                if first_use_expiry is not None:
+                    uow.licenses.set_expiry_if_unset(license.id, first_use_expiry)
+                    expiry = first_use_expiry
+            updated = license.replace(uses=after, expiry=expiry, updated=now)
+            if change.idempotency_key is not None:
+                result = {"license": updated.to_snapshot(), "entry_id": entry.id}
+                uow.idempotency.add(
+                    principal.actor, change.idempotency_key, fingerprint, result, now
+                )
+            uow.commit()
+            return UsageOutcome(updated, entry.id, False)
+
+    def _change_counter(
+        self, uow: UnitOfWork, license: License, change: UsageChange
+    ) -> tuple[int, int]:
+        if change.kind is UsageKind.RESET:
+            before = uow.licenses.lock_uses(license.id)
+            if before is None:  # deleted since it was read
+                raise _RaceLost
+            uow.licenses.set_uses(license.id, 0, self._clock.now())
+            return before, 0
+        delta = change.amount if change.kind is UsageKind.INCREMENT else -change.amount
+        after = uow.licenses.try_add_uses(license.id, delta, self._clock.now())
+        if after is not None:
+            return after - delta, after
+        # Rejected: re-read inside the same transaction and let the domain name the error.
+        current = uow.licenses.get(license.id)
+        if current is None:
+            raise _RaceLost
+        next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
+        raise _RaceLost
+
+
+def _fingerprint(license_id: str, change: UsageChange) -> str:
+    raw = f"{change.kind.value}|{license_id}|{change.amount}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def usage_history(
+    uows: UnitOfWorkFactory, principal: Principal, ref: str, page: PageRequest
+) -> tuple[License, Page[UsageEntry]]:
+    """The ledger of one license, newest first."""
+    with uows() as uow:
+        license = load_license(uow, principal, ref, LicenseAction.READ_USAGE)
+        items, total = uow.ledger.history(license.id, offset=page.offset, limit=page.size)
+    return license, Page(items, total, page)

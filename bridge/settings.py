@@ -1,0 +1,66 @@
+"""All configuration: environment (``BRIDGE_*``, nested with ``__``) over an optional TOML file.
+
+``config/bridge.example.toml`` documents every setting. Nothing is read at import time:
+``load_settings`` is called by the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ConfigFileMissing(Exception):
+    """``BRIDGE_CONFIG`` or ``--config`` names a file that does not exist."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database_url: str = Field(
+        "sqlite:///./meterbridge.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Admin bearer token; when unset, the first serve creates one"
+    )
+    account: str = Field("default", description="Account id accepted in /v1/accounts/{account}")
+    host: str = Field("127.0.0.1", description="Address the API listens on")
+    port: int = Field(8080, ge=1, le=65535, description="Port the API listens on")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config: Path | str | None = None, **overrides: object) -> Settings:
+    """Settings from the environment over ``config`` (or ``$BRIDGE_CONFIG``), if any."""
+    path = config or os.environ.get("BRIDGE_CONFIG") or None
+    if path is not None and not Path(path).is_file():
+        raise ConfigFileMissing(f"configuration file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return _FromFile(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,447 @@
+"""SQL repositories over one connection. They never commit: the unit of work does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy.engine import Connection, RowMapping
+
+from bridge.domain.errors import INT4_MAX
+from bridge.domain.model import (
+    ExpirationBasis,
+    License,
+    OverageStrategy,
+    Policy,
+    Product,
+    UsageEntry,
+    UsageKind,
+)
+from bridge.store.tables import (
+    IdempotencyRow,
+    LicenseRow,
+    OutboxRow,
+    PolicyRow,
+    ProductRow,
+    TokenRow,
+    UsageEntryRow,
+)
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+products = _table(ProductRow)
+policies = _table(PolicyRow)
+licenses = _table(LicenseRow)
+tokens = _table(TokenRow)
+ledger = _table(UsageEntryRow)
+outbox = _table(OutboxRow)
+idempotency = _table(IdempotencyRow)
+
+
+# Products -----------------------------------------------------------------------------------
+def _product(row: RowMapping) -> Product:
+    return Product(
+        id=row["id"],
+        name=row["name"],
+        url=row["url"],
+        metadata=row["metadata"],
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _product_values(p: Product) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "url": p.url,
+        "metadata": p.metadata,
+        "created": p.created,
+        "updated": p.updated,
+    }
+
+
+class SqlProducts:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, product: Product) -> None:
+        self._conn.execute(insert(products).values(_product_values(product)))
+
+    def get(self, product_id: str) -> Product | None:
+        row = self._conn.execute(select(products).where(products.c.id == product_id)).mappings()
+        found = row.first()
+        return _product(found) if found else None
+
+    def list(self, *, offset: int, limit: int, only: str | None) -> tuple[list[Product], int]:
+        where = products.c.id == only if only is not None else literal(True)
+        query = select(products).where(where).order_by(products.c.created, products.c.id)
+        rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
+        total = self._conn.execute(select(func.count()).select_from(products).where(where))
+        return [_product(r) for r in rows], total.scalar_one()
+
+    def update(self, product: Product) -> None:
+        values = _product_values(product)
+        self._conn.execute(update(products).where(products.c.id == product.id).values(values))
+
+    def delete(self, product_id: str) -> None:
+        self._conn.execute(tokens.delete().where(tokens.c.bearer_id == product_id))
+        self._conn.execute(delete(products).where(products.c.id == product_id))
+
+    def has_policies(self, product_id: str) -> bool:
+        query = select(exists().where(policies.c.product_id == product_id))
+        return bool(self._conn.execute(query).scalar_one())
+
+
+# Policies -----------------------------------------------------------------------------------
+def _policy(row: RowMapping) -> Policy:
+    return Policy(
+        id=row["id"],
+        product_id=row["product_id"],
+        name=row["name"],
+        max_uses=row["max_uses"],
+        max_machines=row["max_machines"],
+        max_cores=row["max_cores"],
+        floating=row["floating"],
+        strict=row["strict"],
+        overage_strategy=OverageStrategy(row["overage_strategy"]),
+        protected=row["protected"],
+        duration=row["duration"],
+        expiration_basis=ExpirationBasis(row["expiration_basis"]),
+        metadata=row["metadata"],
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _policy_values(p: Policy) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "product_id": p.product_id,
+        "name": p.name,
+        "max_uses": p.max_uses,
+        "max_machines": p.max_machines,
+        "max_cores": p.max_cores,
+        "floating": p.floating,
+        "strict": p.strict,
+        "overage_strategy": p.overage_strategy.value,
+        "protected": p.protected,
+        "duration": p.duration,
+        "expiration_basis": p.expiration_basis.value,
+        "metadata": p.metadata,
+        "created": p.created,
+        "updated": p.updated,
+    }
+
+
+class SqlPolicies:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, policy: Policy) -> None:
+        self._conn.execute(insert(policies).values(_policy_values(policy)))
+
+    def get(self, policy_id: str) -> Policy | None:
+        found = (
+            self._conn.execute(select(policies).where(policies.c.id == policy_id))
+            .mappings()
+            .first()
+        )
+        return _policy(found) if found else None
+
+    def list(self, *, offset: int, limit: int, product_id: str | None) -> tuple[list[Policy], int]:
+        where = policies.c.product_id == product_id if product_id is not None else literal(True)
+        query = select(policies).where(where).order_by(policies.c.created, policies.c.id)
+        rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
+        total = self._conn.execute(select(func.count()).select_from(policies).where(where))
+        return [_policy(r) for r in rows], total.scalar_one()
+
+    def update(self, policy: Policy) -> None:
+        values = _policy_values(policy)
+        self._conn.execute(update(policies).where(policies.c.id == policy.id).values(values))
+
+    def delete(self, policy_id: str) -> None:
+        self._conn.execute(delete(policies).where(policies.c.id == policy_id))
+
+    def has_licenses(self, policy_id: str) -> bool:
+        query = select(exists().where(licenses.c.policy_id == policy_id))
+        return bool(self._conn.execute(query).scalar_one())
+
+
+# Licenses -----------------------------------------------------------------------------------
+_license_columns = (
+    *licenses.c,
+    policies.c.product_id,
+    policies.c.max_uses.label("policy_max_uses"),
+    case(
+        (policies.c.expiration_basis == ExpirationBasis.FROM_FIRST_USE.value, policies.c.duration),
+        else_=None,
+    ).label("policy_first_use_duration"),
+)
+_license_select = select(*_license_columns).join(policies, policies.c.id == licenses.c.policy_id)
+
+# Keygen's effective maximum, in SQL: the license override unless null or 0, else the policy's.
+_policy_max = (
+    select(policies.c.max_uses).where(policies.c.id == licenses.c.policy_id).scalar_subquery()
+)
+_effective_max = func.coalesce(func.nullif(licenses.c.max_uses_override, 0), _policy_max)
+
+
+def _license(row: RowMapping) -> License:
+    return License(
+        id=row["id"],
+        key=row["key"],
+        name=row["name"],
+        policy_id=row["policy_id"],
+        product_id=row["product_id"],
+        uses=row["uses"],
+        max_uses_override=row["max_uses_override"],
+        policy_max_uses=row["policy_max_uses"],
+        policy_first_use_duration=row["policy_first_use_duration"],
+        protected=row["protected"],
+        suspended=row["suspended"],
+        expiry=row["expiry"],
+        metadata=row["metadata"],
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _license_values(lic: License) -> dict[str, Any]:
+    return {
+        "id": lic.id,
+        "key": lic.key,
+        "name": lic.name,
+        "policy_id": lic.policy_id,
+        "uses": lic.uses,
+        "max_uses_override": lic.max_uses_override,
+        "protected": lic.protected,
+        "suspended": lic.suspended,
+        "expiry": lic.expiry,
+        "metadata": lic.metadata,
+        "created": lic.created,
+        "updated": lic.updated,
+    }
+
+
+class SqlLicenses:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, license: License) -> None:
+        self._conn.execute(insert(licenses).values(_license_values(license)))
+
+    def get(self, license_id: str) -> License | None:
+        query = _license_select.where(licenses.c.id == license_id)
+        found = self._conn.execute(query).mappings().first()
+        return _license(found) if found else None
+
+    def find(self, id_or_key: str) -> License | None:
+        query = _license_select.where(
+            or_(licenses.c.id == id_or_key, licenses.c.key == id_or_key)
+        ).order_by(
+            # An id match wins over a key that happens to equal another license's id.
+            case((licenses.c.id == id_or_key, 0), else_=1)
+        )
+        found = self._conn.execute(query.limit(1)).mappings().first()
+        return _license(found) if found else None
+
+    def key_exists(self, key: str) -> bool:
+        query = select(exists().where(licenses.c.key == key))
+        return bool(self._conn.execute(query).scalar_one())
+
+    def list(
+        self, *, offset: int, limit: int, product_id: str | None, policy_id: str | None
+    ) -> tuple[list[License], int]:
+        conditions = []
+        if product_id is not None:
+            conditions.append(policies.c.product_id == product_id)
+        if policy_id is not None:
+            conditions.append(licenses.c.policy_id == policy_id)
+        where = and_(literal(True), *conditions)
+        query = _license_select.where(where).order_by(licenses.c.created, licenses.c.id)
+        rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
+        count = (
+            select(func.count())
+            .select_from(licenses.join(policies, policies.c.id == licenses.c.policy_id))
+            .where(where)
+        )
+        return [_license(r) for r in rows], self._conn.execute(count).scalar_one()
+
+    def update(self, license: License) -> None:
+        values = _license_values(license)
+        del values["uses"]  # only the usage actions write the counter
+        self._conn.execute(update(licenses).where(licenses.c.id == license.id).values(values))
+
+    def delete(self, license_id: str) -> None:
+        self._conn.execute(tokens.delete().where(tokens.c.bearer_id == license_id))
+        self._conn.execute(delete(licenses).where(licenses.c.id == license_id))
+
+    def try_add_uses(self, license_id: str, delta: int, now: datetime) -> int | None:
+        """One conditional UPDATE: Keygen's rule (``bridge.domain.limits.next_uses``) in SQL.
+
+        The database serializes concurrent changes on the row, so each caller gets its own exact
+        answer and none waits on an application lock.
+        """
+        if abs(delta) > INT4_MAX:  # cannot succeed; let the caller classify the rejection
+            return None
+        new = licenses.c.uses + delta
+        guard = and_(
+            licenses.c.id == license_id,
+            new >= 0,
+            new <= INT4_MAX,
+            or_(literal(delta == 0), _effective_max.is_(None), new <= _effective_max),
+        )
+        query = (
+            update(licenses).where(guard).values(uses=new, updated=now).returning(licenses.c.uses)
+        )
+        return self._conn.execute(query).scalar_one_or_none()
+
+    def lock_uses(self, license_id: str) -> int | None:
+        query = select(licenses.c.uses).where(licenses.c.id == license_id).with_for_update()
+        return self._conn.execute(query).scalar_one_or_none()
+
+    def set_uses(self, license_id: str, uses: int, now: datetime) -> None:
+        query = update(licenses).where(licenses.c.id == license_id).values(uses=uses, updated=now)
+        self._conn.execute(query)
+
+    def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
+        query = (
+            update(licenses)
+            .where(licenses.c.id == license_id, licenses.c.expiry.is_(None))
+            .values(expiry=expiry)
+        )
+        self._conn.execute(query)
+
+
+# Tokens -------------------------------------------------------------------------------------
+class SqlTokens:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, token_id: str, digest: str, role: str, bearer_id: str, now: datetime) -> None:
+        values = {
+            "id": token_id,
+            "digest": digest,
+            "role": role,
+            "bearer_id": bearer_id,
+            "created": now,
+        }
+        self._conn.execute(insert(tokens).values(values))
+
+    def find(self, digest: str) -> tuple[str, str] | None:
+        query = select(tokens.c.role, tokens.c.bearer_id).where(tokens.c.digest == digest)
+        row = self._conn.execute(query).first()
+        return (row[0], row[1]) if row else None
+
+    def any_admin(self) -> bool:
+        query = select(exists().where(tokens.c.role == "admin"))
+        return bool(self._conn.execute(query).scalar_one())
+
+    def delete_for(self, bearer_id: str) -> None:
+        self._conn.execute(tokens.delete().where(tokens.c.bearer_id == bearer_id))
+
+
+# Ledger, outbox, idempotency ----------------------------------------------------------------
+def _entry(row: RowMapping) -> UsageEntry:
+    return UsageEntry(
+        id=row["id"],
+        license_id=row["license_id"],
+        kind=UsageKind(row["kind"]),
+        delta=row["delta"],
+        uses_before=row["uses_before"],
+        uses_after=row["uses_after"],
+        actor=row["actor"],
+        idempotency_key=row["idempotency_key"],
+        request_id=row["request_id"],
+        occurred_at=row["occurred_at"],
+        seq=row["seq"],
+    )
+
+
+class SqlLedger:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, entry: UsageEntry) -> None:
+        values = {
+            "id": entry.id,
+            "license_id": entry.license_id,
+            "kind": entry.kind.value,
+            "delta": entry.delta,
+            "uses_before": entry.uses_before,
+            "uses_after": entry.uses_after,
+            "actor": entry.actor,
+            "idempotency_key": entry.idempotency_key,
+            "request_id": entry.request_id,
+            "occurred_at": entry.occurred_at,
+        }
+        self._conn.execute(insert(ledger).values(values))
+
+    def history(self, license_id: str, *, offset: int, limit: int) -> tuple[list[UsageEntry], int]:
+        where = ledger.c.license_id == license_id
+        query = select(ledger).where(where).order_by(ledger.c.seq.desc())
+        rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
+        total = self._conn.execute(select(func.count()).select_from(ledger).where(where))
+        return [_entry(r) for r in rows], total.scalar_one()
+
+    def total(self, license_id: str) -> int:
+        query = select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
+            ledger.c.license_id == license_id
+        )
+        return int(self._conn.execute(query).scalar_one())
+
+
+class SqlOutbox:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None:
+        if not sinks:
+            return
+        rows = [
+            {
+                "entry_id": entry.id,
+                "sink": sink,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": entry.occurred_at,
+                "created": entry.occurred_at,
+            }
+            for sink in sinks
+        ]
+        self._conn.execute(insert(outbox), rows)
+
+    def pending_count(self) -> int:
+        query = select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
+        return int(self._conn.execute(query).scalar_one())
+
+
+class SqlIdempotency:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def get(self, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        query = select(idempotency.c.fingerprint, idempotency.c.result).where(
+            idempotency.c.scope == scope, idempotency.c.key == key
+        )
+        row = self._conn.execute(query).first()
+        return (row[0], row[1]) if row else None
+
+    def add(
+        self, scope: str, key: str, fingerprint: str, result: dict[str, Any], now: datetime
+    ) -> None:
+        values = {
+            "scope": scope,
+            "key": key,
+            "fingerprint": fingerprint,
+            "result": result,
+            "created": now,
+        }
+        self._conn.execute(insert(idempotency).values(values))

@@ -1,0 +1,138 @@
+"""SQLModel tables. Field names are the column names the migrations create."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from bridge.store.types import UtcDateTime
+
+# 64-bit ids on PostgreSQL; SQLite autoincrements only an INTEGER PRIMARY KEY (64-bit anyway).
+_BIGID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _utc(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UtcDateTime(), nullable=nullable, index=index))
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ProductRow(SQLModel, table=True):
+    __tablename__ = "products"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=255)
+    url: str | None = Field(default=None, max_length=2048)
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    created: datetime = _utc()
+    updated: datetime = _utc()
+
+
+class PolicyRow(SQLModel, table=True):
+    __tablename__ = "policies"
+
+    id: str = Field(primary_key=True, max_length=36)
+    product_id: str = Field(foreign_key="products.id", index=True, max_length=36)
+    name: str = Field(max_length=255)
+    max_uses: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    max_machines: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    max_cores: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    floating: bool = False
+    strict: bool = False
+    overage_strategy: str = Field(max_length=32)
+    protected: bool = False
+    duration: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    expiration_basis: str = Field(max_length=32)
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    created: datetime = _utc()
+    updated: datetime = _utc()
+
+
+class LicenseRow(SQLModel, table=True):
+    __tablename__ = "licenses"
+
+    id: str = Field(primary_key=True, max_length=36)
+    key: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
+    name: str | None = Field(default=None, max_length=255)
+    policy_id: str = Field(foreign_key="policies.id", index=True, max_length=36)
+    uses: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    max_uses_override: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    protected: bool = False
+    suspended: bool = False
+    expiry: datetime | None = _utc(nullable=True)
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    created: datetime = _utc()
+    updated: datetime = _utc()
+
+
+class TokenRow(SQLModel, table=True):
+    """Admin, product and license tokens; only a SHA-256 digest of the secret is stored."""
+
+    __tablename__ = "tokens"
+
+    id: str = Field(primary_key=True, max_length=36)
+    digest: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    role: str = Field(max_length=16)
+    bearer_id: str = Field(index=True, max_length=36)
+    created: datetime = _utc()
+
+
+class UsageEntryRow(SQLModel, table=True):
+    """The append-only usage ledger. No foreign key: history outlives a deleted license."""
+
+    __tablename__ = "usage_ledger"
+    __table_args__ = (Index("ix_usage_ledger_license_seq", "license_id", "seq"),)
+
+    seq: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
+    license_id: str = Field(max_length=36)
+    kind: str = Field(max_length=16)
+    delta: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uses_before: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uses_after: int = Field(sa_column=Column(BigInteger, nullable=False))
+    actor: str = Field(max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_id: str | None = Field(default=None, max_length=64)
+    occurred_at: datetime = _utc()
+
+
+class OutboxRow(SQLModel, table=True):
+    """One row per (ledger entry, enabled sink), written in the ledger entry's transaction."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("entry_id", "sink", name="uq_outbox_entry_sink"),
+        Index("ix_outbox_sink_status_due", "sink", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    entry_id: str = Field(max_length=36)
+    sink: str = Field(max_length=64)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = _utc()
+    last_error: str | None = None
+    created: datetime = _utc()
+
+
+class IdempotencyRow(SQLModel, table=True):
+    """The first answer to a usage action sent with an ``Idempotency-Key``."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    result: dict[str, Any] = _json()
+    created: datetime = _utc()

@@ -1,0 +1,96 @@
+"""The SQL unit of work: one connection, one transaction, rolled back unless committed.
+
+Database errors are translated here, at the boundary: a unique-key race becomes
+``StoreConflict`` (the use case may retry), an unreachable or locked database becomes
+``ServiceUnavailable`` (503, safe to retry with the same Idempotency-Key).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection, RootTransaction
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from bridge.domain.errors import ServiceUnavailable
+from bridge.domain.ports import StoreConflict
+from bridge.store.repositories import (
+    SqlIdempotency,
+    SqlLedger,
+    SqlLicenses,
+    SqlOutbox,
+    SqlPolicies,
+    SqlProducts,
+    SqlTokens,
+)
+
+
+class SqlUnitOfWork:
+    products: SqlProducts
+    policies: SqlPolicies
+    licenses: SqlLicenses
+    tokens: SqlTokens
+    ledger: SqlLedger
+    outbox: SqlOutbox
+    idempotency: SqlIdempotency
+
+    def __init__(self, engine: Engine, *, write: bool = False) -> None:
+        self._engine = engine
+        self._write = write
+        self._conn: Connection | None = None
+        self._tx: RootTransaction | None = None
+
+    def __enter__(self) -> Self:
+        try:
+            conn = self._engine.connect()
+            if self._write:
+                conn = conn.execution_options(bridge_write=True)
+            self._tx = conn.begin()
+        except OperationalError as exc:
+            raise ServiceUnavailable from exc
+        self._conn = conn
+        self.products = SqlProducts(conn)
+        self.policies = SqlPolicies(conn)
+        self.licenses = SqlLicenses(conn)
+        self.tokens = SqlTokens(conn)
+        self.ledger = SqlLedger(conn)
+        self.outbox = SqlOutbox(conn)
+        self.idempotency = SqlIdempotency(conn)
+        return self
+
+    def commit(self) -> None:
+        assert self._tx is not None, "commit() outside the with block"
+        try:
+            self._tx.commit()
+        except IntegrityError as exc:
+            raise StoreConflict(str(exc.orig)) from exc
+        except OperationalError as exc:
+            raise ServiceUnavailable from exc
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None
+        assert self._tx is not None
+        try:
+            if self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            self._conn.close()
+        if isinstance(exc, IntegrityError):
+            raise StoreConflict(str(exc.orig)) from exc
+        if isinstance(exc, OperationalError):
+            raise ServiceUnavailable from exc
+
+
+class SqlUnitOfWorkFactory:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, write=write)
