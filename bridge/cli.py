@@ -1,0 +1,290 @@
+"""``meterbridge``: serve the API and operate the store from a shell.
+
+Store commands act as the admin, directly on the configured database (an operator on the box).
+Output is a readable table by default and JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bridge.bootstrap import Container, build, build_app
+from bridge.domain.access import LicenseAction, Principal, Role
+from bridge.domain.errors import BridgeError
+from bridge.domain.model import UsageKind
+from bridge.logging import configure
+from bridge.service import licenses, policies, products
+from bridge.service.auth import ensure_admin_token
+from bridge.service.common import PageRequest
+from bridge.service.usage import UsageChange, usage_history
+from bridge.settings import ConfigFileMissing, load_settings
+
+app = typer.Typer(
+    help="Metering Bridge: Keygen-compatible usage limits, forwarded to billing.",
+    no_args_is_help=True,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+product_app = typer.Typer(help="Products.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policies.", no_args_is_help=True)
+license_app = typer.Typer(help="Licenses.", no_args_is_help=True)
+usage_app = typer.Typer(help="Usage actions and history.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(product_app, name="product")
+app.add_typer(policy_app, name="policy")
+app.add_typer(license_app, name="license")
+app.add_typer(usage_app, name="usage")
+
+ADMIN = Principal(Role.ADMIN, "cli")
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (or $BRIDGE_CONFIG)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+
+
+@contextmanager
+def _container(config: Path | None, *, migrate: bool = True) -> Iterator[Container]:
+    try:
+        settings = load_settings(config)
+    except ConfigFileMissing as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    configure(settings.log_level, settings.log_format)
+    container = build(settings)
+    try:
+        if migrate:
+            container.migrate()
+        yield container
+    except BridgeError as exc:
+        err.print(f"[red]error {exc.code}:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+    finally:
+        container.dispose()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _record(obj: Any) -> dict[str, Any]:
+    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(obj)
+    return {k: _plain(v) for k, v in data.items()}
+
+
+def _show(rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str) -> None:
+    records = [_record(r) for r in rows]
+    if as_json:
+        out.print_json(json.dumps(records if len(records) != 1 else records[0]))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for record in records:
+        table.add_row(*("" if record.get(c) is None else str(record.get(c)) for c in columns))
+    out.print(table)
+
+
+# serve / db ---------------------------------------------------------------------------------
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+) -> None:
+    """Apply migrations and run the HTTP API (SQLite by default)."""
+    import uvicorn
+
+    with _container(config, migrate=True) as container:
+        if container.settings.admin_token is None:
+            secret = ensure_admin_token(container.uows, container.clock)
+            if secret is not None:
+                out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
+                out.print(secret, soft_wrap=True)
+        uvicorn.run(
+            build_app(container),
+            host=host or container.settings.host,
+            port=port or container.settings.port,
+            log_level=container.settings.log_level,
+        )
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Apply all Alembic migrations."""
+    with _container(config, migrate=True) as container:
+        out.print(f"database at head: {container.engine.url.render_as_string(hide_password=True)}")
+
+
+# products / policies / licenses -------------------------------------------------------------
+@product_app.command("create")
+def product_create(
+    name: Annotated[str, typer.Option(help="Product name")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with _container(config) as c:
+        product = products.create_product(c.uows, c.clock, ADMIN, {"name": name})
+    _show([product], ["id", "name", "created"], as_json, "Product")
+
+
+@product_app.command("list")
+def product_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    with _container(config) as c:
+        page = products.list_products(c.uows, ADMIN, PageRequest(1, 100))
+    _show(page.items, ["id", "name", "created"], as_json, f"Products ({page.total})")
+
+
+_POLICY_COLUMNS = ["id", "name", "product_id", "max_uses", "expiration_basis", "duration"]
+
+
+@policy_app.command("create")
+def policy_create(
+    product: Annotated[str, typer.Option(help="Product id")],
+    name: Annotated[str, typer.Option(help="Policy name")],
+    max_uses: Annotated[int | None, typer.Option(help="Maximum uses per license")] = None,
+    duration: Annotated[int | None, typer.Option(help="License duration in seconds")] = None,
+    first_use: Annotated[
+        bool, typer.Option(help="Start the duration at the first increment")
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    attrs: dict[str, Any] = {"name": name, "max_uses": max_uses, "duration": duration}
+    if first_use:
+        attrs["expiration_basis"] = "FROM_FIRST_USE"
+    with _container(config) as c:
+        policy = policies.create_policy(c.uows, c.clock, ADMIN, product, attrs)
+    _show([policy], _POLICY_COLUMNS, as_json, "Policy")
+
+
+@policy_app.command("list")
+def policy_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    with _container(config) as c:
+        page = policies.list_policies(c.uows, ADMIN, PageRequest(1, 100), None)
+    _show(page.items, _POLICY_COLUMNS, as_json, f"Policies ({page.total})")
+
+
+def _license_row(lic: Any) -> dict[str, Any]:
+    return {**_record(lic), "max_uses": lic.max_uses}
+
+
+_LICENSE_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended"]
+
+
+@license_app.command("create")
+def license_create(
+    policy: Annotated[str, typer.Option(help="Policy id")],
+    key: Annotated[str | None, typer.Option(help="License key (generated if omitted)")] = None,
+    max_uses: Annotated[int | None, typer.Option(help="Override the policy's maxUses")] = None,
+    name: Annotated[str | None, typer.Option(help="License name")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    attrs = {k: v for k, v in {"key": key, "max_uses": max_uses, "name": name}.items() if v}
+    with _container(config) as c:
+        lic = licenses.create_license(c.uows, c.clock, ADMIN, policy, attrs)
+    _show([_license_row(lic)], _LICENSE_COLUMNS, as_json, "License")
+
+
+@license_app.command("list")
+def license_list(
+    policy: Annotated[str | None, typer.Option(help="Only this policy's licenses")] = None,
+    page: Annotated[int, typer.Option(help="Page number (100 per page)")] = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with _container(config) as c:
+        found = licenses.list_licenses(c.uows, ADMIN, PageRequest(page, 100), policy)
+    rows = [_license_row(lic) for lic in found.items]
+    _show(rows, _LICENSE_COLUMNS, as_json, f"Licenses ({found.total})")
+
+
+@license_app.command("show")
+def license_show(
+    license: Annotated[str, typer.Argument(help="License id or key")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with _container(config) as c:
+        lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
+    _show([_license_row(lic)], [*_LICENSE_COLUMNS, "created", "updated"], as_json, "License")
+
+
+# usage --------------------------------------------------------------------------------------
+LicenseArg = Annotated[str, typer.Argument(help="License id or key")]
+KeyOpt = Annotated[
+    str | None, typer.Option("--idempotency-key", help="Replays the first answer on retry")
+]
+
+
+def _change(config: Path | None, change: UsageChange, as_json: bool) -> None:
+    with _container(config) as c:
+        outcome = c.usage().apply(ADMIN, change)
+    row = {**_license_row(outcome.license), "entry_id": outcome.entry_id}
+    _show([row], ["key", "uses", "max_uses", "entry_id"], as_json, "Usage")
+
+
+@usage_app.command("increment")
+def usage_increment(
+    license: LicenseArg,
+    by: Annotated[int, typer.Option(help="Amount")] = 1,
+    idempotency_key: KeyOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    _change(config, UsageChange(license, UsageKind.INCREMENT, by, idempotency_key), as_json)
+
+
+@usage_app.command("decrement")
+def usage_decrement(
+    license: LicenseArg,
+    by: Annotated[int, typer.Option(help="Amount")] = 1,
+    idempotency_key: KeyOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    _change(config, UsageChange(license, UsageKind.DECREMENT, by, idempotency_key), as_json)
+
+
+@usage_app.command("reset")
+def usage_reset(
+    license: LicenseArg,
+    idempotency_key: KeyOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    _change(config, UsageChange(license, UsageKind.RESET, 0, idempotency_key), as_json)
+
+
+@usage_app.command("history")
+def usage_history_cmd(
+    license: LicenseArg,
+    page: Annotated[int, typer.Option(help="Page number (100 per page, newest first)")] = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with _container(config) as c:
+        _, entries = usage_history(c.uows, ADMIN, license, PageRequest(page, 100))
+    columns = ["occurred_at", "kind", "delta", "uses_before", "uses_after", "actor", "id"]
+    _show(entries.items, columns, as_json, f"Usage ledger ({entries.total} entries)")
+
+
+def main() -> None:
+    app()
