@@ -126,7 +126,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonApiResponse:
         error: BridgeError
-        if exc.status_code == 404:
+        if isinstance(exc.__cause__, BridgeError):  # e.g. the body guard, via FastAPI's parser
+            error = exc.__cause__
+        elif exc.status_code == 404:
             error = RouteNotFound()
         elif exc.status_code == 405:
             error = MethodNotAllowed()
