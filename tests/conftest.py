@@ -44,7 +44,7 @@ def pg_server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_url(pg_server_url: str) -> Iterator[str]:
+def pg_url(pg_server_url: str) -> str:
     """The session's PostgreSQL database, migrated and emptied for each test."""
     from bridge.store.engine import make_engine
     from bridge.store.migrate import upgrade
@@ -64,7 +64,7 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
         )
         conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
-    yield pg_server_url
+    return pg_server_url
 
 
 @pytest.fixture(scope="session")

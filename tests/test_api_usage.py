@@ -26,7 +26,7 @@ def test_increment_defaults_to_one_and_accepts_bulk_amounts(api: Api) -> None:
 
 
 def test_null_increment_counts_as_absent(api: Api) -> None:
-    """{"meta":{"increment":null}} is treated like no parameter: +1 (Keygen ignore_nil_optionals)."""
+    """meta.increment null is treated like no parameter: +1 (Keygen's ignore_nil_optionals)."""
     lic = api.license(api.policy())
     response = api.request(
         "POST",
