@@ -95,7 +95,7 @@ def _show(rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # ids must stay copyable
     for record in records:
         table.add_row(*("" if record.get(c) is None else str(record.get(c)) for c in columns))
     out.print(table)

@@ -1,0 +1,89 @@
+"""The meterbridge command line, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from bridge.cli import app
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that rich does not fold cells
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0) -> Any:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, result.output
+        return result
+
+    return invoke
+
+
+def _json(result: Any) -> Any:
+    return json.loads(result.stdout)
+
+
+def test_usage_round_trip(run: Any) -> None:
+    """Create product, policy and license, then increment to the limit and read the history."""
+    run("db", "upgrade")
+    product = _json(run("product", "create", "--name", "App", "--json"))["id"]
+    policy = _json(
+        run("policy", "create", "--product", product, "--name", "P", "--max-uses", "2", "--json")
+    )["id"]
+    lic = _json(run("license", "create", "--policy", policy, "--key", "cli-key-1", "--json"))
+    assert (lic["uses"], lic["max_uses"]) == (0, 2)
+    assert _json(run("usage", "increment", "cli-key-1", "--by", "2", "--json"))["uses"] == 2
+    failed = run("usage", "increment", "cli-key-1", code=1)
+    assert "USES_LIMIT_EXCEEDED" in failed.output
+    assert _json(run("usage", "decrement", "cli-key-1", "--json"))["uses"] == 1
+    assert _json(run("usage", "reset", "cli-key-1", "--json"))["uses"] == 0
+    history = _json(run("usage", "history", "cli-key-1", "--json"))
+    assert [e["kind"] for e in history] == ["reset", "decrement", "increment"]
+    shown = _json(run("license", "show", lic["id"], "--json"))
+    assert shown["key"] == "cli-key-1"
+
+
+def test_idempotency_key_on_the_cli(run: Any) -> None:
+    """--idempotency-key makes a repeated command a no-op that prints the first answer."""
+    product = _json(run("product", "create", "--name", "App", "--json"))["id"]
+    policy = _json(run("policy", "create", "--product", product, "--name", "P", "--json"))["id"]
+    run("license", "create", "--policy", policy, "--key", "cli-key-2")
+    first = _json(run("usage", "increment", "cli-key-2", "--idempotency-key", "k", "--json"))
+    again = _json(run("usage", "increment", "cli-key-2", "--idempotency-key", "k", "--json"))
+    assert first == again
+    assert first["uses"] == 1
+
+
+def test_tables_are_the_default_output(run: Any) -> None:
+    """Without --json the lists print readable tables."""
+    product = _json(run("product", "create", "--name", "Tabled", "--json"))["id"]
+    run(
+        "policy",
+        "create",
+        "--product",
+        product,
+        "--name",
+        "Shown",
+        "--first-use",
+        "--duration",
+        "86400",
+    )
+    listing = run("policy", "list").stdout
+    assert "Shown" in listing
+    assert "FROM_FIRST_USE" in listing
+    assert "Products (1)" in run("product", "list").stdout
+    assert "Licenses (0)" in run("license", "list").stdout
+
+
+def test_unknown_license_and_missing_config(run: Any, tmp_path: Path) -> None:
+    """Errors print their stable code and exit non-zero; a missing config file exits 2."""
+    assert "NOT_FOUND" in run("license", "show", "nope", code=1).output
+    assert "not found" in run("db", "upgrade", "--config", str(tmp_path / "x.toml"), code=2).output

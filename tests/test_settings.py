@@ -1,0 +1,61 @@
+"""Settings: defaults, BRIDGE_* environment, nested keys and the TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.settings import ConfigFileMissing, load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "bridge.example.toml"
+
+
+def test_defaults_are_the_embedded_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing configured: SQLite in the working directory, account 'default'."""
+    for name in ("BRIDGE_CONFIG", "BRIDGE_DATABASE_URL", "BRIDGE_ACCOUNT", "BRIDGE_ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///./meterbridge.db"
+    assert settings.account == "default"
+    assert settings.admin_token is None
+
+
+def test_environment_overrides_the_toml_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values come from the TOML file unless a BRIDGE_* variable says otherwise."""
+    config = tmp_path / "bridge.toml"
+    config.write_text('account = "acme"\nport = 9000\nadmin_token = "from-file"\n')
+    monkeypatch.setenv("BRIDGE_CONFIG", str(config))
+    monkeypatch.setenv("BRIDGE_PORT", "9100")
+    settings = load_settings()
+    assert (settings.account, settings.port) == ("acme", 9100)
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == "from-file"
+    assert "from-file" not in repr(settings)
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    """A config path that does not exist is refused, not silently ignored."""
+    with pytest.raises(ConfigFileMissing):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_unknown_setting_is_rejected(tmp_path: Path) -> None:
+    """A typo in the TOML file fails loudly."""
+    config = tmp_path / "bridge.toml"
+    config.write_text("databse_url = 'x'\n")
+    with pytest.raises(ValidationError):
+        load_settings(config)
+
+
+def test_example_file_loads_and_documents_every_setting() -> None:
+    """config/bridge.example.toml is valid and mentions every setting."""
+    from bridge.settings import Settings
+
+    load_settings(EXAMPLE)
+    text = EXAMPLE.read_text()
+    for name in Settings.model_fields:
+        assert name in text, f"{name} is not documented in {EXAMPLE.name}"
