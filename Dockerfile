@@ -1,0 +1,24 @@
+# Metering Bridge: the API (and, later, the outbox relay and scheduler) in one image.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+COPY connectors ./connectors
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 bridge
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER bridge
+WORKDIR /home/bridge
+ENV BRIDGE_HOST=0.0.0.0 \
+    BRIDGE_PORT=8080 \
+    BRIDGE_DATABASE_URL=sqlite:////home/bridge/data/meterbridge.db \
+    BRIDGE_LOG_FORMAT=json
+RUN mkdir -p /home/bridge/data
+VOLUME ["/home/bridge/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2)" || exit 1
+ENTRYPOINT ["meterbridge"]
+CMD ["serve"]
