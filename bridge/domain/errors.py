@@ -5,8 +5,8 @@ HTTP ``status`` and a JSON:API ``title``. They are rendered in exactly one place
 (``bridge.api.errors``). Codes that Keygen defines keep Keygen's spelling, detail strings and
 source pointers; the others are ours.
 
-    BridgeError
-    ├── BadRequest (400)
+    BridgeError (500)                   INTERNAL_ERROR           (a bug; never expected)
+    ├── BadRequest (400)                BAD_REQUEST
     │   ├── JsonInvalid                 JSON_INVALID
     │   ├── TypeMismatch                TYPE_MISMATCH            (Keygen: no code)
     │   ├── ParameterUnpermitted        PARAMETER_UNPERMITTED    (Keygen: no code)
@@ -22,7 +22,7 @@ source pointers; the others are ours.
     ├── MethodNotAllowed (405)          METHOD_NOT_ALLOWED
     ├── PayloadTooLarge (413)           PAYLOAD_TOO_LARGE
     ├── ContentTypeUnsupported (415)    CONTENT_TYPE_UNSUPPORTED
-    ├── Unprocessable (422)
+    ├── Unprocessable (422)             UNPROCESSABLE            (base; not sent itself)
     │   ├── UsesLimitExceeded           USES_LIMIT_EXCEEDED
     │   ├── UsesInvalid                 USES_INVALID
     │   ├── MaxUsesInvalid              MAX_USES_INVALID
