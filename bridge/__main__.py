@@ -1,0 +1,5 @@
+"""``python -m bridge`` is ``meterbridge``."""
+
+from bridge.cli import main
+
+main()
