@@ -110,9 +110,14 @@ class IdempotencyRepository(Protocol):
         """(request fingerprint, stored result) of an earlier request with this key."""
         ...
 
-    def add(
-        self, scope: str, key: str, fingerprint: str, result: dict[str, Any], now: datetime
-    ) -> None: ...
+    def claim(self, scope: str, key: str, fingerprint: str, now: datetime) -> None:
+        """Take the key for this transaction. A concurrent claim of the same key waits for this
+        transaction and then fails with ``StoreConflict`` (PostgreSQL's unique index)."""
+        ...
+
+    def record(self, scope: str, key: str, result: dict[str, Any]) -> None:
+        """Store the answer under a key claimed in this transaction."""
+        ...
 
 
 class UnitOfWork(Protocol):

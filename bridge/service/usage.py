@@ -78,6 +78,11 @@ class UsageService:
                     return UsageOutcome(
                         License.from_snapshot(result["license"]), result["entry_id"], True
                     )
+                # Claim the key before touching the counter, so a concurrent retry with the
+                # same key waits for this answer instead of applying the change again.
+                uow.idempotency.claim(
+                    principal.actor, change.idempotency_key, fingerprint, self._clock.now()
+                )
             now = self._clock.now()
             before, after = self._change_counter(uow, license, change)
             entry = UsageEntry(
@@ -104,9 +109,7 @@ class UsageService:
             updated = license.replace(uses=after, expiry=expiry, updated=now)
             if change.idempotency_key is not None:
                 result = {"license": updated.to_snapshot(), "entry_id": entry.id}
-                uow.idempotency.add(
-                    principal.actor, change.idempotency_key, fingerprint, result, now
-                )
+                uow.idempotency.record(principal.actor, change.idempotency_key, result)
             uow.commit()
             return UsageOutcome(updated, entry.id, False)
 

@@ -18,7 +18,9 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pool_pre_ping: it costs a round trip per checkout. A connection broken by a server
+    # restart fails its statement (503, retry), and SQLAlchemy then invalidates the pool.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from bridge.domain.errors import INT4_MAX
 from bridge.domain.model import (
     ExpirationBasis,
     License,
@@ -19,6 +18,7 @@ from bridge.domain.model import (
     UsageEntry,
     UsageKind,
 )
+from bridge.store.hotpath import HotPath
 from bridge.store.tables import (
     IdempotencyRow,
     LicenseRow,
@@ -186,12 +186,6 @@ _license_columns = (
 )
 _license_select = select(*_license_columns).join(policies, policies.c.id == licenses.c.policy_id)
 
-# Keygen's effective maximum, in SQL: the license override unless null or 0, else the policy's.
-_policy_max = (
-    select(policies.c.max_uses).where(policies.c.id == licenses.c.policy_id).scalar_subquery()
-)
-_effective_max = func.coalesce(func.nullif(licenses.c.max_uses_override, 0), _policy_max)
-
 
 def _license(row: RowMapping) -> License:
     return License(
@@ -231,8 +225,10 @@ def _license_values(lic: License) -> dict[str, Any]:
 
 
 class SqlLicenses:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
+        self._hot = hot
+        self._cursor = cursor
 
     def add(self, license: License) -> None:
         self._conn.execute(insert(licenses).values(_license_values(license)))
@@ -243,14 +239,8 @@ class SqlLicenses:
         return _license(found) if found else None
 
     def find(self, id_or_key: str) -> License | None:
-        query = _license_select.where(
-            or_(licenses.c.id == id_or_key, licenses.c.key == id_or_key)
-        ).order_by(
-            # An id match wins over a key that happens to equal another license's id.
-            case((licenses.c.id == id_or_key, 0), else_=1)
-        )
-        found = self._conn.execute(query.limit(1)).mappings().first()
-        return _license(found) if found else None
+        """By id or key; an id match wins over a key equal to another license's id."""
+        return self._hot.find_license(self._cursor, id_or_key)
 
     def key_exists(self, key: str) -> bool:
         query = select(exists().where(licenses.c.key == key))
@@ -284,24 +274,8 @@ class SqlLicenses:
         self._conn.execute(delete(licenses).where(licenses.c.id == license_id))
 
     def try_add_uses(self, license_id: str, delta: int, now: datetime) -> int | None:
-        """One conditional UPDATE: Keygen's rule (``bridge.domain.limits.next_uses``) in SQL.
-
-        The database serializes concurrent changes on the row, so each caller gets its own exact
-        answer and none waits on an application lock.
-        """
-        if abs(delta) > INT4_MAX:  # cannot succeed; let the caller classify the rejection
-            return None
-        new = licenses.c.uses + delta
-        guard = and_(
-            licenses.c.id == license_id,
-            new >= 0,
-            new <= INT4_MAX,
-            or_(literal(delta == 0), _effective_max.is_(None), new <= _effective_max),
-        )
-        query = (
-            update(licenses).where(guard).values(uses=new, updated=now).returning(licenses.c.uses)
-        )
-        return self._conn.execute(query).scalar_one_or_none()
+        """One conditional UPDATE (see ``bridge.store.hotpath``)."""
+        return self._hot.try_add_uses(self._cursor, license_id, delta, now)
 
     def lock_uses(self, license_id: str) -> int | None:
         query = select(licenses.c.uses).where(licenses.c.id == license_id).with_for_update()
@@ -322,8 +296,10 @@ class SqlLicenses:
 
 # Tokens -------------------------------------------------------------------------------------
 class SqlTokens:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
+        self._hot = hot
+        self._cursor = cursor
 
     def add(self, token_id: str, digest: str, role: str, bearer_id: str, now: datetime) -> None:
         values = {
@@ -336,9 +312,7 @@ class SqlTokens:
         self._conn.execute(insert(tokens).values(values))
 
     def find(self, digest: str) -> tuple[str, str] | None:
-        query = select(tokens.c.role, tokens.c.bearer_id).where(tokens.c.digest == digest)
-        row = self._conn.execute(query).first()
-        return (row[0], row[1]) if row else None
+        return self._hot.find_token(self._cursor, digest)
 
     def any_admin(self) -> bool:
         query = select(exists().where(tokens.c.role == "admin"))
@@ -366,23 +340,13 @@ def _entry(row: RowMapping) -> UsageEntry:
 
 
 class SqlLedger:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
+        self._hot = hot
+        self._cursor = cursor
 
     def add(self, entry: UsageEntry) -> None:
-        values = {
-            "id": entry.id,
-            "license_id": entry.license_id,
-            "kind": entry.kind.value,
-            "delta": entry.delta,
-            "uses_before": entry.uses_before,
-            "uses_after": entry.uses_after,
-            "actor": entry.actor,
-            "idempotency_key": entry.idempotency_key,
-            "request_id": entry.request_id,
-            "occurred_at": entry.occurred_at,
-        }
-        self._conn.execute(insert(ledger).values(values))
+        self._hot.add_entry(self._cursor, entry)
 
     def history(self, license_id: str, *, offset: int, limit: int) -> tuple[list[UsageEntry], int]:
         where = ledger.c.license_id == license_id
@@ -399,24 +363,13 @@ class SqlLedger:
 
 
 class SqlOutbox:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
+        self._hot = hot
+        self._cursor = cursor
 
     def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None:
-        if not sinks:
-            return
-        rows = [
-            {
-                "entry_id": entry.id,
-                "sink": sink,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": entry.occurred_at,
-                "created": entry.occurred_at,
-            }
-            for sink in sinks
-        ]
-        self._conn.execute(insert(outbox), rows)
+        self._hot.add_outbox(self._cursor, entry, sinks)
 
     def pending_count(self) -> int:
         query = select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
@@ -434,14 +387,20 @@ class SqlIdempotency:
         row = self._conn.execute(query).first()
         return (row[0], row[1]) if row else None
 
-    def add(
-        self, scope: str, key: str, fingerprint: str, result: dict[str, Any], now: datetime
-    ) -> None:
+    def claim(self, scope: str, key: str, fingerprint: str, now: datetime) -> None:
         values = {
             "scope": scope,
             "key": key,
             "fingerprint": fingerprint,
-            "result": result,
+            "result": {},
             "created": now,
         }
         self._conn.execute(insert(idempotency).values(values))
+
+    def record(self, scope: str, key: str, result: dict[str, Any]) -> None:
+        query = (
+            update(idempotency)
+            .where(idempotency.c.scope == scope, idempotency.c.key == key)
+            .values(result=result)
+        )
+        self._conn.execute(query)

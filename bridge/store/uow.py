@@ -7,6 +7,7 @@ Database errors are translated here, at the boundary: a unique-key race becomes
 
 from __future__ import annotations
 
+from threading import Lock
 from types import TracebackType
 from typing import Self
 
@@ -16,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bridge.domain.errors import ServiceUnavailable
 from bridge.domain.ports import StoreConflict
+from bridge.store.hotpath import HotPath
 from bridge.store.repositories import (
     SqlIdempotency,
     SqlLedger,
@@ -36,29 +38,45 @@ class SqlUnitOfWork:
     outbox: SqlOutbox
     idempotency: SqlIdempotency
 
-    def __init__(self, engine: Engine, *, write: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
+    ) -> None:
         self._engine = engine
+        self._hot = hot
         self._write = write
+        self._writer = writer
         self._conn: Connection | None = None
         self._tx: RootTransaction | None = None
 
     def __enter__(self) -> Self:
+        if self._writer is not None:
+            self._writer.acquire()
         try:
             conn = self._engine.connect()
             if self._write:
                 conn = conn.execution_options(bridge_write=True)
             self._tx = conn.begin()
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         except OperationalError as exc:
+            self._release()
             raise ServiceUnavailable from exc
+        except BaseException:
+            self._release()
+            raise
         self._conn = conn
         self.products = SqlProducts(conn)
         self.policies = SqlPolicies(conn)
-        self.licenses = SqlLicenses(conn)
-        self.tokens = SqlTokens(conn)
-        self.ledger = SqlLedger(conn)
-        self.outbox = SqlOutbox(conn)
+        self.licenses = SqlLicenses(conn, self._hot, cursor)
+        self.tokens = SqlTokens(conn, self._hot, cursor)
+        self.ledger = SqlLedger(conn, self._hot, cursor)
+        self.outbox = SqlOutbox(conn, self._hot, cursor)
         self.idempotency = SqlIdempotency(conn)
         return self
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
 
     def commit(self) -> None:
         assert self._tx is not None, "commit() outside the with block"
@@ -82,6 +100,7 @@ class SqlUnitOfWork:
                 self._tx.rollback()
         finally:
             self._conn.close()
+            self._release()
         if isinstance(exc, IntegrityError):
             raise StoreConflict(str(exc.orig)) from exc
         if isinstance(exc, OperationalError):
@@ -91,6 +110,12 @@ class SqlUnitOfWork:
 class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._hot = HotPath(engine.dialect.name)
+        # SQLite has one writer at a time. Queueing this process's writers on a lock is fair and
+        # immediate, where SQLite's busy handler sleeps and retries (p99 of seconds under load);
+        # other processes on the same file still queue through the busy timeout.
+        self._writer = Lock() if engine.dialect.name == "sqlite" else None
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, write=write)
+        writer = self._writer if write else None
+        return SqlUnitOfWork(self.engine, self._hot, write=write, writer=writer)
