@@ -13,7 +13,8 @@ from bridge.api.render import Renderer
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock
 from bridge.service.auth import Authenticator
-from bridge.service.usage import UsageService
+from bridge.service.group_commit import GroupCommit
+from bridge.service.usage import UsageApplier, UsageService
 from bridge.settings import Settings
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
@@ -28,8 +29,11 @@ class Container:
     clock: Clock
     sinks: tuple[str, ...] = field(default=())
 
-    def usage(self) -> UsageService:
-        return UsageService(self.uows, self.clock, self.sinks)
+    def usage(self) -> UsageApplier:
+        service = UsageService(self.uows, self.clock, self.sinks)
+        if self.engine.dialect.name == "sqlite":  # one writer at a time: batch the commits
+            return GroupCommit(self.uows, service)
+        return service
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token

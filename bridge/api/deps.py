@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from bridge.api.render import Renderer
@@ -15,7 +16,7 @@ from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
 from bridge.service.common import PageRequest
-from bridge.service.usage import UsageService
+from bridge.service.usage import UsageApplier
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +24,17 @@ class ApiContext:
     uows: UnitOfWorkFactory
     clock: Clock
     auth: Authenticator
-    usage: UsageService
+    usage: UsageApplier
     render: Renderer
     account: str
     ready: Callable[[], bool]
 
 
-def context(request: Request) -> ApiContext:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the
+# threadpool, and a thread hop costs more than any of them.
+
+
+async def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.context
     return ctx
 
@@ -44,20 +49,27 @@ _authorization = APIKeyHeader(
 )
 
 
-def principal(ctx: Ctx, authorization: Annotated[str | None, Depends(_authorization)]) -> Principal:
-    return ctx.auth.authenticate(authorization)
+async def principal(
+    ctx: Ctx, authorization: Annotated[str | None, Depends(_authorization)]
+) -> Principal:
+    # The configured admin token needs no lookup; other tokens are read from the store in the
+    # threadpool, so the event loop never blocks on the database.
+    admin = ctx.auth.configured_admin(authorization)
+    if admin is not None:
+        return admin
+    return await run_in_threadpool(ctx.auth.authenticate, authorization)
 
 
 Bearer = Annotated[Principal, Depends(principal)]
 
 
-def check_account(ctx: Ctx, account: str) -> None:
+async def check_account(ctx: Ctx, account: str) -> None:
     """``/v1/accounts/{account}/...`` accepts only the configured account id."""
     if account != ctx.account:
         raise NotFound.resource("account", account)
 
 
-def page(
+async def page(
     number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
     size: Annotated[int, Query(alias="page[size]", ge=1, le=100)] = 10,
 ) -> PageRequest:
@@ -67,7 +79,7 @@ def page(
 Paging = Annotated[PageRequest, Depends(page)]
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(
@@ -87,7 +99,7 @@ def idempotency_key(
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 
-def request_id(request: Request) -> str | None:
+async def request_id(request: Request) -> str | None:
     rid: str | None = getattr(request.state, "request_id", None)
     return rid
 

@@ -6,6 +6,7 @@ The store implements the repositories and the unit of work; connectors implement
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -146,6 +147,9 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
     def commit(self) -> None: ...
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested scope: its writes are undone if the block raises (and kept otherwise)."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -47,6 +47,17 @@ class Authenticator:
             return self._from_license_key(credential)
         raise TokenInvalid("Authorization scheme must be Bearer or License")
 
+    def configured_admin(self, authorization: str | None) -> Principal | None:
+        """The admin, when the header carries the configured admin token; no I/O."""
+        if self._admin_digest is None or not authorization:
+            return None
+        scheme, _, credential = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        if hmac.compare_digest(digest(credential.strip()), self._admin_digest):
+            return Principal(Role.ADMIN, "admin")
+        return None
+
     def _from_token(self, token: str) -> Principal:
         token_digest = digest(token)
         if self._admin_digest is not None and hmac.compare_digest(token_digest, self._admin_digest):

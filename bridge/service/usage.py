@@ -10,6 +10,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.domain.access import LicenseAction, Principal
 from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
@@ -43,7 +44,13 @@ class UsageOutcome:
     replayed: bool
 
 
-class _RaceLost(Exception):
+class UsageApplier(Protocol):
+    """Applies one usage change for a bearer: ``UsageService`` or ``GroupCommit``."""
+
+    def apply(self, principal: Principal, change: UsageChange) -> UsageOutcome: ...
+
+
+class RaceLost(Exception):
     """The conditional update failed but a fresh read says it would pass: try again."""
 
 
@@ -61,57 +68,66 @@ class UsageService:
         for _ in range(8):
             try:
                 return self._apply_once(principal, change)
-            except (_RaceLost, StoreConflict):
+            except (RaceLost, StoreConflict):
                 continue
         raise ServiceUnavailable("the license is too contended right now; retry")
 
     def _apply_once(self, principal: Principal, change: UsageChange) -> UsageOutcome:
         with self._uows(write=True) as uow:
-            license = load_license(uow, principal, change.license_ref, _ACTION[change.kind])
-            fingerprint = _fingerprint(license.id, change)
-            if change.idempotency_key is not None:
-                stored = uow.idempotency.get(principal.actor, change.idempotency_key)
-                if stored is not None:
-                    if stored[0] != fingerprint:
-                        raise IdempotencyKeyReused
-                    result = stored[1]
-                    return UsageOutcome(
-                        License.from_snapshot(result["license"]), result["entry_id"], True
-                    )
-                # Claim the key before touching the counter, so a concurrent retry with the
-                # same key waits for this answer instead of applying the change again.
-                uow.idempotency.claim(
-                    principal.actor, change.idempotency_key, fingerprint, self._clock.now()
-                )
-            now = self._clock.now()
-            before, after = self._change_counter(uow, license, change)
-            entry = UsageEntry(
-                id=str(uuid.uuid4()),
-                license_id=license.id,
-                kind=change.kind,
-                delta=after - before,
-                uses_before=before,
-                uses_after=after,
-                actor=principal.actor,
-                idempotency_key=change.idempotency_key,
-                request_id=change.request_id,
-                occurred_at=now,
-            )
-            uow.ledger.add(entry)
-            if entry.delta != 0:  # a no-op change is history, not billable usage
-                uow.outbox.add(entry, self._sinks)
-            expiry = license.expiry
-            if change.kind is UsageKind.INCREMENT:
-                first_use_expiry = license.expiry_on_first_use(now)
-                if first_use_expiry is not None:
-                    uow.licenses.set_expiry_if_unset(license.id, first_use_expiry)
-                    expiry = first_use_expiry
-            updated = license.replace(uses=after, expiry=expiry, updated=now)
-            if change.idempotency_key is not None:
-                result = {"license": updated.to_snapshot(), "entry_id": entry.id}
-                uow.idempotency.record(principal.actor, change.idempotency_key, result)
+            outcome = self.apply_in(uow, principal, change)
             uow.commit()
-            return UsageOutcome(updated, entry.id, False)
+            return outcome
+
+    def apply_in(self, uow: UnitOfWork, principal: Principal, change: UsageChange) -> UsageOutcome:
+        """Apply one change inside the caller's unit of work, without committing.
+
+        Raises the domain error of a rejected change, ``StoreConflict`` or ``RaceLost`` (the
+        caller runs it again in a new transaction).
+        """
+        license = load_license(uow, principal, change.license_ref, _ACTION[change.kind])
+        fingerprint = _fingerprint(license.id, change)
+        if change.idempotency_key is not None:
+            stored = uow.idempotency.get(principal.actor, change.idempotency_key)
+            if stored is not None:
+                if stored[0] != fingerprint:
+                    raise IdempotencyKeyReused
+                result = stored[1]
+                return UsageOutcome(
+                    License.from_snapshot(result["license"]), result["entry_id"], True
+                )
+            # Claim the key before touching the counter, so a concurrent retry with the
+            # same key waits for this answer instead of applying the change again.
+            uow.idempotency.claim(
+                principal.actor, change.idempotency_key, fingerprint, self._clock.now()
+            )
+        now = self._clock.now()
+        before, after = self._change_counter(uow, license, change)
+        entry = UsageEntry(
+            id=str(uuid.uuid4()),
+            license_id=license.id,
+            kind=change.kind,
+            delta=after - before,
+            uses_before=before,
+            uses_after=after,
+            actor=principal.actor,
+            idempotency_key=change.idempotency_key,
+            request_id=change.request_id,
+            occurred_at=now,
+        )
+        uow.ledger.add(entry)
+        if entry.delta != 0:  # a no-op change is history, not billable usage
+            uow.outbox.add(entry, self._sinks)
+        expiry = license.expiry
+        if change.kind is UsageKind.INCREMENT:
+            first_use_expiry = license.expiry_on_first_use(now)
+            if first_use_expiry is not None:
+                uow.licenses.set_expiry_if_unset(license.id, first_use_expiry)
+                expiry = first_use_expiry
+        updated = license.replace(uses=after, expiry=expiry, updated=now)
+        if change.idempotency_key is not None:
+            result = {"license": updated.to_snapshot(), "entry_id": entry.id}
+            uow.idempotency.record(principal.actor, change.idempotency_key, result)
+        return UsageOutcome(updated, entry.id, False)
 
     def _change_counter(
         self, uow: UnitOfWork, license: License, change: UsageChange
@@ -119,7 +135,7 @@ class UsageService:
         if change.kind is UsageKind.RESET:
             before = uow.licenses.lock_uses(license.id)
             if before is None:  # deleted since it was read
-                raise _RaceLost
+                raise RaceLost
             uow.licenses.set_uses(license.id, 0, self._clock.now())
             return before, 0
         delta = change.amount if change.kind is UsageKind.INCREMENT else -change.amount
@@ -129,9 +145,9 @@ class UsageService:
         # Rejected: re-read inside the same transaction and let the domain name the error.
         current = uow.licenses.get(license.id)
         if current is None:
-            raise _RaceLost
+            raise RaceLost
         next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
-        raise _RaceLost
+        raise RaceLost
 
 
 def _fingerprint(license_id: str, change: UsageChange) -> str:

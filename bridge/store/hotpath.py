@@ -78,9 +78,13 @@ class HotPath:
 
     # Encodings: SQLite stores naive UTC text in SQLAlchemy's format and JSON as text.
     def _ts(self, value: datetime) -> Any:
-        if self.sqlite:
-            return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        return value
+        if not self.sqlite:
+            return value
+        v = value.astimezone(UTC)  # an f-string: strftime costs ~25 us a call
+        return (
+            f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+        )
 
     def _read_ts(self, value: Any) -> datetime | None:
         if value is None:

@@ -228,7 +228,7 @@ class SqlLicenses:
     def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
         self._hot = hot
-        self._cursor = cursor
+        self.cursor = cursor
 
     def add(self, license: License) -> None:
         self._conn.execute(insert(licenses).values(_license_values(license)))
@@ -240,7 +240,7 @@ class SqlLicenses:
 
     def find(self, id_or_key: str) -> License | None:
         """By id or key; an id match wins over a key equal to another license's id."""
-        return self._hot.find_license(self._cursor, id_or_key)
+        return self._hot.find_license(self.cursor, id_or_key)
 
     def key_exists(self, key: str) -> bool:
         query = select(exists().where(licenses.c.key == key))
@@ -275,7 +275,7 @@ class SqlLicenses:
 
     def try_add_uses(self, license_id: str, delta: int, now: datetime) -> int | None:
         """One conditional UPDATE (see ``bridge.store.hotpath``)."""
-        return self._hot.try_add_uses(self._cursor, license_id, delta, now)
+        return self._hot.try_add_uses(self.cursor, license_id, delta, now)
 
     def lock_uses(self, license_id: str) -> int | None:
         query = select(licenses.c.uses).where(licenses.c.id == license_id).with_for_update()

@@ -7,6 +7,8 @@ Database errors are translated here, at the boundary: a unique-key race becomes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from threading import Lock
 from types import TracebackType
 from typing import Self
@@ -77,6 +79,21 @@ class SqlUnitOfWork:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Plain SQL savepoints on the driver cursor: cheap enough to wrap every change."""
+        cursor = self.licenses.cursor
+        cursor.execute("SAVEPOINT bridge_change")
+        try:
+            yield
+        except BaseException as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT bridge_change")
+            cursor.execute("RELEASE SAVEPOINT bridge_change")
+            if isinstance(exc, IntegrityError):
+                raise StoreConflict(str(exc.orig)) from exc
+            raise
+        cursor.execute("RELEASE SAVEPOINT bridge_change")
 
     def commit(self) -> None:
         assert self._tx is not None, "commit() outside the with block"
