@@ -1,0 +1,399 @@
+"""Increments per second over HTTP, next to a no-op endpoint of the same app and server.
+
+The server is the real stack ``meterbridge serve`` runs: uvicorn (same ``uvicorn.run`` call and
+defaults: uvloop, httptools, access log at level info) serving the FastAPI app that
+``bridge.bootstrap.build_app`` builds, on a SQLite file (WAL, synchronous=FULL), one process,
+in a subprocess on 127.0.0.1 and a free port. The bench adds one route to the built app,
+``POST /bench/noop``: a plain ``def`` returning ``{"ok": true}``, so it goes through the same
+middleware (RequestGuard), routing and threadpool dispatch as the usage routes, and does no
+authentication, no database work and no JSON:API rendering.
+
+The load generator is the same for both measurements: ``wrk`` if it is installed (a C client
+that is never the bottleneck here), otherwise a lean asyncio HTTP/1.1 keep-alive client in this
+process. 32 connections, each increment on a random one of 1,000 licenses (admin token).
+
+    python bench/http_api.py [--seconds 10] [--connections 32] [--client auto|wrk|python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import _setup as s
+
+TARGET = 0.7
+HOST = "127.0.0.1"
+NOOP = "/bench/noop"
+
+
+# The server (runs in the subprocess) --------------------------------------------------------
+def serve(db: Path, port: int, log_level: str, lifetime: float) -> None:
+    """Build the app as ``meterbridge serve`` does, add the no-op route, run uvicorn."""
+    import uvicorn
+    from fastapi.responses import JSONResponse
+
+    from bridge.bootstrap import build_app
+
+    container = s.container_for(s.sqlite_url(db))  # migrates, as serve does; sink "bench"
+    app = build_app(container)
+
+    def bench_noop() -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    async def bench_noop_async() -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app.add_api_route(NOOP, bench_noop, methods=["POST"], include_in_schema=False)
+    app.add_api_route(f"{NOOP}-async", bench_noop_async, methods=["POST"], include_in_schema=False)
+    _watchdog(lifetime)
+    uvicorn.run(app, host=HOST, port=port, log_level=log_level)
+    container.dispose()
+
+
+def _watchdog(lifetime: float) -> None:
+    """Stop when the bench that started us is gone, or after ``lifetime`` seconds anyway."""
+    parent = os.getppid()
+    deadline = time.monotonic() + lifetime
+
+    def watch() -> None:
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down gracefully
+        time.sleep(15)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# Load generators ----------------------------------------------------------------------------
+@dataclass
+class Load:
+    label: str
+    requests: int
+    seconds: float
+    bad: int  # non-2xx answers and socket errors
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+local paths = {%(paths)s}
+local n = #paths
+request = function()
+  return wrk.format(nil, paths[math.random(n)])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"status\\": %%d, "
+    .. "\\"socket\\": %%d, \\"p50_us\\": %%d, \\"p99_us\\": %%d}\\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(
+    label: str, port: int, paths: list[str], seconds: float, args: argparse.Namespace
+) -> Load:
+    script = Path(args.folder) / "bench.lua"
+    quoted = ", ".join(f'"{p}"' for p in paths)
+    script.write_text(_WRK_SCRIPT % {"token": s.ADMIN_TOKEN, "paths": quoted})
+    command = [
+        "wrk",
+        f"-t{args.client_threads}",
+        f"-c{args.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{port}",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("BENCH "))
+    got = json.loads(line[len("BENCH ") :])
+    return Load(
+        label,
+        got["requests"],
+        got["duration_us"] / 1e6,
+        got["status"] + got["socket"],
+        got["p50_us"] / 1000,
+        got["p99_us"] / 1000,
+    )
+
+
+async def _connection(
+    port: int,
+    paths: list[str],
+    deadline: float,
+    quota: int | None,
+    lat: array[float],
+    codes: Counter[int],
+) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    rng = random.Random()
+    requests = [
+        (
+            f"POST {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Authorization: Bearer {s.ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        for p in paths
+    ]
+    clock = time.perf_counter
+    try:
+        done = 0
+        while (clock() < deadline) if quota is None else (done < quota):
+            done += 1
+            t0 = clock()
+            writer.write(rng.choice(requests))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for header in head.split(b"\r\n"):
+                if header[:15].lower() == b"content-length:":
+                    length = int(header[15:])
+            if length:
+                await reader.readexactly(length)
+            lat.append(clock() - t0)
+            codes[int(head[9:12])] += 1
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def run_python(
+    label: str,
+    port: int,
+    paths: list[str],
+    seconds: float,
+    args: argparse.Namespace,
+    ops: int | None = None,
+) -> Load:
+    """``ops`` requests in all if given, else for ``seconds``."""
+    lat: array[float] = array("d")
+    codes: Counter[int] = Counter()
+    n = args.connections
+
+    async def main() -> float:
+        start = time.perf_counter()
+        deadline = start + seconds
+        quotas = [None] * n if ops is None else [ops // n + (i < ops % n) for i in range(n)]
+        await asyncio.gather(*(_connection(port, paths, deadline, q, lat, codes) for q in quotas))
+        return time.perf_counter() - start
+
+    try:
+        import uvloop
+
+        elapsed = uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        elapsed = asyncio.run(main())
+    ordered = sorted(lat)
+    ok = sum(n for code, n in codes.items() if 200 <= code < 300)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+
+    return Load(label, len(lat), elapsed, len(lat) - ok, pct(50), pct(99))
+
+
+# The bench ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    request = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}")
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as sock:
+                sock.sendall(request)
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not become ready")
+
+
+@contextlib.contextmanager
+def server(db: Path, args: argparse.Namespace) -> Iterator[int]:
+    port = free_port()
+    log = (Path(args.folder) / "server.log").open("wb")
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        str(db),
+        "--port",
+        str(port),
+        "--log-level",
+        args.log_level,
+        "--lifetime",
+        str(args.lifetime),
+    ]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+def ledger_count(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        count: int = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]
+        return count
+    finally:
+        conn.close()
+
+
+def row(load: Load) -> None:
+    print(
+        f"{load.label:<36} {load.requests:>8} {load.seconds:>6.2f} {load.rate:>9.1f} "
+        f"{load.p50_ms:>8.2f} {load.p99_ms:>8.2f} {load.bad:>6}",
+        flush=True,
+    )
+
+
+def bench(args: argparse.Namespace) -> None:
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") and args.ops is None else "python"
+    if client == "wrk" and args.ops is not None:
+        raise SystemExit("--ops needs --client python (wrk runs for a duration)")
+    drive = run_wrk if client == "wrk" else run_python
+    with s.scratch_dir(args.dir) as folder:
+        args.folder = str(folder)
+        db = folder / "bridge.db"
+        seeding = s.container_for(s.sqlite_url(db))
+        ids = s.seed(seeding, args.licenses)
+        seeding.dispose()
+        hold = s.prime_sqlite_wal(db)  # a running service's WAL, held open all along
+        increments = [f"/v1/licenses/{i}/actions/increment-usage" for i in ids]
+        targets = {"no-op": [NOOP], "increment": increments}
+        if args.async_noop:
+            targets["no-op (async def)"] = [f"{NOOP}-async"]
+        s.context_line()
+        print(
+            f"server: uvicorn + bridge app on SQLite (WAL, synchronous=FULL), 1 process; client: "
+            f"{client}, {args.connections} connections; {args.licenses} licenses, sink 'bench'"
+        )
+        results: dict[str, list[Load]] = {name: [] for name in targets}
+        with server(db, args) as port:
+            print(
+                f"\n{'measurement':<36} {'requests':>8} {'secs':>6} {'req/s':>9} "
+                f"{'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>6}"
+            )
+            before = ledger_count(db)
+            for r in range(args.rounds):
+                names = list(targets) if r % 2 == 0 else list(reversed(targets))
+                for name in names:
+                    drive(f"(warm-up {name})", port, targets[name], args.warmup, args)
+                    label = f"{name} (round {r + 1})"
+                    if args.ops is None:
+                        load = drive(label, port, targets[name], args.seconds, args)
+                    else:
+                        load = run_python(label, port, targets[name], 0, args, ops=args.ops)
+                    row(load)
+                    results[name].append(load)
+            written = ledger_count(db) - before
+        hold.close()
+
+    counted = sum(x.requests - x.bad for x in results["increment"])
+    if written < counted:
+        raise SystemExit(f"the ledger has {written} new entries for {counted} increments")
+    totals = {name: _total(name, loads) for name, loads in results.items()}
+    if args.rounds > 1:
+        print()
+        for total in totals.values():
+            row(total)
+    inc, noop = totals["increment"], totals["no-op"]
+    value = inc.rate / noop.rate if noop.rate else float("nan")
+    verdict = "meets" if value >= TARGET else "BELOW"
+    print(f"\nSummary (target: increments >= {TARGET}x no-op)")
+    print(
+        f"  HTTP x{args.connections}: increment {inc.rate:.1f} req/s, no-op {noop.rate:.1f} req/s"
+    )
+    print(f"  HTTP increment/no-op = {value:.2f}x ({verdict} target >= {TARGET}x)")
+    if any(t.bad for t in totals.values()):
+        print("  warning: some answers were not 2xx; see the non-2xx column")
+
+
+def _total(name: str, loads: list[Load]) -> Load:
+    if len(loads) == 1:
+        return loads[0]
+    return Load(
+        f"{name} (all rounds)",
+        sum(x.requests for x in loads),
+        sum(x.seconds for x in loads),
+        sum(x.bad for x in loads),
+        max(x.p50_ms for x in loads),  # per-round percentiles cannot be merged: the worst
+        max(x.p99_ms for x in loads),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each (3)")
+    parser.add_argument(
+        "--ops", type=int, default=None, help="requests per measurement instead (python client)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (1)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--client-threads", type=int, default=1, help="wrk threads (1)")
+    parser.add_argument("--licenses", type=int, default=1000)
+    parser.add_argument("--async-noop", action="store_true", help="also an async def no-op")
+    parser.add_argument("--log-level", default="info", help="uvicorn's, as serve uses (info)")
+    parser.add_argument("--lifetime", type=float, default=600.0, help="server's hard stop (s)")
+    parser.add_argument("--dir", default=None, help="where the scratch database goes (on disk)")
+    parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve is not None:
+        serve(args.serve, args.port, args.log_level, args.lifetime)
+        return
+    bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

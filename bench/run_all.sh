@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run the three benches with their default sizes and print their figures.
+# Usage: bash bench/run_all.sh   (from anywhere; uses /work/.venv if no venv is active)
+# PostgreSQL: $BRIDGE_BENCH_DATABASE_URL, else postgresql+psycopg://postgres@127.0.0.1:5432/test
+# (a scratch bench_<random> database is created there and dropped).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -z "${VIRTUAL_ENV:-}" && -f /work/.venv/bin/activate ]]; then
+    # shellcheck disable=SC1091
+    . /work/.venv/bin/activate
+fi
+
+status=0
+for bench in store_sqlite store_postgres http_api; do
+    echo "################ bench/${bench}.py"
+    start=$SECONDS
+    if ! timeout 300 python "${here}/${bench}.py" "$@"; then
+        echo "bench/${bench}.py failed"
+        status=1
+    fi
+    echo "(bench/${bench}.py took $((SECONDS - start)) s)"
+    echo
+done
+exit "$status"
