@@ -13,12 +13,12 @@ from bridge.api.render import Renderer
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock
 from bridge.service.auth import Authenticator
-from bridge.service.group_commit import GroupCommit
-from bridge.service.usage import UsageApplier, UsageService
+from bridge.service.usage import UsageService
 from bridge.settings import Settings
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
+from bridge.store.usage_uow import UsageUnitOfWorkFactory
 
 
 @dataclass
@@ -26,14 +26,12 @@ class Container:
     settings: Settings
     engine: Engine
     uows: SqlUnitOfWorkFactory
+    usage_uows: UsageUnitOfWorkFactory
     clock: Clock
     sinks: tuple[str, ...] = field(default=())
 
-    def usage(self) -> UsageApplier:
-        service = UsageService(self.uows, self.clock, self.sinks)
-        if self.engine.dialect.name == "sqlite":  # one writer at a time: batch the commits
-            return GroupCommit(self.uows, service)
-        return service
+    def usage(self) -> UsageService:
+        return UsageService(self.usage_uows, self.clock, self.sinks)
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
@@ -56,7 +54,13 @@ class Container:
 
 def build(settings: Settings, clock: Clock | None = None) -> Container:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-    return Container(settings, engine, SqlUnitOfWorkFactory(engine), clock or SystemClock())
+    return Container(
+        settings,
+        engine,
+        SqlUnitOfWorkFactory(engine),
+        UsageUnitOfWorkFactory(engine),
+        clock or SystemClock(),
+    )
 
 
 def build_app(container: Container) -> FastAPI:

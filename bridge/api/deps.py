@@ -16,7 +16,7 @@ from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
 from bridge.service.common import PageRequest
-from bridge.service.usage import UsageApplier
+from bridge.service.usage import UsageService
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class ApiContext:
     uows: UnitOfWorkFactory
     clock: Clock
     auth: Authenticator
-    usage: UsageApplier
+    usage: UsageService
     render: Renderer
     account: str
     ready: Callable[[], bool]

@@ -6,7 +6,6 @@ The store implements the repositories and the unit of work; connectors implement
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -61,16 +60,15 @@ class PolicyRepository(Protocol):
     def has_licenses(self, policy_id: str) -> bool: ...
 
 
-class LicenseRepository(Protocol):
-    def add(self, license: License) -> None: ...
-    def get(self, license_id: str) -> License | None: ...
-    def find(self, id_or_key: str) -> License | None: ...
-    def key_exists(self, key: str) -> bool: ...
-    def list(
-        self, *, offset: int, limit: int, product_id: str | None, policy_id: str | None
-    ) -> tuple[list[License], int]: ...
-    def update(self, license: License) -> None: ...
-    def delete(self, license_id: str) -> None: ...
+class LicenseLookup(Protocol):
+    def find(self, id_or_key: str) -> License | None:
+        """By id or by key; an id match wins."""
+        ...
+
+
+class UsageCounters(LicenseLookup, Protocol):
+    """What a usage change needs of the licenses table."""
+
     def try_add_uses(self, license_id: str, delta: int, now: datetime) -> int | None:
         """Atomically add ``delta`` if Keygen's limit rule allows it; the new count, else None."""
         ...
@@ -83,6 +81,17 @@ class LicenseRepository(Protocol):
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None: ...
 
 
+class LicenseRepository(LicenseLookup, Protocol):
+    def add(self, license: License) -> None: ...
+    def get(self, license_id: str) -> License | None: ...
+    def key_exists(self, key: str) -> bool: ...
+    def list(
+        self, *, offset: int, limit: int, product_id: str | None, policy_id: str | None
+    ) -> tuple[list[License], int]: ...
+    def update(self, license: License) -> None: ...
+    def delete(self, license_id: str) -> None: ...
+
+
 class TokenRepository(Protocol):
     def add(self, token_id: str, digest: str, role: str, bearer_id: str, now: datetime) -> None: ...
     def find(self, digest: str) -> tuple[str, str] | None:
@@ -93,16 +102,22 @@ class TokenRepository(Protocol):
     def delete_for(self, bearer_id: str) -> None: ...
 
 
-class LedgerRepository(Protocol):
+class LedgerWriter(Protocol):
     def add(self, entry: UsageEntry) -> None: ...
+
+
+class LedgerRepository(LedgerWriter, Protocol):
     def history(
         self, license_id: str, *, offset: int, limit: int
     ) -> tuple[list[UsageEntry], int]: ...
     def total(self, license_id: str) -> int: ...
 
 
-class OutboxRepository(Protocol):
+class OutboxWriter(Protocol):
     def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None: ...
+
+
+class OutboxRepository(OutboxWriter, Protocol):
     def pending_count(self) -> int: ...
 
 
@@ -147,15 +162,39 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
     def commit(self) -> None: ...
-    def savepoint(self) -> AbstractContextManager[None]:
-        """A nested scope: its writes are undone if the block raises (and kept otherwise)."""
-        ...
 
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self, *, write: bool = ...) -> UnitOfWork:
         """A new unit of work; ``write=True`` takes the write lock up front on SQLite."""
         ...
+
+
+class UsageUnitOfWork(Protocol):
+    """The one transaction of a usage change: only what it touches, so the store can run it on
+    the driver directly. Leaving the ``with`` block without ``commit()`` rolls back."""
+
+    @property
+    def licenses(self) -> UsageCounters: ...
+    @property
+    def ledger(self) -> LedgerWriter: ...
+    @property
+    def outbox(self) -> OutboxWriter: ...
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def commit(self) -> None: ...
+
+
+class UsageUnitOfWorkFactory(Protocol):
+    def __call__(self) -> UsageUnitOfWork: ...
 
 
 class StoreConflict(Exception):

@@ -18,7 +18,7 @@ from bridge.domain.errors import (
 )
 from bridge.domain.limits import check_int4
 from bridge.domain.model import ExpirationBasis, License
-from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
 from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Page, PageRequest, new_id
@@ -32,9 +32,11 @@ def generate_key() -> str:
     return "-".join(raw[i : i + 5] for i in range(0, 30, 5))
 
 
-def load_license(uow: UnitOfWork, principal: Principal, ref: str, action: LicenseAction) -> License:
+def load_license(
+    licenses: LicenseLookup, principal: Principal, ref: str, action: LicenseAction
+) -> License:
     """The license named by id or key, if the bearer may act on it (404 / 403 otherwise)."""
-    license = uow.licenses.find(ref)
+    license = licenses.find(ref)
     if license is None:
         raise NotFound.resource("license", ref)
     authorize_license(principal, license, action, ref)
@@ -103,7 +105,7 @@ def get_license(
     uows: UnitOfWorkFactory, principal: Principal, ref: str, action: LicenseAction
 ) -> License:
     with uows() as uow:
-        return load_license(uow, principal, ref, action)
+        return load_license(uow.licenses, principal, ref, action)
 
 
 def list_licenses(
@@ -128,7 +130,7 @@ def update_license(
 ) -> License:
     """Descriptive fields, expiry, suspension and the ``maxUses`` override; never ``uses``."""
     with uows(write=True) as uow:
-        license = load_license(uow, principal, ref, LicenseAction.UPDATE)
+        license = load_license(uow.licenses, principal, ref, LicenseAction.UPDATE)
         values: dict[str, Any] = {"updated": clock.now()}
         for name in ("name", "protected", "suspended"):
             if name in changes:
@@ -154,7 +156,7 @@ def update_license(
 def delete_license(uows: UnitOfWorkFactory, principal: Principal, ref: str) -> None:
     """Deletes the license and its tokens; its usage ledger stays for audit and billing."""
     with uows(write=True) as uow:
-        license = load_license(uow, principal, ref, LicenseAction.DELETE)
+        license = load_license(uow.licenses, principal, ref, LicenseAction.DELETE)
         uow.licenses.delete(license.id)
         uow.commit()
 
@@ -187,7 +189,7 @@ def create_license_token(
     uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str
 ) -> IssuedToken:
     with uows(write=True) as uow:
-        license = load_license(uow, principal, ref, LicenseAction.CREATE_TOKEN)
+        license = load_license(uow.licenses, principal, ref, LicenseAction.CREATE_TOKEN)
         token = issue_token(uow, clock, Role.LICENSE, license.id)
         uow.commit()
     return token

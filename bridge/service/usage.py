@@ -10,13 +10,18 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from bridge.domain.access import LicenseAction, Principal
 from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
 from bridge.domain.limits import next_uses
 from bridge.domain.model import License, UsageEntry, UsageKind
-from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
+from bridge.domain.ports import (
+    Clock,
+    StoreConflict,
+    UnitOfWorkFactory,
+    UsageUnitOfWork,
+    UsageUnitOfWorkFactory,
+)
 from bridge.service.common import Page, PageRequest
 from bridge.service.licenses import load_license
 
@@ -44,20 +49,16 @@ class UsageOutcome:
     replayed: bool
 
 
-class UsageApplier(Protocol):
-    """Applies one usage change for a bearer: ``UsageService`` or ``GroupCommit``."""
-
-    def apply(self, principal: Principal, change: UsageChange) -> UsageOutcome: ...
-
-
-class RaceLost(Exception):
+class _RaceLost(Exception):
     """The conditional update failed but a fresh read says it would pass: try again."""
 
 
 class UsageService:
     """Applies usage changes. ``sinks`` are the names of the enabled outbox sinks."""
 
-    def __init__(self, uows: UnitOfWorkFactory, clock: Clock, sinks: Sequence[str] = ()) -> None:
+    def __init__(
+        self, uows: UsageUnitOfWorkFactory, clock: Clock, sinks: Sequence[str] = ()
+    ) -> None:
         self._uows = uows
         self._clock = clock
         self._sinks = tuple(sinks)
@@ -68,23 +69,20 @@ class UsageService:
         for _ in range(8):
             try:
                 return self._apply_once(principal, change)
-            except (RaceLost, StoreConflict):
+            except (_RaceLost, StoreConflict):
                 continue
         raise ServiceUnavailable("the license is too contended right now; retry")
 
     def _apply_once(self, principal: Principal, change: UsageChange) -> UsageOutcome:
-        with self._uows(write=True) as uow:
-            outcome = self.apply_in(uow, principal, change)
+        with self._uows() as uow:
+            outcome = self._apply_in(uow, principal, change)
             uow.commit()
             return outcome
 
-    def apply_in(self, uow: UnitOfWork, principal: Principal, change: UsageChange) -> UsageOutcome:
-        """Apply one change inside the caller's unit of work, without committing.
-
-        Raises the domain error of a rejected change, ``StoreConflict`` or ``RaceLost`` (the
-        caller runs it again in a new transaction).
-        """
-        license = load_license(uow, principal, change.license_ref, _ACTION[change.kind])
+    def _apply_in(
+        self, uow: UsageUnitOfWork, principal: Principal, change: UsageChange
+    ) -> UsageOutcome:
+        license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
         fingerprint = _fingerprint(license.id, change)
         if change.idempotency_key is not None:
             stored = uow.idempotency.get(principal.actor, change.idempotency_key)
@@ -130,12 +128,12 @@ class UsageService:
         return UsageOutcome(updated, entry.id, False)
 
     def _change_counter(
-        self, uow: UnitOfWork, license: License, change: UsageChange
+        self, uow: UsageUnitOfWork, license: License, change: UsageChange
     ) -> tuple[int, int]:
         if change.kind is UsageKind.RESET:
             before = uow.licenses.lock_uses(license.id)
             if before is None:  # deleted since it was read
-                raise RaceLost
+                raise _RaceLost
             uow.licenses.set_uses(license.id, 0, self._clock.now())
             return before, 0
         delta = change.amount if change.kind is UsageKind.INCREMENT else -change.amount
@@ -143,11 +141,11 @@ class UsageService:
         if after is not None:
             return after - delta, after
         # Rejected: re-read inside the same transaction and let the domain name the error.
-        current = uow.licenses.get(license.id)
+        current = uow.licenses.find(license.id)
         if current is None:
-            raise RaceLost
+            raise _RaceLost
         next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
-        raise RaceLost
+        raise _RaceLost
 
 
 def _fingerprint(license_id: str, change: UsageChange) -> str:
@@ -160,6 +158,6 @@ def usage_history(
 ) -> tuple[License, Page[UsageEntry]]:
     """The ledger of one license, newest first."""
     with uows() as uow:
-        license = load_license(uow, principal, ref, LicenseAction.READ_USAGE)
+        license = load_license(uow.licenses, principal, ref, LicenseAction.READ_USAGE)
         items, total = uow.ledger.history(license.id, offset=page.offset, limit=page.size)
     return license, Page(items, total, page)

@@ -1,10 +1,11 @@
 """The usage hot path, run on the DBAPI cursor of the unit of work's connection.
 
 A usage change is four small statements (find the license, conditional update, ledger insert,
-outbox insert). Through SQLAlchemy's ``Connection.execute`` each costs ~130 us of CPU for
-cache-key generation and execution-context set-up, about five times the statement itself
-(measured with ``bench/store_sqlite.py``), so these four are written once here as plain SQL and
-sent straight to the driver. Everything else in the store goes through SQLAlchemy Core.
+outbox insert), plus a few on rarer paths (reset, first-use expiry, Idempotency-Key). Through
+SQLAlchemy's ``Connection.execute`` each costs ~130 us of CPU for cache-key generation and
+execution-context set-up, about five times the statement itself (measured with
+``bench/store_sqlite.py``), so they are written once here as plain SQL and sent straight to the
+driver by ``bridge.store.usage_uow``. Everything else in the store goes through SQLAlchemy Core.
 
 The SQL is the same on SQLite and PostgreSQL; only the parameter style (``:name`` for sqlite3,
 ``%(name)s`` for psycopg) and the datetime/JSON encodings differ.
@@ -62,6 +63,15 @@ VALUES (:entry_id, :sink, 'pending', 0, :at, :at)
 """
 
 _TOKEN = "SELECT role, bearer_id FROM tokens WHERE digest = :digest"  # noqa: S105 - SQL
+_LOCK_USES = "SELECT uses FROM licenses WHERE id = :id"
+_SET_USES = "UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id"
+_SET_EXPIRY = "UPDATE licenses SET expiry = :expiry WHERE id = :id AND expiry IS NULL"
+_KEY_GET = "SELECT fingerprint, result FROM idempotency_keys WHERE scope = :scope AND key = :key"
+_KEY_CLAIM = """
+INSERT INTO idempotency_keys (scope, key, fingerprint, result, created)
+VALUES (:scope, :key, :fingerprint, '{}', :now)
+"""
+_KEY_RECORD = "UPDATE idempotency_keys SET result = :result WHERE scope = :scope AND key = :key"
 
 
 class HotPath:
@@ -75,6 +85,13 @@ class HotPath:
         self._ledger = style(_LEDGER)
         self._outbox = style(_OUTBOX)
         self._token = style(_TOKEN)
+        self._lock_uses = style(_LOCK_USES if self.sqlite else _LOCK_USES + " FOR UPDATE")
+        self._set_uses = style(_SET_USES)
+        self._set_expiry = style(_SET_EXPIRY)
+        self._key_get = style(_KEY_GET)
+        self._key_claim = style(_KEY_CLAIM)
+        json_param = ":result" if self.sqlite else "CAST(:result AS JSON)"
+        self._key_record = style(_KEY_RECORD.replace(":result", json_param))
 
     # Encodings: SQLite stores naive UTC text in SQLAlchemy's format and JSON as text.
     def _ts(self, value: datetime) -> Any:
@@ -150,6 +167,33 @@ class HotPath:
             cursor.execute(self._outbox, rows[0])
         elif rows:
             cursor.executemany(self._outbox, rows)
+
+    def lock_uses(self, cursor: Any, license_id: str) -> int | None:
+        cursor.execute(self._lock_uses, {"id": license_id})
+        row = cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    def set_uses(self, cursor: Any, license_id: str, uses: int, now: datetime) -> None:
+        cursor.execute(self._set_uses, {"id": license_id, "uses": uses, "now": self._ts(now)})
+
+    def set_expiry_if_unset(self, cursor: Any, license_id: str, expiry: datetime) -> None:
+        cursor.execute(self._set_expiry, {"id": license_id, "expiry": self._ts(expiry)})
+
+    def get_key(self, cursor: Any, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        cursor.execute(self._key_get, {"scope": scope, "key": key})
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        result = json.loads(row[1]) if isinstance(row[1], str) else row[1]
+        return row[0], result
+
+    def claim_key(self, cursor: Any, scope: str, key: str, fingerprint: str, now: datetime) -> None:
+        params = {"scope": scope, "key": key, "fingerprint": fingerprint, "now": self._ts(now)}
+        cursor.execute(self._key_claim, params)
+
+    def record_key(self, cursor: Any, scope: str, key: str, result: dict[str, Any]) -> None:
+        params = {"scope": scope, "key": key, "result": json.dumps(result)}
+        cursor.execute(self._key_record, params)
 
     def find_token(self, cursor: Any, digest: str) -> tuple[str, str] | None:
         cursor.execute(self._token, {"digest": digest})

@@ -273,26 +273,6 @@ class SqlLicenses:
         self._conn.execute(tokens.delete().where(tokens.c.bearer_id == license_id))
         self._conn.execute(delete(licenses).where(licenses.c.id == license_id))
 
-    def try_add_uses(self, license_id: str, delta: int, now: datetime) -> int | None:
-        """One conditional UPDATE (see ``bridge.store.hotpath``)."""
-        return self._hot.try_add_uses(self.cursor, license_id, delta, now)
-
-    def lock_uses(self, license_id: str) -> int | None:
-        query = select(licenses.c.uses).where(licenses.c.id == license_id).with_for_update()
-        return self._conn.execute(query).scalar_one_or_none()
-
-    def set_uses(self, license_id: str, uses: int, now: datetime) -> None:
-        query = update(licenses).where(licenses.c.id == license_id).values(uses=uses, updated=now)
-        self._conn.execute(query)
-
-    def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
-        query = (
-            update(licenses)
-            .where(licenses.c.id == license_id, licenses.c.expiry.is_(None))
-            .values(expiry=expiry)
-        )
-        self._conn.execute(query)
-
 
 # Tokens -------------------------------------------------------------------------------------
 class SqlTokens:

@@ -7,8 +7,6 @@ Database errors are translated here, at the boundary: a unique-key race becomes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from threading import Lock
 from types import TracebackType
 from typing import Self
@@ -19,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bridge.domain.errors import ServiceUnavailable
 from bridge.domain.ports import StoreConflict
+from bridge.store.engine import writer_lock
 from bridge.store.hotpath import HotPath
 from bridge.store.repositories import (
     SqlIdempotency,
@@ -80,21 +79,6 @@ class SqlUnitOfWork:
             self._writer.release()
             self._writer = None
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """Plain SQL savepoints on the driver cursor: cheap enough to wrap every change."""
-        cursor = self.licenses.cursor
-        cursor.execute("SAVEPOINT bridge_change")
-        try:
-            yield
-        except BaseException as exc:
-            cursor.execute("ROLLBACK TO SAVEPOINT bridge_change")
-            cursor.execute("RELEASE SAVEPOINT bridge_change")
-            if isinstance(exc, IntegrityError):
-                raise StoreConflict(str(exc.orig)) from exc
-            raise
-        cursor.execute("RELEASE SAVEPOINT bridge_change")
-
     def commit(self) -> None:
         assert self._tx is not None, "commit() outside the with block"
         try:
@@ -128,10 +112,7 @@ class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._hot = HotPath(engine.dialect.name)
-        # SQLite has one writer at a time. Queueing this process's writers on a lock is fair and
-        # immediate, where SQLite's busy handler sleeps and retries (p99 of seconds under load);
-        # other processes on the same file still queue through the busy timeout.
-        self._writer = Lock() if engine.dialect.name == "sqlite" else None
+        self._writer = writer_lock(engine)
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         writer = self._writer if write else None
