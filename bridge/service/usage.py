@@ -10,6 +10,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from bridge.domain.access import LicenseAction, Principal
 from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
@@ -82,6 +83,7 @@ class UsageService:
     def _apply_in(
         self, uow: UsageUnitOfWork, principal: Principal, change: UsageChange
     ) -> UsageOutcome:
+        now = self._clock.now()
         license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
         fingerprint = _fingerprint(license.id, change)
         if change.idempotency_key is not None:
@@ -95,11 +97,8 @@ class UsageService:
                 )
             # Claim the key before touching the counter, so a concurrent retry with the
             # same key waits for this answer instead of applying the change again.
-            uow.idempotency.claim(
-                principal.actor, change.idempotency_key, fingerprint, self._clock.now()
-            )
-        now = self._clock.now()
-        before, after = self._change_counter(uow, license, change)
+            uow.idempotency.claim(principal.actor, change.idempotency_key, fingerprint, now)
+        before, after = self._change_counter(uow, license, change, now)
         entry = UsageEntry(
             id=str(uuid.uuid4()),
             license_id=license.id,
@@ -128,16 +127,16 @@ class UsageService:
         return UsageOutcome(updated, entry.id, False)
 
     def _change_counter(
-        self, uow: UsageUnitOfWork, license: License, change: UsageChange
+        self, uow: UsageUnitOfWork, license: License, change: UsageChange, now: datetime
     ) -> tuple[int, int]:
         if change.kind is UsageKind.RESET:
             before = uow.licenses.lock_uses(license.id)
             if before is None:  # deleted since it was read
                 raise _RaceLost
-            uow.licenses.set_uses(license.id, 0, self._clock.now())
+            uow.licenses.set_uses(license.id, 0, now)
             return before, 0
         delta = change.amount if change.kind is UsageKind.INCREMENT else -change.amount
-        after = uow.licenses.try_add_uses(license.id, delta, self._clock.now())
+        after = uow.licenses.try_add_uses(license.id, delta, now)
         if after is not None:
             return after - delta, after
         # Rejected: re-read inside the same transaction and let the domain name the error.
