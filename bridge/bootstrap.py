@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from bridge.api.app import create_app
 from bridge.api.deps import ApiContext
 from bridge.api.render import Renderer
+from bridge.api.writes import WriteRunner
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock
 from bridge.service.auth import Authenticator
@@ -69,6 +70,7 @@ def build_app(container: Container) -> FastAPI:
         clock=container.clock,
         auth=container.authenticator(),
         usage=container.usage(),
+        writes=WriteRunner(single_writer=container.engine.dialect.name == "sqlite"),
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,

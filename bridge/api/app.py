@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, Depends, FastAPI
 
 from bridge import __version__
@@ -27,7 +30,13 @@ def _resources() -> APIRouter:
 
 
 def create_app(context: ApiContext) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        context.writes.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Metering Bridge",
         version=__version__,
         description="Keygen-compatible metered-license API with an append-only usage ledger.",

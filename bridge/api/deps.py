@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from bridge.api.render import Renderer
+from bridge.api.writes import WriteRunner
 from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
@@ -25,6 +26,7 @@ class ApiContext:
     clock: Clock
     auth: Authenticator
     usage: UsageService
+    writes: WriteRunner
     render: Renderer
     account: str
     ready: Callable[[], bool]
@@ -49,15 +51,19 @@ _authorization = APIKeyHeader(
 )
 
 
-async def principal(
-    ctx: Ctx, authorization: Annotated[str | None, Depends(_authorization)]
-) -> Principal:
+async def _authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
     # The configured admin token needs no lookup; other tokens are read from the store in the
     # threadpool, so the event loop never blocks on the database.
     admin = ctx.auth.configured_admin(authorization)
     if admin is not None:
         return admin
     return await run_in_threadpool(ctx.auth.authenticate, authorization)
+
+
+async def principal(
+    request: Request, authorization: Annotated[str | None, Depends(_authorization)]
+) -> Principal:
+    return await _authenticate(request.app.state.context, authorization)
 
 
 Bearer = Annotated[Principal, Depends(principal)]
@@ -79,7 +85,26 @@ async def page(
 Paging = Annotated[PageRequest, Depends(page)]
 
 
-async def idempotency_key(
+def _checked_key(key: str | None) -> str | None:
+    if key is not None and (not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable()):
+        raise IdempotencyKeyInvalid(parameter="Idempotency-Key")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCall:
+    """Everything a usage action needs besides its body, resolved as one dependency: FastAPI's
+    dependency solving costs more per dependency than the rest of the request's parsing."""
+
+    ctx: ApiContext
+    principal: Principal
+    idempotency_key: str | None
+    request_id: str | None
+
+
+async def usage_call(
+    request: Request,
+    authorization: Annotated[str | None, Depends(_authorization)],
     key: Annotated[
         str | None,
         Header(
@@ -88,20 +113,14 @@ async def idempotency_key(
             "answer; the same key with another request is 422 IDEMPOTENCY_KEY_REUSED.",
         ),
     ] = None,
-) -> str | None:
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
-        raise IdempotencyKeyInvalid(parameter="Idempotency-Key")
-    return key
+) -> UsageCall:
+    ctx: ApiContext = request.app.state.context
+    return UsageCall(
+        ctx=ctx,
+        principal=await _authenticate(ctx, authorization),
+        idempotency_key=_checked_key(key),
+        request_id=getattr(request.state, "request_id", None),
+    )
 
 
-IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
-
-
-async def request_id(request: Request) -> str | None:
-    rid: str | None = getattr(request.state, "request_id", None)
-    return rid
-
-
-RequestId = Annotated[str | None, Depends(request_id)]
+Usage = Annotated[UsageCall, Depends(usage_call)]

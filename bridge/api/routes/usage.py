@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from bridge.api import schemas as s
-from bridge.api.deps import Bearer, Ctx, IdempotencyKey, Paging, RequestId
+from bridge.api.deps import Bearer, Ctx, Paging, Usage, UsageCall
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.model import UsageKind
 from bridge.service.usage import UsageChange, usage_history
@@ -15,8 +15,10 @@ from bridge.service.usage import UsageChange, usage_history
 router = APIRouter(tags=["usage"])
 
 
-def _apply(ctx: Ctx, bearer: Bearer, change: UsageChange) -> JsonApiResponse:
-    outcome = ctx.usage.apply(bearer, change)
+async def _apply(call: UsageCall, kind: UsageKind, license_id: str, amount: int) -> JsonApiResponse:
+    ctx = call.ctx
+    change = UsageChange(license_id, kind, amount, call.idempotency_key, call.request_id)
+    outcome = await ctx.writes.run(ctx.usage.apply, call.principal, change)
     doc = s.LicenseDocument(data=ctx.render.license(outcome.license, ctx.clock.now()))
     response = respond(doc)
     response.headers["Usage-Entry-Id"] = outcome.entry_id
@@ -26,50 +28,35 @@ def _apply(ctx: Ctx, bearer: Bearer, change: UsageChange) -> JsonApiResponse:
 
 
 @router.post("/licenses/{license_id}/actions/increment-usage", response_model=s.LicenseDocument)
-def increment_usage(
-    ctx: Ctx,
-    bearer: Bearer,
+async def increment_usage(
+    call: Usage,
     license_id: str,
-    key: IdempotencyKey,
-    request_id: RequestId,
     body: Annotated[s.IncrementIn | None, Body()] = None,
 ) -> JsonApiResponse:
     """Add ``meta.increment`` (default 1) to the license's uses, within its ``maxUses``."""
     amount = body.meta.increment if body and body.meta else None
-    change = UsageChange(
-        license_id, UsageKind.INCREMENT, 1 if amount is None else amount, key, request_id
-    )
-    return _apply(ctx, bearer, change)
+    return await _apply(call, UsageKind.INCREMENT, license_id, 1 if amount is None else amount)
 
 
 @router.post("/licenses/{license_id}/actions/decrement-usage", response_model=s.LicenseDocument)
-def decrement_usage(
-    ctx: Ctx,
-    bearer: Bearer,
+async def decrement_usage(
+    call: Usage,
     license_id: str,
-    key: IdempotencyKey,
-    request_id: RequestId,
     body: Annotated[s.DecrementIn | None, Body()] = None,
 ) -> JsonApiResponse:
     """Subtract ``meta.decrement`` (default 1) from the license's uses, never below 0."""
     amount = body.meta.decrement if body and body.meta else None
-    change = UsageChange(
-        license_id, UsageKind.DECREMENT, 1 if amount is None else amount, key, request_id
-    )
-    return _apply(ctx, bearer, change)
+    return await _apply(call, UsageKind.DECREMENT, license_id, 1 if amount is None else amount)
 
 
 @router.post("/licenses/{license_id}/actions/reset-usage", response_model=s.LicenseDocument)
-def reset_usage(
-    ctx: Ctx,
-    bearer: Bearer,
+async def reset_usage(
+    call: Usage,
     license_id: str,
-    key: IdempotencyKey,
-    request_id: RequestId,
     body: Annotated[s.NoParams | None, Body()] = None,
 ) -> JsonApiResponse:
     """Set the license's uses to 0."""
-    return _apply(ctx, bearer, UsageChange(license_id, UsageKind.RESET, 0, key, request_id))
+    return await _apply(call, UsageKind.RESET, license_id, 0)
 
 
 @router.get("/licenses/{license_id}/usage", response_model=s.UsageList)
