@@ -10,10 +10,11 @@ from sqlalchemy import Engine, text
 from bridge.api.app import create_app
 from bridge.api.deps import ApiContext
 from bridge.api.render import Renderer
-from bridge.api.writes import WriteRunner
+from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock
 from bridge.service.auth import Authenticator
+from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageService
 from bridge.settings import Settings
 from bridge.store.engine import make_engine
@@ -65,12 +66,15 @@ def build(settings: Settings, clock: Clock | None = None) -> Container:
 
 
 def build_app(container: Container) -> FastAPI:
+    service = container.usage()
+    # SQLite has one writer: a writer thread commits concurrent changes in groups.
+    sqlite = container.engine.dialect.name == "sqlite"
+    batch = BatchWriter(container.usage_uows, service) if sqlite else None
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
         auth=container.authenticator(),
-        usage=container.usage(),
-        writes=WriteRunner(single_writer=container.engine.dialect.name == "sqlite"),
+        usage=UsageWrites(service, batch),
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,

@@ -291,3 +291,19 @@ def test_validation_ignores_usage(api: Api) -> None:
     api.increment(lic["id"])
     meta = api.ok("POST", f"/v1/licenses/{lic['id']}/actions/validate")["meta"]
     assert (meta["valid"], meta["code"], meta["detail"]) == (True, "VALID", "is valid")
+
+
+def test_concurrent_requests_get_exact_answers(api: Api) -> None:
+    """Twenty concurrent increments on a license with maxUses 10 over HTTP: exactly ten succeed,
+    each with a distinct count, and the ledger agrees."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lic = api.license(api.policy(maxUses=10))
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda _: api.increment(lic["id"]), range(20)))
+    ok = [r for r in responses if r.status_code == 200]
+    assert len(ok) == 10
+    assert sorted(uses(r) for r in ok) == list(range(1, 11))
+    assert all(error_of(r)["code"] == "USES_LIMIT_EXCEEDED" for r in responses if r not in ok)
+    history = api.ok("GET", f"/v1/licenses/{lic['id']}/usage?page[size]=100")
+    assert history["meta"]["pages"]["count"] == 10

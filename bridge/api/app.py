@@ -33,7 +33,7 @@ def create_app(context: ApiContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        context.writes.close()
+        context.usage.close()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -11,13 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from bridge.api.render import Renderer
-from bridge.api.writes import WriteRunner
+from bridge.api.writes import UsageWrites
 from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
 from bridge.service.common import PageRequest
-from bridge.service.usage import UsageService
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +24,7 @@ class ApiContext:
     uows: UnitOfWorkFactory
     clock: Clock
     auth: Authenticator
-    usage: UsageService
-    writes: WriteRunner
+    usage: UsageWrites
     render: Renderer
     account: str
     ready: Callable[[], bool]

@@ -6,6 +6,7 @@ The store implements the repositories and the unit of work; connectors implement
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -191,6 +192,9 @@ class UsageUnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
     def commit(self) -> None: ...
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested scope whose writes are undone if the block raises."""
+        ...
 
 
 class UsageUnitOfWorkFactory(Protocol):

@@ -50,7 +50,7 @@ class UsageOutcome:
     replayed: bool
 
 
-class _RaceLost(Exception):
+class RaceLost(Exception):
     """The conditional update failed but a fresh read says it would pass: try again."""
 
 
@@ -70,19 +70,21 @@ class UsageService:
         for _ in range(8):
             try:
                 return self._apply_once(principal, change)
-            except (_RaceLost, StoreConflict):
+            except (RaceLost, StoreConflict):
                 continue
         raise ServiceUnavailable("the license is too contended right now; retry")
 
     def _apply_once(self, principal: Principal, change: UsageChange) -> UsageOutcome:
         with self._uows() as uow:
-            outcome = self._apply_in(uow, principal, change)
+            outcome = self.apply_in(uow, principal, change)
             uow.commit()
             return outcome
 
-    def _apply_in(
+    def apply_in(
         self, uow: UsageUnitOfWork, principal: Principal, change: UsageChange
     ) -> UsageOutcome:
+        """Apply one change inside the caller's unit of work, without committing. Besides the
+        domain errors it may raise ``StoreConflict`` or ``RaceLost``: run it again alone."""
         now = self._clock.now()
         license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
         fingerprint = _fingerprint(license.id, change)
@@ -132,7 +134,7 @@ class UsageService:
         if change.kind is UsageKind.RESET:
             before = uow.licenses.lock_uses(license.id)
             if before is None:  # deleted since it was read
-                raise _RaceLost
+                raise RaceLost
             uow.licenses.set_uses(license.id, 0, now)
             return before, 0
         delta = change.amount if change.kind is UsageKind.INCREMENT else -change.amount
@@ -142,9 +144,9 @@ class UsageService:
         # Rejected: re-read inside the same transaction and let the domain name the error.
         current = uow.licenses.find(license.id)
         if current is None:
-            raise _RaceLost
+            raise RaceLost
         next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
-        raise _RaceLost
+        raise RaceLost
 
 
 def _fingerprint(license_id: str, change: UsageChange) -> str:

@@ -8,7 +8,8 @@ translated here: a unique-key race becomes ``StoreConflict``, an unreachable or 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -98,11 +99,26 @@ class UsageUnitOfWork:
         except BaseException:
             self._close(invalidate=False)
             raise
+        self._cursor = cursor
         self.licenses = _Licenses(f.hot, cursor)
         self.ledger = _Ledger(f.hot, cursor)
         self.outbox = _Outbox(f.hot, cursor)
         self.idempotency = _Idempotency(f.hot, cursor)
         return self
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        cursor = self._cursor
+        cursor.execute("SAVEPOINT usage_change")
+        try:
+            yield
+        except BaseException as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT usage_change")
+            cursor.execute("RELEASE SAVEPOINT usage_change")
+            if isinstance(exc, self._factory.dbapi.IntegrityError):
+                raise StoreConflict(str(exc)) from exc
+            raise
+        cursor.execute("RELEASE SAVEPOINT usage_change")
 
     def commit(self) -> None:
         try:

@@ -18,7 +18,7 @@ router = APIRouter(tags=["usage"])
 async def _apply(call: UsageCall, kind: UsageKind, license_id: str, amount: int) -> JsonApiResponse:
     ctx = call.ctx
     change = UsageChange(license_id, kind, amount, call.idempotency_key, call.request_id)
-    outcome = await ctx.writes.run(ctx.usage.apply, call.principal, change)
+    outcome = await ctx.usage.apply(call.principal, change)
     doc = s.LicenseDocument(data=ctx.render.license(outcome.license, ctx.clock.now()))
     response = respond(doc)
     response.headers["Usage-Entry-Id"] = outcome.entry_id

@@ -1,0 +1,107 @@
+"""One writer thread that applies queued usage changes in shared transactions (group commit).
+
+SQLite has one writer at a time, so concurrent changes queue anyway. Each waiting on its own
+transaction costs a commit (an fsync) and a thread hand-off per change; under HTTP load the
+hand-off alone, waiting for the GIL behind the event loop, cost ~1.5 ms per change (measured with
+``bench/http_api.py``). This writer takes every change queued so far, applies them in arrival
+order in one transaction, each inside its own savepoint, commits once, and only then answers
+every caller. Each answer stays exact (a change sees the ones before it), a rejected change
+leaves no trace, and no caller hears of a change before it is durable.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import structlog
+
+from bridge.domain.access import Principal
+from bridge.domain.ports import StoreConflict, UsageUnitOfWorkFactory
+from bridge.service.usage import RaceLost, UsageChange, UsageOutcome, UsageService
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Job:
+    principal: Principal
+    change: UsageChange
+    future: Future[UsageOutcome] = field(default_factory=Future)
+    outcome: UsageOutcome | None = None
+    error: BaseException | None = None
+    alone: bool = False  # lost a race or a key conflict: run again in its own transaction
+
+
+_STOP = object()
+
+
+class BatchWriter:
+    def __init__(
+        self, uows: UsageUnitOfWorkFactory, service: UsageService, *, max_batch: int = 256
+    ) -> None:
+        self._uows = uows
+        self._service = service
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, principal: Principal, change: UsageChange) -> Future[UsageOutcome]:
+        job = _Job(principal, change)
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[_Job] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                elif isinstance(item, _Job):
+                    batch.append(item)
+                if stopping or len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._apply(batch)
+
+    def _apply(self, batch: list[_Job]) -> None:
+        try:
+            with self._uows() as uow:
+                for job in batch:
+                    try:
+                        with uow.savepoint():
+                            job.outcome = self._service.apply_in(uow, job.principal, job.change)
+                    except (RaceLost, StoreConflict):
+                        job.alone = True
+                    except Exception as exc:  # the caller's to handle, like any rejection
+                        job.error = exc
+                uow.commit()
+        except Exception as exc:  # nothing of the batch is durable: every caller learns it
+            log.warning("usage_batch_failed", size=len(batch), error=str(exc))
+            for job in batch:
+                job.outcome, job.alone, job.error = None, False, exc
+        for job in batch:
+            if job.alone:
+                try:
+                    job.outcome = self._service.apply(job.principal, job.change)
+                except Exception as exc:
+                    job.error = exc
+            if job.error is not None:
+                job.future.set_exception(job.error)
+            else:
+                assert job.outcome is not None
+                job.future.set_result(job.outcome)

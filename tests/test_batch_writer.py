@@ -1,0 +1,145 @@
+"""The SQLite writer thread: queued changes share one transaction, every answer stays exact."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import pytest
+
+from bridge.bootstrap import Container
+from bridge.domain.access import Principal, Role
+from bridge.domain.errors import UsesLimitExceeded
+from bridge.domain.model import UsageKind
+from bridge.service import licenses, policies, products
+from bridge.service.batch_writer import BatchWriter
+from bridge.service.usage import UsageChange, UsageOutcome, UsageService
+from bridge.store.usage_uow import UsageUnitOfWork
+
+ADMIN = Principal(Role.ADMIN, "test")
+DEADLINE_S = 10.0
+
+
+class GatedUnitsOfWork:
+    """The real usage unit-of-work factory, counting transactions; the first one waits on a
+    gate so that the changes submitted meanwhile queue behind it."""
+
+    def __init__(self, container: Container) -> None:
+        self._inner = container.usage_uows
+        self.gate = threading.Event()
+        self.opened = 0
+
+    def __call__(self) -> UsageUnitOfWork:
+        self.opened += 1
+        if self.opened == 1:
+            assert self.gate.wait(DEADLINE_S)
+        return self._inner()
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.001)
+
+
+def setup_license(container: Container, max_uses: int) -> str:
+    product = products.create_product(container.uows, container.clock, ADMIN, {"name": "p"})
+    policy = policies.create_policy(
+        container.uows, container.clock, ADMIN, product.id, {"name": "p", "max_uses": max_uses}
+    )
+    return licenses.create_license(container.uows, container.clock, ADMIN, policy.id, {}).id
+
+
+def run_queued(
+    container: Container, changes: list[UsageChange]
+) -> tuple[GatedUnitsOfWork, list[Future[UsageOutcome]]]:
+    """Submit the first change, hold its transaction while the others queue, then release."""
+    uows = GatedUnitsOfWork(container)
+    writer = BatchWriter(uows, UsageService(uows, container.clock, ("sink",)))
+    futures = [writer.submit(ADMIN, changes[0])]
+    wait_for(lambda: uows.opened == 1)  # the writer is inside the first transaction
+    futures += [writer.submit(ADMIN, change) for change in changes[1:]]
+    uows.gate.set()
+    writer.close()
+    return uows, futures
+
+
+def outcome(future: Future[UsageOutcome]) -> UsageOutcome | BaseException:
+    error = future.exception(timeout=DEADLINE_S)
+    return error if error is not None else future.result()
+
+
+def test_queued_changes_share_one_transaction_with_exact_answers(container: Container) -> None:
+    """Five changes queued behind the writer commit together; each gets its own answer and the
+    rejected ones leave no trace."""
+    license_id = setup_license(container, max_uses=3)
+    changes = [UsageChange(license_id, UsageKind.INCREMENT, 1) for _ in range(6)]
+    uows, futures = run_queued(container, changes)
+
+    assert uows.opened == 2  # the first change alone, then one transaction for the five queued
+    results = [outcome(f) for f in futures]
+    accepted = [r for r in results if isinstance(r, UsageOutcome)]
+    assert [r.license.uses for r in accepted] == [1, 2, 3]  # in arrival order
+    assert all(isinstance(r, UsesLimitExceeded) for r in results[3:])
+    with container.uows() as uow:
+        license = uow.licenses.get(license_id)
+        assert license is not None
+        assert license.uses == 3
+        entries, total = uow.ledger.history(license_id, offset=0, limit=10)
+        assert total == 3
+        assert {e.id for e in entries} == {r.entry_id for r in accepted}
+        assert uow.outbox.pending_count() == 3
+
+
+def test_same_key_twice_in_one_batch_applies_once(container: Container) -> None:
+    """Two queued changes with one Idempotency-Key: the second replays the first's answer."""
+    license_id = setup_license(container, max_uses=10)
+    keyed = UsageChange(license_id, UsageKind.INCREMENT, 2, idempotency_key="same")
+    _, futures = run_queued(
+        container, [UsageChange(license_id, UsageKind.INCREMENT, 1), keyed, keyed]
+    )
+
+    first, second = futures[1].result(DEADLINE_S), futures[2].result(DEADLINE_S)
+    assert first.entry_id == second.entry_id
+    assert (first.replayed, second.replayed) == (False, True)
+    assert second.license.uses == 3
+
+
+def test_a_failed_commit_fails_every_change_of_the_batch(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a batch cannot commit, no caller is told its change was accepted."""
+    license_id = setup_license(container, max_uses=10)
+    original = UsageUnitOfWork.commit
+    calls = {"n": 0}
+
+    def failing_commit(self: UsageUnitOfWork) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the batch of queued changes
+            raise OSError("disk full")
+        original(self)
+
+    monkeypatch.setattr(UsageUnitOfWork, "commit", failing_commit)
+    changes = [UsageChange(license_id, UsageKind.INCREMENT, 1) for _ in range(4)]
+    _, futures = run_queued(container, changes)
+
+    assert isinstance(outcome(futures[0]), UsageOutcome)
+    assert all(isinstance(outcome(f), OSError) for f in futures[1:])
+    with container.uows() as uow:
+        license = uow.licenses.get(license_id)
+        assert license is not None
+        assert license.uses == 1
+        assert uow.ledger.history(license_id, offset=0, limit=10)[1] == 1
+
+
+def test_close_finishes_queued_changes(container: Container) -> None:
+    """Stopping the writer applies everything already submitted."""
+    license_id = setup_license(container, max_uses=100)
+    writer = BatchWriter(container.usage_uows, container.usage())
+    change = UsageChange(license_id, UsageKind.INCREMENT, 1)
+    futures = [writer.submit(ADMIN, change) for _ in range(20)]
+    writer.close()
+    assert sorted(f.result(0).license.uses for f in futures) == list(range(1, 21))
