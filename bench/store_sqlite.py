@@ -32,6 +32,7 @@ import _setup as s
 from bridge.bootstrap import Container
 from bridge.domain.errors import INT4_MAX
 from bridge.domain.model import UsageKind
+from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageChange
 
 TARGET = 0.8
@@ -125,6 +126,16 @@ def bridge_worker(container: Container, ids: list[str], seed: int) -> s.Worker:
     return op, lambda: None
 
 
+def batch_worker(writer: BatchWriter, ids: list[str], seed: int) -> s.Worker:
+    """What ``meterbridge serve`` does with concurrent requests on SQLite."""
+    rng = random.Random(seed)
+
+    def op() -> None:
+        writer.submit(s.ADMIN, UsageChange(rng.choice(ids), UsageKind.INCREMENT, 1)).result()
+
+    return op, lambda: None
+
+
 def check(path: Path, expected: int) -> None:
     """Every counted increment is in the counters, the ledger and the outbox."""
     conn = sqlite3.connect(path)
@@ -142,6 +153,7 @@ LABELS = {
     "raw": "raw sqlite3",
     "raw+find": "raw sqlite3 + find SELECT",
     "bridge": "bridge UsageService.apply",
+    "batch": "bridge BatchWriter (serve's path)",
 }
 
 
@@ -161,6 +173,7 @@ class Bench:
         s.copy_sqlite(self.template, path)
         hold = s.prime_sqlite_wal(path)
         container = None
+        writer = None
         try:
             if side == "bridge":
                 container = s.container_for(s.sqlite_url(path), migrate=False)
@@ -168,6 +181,13 @@ class Bench:
 
                 def make(i: int) -> s.Worker:
                     return bridge_worker(bound, self.ids, i)
+            elif side == "batch":
+                container = s.container_for(s.sqlite_url(path), migrate=False)
+                writer = BatchWriter(container.usage_uows, container.usage())
+                shared = writer
+
+                def make(i: int) -> s.Worker:
+                    return batch_worker(shared, self.ids, i)
             else:
 
                 def make(i: int) -> s.Worker:
@@ -175,6 +195,8 @@ class Bench:
 
             result = s.measure_threads(label, make, workers, self.budget)
         finally:
+            if writer is not None:
+                writer.close()
             if container is not None:
                 container.dispose()
             hold.close()
@@ -201,6 +223,8 @@ class Bench:
         bridge = totals["bridge"]
         if "raw+find" in totals:
             s.ratio(f"SQLite x{workers} vs raw+find", bridge, totals["raw+find"], TARGET)
+        if "batch" in totals:
+            s.ratio(f"SQLite x{workers} BatchWriter", totals["batch"], totals["raw"], TARGET)
         return s.ratio(f"SQLite x{workers}", bridge, totals["raw"], TARGET)
 
 
@@ -225,7 +249,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"SQLite {sqlite3.sqlite_version}, WAL, synchronous=FULL, scratch folder {folder}")
         print(f"{args.licenses} licenses (no maxUses), a random one per increment, sink 'bench'")
         bench = Bench(folder, template, ids, s.budget_from(args))
-        lines = [bench.compare(workers, sides, args.rounds) for workers in counts]
+        lines = [
+            bench.compare(workers, [*sides, "batch"] if workers > 1 else sides, args.rounds)
+            for workers in counts
+        ]
 
     print("\nSummary (target: bridge >= 0.8x raw)")
     for line in lines:

@@ -130,7 +130,7 @@ class UsageMachine(RuleBasedStateMachine):
             return license.uses, rows, uow.ledger.total(self.license_id)
 
     def key_is_stored(self, key: str) -> bool:
-        with self.container.uows() as uow:
+        with self.container.usage_uows() as uow:
             return uow.idempotency.get(ADMIN.actor, key) is not None
 
     def new_key(self) -> str:

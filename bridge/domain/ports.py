@@ -107,7 +107,7 @@ class LedgerWriter(Protocol):
     def add(self, entry: UsageEntry) -> None: ...
 
 
-class LedgerRepository(LedgerWriter, Protocol):
+class LedgerRepository(Protocol):
     def history(
         self, license_id: str, *, offset: int, limit: int
     ) -> tuple[list[UsageEntry], int]: ...
@@ -118,7 +118,7 @@ class OutboxWriter(Protocol):
     def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None: ...
 
 
-class OutboxRepository(OutboxWriter, Protocol):
+class OutboxRepository(Protocol):
     def pending_count(self) -> int: ...
 
 
@@ -152,8 +152,6 @@ class UnitOfWork(Protocol):
     def ledger(self) -> LedgerRepository: ...
     @property
     def outbox(self) -> OutboxRepository: ...
-    @property
-    def idempotency(self) -> IdempotencyRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -1,7 +1,8 @@
 """The usage actions: increment, decrement and reset, each one atomic and idempotent.
 
-One unit of work per action: the counter change, its ledger entry, one outbox row per enabled
-sink and (with an Idempotency-Key) the stored answer commit together or not at all.
+A change's writes (the counter, its ledger entry, one outbox row per enabled sink and, with an
+Idempotency-Key, the stored answer) commit together or not at all: in a unit of work of its own
+(``UsageService.apply``), or in a savepoint of a ``BatchWriter`` transaction.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +19,6 @@ from bridge.domain.model import (
 )
 from bridge.store.hotpath import HotPath
 from bridge.store.tables import (
-    IdempotencyRow,
     LicenseRow,
     OutboxRow,
     PolicyRow,
@@ -41,7 +39,6 @@ licenses = _table(LicenseRow)
 tokens = _table(TokenRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
-idempotency = _table(IdempotencyRow)
 
 
 # Products -----------------------------------------------------------------------------------
@@ -228,7 +225,7 @@ class SqlLicenses:
     def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
         self._hot = hot
-        self.cursor = cursor
+        self._cursor = cursor
 
     def add(self, license: License) -> None:
         self._conn.execute(insert(licenses).values(_license_values(license)))
@@ -240,7 +237,7 @@ class SqlLicenses:
 
     def find(self, id_or_key: str) -> License | None:
         """By id or key; an id match wins over a key equal to another license's id."""
-        return self._hot.find_license(self.cursor, id_or_key)
+        return self._hot.find_license(self._cursor, id_or_key)
 
     def key_exists(self, key: str) -> bool:
         query = select(exists().where(licenses.c.key == key))
@@ -320,13 +317,10 @@ def _entry(row: RowMapping) -> UsageEntry:
 
 
 class SqlLedger:
-    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
-        self._conn = conn
-        self._hot = hot
-        self._cursor = cursor
+    """Reads of the ledger; it is written only by ``bridge.store.usage_uow``."""
 
-    def add(self, entry: UsageEntry) -> None:
-        self._hot.add_entry(self._cursor, entry)
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def history(self, license_id: str, *, offset: int, limit: int) -> tuple[list[UsageEntry], int]:
         where = ledger.c.license_id == license_id
@@ -343,44 +337,9 @@ class SqlLedger:
 
 
 class SqlOutbox:
-    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._hot = hot
-        self._cursor = cursor
-
-    def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None:
-        self._hot.add_outbox(self._cursor, entry, sinks)
 
     def pending_count(self) -> int:
         query = select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
         return int(self._conn.execute(query).scalar_one())
-
-
-class SqlIdempotency:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def get(self, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
-        query = select(idempotency.c.fingerprint, idempotency.c.result).where(
-            idempotency.c.scope == scope, idempotency.c.key == key
-        )
-        row = self._conn.execute(query).first()
-        return (row[0], row[1]) if row else None
-
-    def claim(self, scope: str, key: str, fingerprint: str, now: datetime) -> None:
-        values = {
-            "scope": scope,
-            "key": key,
-            "fingerprint": fingerprint,
-            "result": {},
-            "created": now,
-        }
-        self._conn.execute(insert(idempotency).values(values))
-
-    def record(self, scope: str, key: str, result: dict[str, Any]) -> None:
-        query = (
-            update(idempotency)
-            .where(idempotency.c.scope == scope, idempotency.c.key == key)
-            .values(result=result)
-        )
-        self._conn.execute(query)

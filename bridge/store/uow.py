@@ -20,7 +20,6 @@ from bridge.domain.ports import StoreConflict
 from bridge.store.engine import writer_lock
 from bridge.store.hotpath import HotPath
 from bridge.store.repositories import (
-    SqlIdempotency,
     SqlLedger,
     SqlLicenses,
     SqlOutbox,
@@ -37,7 +36,6 @@ class SqlUnitOfWork:
     tokens: SqlTokens
     ledger: SqlLedger
     outbox: SqlOutbox
-    idempotency: SqlIdempotency
 
     def __init__(
         self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
@@ -69,9 +67,8 @@ class SqlUnitOfWork:
         self.policies = SqlPolicies(conn)
         self.licenses = SqlLicenses(conn, self._hot, cursor)
         self.tokens = SqlTokens(conn, self._hot, cursor)
-        self.ledger = SqlLedger(conn, self._hot, cursor)
-        self.outbox = SqlOutbox(conn, self._hot, cursor)
-        self.idempotency = SqlIdempotency(conn)
+        self.ledger = SqlLedger(conn)
+        self.outbox = SqlOutbox(conn)
         return self
 
     def _release(self) -> None:
