@@ -248,3 +248,19 @@ def test_bad_pagination_is_400(api: Api) -> None:
     response = api.request("GET", "/v1/licenses?page[size]=1000")
     assert response.status_code == 400
     assert error_of(response)["source"] == {"parameter": "page[size]"}
+
+
+def test_a_broken_database_is_503_not_500(api: Api) -> None:
+    """Driver errors on every path (SQLAlchemy's and the hot path's) become 503."""
+    lic = api.license(api.policy())
+    token = api.license_token(lic["id"])
+    engine = api.client.app.state.context.uows.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE tokens")  # the token lookup runs on the driver cursor
+        conn.exec_driver_sql("DROP TABLE usage_ledger")  # the usage write path too
+    token_response = api.increment(lic["id"], token=token)
+    assert token_response.status_code == 503
+    assert error_of(token_response)["code"] == "SERVICE_UNAVAILABLE"
+    usage_response = api.increment(lic["id"])
+    assert usage_response.status_code == 503
+    assert api.ok("GET", f"/v1/licenses/{lic['id']}")["data"]["attributes"]["uses"] == 0

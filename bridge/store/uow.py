@@ -99,9 +99,11 @@ class SqlUnitOfWork:
         finally:
             self._conn.close()
             self._release()
-        if isinstance(exc, IntegrityError):
-            raise StoreConflict(str(exc.orig)) from exc
-        if isinstance(exc, OperationalError):
+        # The hot-path reads run on the driver cursor, so driver errors arrive untranslated too.
+        dbapi = self._engine.dialect.dbapi
+        if isinstance(exc, IntegrityError | dbapi.IntegrityError):  # type: ignore[union-attr]
+            raise StoreConflict(str(exc)) from exc
+        if isinstance(exc, OperationalError | dbapi.Error):  # type: ignore[union-attr]
             raise ServiceUnavailable from exc
 
 

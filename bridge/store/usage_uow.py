@@ -117,6 +117,8 @@ class UsageUnitOfWork:
             cursor.execute("RELEASE SAVEPOINT usage_change")
             if isinstance(exc, self._factory.dbapi.IntegrityError):
                 raise StoreConflict(str(exc)) from exc
+            if isinstance(exc, self._factory.dbapi.Error):
+                raise ServiceUnavailable from exc
             raise
         cursor.execute("RELEASE SAVEPOINT usage_change")
 
