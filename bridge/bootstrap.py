@@ -12,15 +12,17 @@ from bridge.api.deps import ApiContext
 from bridge.api.render import Renderer
 from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
-from bridge.domain.ports import Clock
+from bridge.domain.ports import Clock, Sink
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
 from bridge.settings import Settings
 from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
+from connectors.file import FileSink
 
 
 @dataclass
@@ -30,10 +32,22 @@ class Container:
     uows: SqlUnitOfWorkFactory
     usage_uows: UsageUnitOfWorkFactory
     clock: Clock
-    sinks: tuple[str, ...] = field(default=())
+    sinks: tuple[Sink, ...] = field(default=())
 
     def usage(self) -> UsageService:
-        return UsageService(self.usage_uows, self.clock, self.sinks)
+        return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
+
+    def relay(self) -> Relay:
+        r = self.settings.relay
+        policy = RelayPolicy(
+            batch_size=r.batch_size,
+            lease_s=r.lease_s,
+            retry_base_s=r.retry_base_s,
+            retry_cap_s=r.retry_cap_s,
+            retry_horizon_s=r.retry_horizon_s,
+            idle_s=r.idle_s,
+        )
+        return Relay(self.uows, self.sinks, self.clock, policy)
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
@@ -62,7 +76,16 @@ def build(settings: Settings, clock: Clock | None = None) -> Container:
         SqlUnitOfWorkFactory(engine),
         UsageUnitOfWorkFactory(engine),
         clock or SystemClock(),
+        build_sinks(settings),
     )
+
+
+def build_sinks(settings: Settings) -> tuple[Sink, ...]:
+    """The enabled sinks, in the order their outbox rows are written."""
+    sinks: list[Sink] = []
+    if settings.sinks.file.enabled:
+        sinks.append(FileSink(settings.sinks.file.path))
+    return tuple(sinks)
 
 
 def build_app(container: Container) -> FastAPI:

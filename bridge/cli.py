@@ -7,6 +7,8 @@ Output is a readable table by default and JSON with ``--json``.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -27,6 +29,7 @@ from bridge.logging import configure
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
+from bridge.service.relay import outbox_status
 from bridge.service.usage import UsageChange, usage_history
 from bridge.settings import ConfigFileMissing, load_settings
 
@@ -44,6 +47,10 @@ app.add_typer(product_app, name="product")
 app.add_typer(policy_app, name="policy")
 app.add_typer(license_app, name="license")
 app.add_typer(usage_app, name="usage")
+outbox_app = typer.Typer(
+    help="The outbox: usage changes on their way to each sink.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
 
 ADMIN = Principal(Role.ADMIN, "cli")
 out = Console()
@@ -88,10 +95,13 @@ def _record(obj: Any) -> dict[str, Any]:
     return {k: _plain(v) for k, v in data.items()}
 
 
-def _show(rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str) -> None:
+def _show(
+    rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str, *, one: bool = False
+) -> None:
+    """A table, or JSON: an object for one resource (``one``), else an array."""
     records = [_record(r) for r in rows]
     if as_json:
-        out.print_json(json.dumps(records if len(records) != 1 else records[0]))
+        out.print_json(json.dumps(records[0] if one else records))
         return
     table = Table(title=title)
     for column in columns:
@@ -117,12 +127,75 @@ def serve(
             if secret is not None:
                 out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
                 out.print(secret, soft_wrap=True)
-        uvicorn.run(
-            build_app(container),
-            host=host or container.settings.host,
-            port=port or container.settings.port,
-            log_level=container.settings.log_level,
-        )
+        with _relay_thread(container):
+            uvicorn.run(
+                build_app(container),
+                host=host or container.settings.host,
+                port=port or container.settings.port,
+                log_level=container.settings.log_level,
+            )
+
+
+@contextmanager
+def _relay_thread(container: Container) -> Iterator[None]:
+    """The outbox relay beside the API, stopped (after its current batch) when serve ends."""
+    if not container.sinks:
+        yield
+        return
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=container.relay().run, args=(stop,), name="bridge-relay", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver what is due now, then exit")
+    ] = False,
+) -> None:
+    """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file)."""
+    with _container(config) as container:
+        relay = container.relay()
+        if once:
+            total = 0
+            while handled := sum(r.handled for r in relay.run_once().values()):
+                total += handled
+            out.print(f"handled {total} outbox items")
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        relay.run(stop)
+
+
+@outbox_app.command("status")
+def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Per sink: pending, in flight, delivered and dead items, and the oldest undelivered."""
+    with _container(config) as c:
+        rows = outbox_status(c.uows)
+        now = c.clock.now()
+    records = [
+        {
+            "sink": r.sink,
+            "status": r.status.value,
+            "count": r.count,
+            "oldest_age_s": (
+                round((now - r.oldest_created).total_seconds(), 1)
+                if r.oldest_created is not None and r.status.value != "delivered"
+                else None
+            ),
+        }
+        for r in rows
+    ]
+    _show(records, ["sink", "status", "count", "oldest_age_s"], as_json, "Outbox")
 
 
 @db_app.command("upgrade")
@@ -141,7 +214,7 @@ def product_create(
 ) -> None:
     with _container(config) as c:
         product = products.create_product(c.uows, c.clock, ADMIN, {"name": name})
-    _show([product], ["id", "name", "created"], as_json, "Product")
+    _show([product], ["id", "name", "created"], as_json, "Product", one=True)
 
 
 @product_app.command("list")
@@ -171,7 +244,7 @@ def policy_create(
         attrs["expiration_basis"] = "FROM_FIRST_USE"
     with _container(config) as c:
         policy = policies.create_policy(c.uows, c.clock, ADMIN, product, attrs)
-    _show([policy], _POLICY_COLUMNS, as_json, "Policy")
+    _show([policy], _POLICY_COLUMNS, as_json, "Policy", one=True)
 
 
 @policy_app.command("list")
@@ -200,7 +273,7 @@ def license_create(
     attrs = {k: v for k, v in {"key": key, "max_uses": max_uses, "name": name}.items() if v}
     with _container(config) as c:
         lic = licenses.create_license(c.uows, c.clock, ADMIN, policy, attrs)
-    _show([_license_row(lic)], _LICENSE_COLUMNS, as_json, "License")
+    _show([_license_row(lic)], _LICENSE_COLUMNS, as_json, "License", one=True)
 
 
 @license_app.command("list")
@@ -224,7 +297,8 @@ def license_show(
 ) -> None:
     with _container(config) as c:
         lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
-    _show([_license_row(lic)], [*_LICENSE_COLUMNS, "created", "updated"], as_json, "License")
+    columns = [*_LICENSE_COLUMNS, "created", "updated"]
+    _show([_license_row(lic)], columns, as_json, "License", one=True)
 
 
 # usage --------------------------------------------------------------------------------------
@@ -238,7 +312,7 @@ def _change(config: Path | None, change: UsageChange, as_json: bool) -> None:
     with _container(config) as c:
         outcome = c.usage().apply(ADMIN, change)
     row = {**_license_row(outcome.license), "entry_id": outcome.entry_id}
-    _show([row], ["key", "uses", "max_uses", "entry_id"], as_json, "Usage")
+    _show([row], ["key", "uses", "max_uses", "entry_id"], as_json, "Usage", one=True)
 
 
 @usage_app.command("increment")

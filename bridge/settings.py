@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,9 +18,30 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from connectors.file import FileSinkSettings
+
 
 class ConfigFileMissing(Exception):
     """``BRIDGE_CONFIG`` or ``--config`` names a file that does not exist."""
+
+
+class SinksSettings(BaseModel):
+    """The platforms usage changes are forwarded to, one table each in the TOML file."""
+
+    file: FileSinkSettings = FileSinkSettings()
+
+
+class RelaySettings(BaseModel):
+    """The outbox relay (``serve`` runs one; ``meterbridge worker`` runs one alone)."""
+
+    batch_size: int = Field(100, ge=1, le=10_000, description="Items per delivery")
+    lease_s: float = Field(60.0, gt=0, description="How long a claimed batch is held")
+    retry_base_s: float = Field(1.0, gt=0, description="First retry delay ceiling")
+    retry_cap_s: float = Field(300.0, gt=0, description="Largest retry delay")
+    retry_horizon_s: float = Field(
+        7 * 86400.0, gt=0, description="Past this age an item is dead-lettered, not retried"
+    )
+    idle_s: float = Field(0.5, gt=0, description="Pause when there is nothing to deliver")
 
 
 class Settings(BaseSettings):
@@ -41,6 +62,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    sinks: SinksSettings = SinksSettings()
+    relay: RelaySettings = RelaySettings()
 
     @classmethod
     def settings_customise_sources(

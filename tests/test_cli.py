@@ -87,3 +87,23 @@ def test_unknown_license_and_missing_config(run: Any, tmp_path: Path) -> None:
     """Errors print their stable code and exit non-zero; a missing config file exits 2."""
     assert "NOT_FOUND" in run("license", "show", "nope", code=1).output
     assert "not found" in run("db", "upgrade", "--config", str(tmp_path / "x.toml"), code=2).output
+
+
+def test_worker_once_forwards_to_the_file_sink(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """worker --once delivers what is due and exits; outbox status shows it delivered."""
+    sink = tmp_path / "usage.ndjson"
+    monkeypatch.setenv("BRIDGE_SINKS__FILE__PATH", str(sink))
+    product = _json(run("product", "create", "--name", "App", "--json"))["id"]
+    policy = _json(run("policy", "create", "--product", product, "--name", "P", "--json"))["id"]
+    run("license", "create", "--policy", policy, "--key", "cli-key-3")
+    entry = _json(run("usage", "increment", "cli-key-3", "--by", "5", "--json"))["entry_id"]
+    assert _json(run("outbox", "status", "--json")) == [
+        {"sink": "file", "status": "pending", "count": 1, "oldest_age_s": pytest.approx(0, abs=60)}
+    ]
+    assert "handled 1 outbox items" in run("worker", "--once").stdout
+    line = json.loads(sink.read_text())
+    assert (line["id"], line["delta"]) == (entry, 5)
+    status = _json(run("outbox", "status", "--json"))
+    assert status == [{"sink": "file", "status": "delivered", "count": 1, "oldest_age_s": None}]

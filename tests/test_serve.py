@@ -24,11 +24,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     port = _free_port()
     env = {
         **os.environ,
         "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+        "BRIDGE_SINKS__FILE__PATH": str(tmp_path / "usage.ndjson"),
+        "BRIDGE_RELAY__IDLE_S": "0.05",
         "COLUMNS": "200",
     }
     env.pop("BRIDGE_ADMIN_TOKEN", None)
@@ -54,7 +56,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         proc.kill()
         proc.wait(timeout=10)
         pytest.fail("serve did not become ready in time")
-    yield base, proc
+    yield base, proc, tmp_path
     proc.terminate()
     proc.wait(timeout=10)
     if proc.stdout is not None:
@@ -62,10 +64,11 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 
 def test_first_serve_prints_an_admin_token_that_works(
-    server: tuple[str, subprocess.Popen[str]],
+    server: tuple[str, subprocess.Popen[str], Path],
 ) -> None:
-    """The first serve creates an admin token, prints it once, and it authenticates."""
-    base, proc = server
+    """The first serve creates an admin token, prints it once, and it authenticates; an
+    accepted increment reaches the default file sink through the relay serve runs."""
+    base, proc, server_dir = server
     assert proc.stdout is not None
     token = None
     for line in proc.stdout:  # the token is printed before the server starts listening
@@ -106,8 +109,16 @@ def test_first_serve_prints_an_admin_token_that_works(
             },
         ).json()["data"]
         path = f"/v1/licenses/{lic['id']}/actions/increment-usage"
-        assert client.post(path).json()["data"]["attributes"]["uses"] == 1
+        accepted = client.post(path)
+        assert accepted.json()["data"]["attributes"]["uses"] == 1
         assert client.post(path).json()["errors"][0]["code"] == "USES_LIMIT_EXCEEDED"
         assert (
             client.get("/v1/licenses", headers={"Authorization": "Bearer wrong"}).status_code == 401
         )
+    # The relay inside serve forwards the accepted change to the file sink.
+    entry_id = accepted.headers["Usage-Entry-Id"]
+    forwarded = server_dir / "usage.ndjson"
+    deadline = time.monotonic() + DEADLINE_S
+    while entry_id not in (forwarded.read_text() if forwarded.exists() else ""):
+        assert time.monotonic() < deadline, "the change never reached the file sink"
+        time.sleep(0.05)

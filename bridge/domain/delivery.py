@@ -1,6 +1,38 @@
-"""The two ways a sink may fail. Retry logic is one ``isinstance`` check."""
+"""Delivery of outbox items to sinks: the items, the two ways a sink may fail, the retry rule."""
 
 from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from bridge.domain.model import UsageEntry
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    INFLIGHT = "inflight"  # claimed by a relay until its lease ends (then claimable again)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # dead letter: a permanent error, or past the sink's retry horizon
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One ledger entry on its way to one sink. ``entry.id`` is the platform's dedupe key."""
+
+    id: int
+    sink: str
+    attempts: int  # including the one in progress
+    entry: UsageEntry
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStatus:
+    sink: str
+    status: OutboxStatus
+    count: int
+    oldest_created: datetime | None
 
 
 class DeliveryError(Exception):
@@ -16,4 +48,12 @@ class TransientDeliveryError(DeliveryError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """Retrying cannot help (other 4xx): the record goes to dead letter with this reason."""
+    """Retrying cannot help (other 4xx): the items go to dead letter with this reason."""
+
+
+def backoff_seconds(
+    attempts: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempts-1))]."""
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    return (rng or random).uniform(0, ceiling)

@@ -11,6 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from bridge.domain.delivery import OutboxItem, OutboxStatus, SinkStatus
 from bridge.domain.model import License, Policy, Product, UsageEntry
 
 
@@ -20,25 +21,21 @@ class Clock(Protocol):
         ...
 
 
-class OutboxRecord(Protocol):
-    id: int
-    entry: UsageEntry
-
-
 class Sink(Protocol):
     """A billing platform (or file) that receives accepted usage changes.
 
     Contract for implementers:
-    - ``deliver`` is idempotent per record: the same ``UsageEntry.id`` delivered twice is
-      counted once by the platform (it is the platform's dedupe key).
-    - It raises only ``TransientDeliveryError`` (retry later) or ``PermanentDeliveryError``
-      (dead-letter) from ``bridge.domain.delivery``; anything else is a bug.
+    - ``deliver`` is idempotent per item: the same ``item.entry.id`` delivered twice is counted
+      once by the platform (it is the platform's dedupe key).
+    - It returns only when every item is durably accepted, and raises only
+      ``TransientDeliveryError`` (retry later) or ``PermanentDeliveryError`` (dead-letter) from
+      ``bridge.domain.delivery``; anything else is a bug and is treated as transient.
     - It runs in the outbox relay, never in the request path, so it may block on I/O.
     """
 
     name: str
 
-    def deliver(self, records: Sequence[OutboxRecord]) -> None: ...
+    def deliver(self, items: Sequence[OutboxItem]) -> None: ...
 
 
 class ProductRepository(Protocol):
@@ -120,6 +117,21 @@ class OutboxWriter(Protocol):
 
 class OutboxRepository(Protocol):
     def pending_count(self) -> int: ...
+    def claim(
+        self, sink: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxItem]:
+        """Lease up to ``limit`` due items of ``sink`` until ``lease_until``."""
+        ...
+
+    def mark(
+        self,
+        ids: Sequence[int],
+        status: OutboxStatus,
+        *,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    def status(self) -> list[SinkStatus]: ...
 
 
 class IdempotencyRepository(Protocol):

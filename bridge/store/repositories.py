@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
+from bridge.domain.delivery import OutboxItem, OutboxStatus, SinkStatus
 from bridge.domain.model import (
     ExpirationBasis,
     License,
@@ -343,3 +345,71 @@ class SqlOutbox:
     def pending_count(self) -> int:
         query = select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
         return int(self._conn.execute(query).scalar_one())
+
+    def claim(
+        self, sink: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxItem]:
+        """Take up to ``limit`` due items of ``sink`` (pending, or in flight with an expired
+        lease) and lease them until ``lease_until``. Concurrent relays on PostgreSQL skip each
+        other's rows; on SQLite one relay runs per database file."""
+        due = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.sink == sink,
+                outbox.c.status.in_((OutboxStatus.PENDING, OutboxStatus.INFLIGHT)),
+                outbox.c.next_attempt_at <= now,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(self._conn.execute(due).scalars())
+        if not ids:
+            return []
+        self._conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids))
+            .values(
+                status=OutboxStatus.INFLIGHT,
+                next_attempt_at=lease_until,
+                attempts=outbox.c.attempts + 1,
+            )
+        )
+        query = (
+            select(outbox.c.id.label("item_id"), outbox.c.attempts, ledger)
+            .join(ledger, ledger.c.id == outbox.c.entry_id)
+            .where(outbox.c.id.in_(ids))
+            .order_by(outbox.c.id)
+        )
+        rows = self._conn.execute(query).mappings()
+        return [OutboxItem(r["item_id"], sink, r["attempts"], _entry(r)) for r in rows]
+
+    def mark(
+        self,
+        ids: Sequence[int],
+        status: OutboxStatus,
+        *,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status.value, "last_error": error}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        self._conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(values))
+
+    def status(self) -> list[SinkStatus]:
+        """Counts per sink and status, and the creation time of the oldest undelivered item."""
+        query = (
+            select(
+                outbox.c.sink,
+                outbox.c.status,
+                func.count(),
+                func.min(outbox.c.created),
+            )
+            .group_by(outbox.c.sink, outbox.c.status)
+            .order_by(outbox.c.sink, outbox.c.status)
+        )
+        return [
+            SinkStatus(sink, OutboxStatus(status), count, oldest)
+            for sink, status, count, oldest in self._conn.execute(query)
+        ]

@@ -1,0 +1,150 @@
+"""The outbox relay: forwards each outbox item to its sink, at least once, with stable ids.
+
+Per sink and pass: claim a batch of due items under a lease (one short transaction), deliver
+them with no transaction open (a slow platform never holds the store's write lock), then record
+the outcome (another short transaction). A relay killed between the two transactions loses
+nothing: the lease runs out and the items are claimed again, and the platform deduplicates on
+the ledger entry id, so nothing is billed twice.
+
+Outcomes: delivered; a transient error reschedules the items with exponential backoff and full
+jitter (at least the platform's Retry-After); a permanent error, or an item older than the
+sink's retry horizon (set it shorter than the platform's dedupe window), goes to dead letter.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+
+from bridge.domain.delivery import (
+    OutboxItem,
+    OutboxStatus,
+    PermanentDeliveryError,
+    SinkStatus,
+    TransientDeliveryError,
+    backoff_seconds,
+)
+from bridge.domain.ports import Clock, Sink, UnitOfWorkFactory
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayPolicy:
+    batch_size: int = 100
+    lease_s: float = 60.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    retry_horizon_s: float = 7 * 86400.0
+    idle_s: float = 0.5  # pause when there was nothing to do
+
+
+@dataclass(slots=True)
+class DrainResult:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    @property
+    def handled(self) -> int:
+        return self.delivered + self.retried + self.dead
+
+
+@dataclass
+class Relay:
+    uows: UnitOfWorkFactory
+    sinks: Sequence[Sink]
+    clock: Clock
+    policy: RelayPolicy = field(default_factory=RelayPolicy)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def drain_once(self, sink: Sink) -> DrainResult:
+        """One batch of one sink."""
+        now = self.clock.now()
+        lease_until = now + timedelta(seconds=self.policy.lease_s)
+        with self.uows(write=True) as uow:
+            items = uow.outbox.claim(sink.name, now, lease_until, self.policy.batch_size)
+            uow.commit()
+        if not items:
+            return DrainResult()
+        try:
+            sink.deliver(items)
+        except PermanentDeliveryError as exc:
+            return self._dead(items, f"{type(exc).__name__}: {exc}")
+        except TransientDeliveryError as exc:
+            return self._retry(items, str(exc), exc.retry_after)
+        except Exception as exc:  # a sink bug must not lose items: retry like a transient error
+            log.exception("sink_failed", sink=sink.name, count=len(items))
+            return self._retry(items, f"{type(exc).__name__}: {exc}", None)
+        with self.uows(write=True) as uow:
+            uow.outbox.mark([i.id for i in items], OutboxStatus.DELIVERED)
+            uow.commit()
+        log.info("outbox_delivered", sink=sink.name, count=len(items))
+        return DrainResult(delivered=len(items))
+
+    def _dead(self, items: Sequence[OutboxItem], reason: str) -> DrainResult:
+        with self.uows(write=True) as uow:
+            uow.outbox.mark([i.id for i in items], OutboxStatus.DEAD, error=reason[:2000])
+            uow.commit()
+        log.warning("outbox_dead_lettered", sink=items[0].sink, count=len(items), reason=reason)
+        return DrainResult(dead=len(items))
+
+    def _retry(
+        self, items: Sequence[OutboxItem], reason: str, retry_after: float | None
+    ) -> DrainResult:
+        now = self.clock.now()
+        horizon = timedelta(seconds=self.policy.retry_horizon_s)
+        expired = [i for i in items if now - i.entry.occurred_at > horizon]
+        retry = [i for i in items if now - i.entry.occurred_at <= horizon]
+        result = DrainResult()
+        if expired:
+            result.dead = self._dead(expired, f"retry horizon passed; last error: {reason}").dead
+        with self.uows(write=True) as uow:
+            for item in retry:
+                wait = backoff_seconds(
+                    item.attempts,
+                    base=self.policy.retry_base_s,
+                    cap=self.policy.retry_cap_s,
+                    rng=self.rng,
+                )
+                wait = max(wait, retry_after or 0.0)
+                uow.outbox.mark(
+                    [item.id],
+                    OutboxStatus.PENDING,
+                    next_attempt_at=now + timedelta(seconds=wait),
+                    error=reason[:2000],
+                )
+            uow.commit()
+        if retry:
+            log.warning(
+                "outbox_retry_scheduled", sink=retry[0].sink, count=len(retry), reason=reason
+            )
+        result.retried = len(retry)
+        return result
+
+    def run_once(self) -> dict[str, DrainResult]:
+        """One batch per sink: a failing sink never holds up the others."""
+        return {sink.name: self.drain_once(sink) for sink in self.sinks}
+
+    def run(self, stop: threading.Event) -> None:
+        """Drain until ``stop`` is set; pause ``idle_s`` whenever a pass found nothing."""
+        log.info("relay_started", sinks=[s.name for s in self.sinks])
+        while not stop.is_set():
+            try:
+                results = self.run_once()
+            except Exception:  # the store is down, say: keep the relay alive and try again
+                log.exception("relay_pass_failed")
+                results = {}
+            if not any(r.handled for r in results.values()):
+                stop.wait(self.policy.idle_s)
+        log.info("relay_stopped")
+
+
+def outbox_status(uows: UnitOfWorkFactory) -> list[SinkStatus]:
+    with uows() as uow:
+        return uow.outbox.status()

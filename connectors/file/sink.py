@@ -1,0 +1,54 @@
+"""Appends one JSON object per usage change to a file: the embedded default sink.
+
+Delivery is at least once: after a crash between writing and recording the delivery, a batch can
+be appended again. Readers deduplicate on ``id`` (the ledger entry id), as the billing platforms
+do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from bridge.domain.delivery import OutboxItem, TransientDeliveryError
+
+
+class FileSinkSettings(BaseModel):
+    enabled: bool = Field(True, description="Forward usage changes to a local NDJSON file")
+    path: Path = Field(Path("./meterbridge-usage.ndjson"), description="The file appended to")
+
+
+def record(item: OutboxItem) -> dict[str, object]:
+    """The line written for one item (a pure mapping, tested on its own)."""
+    e = item.entry
+    return {
+        "id": e.id,
+        "license_id": e.license_id,
+        "kind": e.kind.value,
+        "delta": e.delta,
+        "uses_before": e.uses_before,
+        "uses_after": e.uses_after,
+        "actor": e.actor,
+        "occurred_at": e.occurred_at.isoformat(),
+    }
+
+
+class FileSink:
+    def __init__(self, path: Path, name: str = "file") -> None:
+        self.name = name
+        self.path = path
+
+    def deliver(self, items: Sequence[OutboxItem]) -> None:
+        lines = "".join(json.dumps(record(i), separators=(",", ":")) + "\n" for i in items)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(lines)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:  # disk full, permissions: may heal, so retry
+            raise TransientDeliveryError(f"cannot append to {self.path}: {exc}") from exc

@@ -1,0 +1,202 @@
+"""The outbox relay: every accepted change reaches each sink, through outages and crashes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.bootstrap import Container
+from bridge.domain.access import Principal, Role
+from bridge.domain.delivery import (
+    OutboxItem,
+    OutboxStatus,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    backoff_seconds,
+)
+from bridge.domain.model import UsageKind
+from bridge.service import licenses, policies, products
+from bridge.service.relay import Relay, RelayPolicy, outbox_status
+from bridge.service.usage import UsageChange, UsageService
+from bridge.testing import FakeClock
+from connectors.file import FileSink
+from connectors.memory import InMemorySink
+from tests.conftest import make_container
+
+ADMIN = Principal(Role.ADMIN, "test")
+
+
+@pytest.fixture
+def store(db_url: str, clock: FakeClock) -> Iterator[Container]:
+    container = make_container(db_url, clock)
+    yield container
+    container.dispose()
+
+
+def changes(store: Container, sinks: Sequence[str], count: int) -> list[str]:
+    """``count`` accepted increments on a fresh license; their ledger entry ids."""
+    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    usage = UsageService(store.usage_uows, store.clock, sinks)
+    return [
+        usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1)).entry_id
+        for _ in range(count)
+    ]
+
+
+def counts(store: Container) -> dict[tuple[str, str], int]:
+    return {(r.sink, r.status.value): r.count for r in outbox_status(store.uows)}
+
+
+def relay(store: Container, *sinks: InMemorySink | FileSink, **policy: float) -> Relay:
+    return Relay(store.uows, sinks, store.clock, RelayPolicy(batch_size=4, **policy))
+
+
+def drain(r: Relay) -> None:
+    while any(result.handled for result in r.run_once().values()):
+        pass
+
+
+def test_every_change_reaches_every_sink_once(store: Container) -> None:
+    """Ten changes, two sinks: each sink receives each entry id exactly once, in order."""
+    ids = changes(store, ["a", "b"], 10)
+    a, b = InMemorySink("a"), InMemorySink("b")
+    drain(relay(store, a, b))
+    assert list(a.received) == ids
+    assert list(b.received) == ids
+    assert a.deliveries == b.deliveries == 10
+    assert counts(store) == {("a", "delivered"): 10, ("b", "delivered"): 10}
+    drain(relay(store, a, b))  # nothing is sent twice
+    assert a.deliveries == 10
+
+
+def test_a_failing_sink_does_not_hold_up_the_others(store: Container, clock: FakeClock) -> None:
+    """A sink in a transient outage is retried with backoff; the other sink keeps flowing."""
+    ids = changes(store, ["down", "up"], 3)
+    outage = True
+
+    def fail(_items: Sequence[OutboxItem]) -> None:
+        if outage:
+            raise TransientDeliveryError("503 from the platform", retry_after=30)
+
+    down, up = InMemorySink("down", fail), InMemorySink("up")
+    r = relay(store, down, up)
+    drain(r)
+    assert list(up.received) == ids
+    assert down.received == {}
+    assert counts(store)[("down", "pending")] == 3
+    outage = False
+    drain(r)
+    assert down.received == {}, "retried before Retry-After"
+    clock.advance(seconds=31)
+    drain(r)
+    assert list(down.received) == ids
+
+
+def test_permanent_errors_go_to_dead_letter(store: Container) -> None:
+    """A permanent error dead-letters the batch with the platform's reason."""
+    changes(store, ["strict"], 2)
+
+    def reject(_items: Sequence[OutboxItem]) -> None:
+        raise PermanentDeliveryError("422 unknown billable metric")
+
+    drain(relay(store, InMemorySink("strict", reject)))
+    assert counts(store) == {("strict", "dead"): 2}
+
+
+def test_items_past_the_retry_horizon_are_dead_lettered(store: Container, clock: FakeClock) -> None:
+    """A transient failure on an item older than the horizon dead-letters it instead of
+    risking a double count outside the platform's dedupe window."""
+    changes(store, ["slow"], 1)
+    clock.advance(hours=2)
+
+    def fail(_items: Sequence[OutboxItem]) -> None:
+        raise TransientDeliveryError("timeout")
+
+    drain(relay(store, InMemorySink("slow", fail), retry_horizon_s=3600))
+    assert counts(store) == {("slow", "dead"): 1}
+
+
+def test_a_crash_after_claiming_loses_nothing(store: Container, clock: FakeClock) -> None:
+    """Items claimed by a relay that died are claimed again when the lease ends, with the same
+    ids, so the platform counts them once."""
+    ids = changes(store, ["s"], 3)
+    with store.uows(write=True) as uow:  # a relay claims, then dies before delivering
+        claimed = uow.outbox.claim("s", clock.now(), clock.now() + timedelta(seconds=60), 10)
+        uow.commit()
+    assert [i.entry.id for i in claimed] == ids
+    sink = InMemorySink("s")
+    r = relay(store, sink, lease_s=60)
+    drain(r)
+    assert sink.received == {}, "claimed again before the lease ended"
+    clock.advance(seconds=61)
+    drain(r)
+    assert list(sink.received) == ids
+    assert counts(store) == {("s", "delivered"): 3}
+
+
+def test_a_sink_bug_is_retried_not_lost(store: Container) -> None:
+    """An unexpected exception from a sink reschedules the items."""
+    changes(store, ["buggy"], 1)
+
+    def crash(_items: Sequence[OutboxItem]) -> None:
+        raise KeyError("oops")
+
+    drain(relay(store, InMemorySink("buggy", crash)))
+    assert counts(store) == {("buggy", "pending"): 1}
+
+
+def test_concurrent_relays_claim_disjoint_items(pg_url: str, clock: FakeClock) -> None:
+    """Two relays on PostgreSQL never lease the same item (FOR UPDATE SKIP LOCKED)."""
+    store = make_container(pg_url, clock)
+    try:
+        changes(store, ["s"], 6)
+        later = clock.now() + timedelta(seconds=60)
+        with store.uows(write=True) as first:
+            mine = first.outbox.claim("s", clock.now(), later, 3)
+            with store.uows(write=True) as second:
+                theirs = second.outbox.claim("s", clock.now(), later, 10)
+                second.commit()
+            first.commit()
+        assert len(mine) == 3
+        assert len(theirs) == 3
+        assert {i.id for i in mine}.isdisjoint({i.id for i in theirs})
+    finally:
+        store.dispose()
+
+
+def test_backoff_has_full_jitter_under_a_cap() -> None:
+    """Delays are uniform in [0, min(cap, base * 2^(n-1))]."""
+    import random
+
+    rng = random.Random(7)
+    samples = [backoff_seconds(4, base=1, cap=300, rng=rng) for _ in range(500)]
+    assert 0 <= min(samples) < 1
+    assert 7 < max(samples) <= 8
+    assert max(backoff_seconds(30, base=1, cap=300, rng=rng) for _ in range(100)) <= 300
+
+
+def test_file_sink_appends_ndjson(store: Container, tmp_path: Path) -> None:
+    """The file sink appends one JSON object per change, with the ledger entry id."""
+    ids = changes(store, ["file"], 3)
+    path = tmp_path / "out" / "usage.ndjson"
+    drain(relay(store, FileSink(path)))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ids
+    assert [line["uses_after"] for line in lines] == [1, 2, 3]
+    assert lines[0]["kind"] == "increment"
+    assert lines[0]["delta"] == 1
+
+
+def test_unwritable_file_is_a_transient_error(store: Container, tmp_path: Path) -> None:
+    """A file that cannot be written keeps the items pending."""
+    changes(store, ["file"], 1)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    drain(relay(store, FileSink(blocker / "usage.ndjson")))
+    assert counts(store) == {("file", OutboxStatus.PENDING.value): 1}
