@@ -38,15 +38,7 @@ class Container:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
 
     def relay(self) -> Relay:
-        r = self.settings.relay
-        policy = RelayPolicy(
-            batch_size=r.batch_size,
-            lease_s=r.lease_s,
-            retry_base_s=r.retry_base_s,
-            retry_cap_s=r.retry_cap_s,
-            retry_horizon_s=r.retry_horizon_s,
-            idle_s=r.idle_s,
-        )
+        policy = RelayPolicy(**self.settings.relay.model_dump())  # the same fields, by design
         return Relay(self.uows, self.sinks, self.clock, policy)
 
     def authenticator(self) -> Authenticator:

@@ -149,8 +149,21 @@ class IdempotencyRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
-    """One transaction. Leaving the ``with`` block without ``commit()`` rolls back."""
+class Transaction(Protocol):
+    """A ``with`` block around one transaction: leaving it without ``commit()`` rolls back."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    def commit(self) -> None: ...
+
+
+class UnitOfWork(Transaction, Protocol):
+    """One transaction over every repository."""
 
     @property
     def products(self) -> ProductRepository: ...
@@ -165,15 +178,6 @@ class UnitOfWork(Protocol):
     @property
     def outbox(self) -> OutboxRepository: ...
 
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-    def commit(self) -> None: ...
-
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self, *, write: bool = ...) -> UnitOfWork:
@@ -181,9 +185,9 @@ class UnitOfWorkFactory(Protocol):
         ...
 
 
-class UsageUnitOfWork(Protocol):
+class UsageUnitOfWork(Transaction, Protocol):
     """The one transaction of a usage change: only what it touches, so the store can run it on
-    the driver directly. Leaving the ``with`` block without ``commit()`` rolls back."""
+    the driver directly."""
 
     @property
     def licenses(self) -> UsageCounters: ...
@@ -194,14 +198,6 @@ class UsageUnitOfWork(Protocol):
     @property
     def idempotency(self) -> IdempotencyRepository: ...
 
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-    def commit(self) -> None: ...
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested scope whose writes are undone if the block raises."""
         ...
