@@ -29,7 +29,7 @@ from bridge.logging import configure
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
-from bridge.service.relay import outbox_status
+from bridge.service.relay import dead_letters, outbox_status, retry_dead_letters
 from bridge.service.usage import UsageChange, usage_history
 from bridge.settings import ConfigFileMissing, load_settings
 
@@ -196,6 +196,47 @@ def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
         for r in rows
     ]
     _show(records, ["sink", "status", "count", "oldest_age_s"], as_json, "Outbox")
+
+
+SinkOpt = Annotated[str | None, typer.Option("--sink", help="Only this sink")]
+
+
+@outbox_app.command("dead-letters")
+def outbox_dead_letters(
+    sink: SinkOpt = None,
+    page: Annotated[int, typer.Option(help="Page number (100 per page, oldest first)")] = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Items that will not be retried, with the platform's error."""
+    with _container(config) as c:
+        letters = dead_letters(c.uows, sink, PageRequest(page, 100))
+    rows = [
+        {
+            "id": d.item.id,
+            "sink": d.item.sink,
+            "entry_id": d.item.entry.id,
+            "license_id": d.item.entry.license_id,
+            "delta": d.item.entry.delta,
+            "attempts": d.item.attempts,
+            "error": d.error,
+        }
+        for d in letters
+    ]
+    columns = ["id", "sink", "entry_id", "license_id", "delta", "attempts", "error"]
+    _show(rows, columns, as_json, f"Dead letters ({len(rows)})")
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    sink: SinkOpt = None,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Only these outbox ids")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send dead letters again, with their original entry ids."""
+    with _container(config) as c:
+        count = retry_dead_letters(c.uows, c.clock, sink, ids)
+    out.print(f"requeued {count} dead letters")
 
 
 @db_app.command("upgrade")

@@ -107,3 +107,26 @@ def test_worker_once_forwards_to_the_file_sink(
     assert (line["id"], line["delta"]) == (entry, 5)
     status = _json(run("outbox", "status", "--json"))
     assert status == [{"sink": "file", "status": "delivered", "count": 1, "oldest_age_s": None}]
+
+
+def test_dead_letters_and_retry_commands(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """outbox dead-letters lists what failed for good; outbox retry sends it again."""
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("BRIDGE_SINKS__FILE__PATH", str(blocker / "usage.ndjson"))
+    monkeypatch.setenv("BRIDGE_RELAY__RETRY_HORIZON_S", "0.000001")  # dead-letter on failure
+    product = _json(run("product", "create", "--name", "App", "--json"))["id"]
+    policy = _json(run("policy", "create", "--product", product, "--name", "P", "--json"))["id"]
+    run("license", "create", "--policy", policy, "--key", "cli-key-4")
+    entry = _json(run("usage", "increment", "cli-key-4", "--json"))["entry_id"]
+    run("worker", "--once")
+    letters = _json(run("outbox", "dead-letters", "--json"))
+    assert [d["entry_id"] for d in letters] == [entry]
+    assert "retry horizon passed" in letters[0]["error"]
+    monkeypatch.setenv("BRIDGE_SINKS__FILE__PATH", str(tmp_path / "usage.ndjson"))
+    assert "requeued 1 dead letters" in run("outbox", "retry", "--sink", "file").stdout
+    run("worker", "--once")
+    assert json.loads((tmp_path / "usage.ndjson").read_text())["id"] == entry
+    assert _json(run("outbox", "dead-letters", "--json")) == []

@@ -200,3 +200,32 @@ def test_unwritable_file_is_a_transient_error(store: Container, tmp_path: Path) 
     blocker.write_text("")
     drain(relay(store, FileSink(blocker / "usage.ndjson")))
     assert counts(store) == {("file", OutboxStatus.PENDING.value): 1}
+
+
+def test_dead_letters_are_listed_and_retried_with_their_ids(store: Container) -> None:
+    """Dead letters show the platform's error; a retry sends them again with the same ids."""
+    from bridge.service.common import PageRequest
+    from bridge.service.relay import dead_letters, retry_dead_letters
+
+    ids = changes(store, ["p", "q"], 2)
+    rejecting = True
+
+    def reject(_items: Sequence[OutboxItem]) -> None:
+        if rejecting:
+            raise PermanentDeliveryError("422 no such subscription")
+
+    p, q = InMemorySink("p", reject), InMemorySink("q", reject)
+    drain(relay(store, p, q))
+    letters = dead_letters(store.uows, "p", PageRequest(1, 10))
+    assert [d.item.entry.id for d in letters] == ids
+    assert letters[0].error is not None
+    assert "422 no such subscription" in letters[0].error
+    rejecting = False
+    assert retry_dead_letters(store.uows, store.clock, "p", [letters[0].item.id]) == 1
+    drain(relay(store, p, q))
+    assert list(p.received) == ids[:1]
+    assert retry_dead_letters(store.uows, store.clock, None, None) == 3  # p's other, q's two
+    drain(relay(store, p, q))
+    assert list(p.received) == ids
+    assert list(q.received) == ids
+    assert counts(store) == {("p", "delivered"): 2, ("q", "delivered"): 2}

@@ -28,6 +28,12 @@ class OutboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    item: OutboxItem
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SinkStatus:
     sink: str
     status: OutboxStatus

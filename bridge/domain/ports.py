@@ -11,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from bridge.domain.delivery import OutboxItem, OutboxStatus, SinkStatus
+from bridge.domain.delivery import DeadLetter, OutboxItem, OutboxStatus, SinkStatus
 from bridge.domain.model import License, Policy, Product, UsageEntry
 
 
@@ -132,6 +132,10 @@ class OutboxRepository(Protocol):
         error: str | None = None,
     ) -> None: ...
     def status(self) -> list[SinkStatus]: ...
+    def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]: ...
+    def requeue_dead(self, sink: str | None, ids: Sequence[int] | None, now: datetime) -> int:
+        """Dead letters back to pending (all, a sink's, or these ids); how many."""
+        ...
 
 
 class IdempotencyRepository(Protocol):

@@ -22,6 +22,7 @@ from datetime import timedelta
 import structlog
 
 from bridge.domain.delivery import (
+    DeadLetter,
     OutboxItem,
     OutboxStatus,
     PermanentDeliveryError,
@@ -30,6 +31,7 @@ from bridge.domain.delivery import (
     backoff_seconds,
 )
 from bridge.domain.ports import Clock, Sink, UnitOfWorkFactory
+from bridge.service.common import PageRequest
 
 log = structlog.get_logger(__name__)
 
@@ -148,3 +150,19 @@ class Relay:
 def outbox_status(uows: UnitOfWorkFactory) -> list[SinkStatus]:
     with uows() as uow:
         return uow.outbox.status()
+
+
+def dead_letters(uows: UnitOfWorkFactory, sink: str | None, page: PageRequest) -> list[DeadLetter]:
+    with uows() as uow:
+        return uow.outbox.dead_letters(sink, offset=page.offset, limit=page.size)
+
+
+def retry_dead_letters(
+    uows: UnitOfWorkFactory, clock: Clock, sink: str | None, ids: Sequence[int] | None
+) -> int:
+    """Send dead letters again, with their original ids (the platforms' dedupe keys)."""
+    with uows(write=True) as uow:
+        count = uow.outbox.requeue_dead(sink, ids, clock.now())
+        uow.commit()
+    log.info("outbox_dead_letters_requeued", sink=sink, count=count)
+    return count

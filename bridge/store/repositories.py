@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from bridge.domain.delivery import OutboxItem, OutboxStatus, SinkStatus
+from bridge.domain.delivery import DeadLetter, OutboxItem, OutboxStatus, SinkStatus
 from bridge.domain.model import (
     ExpirationBasis,
     License,
@@ -396,6 +396,46 @@ class SqlOutbox:
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
         self._conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(values))
+
+    def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
+        """Dead-lettered items, oldest first, with the error that sent them there."""
+        where = outbox.c.status == OutboxStatus.DEAD
+        if sink is not None:
+            where = and_(where, outbox.c.sink == sink)
+        query = (
+            select(
+                outbox.c.id.label("item_id"),
+                outbox.c.sink,
+                outbox.c.attempts,
+                outbox.c.last_error,
+                ledger,
+            )
+            .join(ledger, ledger.c.id == outbox.c.entry_id)
+            .where(where)
+            .order_by(outbox.c.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return [
+            DeadLetter(
+                OutboxItem(r["item_id"], r["sink"], r["attempts"], _entry(r)), r["last_error"]
+            )
+            for r in self._conn.execute(query).mappings()
+        ]
+
+    def requeue_dead(self, sink: str | None, ids: Sequence[int] | None, now: datetime) -> int:
+        """Make dead letters pending again, due now, with their original entry ids."""
+        where = outbox.c.status == OutboxStatus.DEAD
+        if sink is not None:
+            where = and_(where, outbox.c.sink == sink)
+        if ids is not None:
+            where = and_(where, outbox.c.id.in_(list(ids)))
+        query = (
+            update(outbox)
+            .where(where)
+            .values(status=OutboxStatus.PENDING, next_attempt_at=now, attempts=0)
+        )
+        return int(self._conn.execute(query).rowcount)
 
     def status(self) -> list[SinkStatus]:
         """Counts per sink and status, and the creation time of the oldest undelivered item."""
