@@ -229,3 +229,23 @@ def test_dead_letters_are_listed_and_retried_with_their_ids(store: Container) ->
     assert list(p.received) == ids
     assert list(q.received) == ids
     assert counts(store) == {("p", "delivered"): 2, ("q", "delivered"): 2}
+
+
+def test_resets_and_zero_changes_are_not_forwarded(store: Container) -> None:
+    """Only increments and decrements reach the sinks; resets and +0 stay in the ledger."""
+    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    usage = UsageService(store.usage_uows, store.clock, ["s"])
+    forwarded = [
+        usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 3)).entry_id,
+        usage.apply(ADMIN, UsageChange(lic.id, UsageKind.DECREMENT, 1)).entry_id,
+    ]
+    usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 0))
+    usage.apply(ADMIN, UsageChange(lic.id, UsageKind.RESET))
+    sink = InMemorySink("s")
+    drain(relay(store, sink))
+    assert list(sink.received) == forwarded
+    assert [i.entry.delta for i in sink.received.values()] == [3, -1]
+    with store.uows() as uow:
+        assert uow.ledger.history(lic.id, offset=0, limit=10)[1] == 4

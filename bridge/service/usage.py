@@ -115,7 +115,9 @@ class UsageService:
             occurred_at=now,
         )
         uow.ledger.add(entry)
-        if entry.delta != 0:  # a no-op change is history, not billable usage
+        # A change of 0 is history, not usage; a reset is the end of a count, not usage either
+        # (billing platforms reset per period themselves): neither is forwarded.
+        if entry.delta != 0 and change.kind is not UsageKind.RESET:
             uow.outbox.add(entry, self._sinks)
         expiry = license.expiry
         if change.kind is UsageKind.INCREMENT:
