@@ -249,3 +249,43 @@ def test_resets_and_zero_changes_are_not_forwarded(store: Container) -> None:
     assert [i.entry.delta for i in sink.received.values()] == [3, -1]
     with store.uows() as uow:
         assert uow.ledger.history(lic.id, offset=0, limit=10)[1] == 4
+
+
+def test_per_item_failures_leave_the_rest_delivered(store: Container, clock: FakeClock) -> None:
+    """A sink that rejects one item for good and defers another: the rest of the batch is
+    delivered, the rejected one is dead, the deferred one is retried alone."""
+    from bridge.domain.delivery import ItemFailure
+
+    ids = changes(store, ["s"], 3)
+    deferring = True
+
+    def partial(items: Sequence[OutboxItem]) -> list[ItemFailure]:
+        failures = []
+        for item in items:
+            if item.entry.id == ids[1]:
+                failures.append(ItemFailure(item.id, PermanentDeliveryError("bad event")))
+            elif item.entry.id == ids[2] and deferring:
+                failures.append(ItemFailure(item.id, TransientDeliveryError("mapping missing")))
+        return failures
+
+    sink = InMemorySink("s", partial)
+    r = relay(store, sink)
+    drain(r)
+    assert list(sink.received) == [ids[0]]
+    assert counts(store) == {("s", "delivered"): 1, ("s", "dead"): 1, ("s", "pending"): 1}
+    deferring = False
+    clock.advance(seconds=10)
+    drain(r)
+    assert list(sink.received) == [ids[0], ids[2]]
+
+
+def test_items_carry_the_license_facts_mappings_need(store: Container) -> None:
+    """Each claimed item names its license's key, policy and metadata."""
+    changes(store, ["s"], 1)
+    sink = InMemorySink("s")
+    drain(relay(store, sink))
+    (item,) = sink.received.values()
+    assert item.license is not None
+    assert item.license.id == item.entry.license_id
+    assert item.license.key
+    assert item.license.metadata == {}

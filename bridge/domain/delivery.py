@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from bridge.domain.model import UsageEntry
 
@@ -18,6 +19,17 @@ class OutboxStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class LicenseFacts:
+    """What a sink's mapping may read of the license (``None`` on an item whose license is
+    gone: its history is still billable)."""
+
+    id: str
+    key: str
+    policy_id: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxItem:
     """One ledger entry on its way to one sink. ``entry.id`` is the platform's dedupe key."""
 
@@ -25,6 +37,15 @@ class OutboxItem:
     sink: str
     attempts: int  # including the one in progress
     entry: UsageEntry
+    license: LicenseFacts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """One item of a batch that the sink could not deliver; the rest of the batch was."""
+
+    item_id: int
+    error: TransientDeliveryError | PermanentDeliveryError
 
 
 @dataclass(frozen=True, slots=True)

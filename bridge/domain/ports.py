@@ -11,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from bridge.domain.delivery import DeadLetter, OutboxItem, OutboxStatus, SinkStatus
+from bridge.domain.delivery import DeadLetter, ItemFailure, OutboxItem, OutboxStatus, SinkStatus
 from bridge.domain.model import License, Policy, Product, UsageEntry
 
 
@@ -27,15 +27,18 @@ class Sink(Protocol):
     Contract for implementers:
     - ``deliver`` is idempotent per item: the same ``item.entry.id`` delivered twice is counted
       once by the platform (it is the platform's dedupe key).
-    - It returns only when every item is durably accepted, and raises only
-      ``TransientDeliveryError`` (retry later) or ``PermanentDeliveryError`` (dead-letter) from
-      ``bridge.domain.delivery``; anything else is a bug and is treated as transient.
+    - It returns once every item is durably accepted except those it names in the returned
+      failures (e.g. one event of a batch the platform rejected, or a license whose mapping is
+      missing); the relay records the rest as delivered.
+    - For the whole batch it raises only ``TransientDeliveryError`` (retry later) or
+      ``PermanentDeliveryError`` (dead-letter) from ``bridge.domain.delivery``; anything else is
+      a bug and is treated as transient.
     - It runs in the outbox relay, never in the request path, so it may block on I/O.
     """
 
     name: str
 
-    def deliver(self, items: Sequence[OutboxItem]) -> None: ...
+    def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]: ...
 
 
 class ProductRepository(Protocol):

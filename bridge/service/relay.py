@@ -75,7 +75,7 @@ class Relay:
         if not items:
             return DrainResult()
         try:
-            sink.deliver(items)
+            failures = sink.deliver(items)
         except PermanentDeliveryError as exc:
             return self._dead(items, f"{type(exc).__name__}: {exc}")
         except TransientDeliveryError as exc:
@@ -83,11 +83,23 @@ class Relay:
         except Exception as exc:  # a sink bug must not lose items: retry like a transient error
             log.exception("sink_failed", sink=sink.name, count=len(items))
             return self._retry(items, f"{type(exc).__name__}: {exc}", None)
-        with self.uows(write=True) as uow:
-            uow.outbox.mark([i.id for i in items], OutboxStatus.DELIVERED)
-            uow.commit()
-        log.info("outbox_delivered", sink=sink.name, count=len(items))
-        return DrainResult(delivered=len(items))
+        failed = {f.item_id: f.error for f in failures}
+        delivered = [i for i in items if i.id not in failed]
+        result = DrainResult(delivered=len(delivered))
+        if delivered:
+            with self.uows(write=True) as uow:
+                uow.outbox.mark([i.id for i in delivered], OutboxStatus.DELIVERED)
+                uow.commit()
+            log.info("outbox_delivered", sink=sink.name, count=len(delivered))
+        for item in items:  # each failed item keeps its own reason
+            error = failed.get(item.id)
+            if isinstance(error, PermanentDeliveryError):
+                result.dead += self._dead([item], f"{type(error).__name__}: {error}").dead
+            elif error is not None:
+                outcome = self._retry([item], str(error), error.retry_after)
+                result.retried += outcome.retried
+                result.dead += outcome.dead
+        return result
 
     def _dead(self, items: Sequence[OutboxItem], reason: str) -> DrainResult:
         with self.uows(write=True) as uow:

@@ -9,7 +9,13 @@ from typing import Any
 from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from bridge.domain.delivery import DeadLetter, OutboxItem, OutboxStatus, SinkStatus
+from bridge.domain.delivery import (
+    DeadLetter,
+    LicenseFacts,
+    OutboxItem,
+    OutboxStatus,
+    SinkStatus,
+)
 from bridge.domain.model import (
     ExpirationBasis,
     License,
@@ -376,13 +382,37 @@ class SqlOutbox:
             )
         )
         query = (
-            select(outbox.c.id.label("item_id"), outbox.c.attempts, ledger)
+            select(
+                outbox.c.id.label("item_id"),
+                outbox.c.attempts,
+                licenses.c.key.label("license_key"),
+                licenses.c.policy_id.label("license_policy_id"),
+                licenses.c.metadata.label("license_metadata"),
+                ledger,
+            )
             .join(ledger, ledger.c.id == outbox.c.entry_id)
+            .outerjoin(licenses, licenses.c.id == ledger.c.license_id)
             .where(outbox.c.id.in_(ids))
             .order_by(outbox.c.id)
         )
         rows = self._conn.execute(query).mappings()
-        return [OutboxItem(r["item_id"], sink, r["attempts"], _entry(r)) for r in rows]
+        return [
+            OutboxItem(
+                r["item_id"],
+                sink,
+                r["attempts"],
+                _entry(r),
+                LicenseFacts(
+                    r["license_id"],
+                    r["license_key"],
+                    r["license_policy_id"],
+                    r["license_metadata"],
+                )
+                if r["license_key"] is not None
+                else None,
+            )
+            for r in rows
+        ]
 
     def mark(
         self,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from bridge.domain.delivery import OutboxItem, TransientDeliveryError
+from bridge.domain.delivery import ItemFailure, OutboxItem, TransientDeliveryError
 
 
 class FileSinkSettings(BaseModel):
@@ -42,7 +42,7 @@ class FileSink:
         self.name = name
         self.path = path
 
-    def deliver(self, items: Sequence[OutboxItem]) -> None:
+    def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]:
         lines = "".join(json.dumps(record(i), separators=(",", ":")) + "\n" for i in items)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,3 +52,4 @@ class FileSink:
                 os.fsync(out.fileno())
         except OSError as exc:  # disk full, permissions: may heal, so retry
             raise TransientDeliveryError(f"cannot append to {self.path}: {exc}") from exc
+        return ()
