@@ -1,0 +1,61 @@
+"""Shared by the HTTP connectors: foreign errors become the two delivery errors, here only.
+
+Most specific first, chained with ``from``: timeouts and connection errors, 5xx, 408 and 429 are
+transient (with the platform's Retry-After, or Lago's X-RateLimit-Reset, as the earliest retry);
+every other 4xx is permanent and carries the platform's error body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from bridge.domain.delivery import PermanentDeliveryError, TransientDeliveryError
+
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_BODY_LIMIT = 1000
+
+
+def retry_after_seconds(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """Seconds to wait, from ``Retry-After`` (seconds or an HTTP date) or ``X-RateLimit-Reset``
+    (seconds until the window resets, as Lago sends it)."""
+    for header in ("retry-after", "x-ratelimit-reset"):
+        value = response.headers.get(header)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return None
+
+
+def raise_for_delivery(platform: str, response: httpx.Response) -> None:
+    """Nothing for 2xx; otherwise the delivery error the status calls for."""
+    if response.is_success:
+        return
+    body = response.text[:_BODY_LIMIT]
+    message = f"{platform} answered {response.status_code}: {body}"
+    if response.status_code >= 500 or response.status_code in _TRANSIENT_STATUSES:
+        raise TransientDeliveryError(message, retry_after=retry_after_seconds(response))
+    raise PermanentDeliveryError(message)
+
+
+@contextmanager
+def transport_errors(platform: str) -> Iterator[None]:
+    """Timeouts and connection failures are transient: the request may not have arrived."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransientDeliveryError(f"{platform} timed out: {exc!r}") from exc
+    except httpx.TransportError as exc:
+        raise TransientDeliveryError(f"{platform} unreachable: {exc!r}") from exc
