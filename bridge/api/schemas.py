@@ -373,3 +373,59 @@ class ErrorDocument(Out):
 
 class Health(Out):
     status: str
+
+
+# Outbox -------------------------------------------------------------------------------------
+class OutboxStatusAttributes(Out):
+    sink: str
+    status: str
+    count: int
+    oldest_created: datetime | None
+
+
+class OutboxStatusResource(Out):
+    id: str
+    type: Literal["outbox-statuses"] = "outbox-statuses"
+    attributes: OutboxStatusAttributes
+
+
+class OutboxStatusList(Out):
+    data: list[OutboxStatusResource]
+
+
+class DeadLetterAttributes(Out):
+    sink: str
+    attempts: int
+    error: str | None
+    entry_id: str
+    license_id: str
+    kind: str
+    delta: int
+    occurred_at: datetime
+
+
+class DeadLetterResource(Out):
+    id: str
+    type: Literal["dead-letters"] = "dead-letters"
+    attributes: DeadLetterAttributes
+
+
+class DeadLetterList(Out):
+    data: list[DeadLetterResource]
+
+
+class RetryMeta(Strict):
+    sink: str | None = None
+    ids: list[int] | None = None
+
+
+class RetryIn(Strict):
+    meta: RetryMeta | None = None
+
+
+class RetryMetaOut(Out):
+    requeued: int
+
+
+class RetryOut(Out):
+    meta: RetryMetaOut
