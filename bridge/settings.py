@@ -42,6 +42,10 @@ class RelaySettings(BaseModel):
         7 * 86400.0, gt=0, description="Past this age an item is dead-lettered, not retried"
     )
     idle_s: float = Field(0.5, gt=0, description="Pause when there is nothing to deliver")
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failed batches that pause a sink (circuit open)"
+    )
+    breaker_cooldown_s: float = Field(30.0, gt=0, description="How long an open circuit waits")
 
 
 class Settings(BaseSettings):

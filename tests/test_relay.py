@@ -289,3 +289,28 @@ def test_items_carry_the_license_facts_mappings_need(store: Container) -> None:
     assert item.license.id == item.entry.license_id
     assert item.license.key
     assert item.license.metadata == {}
+
+
+def test_circuit_breaker_pauses_a_failing_sink(store: Container, clock: FakeClock) -> None:
+    """After N failed batches a sink is not asked again until its cool-down ends; the other
+    sink keeps flowing; one good batch closes the circuit."""
+    changes(store, ["down", "up"], 6)
+    calls = {"n": 0}
+    healthy = False
+
+    def fail(_items: Sequence[OutboxItem]) -> None:
+        calls["n"] += 1
+        if not healthy:
+            raise TransientDeliveryError("503")
+
+    down, up = InMemorySink("down", fail), InMemorySink("up")
+    r = relay(store, down, up, breaker_failures=2, breaker_cooldown_s=60, retry_cap_s=0.001)
+    for _ in range(5):
+        clock.advance(seconds=1)  # every item is due again
+        r.run_once()
+    assert calls["n"] == 2, "asked again while the circuit was open"
+    assert len(up.received) == 6
+    healthy = True
+    clock.advance(seconds=61)
+    drain(r)
+    assert len(down.received) == 6

@@ -17,7 +17,7 @@ import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -44,6 +44,14 @@ class RelayPolicy:
     retry_cap_s: float = 300.0
     retry_horizon_s: float = 7 * 86400.0
     idle_s: float = 0.5  # pause when there was nothing to do
+    breaker_failures: int = 5  # consecutive failed batches that open a sink's circuit
+    breaker_cooldown_s: float = 30.0  # then one trial batch after this long
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: int = 0
+    open_until: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +72,7 @@ class Relay:
     clock: Clock
     policy: RelayPolicy = field(default_factory=RelayPolicy)
     rng: random.Random = field(default_factory=random.Random)
+    _breakers: dict[str, _Breaker] = field(default_factory=dict, init=False)
 
     def drain_once(self, sink: Sink) -> DrainResult:
         """One batch of one sink."""
@@ -142,8 +151,35 @@ class Relay:
         return result
 
     def run_once(self) -> dict[str, DrainResult]:
-        """One batch per sink: a failing sink never holds up the others."""
-        return {sink.name: self.drain_once(sink) for sink in self.sinks}
+        """One batch per sink whose circuit is closed: a failing sink never holds up the others
+        (and, while its circuit is open, is not even asked)."""
+        results: dict[str, DrainResult] = {}
+        now = self.clock.now()
+        for sink in self.sinks:
+            breaker = self._breakers.setdefault(sink.name, _Breaker())
+            if breaker.open_until is not None and now < breaker.open_until:
+                continue
+            result = self.drain_once(sink)
+            results[sink.name] = result
+            self._record(sink.name, breaker, result)
+        return results
+
+    def _record(self, sink: str, breaker: _Breaker, result: DrainResult) -> None:
+        if result.delivered or not result.handled:
+            if breaker.open_until is not None:
+                log.info("sink_circuit_closed", sink=sink)
+            breaker.failures, breaker.open_until = 0, None
+            return
+        breaker.failures += 1
+        if breaker.failures >= self.policy.breaker_failures:
+            cooldown = timedelta(seconds=self.policy.breaker_cooldown_s)
+            breaker.open_until = self.clock.now() + cooldown
+            log.warning(
+                "sink_circuit_opened",
+                sink=sink,
+                failures=breaker.failures,
+                cooldown_s=self.policy.breaker_cooldown_s,
+            )
 
     def run(self, stop: threading.Event) -> None:
         """Drain until ``stop`` is set; pause ``idle_s`` whenever a pass found nothing."""
