@@ -23,6 +23,7 @@ from bridge.store.migrate import upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
 from connectors.file import FileSink
+from connectors.lago import LagoSink
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Container:
         upgrade(self.engine)
 
     def dispose(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)  # sinks that own an HTTP client
+            if close is not None:
+                close()
         self.engine.dispose()
 
 
@@ -77,6 +82,8 @@ def build_sinks(settings: Settings) -> tuple[Sink, ...]:
     sinks: list[Sink] = []
     if settings.sinks.file.enabled:
         sinks.append(FileSink(settings.sinks.file.path))
+    if settings.sinks.lago.enabled:
+        sinks.append(LagoSink(settings.sinks.lago))
     return tuple(sinks)
 
 

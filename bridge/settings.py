@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from connectors.file import FileSinkSettings
+from connectors.lago import LagoSinkSettings
 
 
 class ConfigFileMissing(Exception):
@@ -29,6 +30,7 @@ class SinksSettings(BaseModel):
     """The platforms usage changes are forwarded to, one table each in the TOML file."""
 
     file: FileSinkSettings = FileSinkSettings()
+    lago: LagoSinkSettings = LagoSinkSettings()
 
 
 class RelaySettings(BaseModel):

@@ -1,0 +1,1 @@
+"""Hand-written fakes of the platforms the bridge talks to, checked against their specs."""
