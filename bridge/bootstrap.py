@@ -24,6 +24,7 @@ from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
 from connectors.file import FileSink
 from connectors.lago import LagoSink
+from connectors.m3ter import M3terSink
 
 
 @dataclass
@@ -66,24 +67,27 @@ class Container:
 
 
 def build(settings: Settings, clock: Clock | None = None) -> Container:
+    clock = clock or SystemClock()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     return Container(
         settings,
         engine,
         SqlUnitOfWorkFactory(engine),
         UsageUnitOfWorkFactory(engine),
-        clock or SystemClock(),
-        build_sinks(settings),
+        clock,
+        build_sinks(settings, clock),
     )
 
 
-def build_sinks(settings: Settings) -> tuple[Sink, ...]:
+def build_sinks(settings: Settings, clock: Clock) -> tuple[Sink, ...]:
     """The enabled sinks, in the order their outbox rows are written."""
     sinks: list[Sink] = []
     if settings.sinks.file.enabled:
         sinks.append(FileSink(settings.sinks.file.path))
     if settings.sinks.lago.enabled:
         sinks.append(LagoSink(settings.sinks.lago))
+    if settings.sinks.m3ter.enabled:
+        sinks.append(M3terSink(settings.sinks.m3ter, clock=clock))
     return tuple(sinks)
 
 

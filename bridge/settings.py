@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from connectors.file import FileSinkSettings
 from connectors.lago import LagoSinkSettings
+from connectors.m3ter import M3terSinkSettings
 
 
 class ConfigFileMissing(Exception):
@@ -31,6 +32,7 @@ class SinksSettings(BaseModel):
 
     file: FileSinkSettings = FileSinkSettings()
     lago: LagoSinkSettings = LagoSinkSettings()
+    m3ter: M3terSinkSettings = M3terSinkSettings()
 
 
 class RelaySettings(BaseModel):

@@ -16,14 +16,21 @@ def test_default_is_the_file_sink_only(tmp_path: Path) -> None:
 
 
 def test_enabled_platform_sinks_are_built(tmp_path: Path) -> None:
-    """Enabling Lago (with its key) adds its sink; disabling the file sink removes it."""
+    """Enabling Lago and m3ter adds their sinks; disabling the file sink removes it."""
     settings = load_settings(
         database_url=f"sqlite:///{tmp_path / 'b.db'}",
         sinks={
             "file": {"enabled": False},
             "lago": {"enabled": True, "api_key": "key", "default_metric_code": "calls"},
+            "m3ter": {
+                "enabled": True,
+                "org_id": "org",
+                "client_id": "id",
+                "client_secret": "secret",
+                "default_meter_code": "calls",
+            },
         },
     )
     container = build(settings)
-    assert [s.name for s in container.sinks] == ["lago"]
+    assert [s.name for s in container.sinks] == ["lago", "m3ter"]
     container.dispose()

@@ -1,0 +1,150 @@
+"""Pure mapping of outbox items to m3ter measurements, and the split of a batch into requests.
+
+A measurement (reference A.1): ``uid`` (the ledger entry id: m3ter ingests a uid once within
+35 days), ``meter`` (a Meter code), ``account`` (an Account code), ``ts`` (ISO-8601 UTC) and
+``measure`` ({data field code: number}).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC
+from string import Formatter
+from typing import TYPE_CHECKING, Any
+
+from bridge.domain.delivery import OutboxItem
+from bridge.domain.model import UsageKind
+
+if TYPE_CHECKING:
+    from connectors.m3ter.settings import M3terSinkSettings
+
+_ENVELOPE = len(b'{"measurements":[]}')
+
+
+class MappingMissing(Exception):
+    """The item's license lacks what the mapping needs (a meter code, an account code)."""
+
+
+def check_template(template: str) -> None:
+    """Raise ``ValueError`` unless every placeholder is ``license.id``, ``license.key`` or
+    ``license.metadata.NAME``, with no conversion or format spec."""
+    try:
+        parts = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"account_template: {exc}") from exc
+    for _literal, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if spec or conversion:
+            raise ValueError(f"account_template: no format spec or conversion in {{{field}}}")
+        if field not in {"license.id", "license.key"} and not (
+            field.startswith("license.metadata.") and len(field) > len("license.metadata.")
+        ):
+            raise ValueError(
+                f"account_template: unknown placeholder {{{field}}}; use {{license.id}}, "
+                "{license.key} or {license.metadata.NAME}"
+            )
+
+
+def wanted(item: OutboxItem, settings: M3terSinkSettings) -> bool:
+    """Whether the item is sent at all; an unwanted item counts as delivered."""
+    entry = item.entry
+    if entry.delta == 0 or entry.kind is UsageKind.RESET:
+        return False
+    if entry.delta < 0 and not settings.forward_decrements:
+        return False
+    if settings.policies is None:
+        return True
+    if item.license is None:  # the policy is unknown: let the item wait for a mapping
+        raise MappingMissing(f"license {entry.license_id} is gone; its policy is unknown")
+    return item.license.policy_id in settings.policies
+
+
+def account_code(item: OutboxItem, template: str) -> str:
+    """The template with the license's facts filled in."""
+    out: list[str] = []
+    for literal, field, _spec, _conversion in Formatter().parse(template):
+        out.append(literal)
+        if field is None:
+            continue
+        lic = item.license
+        if lic is None:
+            raise MappingMissing(f"license {item.entry.license_id} is gone; no account code")
+        value: Any
+        if field == "license.id":
+            value = lic.id
+        elif field == "license.key":
+            value = lic.key
+        else:
+            name = field.removeprefix("license.metadata.")
+            value = lic.metadata.get(name)
+            if value is None or value == "":
+                raise MappingMissing(f"license {lic.id} has no metadata {name!r}")
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise MappingMissing(f"license {lic.id} metadata {name!r} is not a string")
+        out.append(str(value))
+    code = "".join(out)
+    if not code:
+        raise MappingMissing(f"license {item.entry.license_id}: the account code is empty")
+    return code
+
+
+def meter_code(item: OutboxItem, settings: M3terSinkSettings) -> str:
+    policy_id = item.license.policy_id if item.license is not None else None
+    code = settings.meter_codes.get(policy_id or "") or settings.default_meter_code
+    if not code:
+        raise MappingMissing(f"no meter code for policy {policy_id}")
+    return code
+
+
+def timestamp(item: OutboxItem) -> str:
+    """ISO-8601 in UTC with milliseconds and a ``Z``, as m3ter's examples write it."""
+    when = item.entry.occurred_at.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def measurement(item: OutboxItem, settings: M3terSinkSettings) -> dict[str, Any]:
+    """The measurement of one item; ``MappingMissing`` if the license lacks a code."""
+    return {
+        "uid": item.entry.id,
+        "meter": meter_code(item, settings),
+        "account": account_code(item, settings.account_template),
+        "ts": timestamp(item),
+        "measure": {settings.measure_field: item.entry.delta},
+    }
+
+
+def encode(measurements: Sequence[dict[str, Any]]) -> bytes:
+    """The request body, exactly as sent (so its size is the size m3ter sees)."""
+    return json.dumps({"measurements": list(measurements)}, separators=(",", ":")).encode()
+
+
+def encoded_size(measurement: dict[str, Any]) -> int:
+    return len(json.dumps(measurement, separators=(",", ":")).encode())
+
+
+def body_size(measurements: Sequence[dict[str, Any]]) -> int:
+    """``len(encode(measurements))`` without building the body."""
+    sizes = [encoded_size(m) for m in measurements]
+    return _ENVELOPE + sum(sizes) + max(0, len(sizes) - 1)
+
+
+def split(
+    measurements: Sequence[dict[str, Any]], max_count: int, max_bytes: int
+) -> list[list[dict[str, Any]]]:
+    """Consecutive chunks of at most ``max_count`` measurements whose body is at most
+    ``max_bytes``; a measurement too large on its own gets a chunk of its own."""
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = _ENVELOPE
+    for m in measurements:
+        extra = encoded_size(m) + (1 if current else 0)
+        if current and (len(current) >= max_count or size + extra > max_bytes):
+            chunks.append(current)
+            current, size, extra = [], _ENVELOPE, extra - 1
+        current.append(m)
+        size += extra
+    if current:
+        chunks.append(current)
+    return chunks
