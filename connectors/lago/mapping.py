@@ -18,19 +18,14 @@ One ledger entry is one Lago event (spec ``EventInputObject``):
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.domain.delivery import LicenseFacts, OutboxItem
-from connectors.lago.settings import PLACEHOLDER, LagoSinkSettings
+from bridge.domain.delivery import OutboxItem
+from connectors._template import MappingMissing, render
+from connectors.lago.settings import LagoSinkSettings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class MappingMissing(Exception):
-    """An item cannot be mapped yet (no subscription id, no metric code, no license): it waits
-    in the outbox until the mapping is added."""
 
 
 def should_send(item: OutboxItem, settings: LagoSinkSettings) -> bool:
@@ -54,27 +49,6 @@ def timestamp(occurred_at: datetime) -> str:
     return f"{seconds}.{millis:03d}"
 
 
-def subscription_id(license: LicenseFacts, template: str) -> str:
-    """``template`` with the license's placeholders filled in."""
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name == "license.id":
-            return license.id
-        if name == "license.key":
-            return license.key
-        key = name.removeprefix("license.metadata.")
-        found = license.metadata.get(key)
-        if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
-            raise MappingMissing(f"license {license.id} has no metadata {key!r} (for {template})")
-        return str(found)
-
-    resolved = PLACEHOLDER.sub(value, template)
-    if not resolved:
-        raise MappingMissing(f"subscription_template {template!r} is empty for {license.id}")
-    return resolved
-
-
 def metric_code(policy_id: str, settings: LagoSinkSettings) -> str:
     code = settings.metric_codes.get(policy_id, settings.default_metric_code)
     if not code:
@@ -90,7 +64,9 @@ def event(item: OutboxItem, settings: LagoSinkSettings) -> dict[str, Any]:
         raise MappingMissing(f"license {item.entry.license_id} is gone; no subscription to bill")
     return {
         "transaction_id": item.entry.id,
-        "external_subscription_id": subscription_id(license, settings.subscription_template),
+        "external_subscription_id": render(
+            settings.subscription_template, license, item.entry.license_id
+        ),
         "code": metric_code(license.policy_id, settings),
         "timestamp": timestamp(item.entry.occurred_at),
         "properties": {settings.property_field: item.entry.delta},

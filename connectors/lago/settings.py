@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-# ``{license.id}``, ``{license.key}`` or ``{license.metadata.NAME}``; anything else is a typo.
-PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_FIELD = re.compile(r"license\.(?:id|key|metadata\.[^{}]+)")
+from connectors._template import check_template
 
 # Lago's default ``LAGO_EVENTS_BATCH_MAX_LENGTH``; self-hosted installs may raise it.
 LAGO_BATCH_LIMIT = 100
@@ -60,13 +57,7 @@ class LagoSinkSettings(BaseModel):
     @field_validator("subscription_template")
     @classmethod
     def _known_placeholders(cls, template: str) -> str:
-        unknown = [p for p in PLACEHOLDER.findall(template) if not _FIELD.fullmatch(p)]
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder(s) {unknown}; use {{license.id}}, {{license.key}} "
-                "or {license.metadata.NAME}"
-            )
-        return template
+        return check_template(template)
 
     @model_validator(mode="after")
     def _key_when_enabled(self) -> Self:

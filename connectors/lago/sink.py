@@ -37,7 +37,8 @@ from bridge.domain.delivery import (
     TransientDeliveryError,
 )
 from connectors._http import raise_for_delivery, transport_errors
-from connectors.lago.mapping import MappingMissing, event, should_send
+from connectors._template import MappingMissing
+from connectors.lago.mapping import event, should_send
 from connectors.lago.settings import LagoSinkSettings
 
 log = structlog.get_logger(__name__)

@@ -10,41 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC
-from string import Formatter
 from typing import TYPE_CHECKING, Any
 
 from bridge.domain.delivery import OutboxItem
 from bridge.domain.model import UsageKind
+from connectors._template import MappingMissing, render
 
 if TYPE_CHECKING:
     from connectors.m3ter.settings import M3terSinkSettings
 
 _ENVELOPE = len(b'{"measurements":[]}')
-
-
-class MappingMissing(Exception):
-    """The item's license lacks what the mapping needs (a meter code, an account code)."""
-
-
-def check_template(template: str) -> None:
-    """Raise ``ValueError`` unless every placeholder is ``license.id``, ``license.key`` or
-    ``license.metadata.NAME``, with no conversion or format spec."""
-    try:
-        parts = list(Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"account_template: {exc}") from exc
-    for _literal, field, spec, conversion in parts:
-        if field is None:
-            continue
-        if spec or conversion:
-            raise ValueError(f"account_template: no format spec or conversion in {{{field}}}")
-        if field not in {"license.id", "license.key"} and not (
-            field.startswith("license.metadata.") and len(field) > len("license.metadata.")
-        ):
-            raise ValueError(
-                f"account_template: unknown placeholder {{{field}}}; use {{license.id}}, "
-                "{license.key} or {license.metadata.NAME}"
-            )
 
 
 def wanted(item: OutboxItem, settings: M3terSinkSettings) -> bool:
@@ -63,31 +38,7 @@ def wanted(item: OutboxItem, settings: M3terSinkSettings) -> bool:
 
 def account_code(item: OutboxItem, template: str) -> str:
     """The template with the license's facts filled in."""
-    out: list[str] = []
-    for literal, field, _spec, _conversion in Formatter().parse(template):
-        out.append(literal)
-        if field is None:
-            continue
-        lic = item.license
-        if lic is None:
-            raise MappingMissing(f"license {item.entry.license_id} is gone; no account code")
-        value: Any
-        if field == "license.id":
-            value = lic.id
-        elif field == "license.key":
-            value = lic.key
-        else:
-            name = field.removeprefix("license.metadata.")
-            value = lic.metadata.get(name)
-            if value is None or value == "":
-                raise MappingMissing(f"license {lic.id} has no metadata {name!r}")
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise MappingMissing(f"license {lic.id} metadata {name!r} is not a string")
-        out.append(str(value))
-    code = "".join(out)
-    if not code:
-        raise MappingMissing(f"license {item.entry.license_id}: the account code is empty")
-    return code
+    return render(template, item.license, item.entry.license_id)
 
 
 def meter_code(item: OutboxItem, settings: M3terSinkSettings) -> str:

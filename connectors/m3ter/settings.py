@@ -6,7 +6,7 @@ from typing import Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from connectors.m3ter.mapping import check_template
+from connectors._template import check_template
 
 # m3ter's Ingest API takes at most 1,000 measurements and "less than 512,000 bytes" per request
 # (reference A.1 "Limits"); the default byte cap keeps a margin under that.
@@ -62,8 +62,7 @@ class M3terSinkSettings(BaseModel):
     @field_validator("account_template")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:
-        check_template(value)
-        return value
+        return check_template(value)
 
     @field_validator("api_url", "ingest_url")
     @classmethod

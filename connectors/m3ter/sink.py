@@ -28,9 +28,9 @@ from bridge.domain.delivery import (
 )
 from bridge.domain.ports import Clock
 from connectors._http import raise_for_delivery, transport_errors
+from connectors._template import MappingMissing
 from connectors.m3ter.auth import M3terAuth, TokenRequestFailed
 from connectors.m3ter.mapping import (
-    MappingMissing,
     body_size,
     encode,
     measurement,

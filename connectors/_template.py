@@ -1,0 +1,54 @@
+"""License templates shared by the platform mappings.
+
+A template names a billing entity from a license, e.g. ``{license.metadata.lago_subscription_id}``
+or ``acct-{license.key}``. Placeholders: ``{license.id}``, ``{license.key}`` and
+``{license.metadata.NAME}``; anything else is refused when the settings load.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bridge.domain.delivery import LicenseFacts
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_FIELD = re.compile(r"license\.(?:id|key|metadata\.[^{}]+)")
+
+
+class MappingMissing(Exception):
+    """An item cannot be mapped yet (no metadata value, no code, no license): it waits in the
+    outbox, reported as ``MAPPING_MISSING``, until the mapping exists."""
+
+
+def check_template(template: str) -> str:
+    """The template, or ``ValueError`` naming the placeholders it does not know."""
+    unknown = [p for p in _PLACEHOLDER.findall(template) if not _FIELD.fullmatch(p)]
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {unknown}; use {{license.id}}, {{license.key}} "
+            "or {license.metadata.NAME}"
+        )
+    return template
+
+
+def render(template: str, license: LicenseFacts | None, license_id: str) -> str:
+    """The template filled in from the license; ``MappingMissing`` when a value is absent."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if license is None:
+            raise MappingMissing(f"license {license_id} is gone; {template} cannot be resolved")
+        if name == "license.id":
+            return license.id
+        if name == "license.key":
+            return license.key
+        key = name.removeprefix("license.metadata.")
+        found = license.metadata.get(key)
+        if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
+            raise MappingMissing(f"license {license.id} has no metadata {key!r} (for {template})")
+        return str(found)
+
+    resolved = _PLACEHOLDER.sub(value, template)
+    if not resolved:
+        raise MappingMissing(f"{template!r} resolves to nothing for license {license_id}")
+    return resolved
