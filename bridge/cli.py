@@ -187,6 +187,7 @@ def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
             "sink": r.sink,
             "status": r.status.value,
             "count": r.count,
+            "mapping_missing": r.mapping_missing,
             "oldest_age_s": (
                 round((now - r.oldest_created).total_seconds(), 1)
                 if r.oldest_created is not None and r.status.value != "delivered"
@@ -195,7 +196,8 @@ def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
         }
         for r in rows
     ]
-    _show(records, ["sink", "status", "count", "oldest_age_s"], as_json, "Outbox")
+    columns = ["sink", "status", "count", "mapping_missing", "oldest_age_s"]
+    _show(records, columns, as_json, "Outbox")
 
 
 SinkOpt = Annotated[str | None, typer.Option("--sink", help="Only this sink")]

@@ -100,13 +100,27 @@ def test_worker_once_forwards_to_the_file_sink(
     run("license", "create", "--policy", policy, "--key", "cli-key-3")
     entry = _json(run("usage", "increment", "cli-key-3", "--by", "5", "--json"))["entry_id"]
     assert _json(run("outbox", "status", "--json")) == [
-        {"sink": "file", "status": "pending", "count": 1, "oldest_age_s": pytest.approx(0, abs=60)}
+        {
+            "sink": "file",
+            "status": "pending",
+            "count": 1,
+            "mapping_missing": 0,
+            "oldest_age_s": pytest.approx(0, abs=60),
+        }
     ]
     assert "handled 1 outbox items" in run("worker", "--once").stdout
     line = json.loads(sink.read_text())
     assert (line["id"], line["delta"]) == (entry, 5)
     status = _json(run("outbox", "status", "--json"))
-    assert status == [{"sink": "file", "status": "delivered", "count": 1, "oldest_age_s": None}]
+    assert status == [
+        {
+            "sink": "file",
+            "status": "delivered",
+            "count": 1,
+            "mapping_missing": 0,
+            "oldest_age_s": None,
+        }
+    ]
 
 
 def test_dead_letters_and_retry_commands(

@@ -314,3 +314,17 @@ def test_circuit_breaker_pauses_a_failing_sink(store: Container, clock: FakeCloc
     clock.advance(seconds=61)
     drain(r)
     assert len(down.received) == 6
+
+
+def test_status_counts_items_waiting_for_a_mapping(store: Container) -> None:
+    """Items a sink cannot map yet stay pending and are counted as mapping_missing."""
+    from bridge.domain.delivery import ItemFailure, mapping_missing
+
+    changes(store, ["lago"], 2)
+
+    def unmapped(items: Sequence[OutboxItem]) -> list[ItemFailure]:
+        return [ItemFailure(i.id, mapping_missing("no lago_subscription_id")) for i in items]
+
+    drain(relay(store, InMemorySink("lago", unmapped)))
+    (row,) = outbox_status(store.uows)
+    assert (row.status, row.count, row.mapping_missing) == (OutboxStatus.PENDING, 2, 2)

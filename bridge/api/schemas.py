@@ -380,6 +380,7 @@ class OutboxStatusAttributes(Out):
     sink: str
     status: str
     count: int
+    mapping_missing: int  # of count, items waiting for their license's mapping
     oldest_created: datetime | None
 
 

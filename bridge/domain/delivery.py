@@ -60,6 +60,7 @@ class SinkStatus:
     status: OutboxStatus
     count: int
     oldest_created: datetime | None
+    mapping_missing: int = 0  # of ``count``, those waiting for a mapping
 
 
 class DeliveryError(Exception):
@@ -84,3 +85,11 @@ def backoff_seconds(
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempts-1))]."""
     ceiling = min(cap, base * 2 ** max(0, attempts - 1))
     return (rng or random).uniform(0, ceiling)
+
+
+# The reason an item waits for its license's mapping (a sink reports it as a transient error).
+MAPPING_MISSING = "MAPPING_MISSING"
+
+
+def mapping_missing(detail: str) -> TransientDeliveryError:
+    return TransientDeliveryError(f"{MAPPING_MISSING}: {detail}")

@@ -10,6 +10,7 @@ from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal,
 from sqlalchemy.engine import Connection, RowMapping
 
 from bridge.domain.delivery import (
+    MAPPING_MISSING,
     DeadLetter,
     LicenseFacts,
     OutboxItem,
@@ -475,11 +476,12 @@ class SqlOutbox:
                 outbox.c.status,
                 func.count(),
                 func.min(outbox.c.created),
+                func.sum(case((outbox.c.last_error.like(f"{MAPPING_MISSING}%"), 1), else_=0)),
             )
             .group_by(outbox.c.sink, outbox.c.status)
             .order_by(outbox.c.sink, outbox.c.status)
         )
         return [
-            SinkStatus(sink, OutboxStatus(status), count, oldest)
-            for sink, status, count, oldest in self._conn.execute(query)
+            SinkStatus(sink, OutboxStatus(status), count, oldest, int(missing or 0))
+            for sink, status, count, oldest, missing in self._conn.execute(query)
         ]

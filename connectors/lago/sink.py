@@ -35,6 +35,7 @@ from bridge.domain.delivery import (
     OutboxItem,
     PermanentDeliveryError,
     TransientDeliveryError,
+    mapping_missing,
 )
 from connectors._http import raise_for_delivery, transport_errors
 from connectors._template import MappingMissing
@@ -108,7 +109,7 @@ class LagoSink:
             try:
                 pending.append((item, event(item, self.settings)))
             except MappingMissing as exc:
-                error = TransientDeliveryError(f"MAPPING_MISSING: {exc}")
+                error = mapping_missing(str(exc))
                 failures.append(ItemFailure(item.id, error))
         if failures:
             log.warning("lago_mapping_missing", sink=self.name, count=len(failures))

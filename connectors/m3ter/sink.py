@@ -25,6 +25,7 @@ from bridge.domain.delivery import (
     OutboxItem,
     PermanentDeliveryError,
     TransientDeliveryError,
+    mapping_missing,
 )
 from bridge.domain.ports import Clock
 from connectors._http import raise_for_delivery, transport_errors
@@ -78,7 +79,7 @@ class M3terSink:
                 if wanted(item, self.settings):
                     pending.append((item, measurement(item, self.settings)))
             except MappingMissing as exc:
-                error = TransientDeliveryError(f"MAPPING_MISSING: {exc}")
+                error = mapping_missing(str(exc))
                 failures.append(ItemFailure(item.id, error))
         fitting: _Pending = []
         for item, m in pending:  # m3ter would refuse it with 403 however it is split

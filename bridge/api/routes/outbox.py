@@ -25,7 +25,11 @@ def outbox_status(ctx: Ctx, bearer: Bearer) -> JsonApiResponse:
         s.OutboxStatusResource(
             id=f"{r.sink}:{r.status.value}",
             attributes=s.OutboxStatusAttributes(
-                sink=r.sink, status=r.status.value, count=r.count, oldest_created=r.oldest_created
+                sink=r.sink,
+                status=r.status.value,
+                count=r.count,
+                mapping_missing=r.mapping_missing,
+                oldest_created=r.oldest_created,
             ),
         )
         for r in rows
