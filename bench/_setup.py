@@ -32,10 +32,12 @@ from bridge.bootstrap import Container, build
 from bridge.domain.access import Principal, Role
 from bridge.service import licenses, policies, products
 from bridge.settings import load_settings
+from connectors.memory import InMemorySink
 
 ADMIN = Principal(Role.ADMIN, "bench")
 ADMIN_TOKEN = "bench-admin-token"  # noqa: S105 - a throwaway token for a scratch database
-SINKS = ("bench",)  # one enabled sink, so every increment also writes its outbox row
+# One enabled sink, so every increment also writes its outbox row (no relay runs in the benches).
+SINKS = (InMemorySink("bench"),)
 PG_ENV = "BRIDGE_BENCH_DATABASE_URL"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

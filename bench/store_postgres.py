@@ -72,7 +72,7 @@ def make_worker(i: int, params: dict[str, Any]) -> s.Worker:
     conn = psycopg.connect(params["conninfo"], autocommit=False)
     cur = conn.cursor()
     actor = s.ADMIN.actor
-    sink = s.SINKS[0]
+    sink = s.SINKS[0].name
 
     def raw_op() -> None:
         license_id = rng.choice(ids)

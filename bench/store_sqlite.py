@@ -84,7 +84,7 @@ def raw_worker(path: Path, ids: list[str], seed: int, *, find: bool) -> s.Worker
     conn = raw_connection(path)
     cur = conn.cursor()
     rng = random.Random(seed)
-    sink = s.SINKS[0]
+    sink = s.SINKS[0].name
 
     def op() -> None:
         license_id = rng.choice(ids)
