@@ -6,9 +6,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [[ -z "${VIRTUAL_ENV:-}" && -f /work/.venv/bin/activate ]]; then
+if [[ -z "${VIRTUAL_ENV:-}" && -f "${here}/../.venv/bin/activate" ]]; then
     # shellcheck disable=SC1091
-    . /work/.venv/bin/activate
+    . "${here}/../.venv/bin/activate"
 fi
 
 status=0
@@ -22,4 +22,9 @@ for bench in store_sqlite store_postgres http_api; do
     echo "(bench/${bench}.py took $((SECONDS - start)) s)"
     echo
 done
+echo "################ bench/forward_lago.py"
+if ! timeout 300 python "${here}/forward_lago.py"; then
+    echo "bench/forward_lago.py failed"
+    status=1
+fi
 exit "$status"

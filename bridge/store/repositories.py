@@ -6,7 +6,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, RowMapping
 
 from bridge.domain.delivery import (
@@ -345,6 +357,10 @@ class SqlLedger:
         return int(self._conn.execute(query).scalar_one())
 
 
+# Literal, not bound, so that SQLite and PostgreSQL see it implies the partial index ix_outbox_due.
+_UNDELIVERED = text("outbox.status IN ('pending', 'inflight')")
+
+
 class SqlOutbox:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -363,10 +379,10 @@ class SqlOutbox:
             select(outbox.c.id)
             .where(
                 outbox.c.sink == sink,
-                outbox.c.status.in_((OutboxStatus.PENDING, OutboxStatus.INFLIGHT)),
+                _UNDELIVERED,
                 outbox.c.next_attempt_at <= now,
             )
-            .order_by(outbox.c.id)
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from bridge.store.types import UtcDateTime
@@ -113,7 +113,16 @@ class OutboxRow(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (
         UniqueConstraint("entry_id", "sink", name="uq_outbox_entry_sink"),
-        Index("ix_outbox_sink_status_due", "sink", "status", "next_attempt_at"),
+        # Only undelivered rows, in the order the relay claims them: a claim reads its batch
+        # off the front of this index however many delivered rows the table holds.
+        Index(
+            "ix_outbox_due",
+            "sink",
+            "next_attempt_at",
+            "id",
+            sqlite_where=text("status IN ('pending', 'inflight')"),
+            postgresql_where=text("status IN ('pending', 'inflight')"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
