@@ -376,29 +376,6 @@ class SqlOutbox:
         lease) and lease them until ``lease_until``. Concurrent relays on PostgreSQL skip each
         other's rows; on SQLite one relay runs per database file."""
         due = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.sink == sink,
-                _UNDELIVERED,
-                outbox.c.next_attempt_at <= now,
-            )
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list(self._conn.execute(due).scalars())
-        if not ids:
-            return []
-        self._conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_(ids))
-            .values(
-                status=OutboxStatus.INFLIGHT,
-                next_attempt_at=lease_until,
-                attempts=outbox.c.attempts + 1,
-            )
-        )
-        query = (
             select(
                 outbox.c.id.label("item_id"),
                 outbox.c.attempts,
@@ -409,15 +386,28 @@ class SqlOutbox:
             )
             .join(ledger, ledger.c.id == outbox.c.entry_id)
             .outerjoin(licenses, licenses.c.id == ledger.c.license_id)
-            .where(outbox.c.id.in_(ids))
-            .order_by(outbox.c.id)
+            .where(outbox.c.sink == sink, _UNDELIVERED, outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=outbox)
         )
-        rows = self._conn.execute(query).mappings()
+        rows = list(self._conn.execute(due).mappings())
+        if not rows:
+            return []
+        self._conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_([r["item_id"] for r in rows]))
+            .values(
+                status=OutboxStatus.INFLIGHT,
+                next_attempt_at=lease_until,
+                attempts=outbox.c.attempts + 1,
+            )
+        )
         return [
             OutboxItem(
                 r["item_id"],
                 sink,
-                r["attempts"],
+                r["attempts"] + 1,  # this attempt
                 _entry(r),
                 LicenseFacts(
                     r["license_id"],
