@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     Table,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -47,6 +48,7 @@ from bridge.store.tables import (
     TokenRow,
     UsageEntryRow,
 )
+from bridge.store.types import UtcDateTime
 
 
 def _table(model: Any) -> Table:
@@ -360,6 +362,37 @@ class SqlLedger:
 # Literal, not bound, so that SQLite and PostgreSQL see it implies the partial index ix_outbox_due.
 _UNDELIVERED = text("outbox.status IN ('pending', 'inflight')")
 
+# The relay's statements, built once (SQLAlchemy then reuses their compiled form).
+_CLAIM = (
+    select(
+        outbox.c.id.label("item_id"),
+        outbox.c.attempts,
+        licenses.c.key.label("license_key"),
+        licenses.c.policy_id.label("license_policy_id"),
+        licenses.c.metadata.label("license_metadata"),
+        ledger,
+    )
+    .join(ledger, ledger.c.id == outbox.c.entry_id)
+    .outerjoin(licenses, licenses.c.id == ledger.c.license_id)
+    .where(
+        outbox.c.sink == bindparam("sink"),
+        _UNDELIVERED,
+        outbox.c.next_attempt_at <= bindparam("now", type_=UtcDateTime()),
+    )
+    .order_by(outbox.c.next_attempt_at, outbox.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True, of=outbox)
+)
+_LEASE = (
+    update(outbox)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=OutboxStatus.INFLIGHT.value,
+        next_attempt_at=bindparam("lease_until", type_=UtcDateTime()),
+        attempts=outbox.c.attempts + 1,
+    )
+)
+
 
 class SqlOutbox:
     def __init__(self, conn: Connection) -> None:
@@ -375,34 +408,12 @@ class SqlOutbox:
         """Take up to ``limit`` due items of ``sink`` (pending, or in flight with an expired
         lease) and lease them until ``lease_until``. Concurrent relays on PostgreSQL skip each
         other's rows; on SQLite one relay runs per database file."""
-        due = (
-            select(
-                outbox.c.id.label("item_id"),
-                outbox.c.attempts,
-                licenses.c.key.label("license_key"),
-                licenses.c.policy_id.label("license_policy_id"),
-                licenses.c.metadata.label("license_metadata"),
-                ledger,
-            )
-            .join(ledger, ledger.c.id == outbox.c.entry_id)
-            .outerjoin(licenses, licenses.c.id == ledger.c.license_id)
-            .where(outbox.c.sink == sink, _UNDELIVERED, outbox.c.next_attempt_at <= now)
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=outbox)
-        )
-        rows = list(self._conn.execute(due).mappings())
+        params = {"sink": sink, "now": now, "limit": limit}
+        rows = list(self._conn.execute(_CLAIM, params).mappings())
         if not rows:
             return []
-        self._conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_([r["item_id"] for r in rows]))
-            .values(
-                status=OutboxStatus.INFLIGHT,
-                next_attempt_at=lease_until,
-                attempts=outbox.c.attempts + 1,
-            )
-        )
+        ids = [r["item_id"] for r in rows]
+        self._conn.execute(_LEASE, {"ids": ids, "lease_until": lease_until})
         return [
             OutboxItem(
                 r["item_id"],
