@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from bridge.api.app import create_app
 from bridge.api.deps import ApiContext
@@ -18,7 +18,7 @@ from bridge.service.batch_writer import BatchWriter
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
 from bridge.settings import Settings
-from bridge.store.engine import make_engine
+from bridge.store.engine import make_engine, ping
 from bridge.store.migrate import upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
@@ -48,12 +48,7 @@ class Container:
         return Authenticator(self.uows, token.get_secret_value() if token else None)
 
     def ready(self) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
+        return ping(self.engine)
 
     def migrate(self) -> None:
         upgrade(self.engine)

@@ -65,3 +65,13 @@ def _sqlite_engine(url: str) -> Engine:
         )
 
     return engine
+
+
+def ping(engine: Engine) -> bool:
+    """Whether the database answers (``/readyz``)."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception:  # any failure means not ready
+        return False
+    return True
