@@ -1,8 +1,6 @@
 """The SQL unit of work: one connection, one transaction, rolled back unless committed.
 
-Database errors are translated here, at the boundary: a unique-key race becomes
-``StoreConflict`` (the use case may retry), an unreachable or locked database becomes
-``ServiceUnavailable`` (503, safe to retry with the same Idempotency-Key).
+Database errors leave it as domain errors (``bridge.store.errors``).
 """
 
 from __future__ import annotations
@@ -13,11 +11,9 @@ from typing import Self
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection, RootTransaction
-from sqlalchemy.exc import IntegrityError, OperationalError
 
-from bridge.domain.errors import ServiceUnavailable
-from bridge.domain.ports import StoreConflict
 from bridge.store.engine import writer_lock
+from bridge.store.errors import raise_translated
 from bridge.store.hotpath import HotPath
 from bridge.store.repositories import (
     SqlLedger,
@@ -41,6 +37,7 @@ class SqlUnitOfWork:
         self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
     ) -> None:
         self._engine = engine
+        self._dbapi = engine.dialect.dbapi
         self._hot = hot
         self._write = write
         self._writer = writer
@@ -56,11 +53,9 @@ class SqlUnitOfWork:
                 conn = conn.execution_options(bridge_write=True)
             self._tx = conn.begin()
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        except OperationalError as exc:
+        except BaseException as exc:
             self._release()
-            raise ServiceUnavailable from exc
-        except BaseException:
-            self._release()
+            raise_translated(exc, self._dbapi)
             raise
         self._conn = conn
         self.products = SqlProducts(conn)
@@ -80,10 +75,9 @@ class SqlUnitOfWork:
         assert self._tx is not None, "commit() outside the with block"
         try:
             self._tx.commit()
-        except IntegrityError as exc:
-            raise StoreConflict(str(exc.orig)) from exc
-        except OperationalError as exc:
-            raise ServiceUnavailable from exc
+        except Exception as exc:
+            raise_translated(exc, self._dbapi)
+            raise
 
     def __exit__(
         self,
@@ -99,12 +93,8 @@ class SqlUnitOfWork:
         finally:
             self._conn.close()
             self._release()
-        # The hot-path reads run on the driver cursor, so driver errors arrive untranslated too.
-        dbapi = self._engine.dialect.dbapi
-        if isinstance(exc, IntegrityError | dbapi.IntegrityError):  # type: ignore[union-attr]
-            raise StoreConflict(str(exc)) from exc
-        if isinstance(exc, OperationalError | dbapi.Error):  # type: ignore[union-attr]
-            raise ServiceUnavailable from exc
+        if exc is not None:
+            raise_translated(exc, self._dbapi)
 
 
 class SqlUnitOfWorkFactory:

@@ -1,9 +1,8 @@
 """The unit of work of a usage change, on a pooled driver connection without SQLAlchemy's
 ``Connection`` around it (see ``bridge.store.hotpath`` for why).
 
-It holds exactly what ``bridge.domain.ports.UsageUnitOfWork`` names. Driver errors are
-translated here: a unique-key race becomes ``StoreConflict``, an unreachable or locked database
-``ServiceUnavailable`` (and the connection is dropped from the pool).
+It holds exactly what ``bridge.domain.ports.UsageUnitOfWork`` names. Driver errors leave it as
+domain errors (``bridge.store.errors``); a broken connection is dropped from the pool.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from typing import Any, Self
 
 from sqlalchemy import Engine
 
-from bridge.domain.errors import ServiceUnavailable
 from bridge.domain.model import License, UsageEntry
-from bridge.domain.ports import StoreConflict
 from bridge.store.engine import writer_lock
+from bridge.store.errors import raise_translated
 from bridge.store.hotpath import HotPath
 
 
@@ -93,11 +91,9 @@ class UsageUnitOfWork:
             cursor = self._raw.cursor()
             if f.hot.sqlite:
                 cursor.execute("BEGIN IMMEDIATE")  # queue on the write lock, never upgrade
-        except f.dbapi.Error as exc:
-            self._close(invalidate=True)
-            raise ServiceUnavailable from exc
-        except BaseException:
-            self._close(invalidate=False)
+        except BaseException as exc:
+            self._close(invalidate=isinstance(exc, f.dbapi.Error))
+            raise_translated(exc, f.dbapi)
             raise
         self._cursor = cursor
         self.licenses = _Licenses(f.hot, cursor)
@@ -115,20 +111,16 @@ class UsageUnitOfWork:
         except BaseException as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT usage_change")
             cursor.execute("RELEASE SAVEPOINT usage_change")
-            if isinstance(exc, self._factory.dbapi.IntegrityError):
-                raise StoreConflict(str(exc)) from exc
-            if isinstance(exc, self._factory.dbapi.Error):
-                raise ServiceUnavailable from exc
+            raise_translated(exc, self._factory.dbapi)
             raise
         cursor.execute("RELEASE SAVEPOINT usage_change")
 
     def commit(self) -> None:
         try:
             self._raw.commit()
-        except self._factory.dbapi.IntegrityError as exc:
-            raise StoreConflict(str(exc)) from exc
-        except self._factory.dbapi.Error as exc:
-            raise ServiceUnavailable from exc
+        except Exception as exc:
+            raise_translated(exc, self._factory.dbapi)
+            raise
         self._done = True
 
     def __exit__(
@@ -145,10 +137,8 @@ class UsageUnitOfWork:
             except dbapi.Error:
                 broken = True
         self._close(invalidate=broken)
-        if isinstance(exc, dbapi.IntegrityError):
-            raise StoreConflict(str(exc)) from exc
-        if isinstance(exc, dbapi.Error):
-            raise ServiceUnavailable from exc
+        if exc is not None:
+            raise_translated(exc, dbapi)
 
     def _close(self, *, invalidate: bool) -> None:
         try:

@@ -1,0 +1,24 @@
+"""Database errors into domain errors, in one place for both units of work.
+
+A unique-key race becomes ``StoreConflict`` (the use case may retry); an unreachable, locked or
+otherwise failing database becomes ``ServiceUnavailable`` (503, safe to retry with the same
+Idempotency-Key). Both SQLAlchemy's wrappers and the driver's own errors are recognised, since
+the hot path talks to the driver directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from bridge.domain.errors import ServiceUnavailable
+from bridge.domain.ports import StoreConflict
+
+
+def raise_translated(exc: BaseException, dbapi: Any) -> None:
+    """Raise the domain error for ``exc`` (chained), or return if it is no database error."""
+    if isinstance(exc, IntegrityError | dbapi.IntegrityError):
+        raise StoreConflict(str(exc)) from exc
+    if isinstance(exc, OperationalError | dbapi.Error):
+        raise ServiceUnavailable from exc
