@@ -8,11 +8,11 @@ from pathlib import Path
 
 import vcr
 
-from bridge.domain.delivery import LicenseFacts, OutboxItem
-from bridge.domain.model import UsageEntry, UsageKind
+from bridge.domain.delivery import OutboxItem
 from bridge.testing import FakeClock
 from connectors.lago import LagoSink, LagoSinkSettings
 from connectors.m3ter import M3terSink, M3terSinkSettings
+from tests.builders import outbox_item
 
 CASSETTES = Path(__file__).parent / "cassettes"
 # The example's instant: 1651240791.123 in Lago's spec.
@@ -27,19 +27,17 @@ replay = vcr.VCR(
 
 
 def item(entry_id: str, delta: int, metadata: dict[str, object]) -> OutboxItem:
-    entry = UsageEntry(
-        id=entry_id,
-        license_id="lic-1",
-        kind=UsageKind.INCREMENT,
+    return outbox_item(
+        item_id=1,
+        entry_id=entry_id,
+        sink="sink",
         delta=delta,
-        uses_before=0,
-        uses_after=delta,
-        actor="admin:admin",
-        idempotency_key=None,
-        request_id=None,
         occurred_at=WHEN,
+        license_id="lic-1",
+        policy="pol-1",
+        metadata=metadata,
+        actor="admin:admin",
     )
-    return OutboxItem(1, "sink", 1, entry, LicenseFacts("lic-1", "KEY-1", "pol-1", metadata))
 
 
 def test_lago_events_batch_matches_the_documented_example() -> None:

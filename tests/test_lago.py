@@ -15,18 +15,18 @@ from pydantic import SecretStr, ValidationError
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
 from bridge.domain.delivery import (
-    LicenseFacts,
     OutboxItem,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from bridge.domain.model import UsageEntry, UsageKind
+from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.relay import Relay, RelayPolicy, outbox_status
 from bridge.service.usage import UsageChange, UsageService
 from bridge.testing import FakeClock
 from connectors.lago import LagoSink, LagoSinkSettings, MappingMissing, event, should_send
 from connectors.lago.mapping import timestamp
+from tests.builders import outbox_item
 from tests.conftest import make_container
 from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
 
@@ -54,21 +54,18 @@ def item(
     license: bool = True,
     occurred_at: datetime = WHEN,
 ) -> OutboxItem:
-    entry = UsageEntry(
-        id=str(uuid.UUID(int=n)),
-        license_id="lic",
-        kind=UsageKind.INCREMENT if delta >= 0 else UsageKind.DECREMENT,
-        delta=delta,
-        uses_before=0,
-        uses_after=max(delta, 0),
-        actor="test",
-        idempotency_key=None,
-        request_id=None,
-        occurred_at=occurred_at,
-    )
     meta = {"lago_subscription_id": "sub_1"} if metadata is None else metadata
-    facts = LicenseFacts("lic", "KEY-1", policy, meta) if license else None
-    return OutboxItem(id=n, sink="lago", attempts=1, entry=entry, license=facts)
+    return outbox_item(
+        item_id=n,
+        entry_id=str(uuid.UUID(int=n)),
+        sink="lago",
+        delta=delta,
+        occurred_at=occurred_at,
+        license_id="lic",
+        policy=policy,
+        metadata=meta,
+        with_license=license,
+    )
 
 
 @pytest.fixture

@@ -19,12 +19,11 @@ from pydantic import SecretStr, ValidationError
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
 from bridge.domain.delivery import (
-    LicenseFacts,
     OutboxItem,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from bridge.domain.model import UsageEntry, UsageKind
+from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.relay import Relay, RelayPolicy, outbox_status
 from bridge.service.usage import UsageChange, UsageService
@@ -32,6 +31,7 @@ from bridge.testing import FakeClock
 from connectors.m3ter import M3terAuth, M3terSink, M3terSinkSettings, MappingMissing
 from connectors.m3ter.auth import TokenRequestFailed
 from connectors.m3ter.mapping import body_size, encode, measurement, split, wanted
+from tests.builders import outbox_item
 from tests.conftest import make_container
 from tests.fakes.m3ter import API, CLIENT_ID, CLIENT_SECRET, INGEST, ORG, FakeM3ter, problems
 
@@ -62,21 +62,18 @@ def item(
     *,
     gone: bool = False,
 ) -> OutboxItem:
-    entry = UsageEntry(
-        id=str(uuid.UUID(int=n)),
-        license_id="lic-1",
-        kind=UsageKind.INCREMENT if delta >= 0 else UsageKind.DECREMENT,
-        delta=delta,
-        uses_before=0,
-        uses_after=max(delta, 0),
-        actor="test",
-        idempotency_key=None,
-        request_id=None,
-        occurred_at=WHEN,
-    )
     meta = {"m3ter_account_code": "acme"} if metadata is None else metadata
-    lic = None if gone else LicenseFacts("lic-1", "KEY-1", policy, meta)
-    return OutboxItem(id=n, sink="m3ter", attempts=1, entry=entry, license=lic)
+    return outbox_item(
+        item_id=n,
+        entry_id=str(uuid.UUID(int=n)),
+        sink="m3ter",
+        delta=delta,
+        occurred_at=WHEN,
+        license_id="lic-1",
+        policy=policy,
+        metadata=meta,
+        with_license=not gone,
+    )
 
 
 @pytest.fixture
