@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 import bridge.store.tables  # noqa: F401  (registers the tables)
 from bridge.store.engine import make_engine
-from bridge.store.migrate import upgrade
+from bridge.store.migrate import alembic_config, upgrade
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -29,4 +30,5 @@ def test_upgrade_is_idempotent(sqlite_url: str) -> None:
     with engine.connect() as conn:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     engine.dispose()
-    assert version == "0002"
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    assert version == script.get_current_head()

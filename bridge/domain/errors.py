@@ -13,7 +13,8 @@ source pointers; the others are ours.
     │   ├── ParameterMissing            PARAMETER_MISSING
     │   ├── IntegerTooLarge             INTEGER_TOO_LARGE        (Keygen: no code)
     │   ├── IdempotencyKeyInvalid       IDEMPOTENCY_KEY_INVALID
-    │   └── PageInvalid                 PAGE_INVALID
+    │   ├── PageInvalid                 PAGE_INVALID
+    │   └── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
@@ -40,6 +41,8 @@ source pointers; the others are ours.
     │   ├── AttributeInvalid            ATTRIBUTE_INVALID
     │   ├── PolicyInUse                 POLICY_IN_USE
     │   ├── ProductInUse                PRODUCT_IN_USE
+    │   ├── UsagePeriodInvalid          USAGE_PERIOD_INVALID
+    │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
     │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
 """
@@ -111,6 +114,11 @@ class IdempotencyKeyInvalid(BadRequest):
 
 class PageInvalid(BadRequest):
     code = "PAGE_INVALID"
+
+
+class ReconcileWindowInvalid(BadRequest):
+    code = "RECONCILE_WINDOW_INVALID"
+    default_detail = "give a period as YYYY-MM, or from and to as ISO-8601 dates with from < to"
 
 
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
@@ -274,6 +282,17 @@ class ProductInUse(Unprocessable):
     code = "PRODUCT_IN_USE"
     default_pointer = "/data"
     default_detail = "product still has policies; delete them first"
+
+
+class UsagePeriodInvalid(Unprocessable):
+    code = "USAGE_PERIOD_INVALID"
+    default_pointer = "/data/attributes/usagePeriod"
+
+
+class PeriodAnchorInvalid(Unprocessable):
+    code = "PERIOD_ANCHOR_INVALID"
+    default_pointer = "/data/attributes/periodAnchor"
+    default_detail = "must be a date-time with a timezone offset"
 
 
 class IdempotencyKeyReused(Unprocessable):

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bridge.domain.periods import PeriodRule, Rollover, plan_rollover
+
 
 class ExpirationBasis(StrEnum):
     FROM_CREATION = "FROM_CREATION"
@@ -25,7 +27,8 @@ class OverageStrategy(StrEnum):
 class UsageKind(StrEnum):
     INCREMENT = "increment"
     DECREMENT = "decrement"
-    RESET = "reset"
+    RESET = "reset"  # reset-usage, by a caller
+    PERIOD_RESET = "period_reset"  # the close of a usage period
 
 
 class LicenseStatus(StrEnum):
@@ -64,6 +67,7 @@ class Policy:
     metadata: Metadata
     created: datetime
     updated: datetime
+    usage_period: PeriodRule | None = None
 
     def expiry_at_creation(self, now: datetime) -> datetime | None:
         if self.duration is not None and self.expiration_basis is ExpirationBasis.FROM_CREATION:
@@ -89,6 +93,30 @@ class License:
     metadata: Metadata
     created: datetime
     updated: datetime
+    # Usage periods: the license's own rule (else the policy's), the anniversary anchor, and the
+    # open period with the count it started from.
+    usage_period_override: PeriodRule | None = None
+    policy_usage_period: PeriodRule | None = None
+    period_anchor: datetime | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    period_open_uses: int = 0
+
+    @property
+    def usage_period(self) -> PeriodRule | None:
+        return self.usage_period_override or self.policy_usage_period
+
+    def rollover(self, now: datetime) -> Rollover | None:
+        """What bringing the usage period up to ``now`` takes; ``None`` when it is current."""
+        return plan_rollover(
+            self.usage_period,
+            self.period_anchor or self.created,
+            self.period_start,
+            self.period_end,
+            self.uses,
+            self.period_open_uses,
+            now,
+        )
 
     @property
     def max_uses(self) -> int | None:
@@ -114,18 +142,28 @@ class License:
     def to_snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, stored with an idempotency key so a replay renders the same answer."""
         data = dataclasses.asdict(self)
-        for name in ("expiry", "created", "updated"):
+        for name in _SNAPSHOT_TIMES:
             value = data[name]
             data[name] = value.isoformat() if value is not None else None
+        for name in _SNAPSHOT_RULES:
+            rule = getattr(self, name)
+            data[name] = rule.to_api() if rule is not None else None
         return data
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> License:
         values = dict(data)
-        for name in ("expiry", "created", "updated"):
-            raw = values[name]
+        for name in _SNAPSHOT_TIMES:
+            raw = values.get(name)
             values[name] = datetime.fromisoformat(raw) if raw is not None else None
+        for name in _SNAPSHOT_RULES:
+            raw = values.get(name)
+            values[name] = PeriodRule.parse(raw, "/") if raw is not None else None
         return cls(**values)
+
+
+_SNAPSHOT_TIMES = ("expiry", "created", "updated", "period_anchor", "period_start", "period_end")
+_SNAPSHOT_RULES = ("usage_period_override", "policy_usage_period")
 
 
 @dataclass(frozen=True, slots=True)

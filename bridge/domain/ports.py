@@ -13,6 +13,7 @@ from typing import Any, Protocol, Self
 
 from bridge.domain.delivery import DeadLetter, ItemFailure, OutboxItem, OutboxStatus, SinkStatus
 from bridge.domain.model import License, Policy, Product, UsageEntry
+from bridge.domain.periods import Rollover
 
 
 class Clock(Protocol):
@@ -78,7 +79,10 @@ class UsageCounters(LicenseLookup, Protocol):
         """Lock the license row for this unit of work and return its current count."""
         ...
 
-    def set_uses(self, license_id: str, uses: int, now: datetime) -> None: ...
+    def set_uses(self, license_id: str, uses: int, now: datetime) -> bool:
+        """Set the counter if ``now`` is inside the license's usage period; False if not."""
+        ...
+
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None: ...
 
 
@@ -101,6 +105,18 @@ class TokenRepository(Protocol):
 
     def any_admin(self) -> bool: ...
     def delete_for(self, bearer_id: str) -> None: ...
+
+
+class PeriodWriter(Protocol):
+    def roll(
+        self, rollovers: Sequence[tuple[License, Rollover]], now: datetime, closed_by: str
+    ) -> None:
+        """Close and open usage periods as planned; ``StoreConflict`` if one was done already."""
+        ...
+
+    def due(self, now: datetime, limit: int) -> list[License]:
+        """Licenses whose usage period ended by ``now`` (locked for this transaction)."""
+        ...
 
 
 class LedgerWriter(Protocol):
@@ -184,6 +200,8 @@ class UnitOfWork(Transaction, Protocol):
     def ledger(self) -> LedgerRepository: ...
     @property
     def outbox(self) -> OutboxRepository: ...
+    @property
+    def periods(self) -> PeriodWriter: ...
 
 
 class UnitOfWorkFactory(Protocol):
@@ -204,6 +222,8 @@ class UsageUnitOfWork(Transaction, Protocol):
     def outbox(self) -> OutboxWriter: ...
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+    @property
+    def periods(self) -> PeriodWriter: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested scope whose writes are undone if the block raises."""

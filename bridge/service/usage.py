@@ -26,6 +26,7 @@ from bridge.domain.ports import (
 )
 from bridge.service.common import Page, PageRequest
 from bridge.service.licenses import load_license
+from bridge.service.periods import roll_period
 
 _ACTION = {
     UsageKind.INCREMENT: LicenseAction.INCREMENT,
@@ -86,8 +87,12 @@ class UsageService:
     ) -> UsageOutcome:
         """Apply one change inside the caller's unit of work, without committing. Besides the
         domain errors it may raise ``StoreConflict`` or ``RaceLost``: run it again alone."""
-        now = self._clock.now()
         license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
+        now = self._clock.now()
+        if license.period_start is not None and now < license.period_start:
+            # This clock is behind the one that opened the period: count the change at the
+            # period's start rather than inside a period that is already closed.
+            now = license.period_start
         fingerprint = _fingerprint(license.id, change)
         if change.idempotency_key is not None:
             stored = uow.idempotency.get(principal.actor, change.idempotency_key)
@@ -101,6 +106,7 @@ class UsageService:
             # Claim the key before touching the counter, so a concurrent retry with the
             # same key waits for this answer instead of applying the change again.
             uow.idempotency.claim(principal.actor, change.idempotency_key, fingerprint, now)
+        license = roll_period(uow.periods, license, now, closed_by="usage")
         before, after = self._change_counter(uow, license, change, now)
         entry = UsageEntry(
             id=str(uuid.uuid4()),
@@ -138,7 +144,8 @@ class UsageService:
             before = uow.licenses.lock_uses(license.id)
             if before is None:  # deleted since it was read
                 raise RaceLost
-            uow.licenses.set_uses(license.id, 0, now)
+            if not uow.licenses.set_uses(license.id, 0, now):
+                raise RaceLost  # its usage period closed under this change
             return before, 0
         delta = change.amount if change.kind is UsageKind.INCREMENT else -change.amount
         after = uow.licenses.try_add_uses(license.id, delta, now)

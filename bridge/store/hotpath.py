@@ -21,32 +21,42 @@ from typing import Any
 
 from bridge.domain.errors import INT4_MAX
 from bridge.domain.model import License, UsageEntry
+from bridge.domain.periods import rule_from_json
 
 _EFFECTIVE_MAX = (
     "COALESCE(NULLIF(max_uses_override, 0), "
     "(SELECT p.max_uses FROM policies p WHERE p.id = licenses.policy_id))"
 )
 
-_FIND = """
-SELECT l.id, l.key, l.name, l.policy_id, l.uses, l.max_uses_override, l.protected,
+FIND_COLUMNS = """
+       l.id, l.key, l.name, l.policy_id, l.uses, l.max_uses_override, l.protected,
        l.suspended, l.expiry, l.metadata, l.created, l.updated, p.product_id, p.max_uses,
-       CASE WHEN p.expiration_basis = 'FROM_FIRST_USE' THEN p.duration END
+       CASE WHEN p.expiration_basis = 'FROM_FIRST_USE' THEN p.duration END,
+       l.usage_period, p.usage_period, l.period_anchor, l.period_start, l.period_end,
+       l.period_open_uses
+"""
+_FIND = f"""
+SELECT {FIND_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
 WHERE l.id = :ref OR l.key = :ref
 ORDER BY CASE WHEN l.id = :ref THEN 0 ELSE 1 END
 LIMIT 1
-"""
+"""  # noqa: S608 - only module constants are interpolated
 
 # Keygen's rule (bridge.domain.limits.next_uses) as one conditional UPDATE: the database
 # serializes concurrent changes on the row, and each caller gets its own exact answer.
 # The sum is computed in 64 bits: PostgreSQL raises on int4 overflow instead of comparing.
+# A change is counted only inside the open usage period it was timestamped in: one that finds
+# the period closed under it (a concurrent rollover) fails here and is re-read and retried.
 _NEW = "(uses + CAST(:delta AS BIGINT))"
+_IN_PERIOD = "(period_end IS NULL OR (period_start <= :now AND :now < period_end))"
 _TRY_ADD = f"""
 UPDATE licenses SET uses = {_NEW}, updated = :now
 WHERE id = :id
   AND {_NEW} >= 0
   AND {_NEW} <= {INT4_MAX}
   AND (:unchecked OR {_EFFECTIVE_MAX} IS NULL OR {_NEW} <= {_EFFECTIVE_MAX})
+  AND {_IN_PERIOD}
 RETURNING uses
 """  # noqa: S608 - only module constants are interpolated
 
@@ -64,7 +74,7 @@ VALUES (:entry_id, :sink, 'pending', 0, :at, :at)
 
 _TOKEN = "SELECT role, bearer_id FROM tokens WHERE digest = :digest"  # noqa: S105 - SQL
 _LOCK_USES = "SELECT uses FROM licenses WHERE id = :id"
-_SET_USES = "UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id"
+_SET_USES = f"UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id AND {_IN_PERIOD}"  # noqa: S608
 _SET_EXPIRY = "UPDATE licenses SET expiry = :expiry WHERE id = :id AND expiry IS NULL"
 _KEY_GET = "SELECT fingerprint, result FROM idempotency_keys WHERE scope = :scope AND key = :key"
 _KEY_CLAIM = """
@@ -79,7 +89,7 @@ class HotPath:
 
     def __init__(self, dialect: str) -> None:
         self.sqlite = dialect == "sqlite"
-        style = (lambda sql: sql) if self.sqlite else _pyformat
+        style = self.style
         self._find = style(_FIND)
         self._try_add = style(_TRY_ADD)
         self._ledger = style(_LEDGER)
@@ -93,8 +103,12 @@ class HotPath:
         json_param = ":result" if self.sqlite else "CAST(:result AS JSON)"
         self._key_record = style(_KEY_RECORD.replace(":result", json_param))
 
+    def style(self, sql: str) -> str:
+        """``sql`` in the driver's parameter style."""
+        return sql if self.sqlite else _pyformat(sql)
+
     # Encodings: SQLite stores naive UTC text in SQLAlchemy's format and JSON as text.
-    def _ts(self, value: datetime) -> Any:
+    def ts(self, value: datetime) -> Any:
         if not self.sqlite:
             return value
         v = value.astimezone(UTC)  # an f-string: strftime costs ~25 us a call
@@ -103,7 +117,7 @@ class HotPath:
             f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
         )
 
-    def _read_ts(self, value: Any) -> datetime | None:
+    def read_ts(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
@@ -114,8 +128,10 @@ class HotPath:
     def find_license(self, cursor: Any, ref: str) -> License | None:
         cursor.execute(self._find, {"ref": ref})
         row = cursor.fetchone()
-        if row is None:
-            return None
+        return None if row is None else self.license_from_row(row)
+
+    def license_from_row(self, row: Sequence[Any]) -> License:
+        """A license from a row of ``FIND_COLUMNS``."""
         metadata = row[9]
         return License(
             id=row[0],
@@ -126,42 +142,51 @@ class HotPath:
             max_uses_override=row[5],
             protected=bool(row[6]),
             suspended=bool(row[7]),
-            expiry=self._read_ts(row[8]),
+            expiry=self.read_ts(row[8]),
             metadata=json.loads(metadata) if isinstance(metadata, str) else metadata,
-            created=self._read_ts(row[10]),  # type: ignore[arg-type]
-            updated=self._read_ts(row[11]),  # type: ignore[arg-type]
+            created=self.read_ts(row[10]),  # type: ignore[arg-type]
+            updated=self.read_ts(row[11]),  # type: ignore[arg-type]
             product_id=row[12],
             policy_max_uses=row[13],
             policy_first_use_duration=row[14],
+            usage_period_override=rule_from_json(row[15]),
+            policy_usage_period=rule_from_json(row[16]),
+            period_anchor=self.read_ts(row[17]),
+            period_start=self.read_ts(row[18]),
+            period_end=self.read_ts(row[19]),
+            period_open_uses=row[20],
         )
 
     def try_add_uses(self, cursor: Any, license_id: str, delta: int, now: datetime) -> int | None:
         if abs(delta) > INT4_MAX:  # cannot succeed; the caller classifies the rejection
             return None
-        params = {"id": license_id, "delta": delta, "now": self._ts(now), "unchecked": delta == 0}
+        params = {"id": license_id, "delta": delta, "now": self.ts(now), "unchecked": delta == 0}
         cursor.execute(self._try_add, params)
         row = cursor.fetchone()
         return None if row is None else int(row[0])
 
     def add_entry(self, cursor: Any, entry: UsageEntry) -> None:
-        cursor.execute(
-            self._ledger,
-            {
-                "id": entry.id,
-                "license_id": entry.license_id,
-                "kind": entry.kind.value,
-                "delta": entry.delta,
-                "uses_before": entry.uses_before,
-                "uses_after": entry.uses_after,
-                "actor": entry.actor,
-                "idempotency_key": entry.idempotency_key,
-                "request_id": entry.request_id,
-                "occurred_at": self._ts(entry.occurred_at),
-            },
-        )
+        cursor.execute(self._ledger, self._entry_params(entry))
+
+    def add_entries(self, cursor: Any, entries: Sequence[UsageEntry]) -> None:
+        cursor.executemany(self._ledger, [self._entry_params(e) for e in entries])
+
+    def _entry_params(self, entry: UsageEntry) -> dict[str, Any]:
+        return {
+            "id": entry.id,
+            "license_id": entry.license_id,
+            "kind": entry.kind.value,
+            "delta": entry.delta,
+            "uses_before": entry.uses_before,
+            "uses_after": entry.uses_after,
+            "actor": entry.actor,
+            "idempotency_key": entry.idempotency_key,
+            "request_id": entry.request_id,
+            "occurred_at": self.ts(entry.occurred_at),
+        }
 
     def add_outbox(self, cursor: Any, entry: UsageEntry, sinks: Sequence[str]) -> None:
-        at = self._ts(entry.occurred_at)
+        at = self.ts(entry.occurred_at)
         rows = [{"entry_id": entry.id, "sink": sink, "at": at} for sink in sinks]
         if len(rows) == 1:
             cursor.execute(self._outbox, rows[0])
@@ -173,11 +198,13 @@ class HotPath:
         row = cursor.fetchone()
         return None if row is None else int(row[0])
 
-    def set_uses(self, cursor: Any, license_id: str, uses: int, now: datetime) -> None:
-        cursor.execute(self._set_uses, {"id": license_id, "uses": uses, "now": self._ts(now)})
+    def set_uses(self, cursor: Any, license_id: str, uses: int, now: datetime) -> bool:
+        """False when the license's usage period does not contain ``now`` (or it is gone)."""
+        cursor.execute(self._set_uses, {"id": license_id, "uses": uses, "now": self.ts(now)})
+        return bool(cursor.rowcount == 1)
 
     def set_expiry_if_unset(self, cursor: Any, license_id: str, expiry: datetime) -> None:
-        cursor.execute(self._set_expiry, {"id": license_id, "expiry": self._ts(expiry)})
+        cursor.execute(self._set_expiry, {"id": license_id, "expiry": self.ts(expiry)})
 
     def get_key(self, cursor: Any, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
         cursor.execute(self._key_get, {"scope": scope, "key": key})
@@ -188,7 +215,7 @@ class HotPath:
         return row[0], result
 
     def claim_key(self, cursor: Any, scope: str, key: str, fingerprint: str, now: datetime) -> None:
-        params = {"scope": scope, "key": key, "fingerprint": fingerprint, "now": self._ts(now)}
+        params = {"scope": scope, "key": key, "fingerprint": fingerprint, "now": self.ts(now)}
         cursor.execute(self._key_claim, params)
 
     def record_key(self, cursor: Any, scope: str, key: str, result: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from bridge.domain.model import (
     UsageEntry,
     UsageKind,
 )
+from bridge.domain.periods import PeriodRule, rule_from_json
 from bridge.store.hotpath import HotPath
 from bridge.store.tables import (
     LicenseRow,
@@ -137,6 +138,7 @@ def _policy(row: RowMapping) -> Policy:
         metadata=row["metadata"],
         created=row["created"],
         updated=row["updated"],
+        usage_period=rule_from_json(row["usage_period"]),
     )
 
 
@@ -157,7 +159,12 @@ def _policy_values(p: Policy) -> dict[str, Any]:
         "metadata": p.metadata,
         "created": p.created,
         "updated": p.updated,
+        "usage_period": _rule_json(p.usage_period),
     }
+
+
+def _rule_json(rule: PeriodRule | None) -> str | None:
+    return rule.to_json() if rule is not None else None
 
 
 class SqlPolicies:
@@ -203,6 +210,7 @@ _license_columns = (
         (policies.c.expiration_basis == ExpirationBasis.FROM_FIRST_USE.value, policies.c.duration),
         else_=None,
     ).label("policy_first_use_duration"),
+    policies.c.usage_period.label("policy_usage_period"),
 )
 _license_select = select(*_license_columns).join(policies, policies.c.id == licenses.c.policy_id)
 
@@ -224,6 +232,12 @@ def _license(row: RowMapping) -> License:
         metadata=row["metadata"],
         created=row["created"],
         updated=row["updated"],
+        usage_period_override=rule_from_json(row["usage_period"]),
+        policy_usage_period=rule_from_json(row["policy_usage_period"]),
+        period_anchor=row["period_anchor"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        period_open_uses=row["period_open_uses"],
     )
 
 
@@ -241,6 +255,11 @@ def _license_values(lic: License) -> dict[str, Any]:
         "metadata": lic.metadata,
         "created": lic.created,
         "updated": lic.updated,
+        "usage_period": _rule_json(lic.usage_period_override),
+        "period_anchor": lic.period_anchor,
+        "period_start": lic.period_start,
+        "period_end": lic.period_end,
+        "period_open_uses": lic.period_open_uses,
     }
 
 
@@ -286,7 +305,9 @@ class SqlLicenses:
 
     def update(self, license: License) -> None:
         values = _license_values(license)
-        del values["uses"]  # only the usage actions write the counter
+        # Only the usage actions and period rollovers write the counter and the open period.
+        for name in ("uses", "period_start", "period_end", "period_open_uses"):
+            del values[name]
         self._conn.execute(update(licenses).where(licenses.c.id == license.id).values(values))
 
     def delete(self, license_id: str) -> None:

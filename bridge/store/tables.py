@@ -50,6 +50,7 @@ class PolicyRow(SQLModel, table=True):
     protected: bool = False
     duration: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     expiration_basis: str = Field(max_length=32)
+    usage_period: str | None = Field(default=None, max_length=255)  # PeriodRule JSON
     metadata_: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
     )
@@ -74,6 +75,14 @@ class LicenseRow(SQLModel, table=True):
     )
     created: datetime = _utc()
     updated: datetime = _utc()
+    usage_period: str | None = Field(default=None, max_length=255)  # overrides the policy's
+    period_anchor: datetime | None = _utc(nullable=True)
+    period_start: datetime | None = _utc(nullable=True)
+    # The scheduler finds idle licenses whose period ended through this index.
+    period_end: datetime | None = _utc(nullable=True, index=True)
+    period_open_uses: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class TokenRow(SQLModel, table=True):
@@ -92,7 +101,11 @@ class UsageEntryRow(SQLModel, table=True):
     """The append-only usage ledger. No foreign key: history outlives a deleted license."""
 
     __tablename__ = "usage_ledger"
-    __table_args__ = (Index("ix_usage_ledger_license_seq", "license_id", "seq"),)
+    __table_args__ = (
+        Index("ix_usage_ledger_license_seq", "license_id", "seq"),
+        # Period totals and reconciliation read one license's entries by time.
+        Index("ix_usage_ledger_license_time", "license_id", "occurred_at"),
+    )
 
     seq: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
     id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
@@ -145,3 +158,58 @@ class IdempotencyRow(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
     result: dict[str, Any] = _json()
     created: datetime = _utc()
+
+
+class UsagePeriodRow(SQLModel, table=True):
+    """A closed usage period of one license. The unique key makes a second close impossible."""
+
+    __tablename__ = "usage_periods"
+    __table_args__ = (
+        UniqueConstraint("license_id", "period_start", name="uq_usage_periods_license_start"),
+        Index("ix_usage_periods_start", "period_start"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    license_id: str = Field(max_length=36)
+    period_start: datetime = _utc()
+    period_end: datetime = _utc()
+    uses_at_open: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uses_at_close: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Ledger totals of the entries timestamped inside the period (the close's reset excluded).
+    increments: int = Field(sa_column=Column(BigInteger, nullable=False))
+    decrements: int = Field(sa_column=Column(BigInteger, nullable=False))
+    resets: int = Field(sa_column=Column(Integer, nullable=False))
+    entries: int = Field(sa_column=Column(Integer, nullable=False))
+    reset_entry_id: str = Field(max_length=36)
+    closed_by: str = Field(max_length=16)  # "usage" (lazy rollover) or "scheduler"
+    closed_at: datetime = _utc()
+
+
+class ReconciliationRow(SQLModel, table=True):
+    """The latest comparison of one closed period with one sink."""
+
+    __tablename__ = "reconciliations"
+    __table_args__ = (
+        UniqueConstraint("period_id", "sink", name="uq_reconciliations_period_sink"),
+        Index("ix_reconciliations_start", "period_start"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    period_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    license_id: str = Field(max_length=36)
+    sink: str = Field(max_length=64)
+    period_start: datetime = _utc()
+    period_end: datetime = _utc()
+    ledger_total: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ledger_count: int = Field(sa_column=Column(Integer, nullable=False))
+    delivered_total: int = Field(sa_column=Column(BigInteger, nullable=False))
+    delivered_count: int = Field(sa_column=Column(Integer, nullable=False))
+    undelivered_count: int = Field(sa_column=Column(Integer, nullable=False))
+    platform_total: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    platform_count: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    missing: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    unknown: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    repaired: int = 0
+    unrepairable: int = 0
+    status: str = Field(max_length=16)  # "ok" or "mismatch"
+    checked_at: datetime = _utc()

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, RootTransaction
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
 from bridge.store.hotpath import HotPath
+from bridge.store.periods import CursorPeriods, PeriodSql
 from bridge.store.repositories import (
     SqlLedger,
     SqlLicenses,
@@ -32,6 +33,7 @@ class SqlUnitOfWork:
     tokens: SqlTokens
     ledger: SqlLedger
     outbox: SqlOutbox
+    periods: CursorPeriods
 
     def __init__(
         self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
@@ -64,6 +66,7 @@ class SqlUnitOfWork:
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
         self.outbox = SqlOutbox(conn)
+        self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
         return self
 
     def _release(self) -> None:

@@ -19,6 +19,7 @@ from bridge.domain.model import License, UsageEntry
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
 from bridge.store.hotpath import HotPath
+from bridge.store.periods import CursorPeriods, PeriodSql
 
 
 class _Licenses:
@@ -34,8 +35,8 @@ class _Licenses:
     def lock_uses(self, license_id: str) -> int | None:
         return self._hot.lock_uses(self._cursor, license_id)
 
-    def set_uses(self, license_id: str, uses: int, now: datetime) -> None:
-        self._hot.set_uses(self._cursor, license_id, uses, now)
+    def set_uses(self, license_id: str, uses: int, now: datetime) -> bool:
+        return self._hot.set_uses(self._cursor, license_id, uses, now)
 
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
         self._hot.set_expiry_if_unset(self._cursor, license_id, expiry)
@@ -76,6 +77,7 @@ class UsageUnitOfWork:
     ledger: _Ledger
     outbox: _Outbox
     idempotency: _Idempotency
+    periods: CursorPeriods
 
     def __init__(self, factory: UsageUnitOfWorkFactory) -> None:
         self._factory = factory
@@ -100,6 +102,7 @@ class UsageUnitOfWork:
         self.ledger = _Ledger(f.hot, cursor)
         self.outbox = _Outbox(f.hot, cursor)
         self.idempotency = _Idempotency(f.hot, cursor)
+        self.periods = CursorPeriods(f.periods, cursor)
         return self
 
     @contextmanager
@@ -157,6 +160,7 @@ class UsageUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.hot = HotPath(engine.dialect.name)
+        self.periods = PeriodSql(self.hot)
         self.dbapi: Any = engine.dialect.dbapi
         self.writer = writer_lock(engine)
 

@@ -1,0 +1,224 @@
+"""Usage periods: the pure arithmetic of billing-period boundaries.
+
+A rule is an interval (day, week, month, quarter or year, times a count), an anchor and an IANA
+timezone. Boundaries are wall-clock instants in that timezone, counted from an origin:
+
+- CALENDAR: periods start on calendar boundaries, counted from 2000-01-01 00:00 local (weeks from
+  Monday 2000-01-03), so monthly periods start on the 1st, quarterly ones in Jan/Apr/Jul/Oct.
+- ANNIVERSARY: counted from the license's ``periodAnchor`` (or its creation), at that wall time.
+
+Boundary k is the origin plus ``k * count`` intervals, always computed from the origin, never
+from the previous boundary: a month-end anchor clamps and recovers (Jan 31 -> Feb 28/29 -> Mar 31),
+and a DST change makes a day 23 or 25 hours long but never moves a boundary off its wall time.
+A wall time that falls in a DST gap resolves with the offset before the gap (``fold=0``), so
+boundaries stay strictly increasing and no period is duplicated or skipped.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bridge.domain.errors import UsagePeriodInvalid
+
+
+class PeriodInterval(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class PeriodAnchor(StrEnum):
+    CALENDAR = "CALENDAR"
+    ANNIVERSARY = "ANNIVERSARY"
+
+
+_MONTHS = {PeriodInterval.MONTH: 1, PeriodInterval.QUARTER: 3, PeriodInterval.YEAR: 12}
+_DAYS = {PeriodInterval.DAY: 1, PeriodInterval.WEEK: 7}
+_CALENDAR_ORIGIN = {
+    PeriodInterval.WEEK: datetime(2000, 1, 3),  # noqa: DTZ001 - a wall time, zoned later
+}
+_DEFAULT_ORIGIN = datetime(2000, 1, 1)  # noqa: DTZ001 - a wall time, zoned later
+MAX_COUNT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start: datetime  # inclusive, UTC
+    end: datetime  # exclusive, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodRule:
+    interval: PeriodInterval
+    count: int = 1
+    anchor: PeriodAnchor = PeriodAnchor.CALENDAR
+    timezone: str = "UTC"
+
+    @classmethod
+    def parse(cls, raw: Any, pointer: str) -> PeriodRule:
+        """A rule from its API form ``{"interval", "count", "anchor", "timezone"}``."""
+        if not isinstance(raw, dict):
+            raise UsagePeriodInvalid("must be an object or null", pointer=pointer)
+        unknown = set(raw) - {"interval", "count", "anchor", "timezone"}
+        if unknown:
+            raise UsagePeriodInvalid(f"unknown field {sorted(unknown)[0]!r}", pointer=pointer)
+        try:
+            interval = PeriodInterval(str(raw.get("interval", "")).lower())
+        except ValueError:
+            names = ", ".join(i.value for i in PeriodInterval)
+            raise UsagePeriodInvalid(f"interval must be one of {names}", pointer=pointer) from None
+        count = raw.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+            raise UsagePeriodInvalid(
+                f"count must be an integer from 1 to {MAX_COUNT}", pointer=pointer
+            )
+        try:
+            anchor = PeriodAnchor(str(raw.get("anchor", PeriodAnchor.CALENDAR)).upper())
+        except ValueError:
+            raise UsagePeriodInvalid(
+                "anchor must be CALENDAR or ANNIVERSARY", pointer=pointer
+            ) from None
+        timezone = raw.get("timezone", "UTC")
+        if not isinstance(timezone, str) or not _known_zone(timezone):
+            raise UsagePeriodInvalid("timezone must be an IANA timezone name", pointer=pointer)
+        return cls(interval, count, anchor, timezone)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval.value,
+            "count": self.count,
+            "anchor": self.anchor.value,
+            "timezone": self.timezone,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_api(), separators=(",", ":"))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1024)
+def rule_from_json(raw: str | None) -> PeriodRule | None:
+    """The stored form back to a rule (cached: the usage hot path reads it on every change)."""
+    if raw is None:
+        return None
+    return PeriodRule.parse(json.loads(raw), "/")
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _add_months(origin: datetime, months: int) -> datetime:
+    """``origin`` plus whole months, the day clamped to the target month's length."""
+    index = origin.year * 12 + origin.month - 1 + months
+    year, month = divmod(index, 12)
+    day = min(origin.day, calendar.monthrange(year, month + 1)[1])
+    return origin.replace(year=year, month=month + 1, day=day)
+
+
+def _wall_boundary(rule: PeriodRule, origin: datetime, k: int) -> datetime:
+    if rule.interval in _MONTHS:
+        return _add_months(origin, k * rule.count * _MONTHS[rule.interval])
+    return origin + timedelta(days=k * rule.count * _DAYS[rule.interval])
+
+
+def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+def _origin(rule: PeriodRule, anchor: datetime) -> datetime:
+    if rule.anchor is PeriodAnchor.ANNIVERSARY:
+        return anchor.astimezone(rule.zone).replace(tzinfo=None)
+    return _CALENDAR_ORIGIN.get(rule.interval, _DEFAULT_ORIGIN)
+
+
+def _estimate(rule: PeriodRule, origin: datetime, wall: datetime) -> int:
+    if rule.interval in _MONTHS:
+        months = (wall.year - origin.year) * 12 + wall.month - origin.month
+        return months // (rule.count * _MONTHS[rule.interval])
+    days = (wall.date() - origin.date()).days
+    return days // (rule.count * _DAYS[rule.interval])
+
+
+def period_at(rule: PeriodRule, anchor: datetime, at: datetime) -> Period:
+    """The period of ``rule`` that contains the instant ``at``.
+
+    ``anchor`` (aware) is the anniversary origin; calendar rules ignore it.
+    """
+    zone = rule.zone
+    origin = _origin(rule, anchor)
+    k = _estimate(rule, origin, at.astimezone(zone).replace(tzinfo=None))
+    start = _to_utc(_wall_boundary(rule, origin, k), zone)
+    while start > at:  # the estimate is at most one interval off either way
+        k -= 1
+        start = _to_utc(_wall_boundary(rule, origin, k), zone)
+    end = _to_utc(_wall_boundary(rule, origin, k + 1), zone)
+    while end <= at:
+        k += 1
+        start, end = end, _to_utc(_wall_boundary(rule, origin, k + 1), zone)
+    return Period(start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    start: datetime
+    end: datetime
+    uses_at_open: int
+    uses_at_close: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rollover:
+    """What bringing a license's period up to ``now`` takes: the periods to close, in order,
+    and the period left open (``None`` bounds when the license no longer has a rule)."""
+
+    closed: tuple[ClosedPeriod, ...]
+    start: datetime | None
+    end: datetime | None
+    uses: int  # the counter afterwards
+    open_uses: int  # the counter at the start of the open period
+
+
+def plan_rollover(
+    rule: PeriodRule | None,
+    anchor: datetime,
+    start: datetime | None,
+    end: datetime | None,
+    uses: int,
+    open_uses: int,
+    now: datetime,
+) -> Rollover | None:
+    """``None`` when the license's period is current. A license with a rule and no open period
+    opens one at ``now`` (keeping its count); a period that ended closes at its end, and so does
+    every later period that ended with no usage, each on its own."""
+    if end is None:
+        if rule is None:
+            return None
+        return Rollover((), now, period_at(rule, anchor, now).end, uses, uses)
+    if now < end:
+        return None
+    assert start is not None, "both bounds are set together"
+    closed = [ClosedPeriod(start, end, open_uses, uses)]
+    while rule is not None:
+        following = period_at(rule, anchor, closed[-1].end)
+        # A rule changed mid-period starts its first period where the old one ended.
+        if following.end > now:
+            return Rollover(tuple(closed), closed[-1].end, following.end, 0, 0)
+        closed.append(ClosedPeriod(closed[-1].end, following.end, 0, 0))
+    return Rollover(tuple(closed), None, None, 0, 0)
