@@ -62,6 +62,7 @@ class Renderer:
                 protected=p.protected,
                 duration=p.duration,
                 expiration_basis=p.expiration_basis.value,
+                usage_period=p.usage_period.to_api() if p.usage_period else None,
                 metadata=p.metadata,
                 created=p.created,
                 updated=p.updated,
@@ -71,6 +72,8 @@ class Renderer:
         )
 
     def license(self, lic: License, now: datetime) -> s.LicenseResource:
+        lic = lic.current(now)
+        rule = lic.usage_period
         return s.LicenseResource(
             id=lic.id,
             attributes=s.LicenseAttributes(
@@ -82,6 +85,10 @@ class Renderer:
                 max_uses=lic.max_uses,
                 protected=lic.protected,
                 suspended=lic.suspended,
+                usage_period=rule.to_api() if rule else None,
+                period_anchor=lic.period_anchor,
+                period_start=lic.period_start,
+                period_end=lic.period_end,
                 metadata=lic.metadata,
                 created=lic.created,
                 updated=lic.updated,

@@ -72,6 +72,7 @@ class PolicyAttributesIn(Strict):
     protected: bool | None = None
     duration: int | None = None
     expiration_basis: str | None = None
+    usage_period: Meta | None = None
     metadata: Meta | None = None
 
 
@@ -103,6 +104,8 @@ class LicenseAttributesIn(Strict):
     max_uses: int | None = None
     protected: bool | None = None
     suspended: bool | None = None
+    usage_period: Meta | None = None
+    period_anchor: Timestamp | None = None
     metadata: Meta | None = None
 
 
@@ -212,6 +215,7 @@ class PolicyAttributes(Out):
     protected: bool
     duration: int | None
     expiration_basis: str
+    usage_period: Meta | None
     metadata: Meta
     created: datetime
     updated: datetime
@@ -230,10 +234,14 @@ class LicenseAttributes(Out):
     key: str
     expiry: datetime | None
     status: str
-    uses: int
+    uses: int  # the count of the current usage period
     max_uses: int | None
     protected: bool
     suspended: bool
+    usage_period: Meta | None  # the effective rule: the license's own, else the policy's
+    period_anchor: datetime | None
+    period_start: datetime | None
+    period_end: datetime | None
     metadata: Meta
     created: datetime
     updated: datetime

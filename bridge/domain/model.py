@@ -118,6 +118,21 @@ class License:
             now,
         )
 
+    def rolled(self, rollover: Rollover) -> License:
+        return dataclasses.replace(
+            self,
+            uses=rollover.uses,
+            period_start=rollover.start,
+            period_end=rollover.end,
+            period_open_uses=rollover.open_uses,
+        )
+
+    def current(self, now: datetime) -> License:
+        """The license as of ``now``: a period that ended shows as closed even before the
+        rollover is written (the next change or the scheduler writes it)."""
+        rollover = self.rollover(now)
+        return self if rollover is None else self.rolled(rollover)
+
     @property
     def max_uses(self) -> int | None:
         """Keygen's effective maximum: the override unless null or 0, else the policy's."""

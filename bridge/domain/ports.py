@@ -118,6 +118,10 @@ class PeriodWriter(Protocol):
         """Licenses whose usage period ended by ``now`` (locked for this transaction)."""
         ...
 
+    def unopened(self, policy_id: str) -> list[License]:
+        """The policy's licenses that have no usage period open."""
+        ...
+
 
 class LedgerWriter(Protocol):
     def add(self, entry: UsageEntry) -> None: ...

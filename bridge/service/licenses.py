@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from bridge.domain.access import LicenseAction, Principal, Role, authorize_license, require_admin
@@ -14,6 +15,7 @@ from bridge.domain.errors import (
     KeyTaken,
     MaxUsesInvalid,
     NotFound,
+    PeriodAnchorInvalid,
     PolicyNotFound,
 )
 from bridge.domain.limits import check_int4
@@ -22,6 +24,7 @@ from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFact
 from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.periods import parse_rule, roll_period
 
 KEY_MIN, KEY_MAX = 6, 255
 
@@ -54,6 +57,12 @@ def _check_key(uow: UnitOfWork, key: str) -> str:
 def _check_override(value: int | None) -> int | None:
     if value is not None:
         check_int4(value, minimum=0, pointer="/data/attributes/maxUses", error=MaxUsesInvalid)
+    return value
+
+
+def _check_anchor(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise PeriodAnchorInvalid
     return value
 
 
@@ -95,7 +104,11 @@ def create_license(
             metadata=attrs.get("metadata") or {},
             created=now,
             updated=now,
+            usage_period_override=parse_rule(attrs.get("usage_period")),
+            policy_usage_period=policy.usage_period,
+            period_anchor=_check_anchor(attrs.get("period_anchor")),
         )
+        license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
         uow.commit()
     return license
@@ -147,8 +160,15 @@ def update_license(
             values["expiry"] = expiry
         if "key" in changes and changes["key"] != license.key:
             values["key"] = _check_key(uow, changes["key"])
+        # A changed rule or anchor applies from the end of the open period.
+        if "usage_period" in changes:
+            values["usage_period_override"] = parse_rule(changes["usage_period"])
+        if "period_anchor" in changes:
+            values["period_anchor"] = _check_anchor(changes["period_anchor"])
         license = dataclasses.replace(license, **values)
         uow.licenses.update(license)
+        if license.period_end is None:
+            license = roll_period(uow.periods, license, values["updated"], closed_by="usage")
         uow.commit()
     return license
 

@@ -9,12 +9,14 @@ rollover would have written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 
 from bridge.domain.model import License
+from bridge.domain.periods import PeriodRule
 from bridge.domain.ports import Clock, PeriodWriter, StoreConflict, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -26,12 +28,21 @@ def roll_period(periods: PeriodWriter, license: License, now: datetime, closed_b
     if rollover is None:
         return license
     periods.roll([(license, rollover)], now, closed_by)
-    return license.replace(
-        uses=rollover.uses,
-        period_start=rollover.start,
-        period_end=rollover.end,
-        period_open_uses=rollover.open_uses,
-    )
+    return license.rolled(rollover)
+
+
+def parse_rule(value: PeriodRule | dict[str, Any] | None) -> PeriodRule | None:
+    """A rule as the API sends it (an object or null), or one already parsed."""
+    if value is None or isinstance(value, PeriodRule):
+        return value
+    return PeriodRule.parse(value, "/data/attributes/usagePeriod")
+
+
+def open_periods(periods: PeriodWriter, licenses: Sequence[License], now: datetime) -> None:
+    """Open a usage period at ``now`` for each license that has a rule but no period yet."""
+    plans = [(lic, r) for lic in licenses if (r := lic.rollover(now)) is not None]
+    if plans:
+        periods.roll(plans, now, "usage")
 
 
 def close_due_periods(

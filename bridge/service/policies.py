@@ -23,6 +23,7 @@ from bridge.domain.limits import check_int4
 from bridge.domain.model import ExpirationBasis, OverageStrategy, Policy
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.periods import open_periods, parse_rule
 
 _DEFAULTS: dict[str, Any] = {
     "max_uses": None,
@@ -35,10 +36,13 @@ _DEFAULTS: dict[str, Any] = {
     "duration": None,
     "expiration_basis": ExpirationBasis.FROM_CREATION.value,
     "metadata": {},
+    "usage_period": None,
 }
 
 
-_NULLABLE = frozenset({"max_uses", "max_machines", "max_cores", "duration", "metadata"})
+_NULLABLE = frozenset(
+    {"max_uses", "max_machines", "max_cores", "duration", "metadata", "usage_period"}
+)
 
 
 def _given(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +104,7 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise ExpirationBasisNotAllowed from None
     values["metadata"] = values["metadata"] or {}
+    values["usage_period"] = parse_rule(values["usage_period"])
     return values
 
 
@@ -152,8 +157,13 @@ def update_policy(
         policy = _load(uow, principal, policy_id)
         current = {name: getattr(policy, name) for name in _DEFAULTS} | {"name": policy.name}
         values = _checked({**current, **_given(changes)})
-        policy = dataclasses.replace(policy, updated=clock.now(), **values)
+        now = clock.now()
+        policy = dataclasses.replace(policy, updated=now, **values)
         uow.policies.update(policy)
+        if policy.usage_period is not None:
+            # Licenses without a period open one now; a changed rule applies to each license
+            # from the end of its open period.
+            open_periods(uow.periods, uow.periods.unopened(policy.id), now)
         uow.commit()
     return policy
 

@@ -35,9 +35,9 @@ SELECT :license_id, :start, :end, :uses_at_open, :uses_at_close,
        COUNT(CASE WHEN kind = 'reset' THEN 1 END),
        COUNT(*), :reset_entry_id, :closed_by, :closed_at
 FROM usage_ledger
-WHERE license_id = :license_id AND occurred_at >= :start AND occurred_at < :end
+WHERE license_id = :of_license AND occurred_at >= :from_ts AND occurred_at < :to_ts
   AND kind <> 'period_reset'
-"""
+"""  # each value once per name: PostgreSQL types a reused parameter by both of its uses
 
 _MOVE = """
 UPDATE licenses SET uses = :uses, period_start = :start, period_end = :end,
@@ -53,6 +53,12 @@ FROM licenses l JOIN policies p ON p.id = l.policy_id
 WHERE l.period_end <= :now
 ORDER BY l.period_end, l.id
 LIMIT :limit
+"""  # noqa: S608 - only module constants are interpolated
+
+_UNOPENED = f"""
+SELECT {FIND_COLUMNS}
+FROM licenses l JOIN policies p ON p.id = l.policy_id
+WHERE l.policy_id = :policy_id AND l.period_end IS NULL
 """  # noqa: S608 - only module constants are interpolated
 
 
@@ -92,11 +98,15 @@ class PeriodSql:
                     occurred_at=period.end,
                 )
                 entries.append(entry)
+                start, end = ts(period.start), ts(period.end)
                 records.append(
                     {
                         "license_id": license.id,
-                        "start": ts(period.start),
-                        "end": ts(period.end),
+                        "of_license": license.id,
+                        "start": start,
+                        "from_ts": start,
+                        "end": end,
+                        "to_ts": end,
                         "uses_at_open": period.uses_at_open,
                         "uses_at_close": period.uses_at_close,
                         "reset_entry_id": entry.id,
@@ -133,6 +143,10 @@ class PeriodSql:
         cursor.execute(sql, {"now": self.hot.ts(now), "limit": limit})
         return [self.hot.license_from_row(row) for row in cursor.fetchall()]
 
+    def unopened(self, cursor: Any, policy_id: str) -> list[License]:
+        cursor.execute(self.hot.style(_UNOPENED), {"policy_id": policy_id})
+        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+
 
 class CursorPeriods:
     """``bridge.domain.ports.PeriodWriter`` on a unit of work's cursor."""
@@ -147,3 +161,6 @@ class CursorPeriods:
 
     def due(self, now: datetime, limit: int) -> list[License]:
         return self._sql.due(self._cursor, now, limit)
+
+    def unopened(self, policy_id: str) -> list[License]:
+        return self._sql.unopened(self._cursor, policy_id)
