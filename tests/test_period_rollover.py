@@ -7,6 +7,7 @@ with no gap or overlap, and each (license, period) is closed exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -111,11 +112,9 @@ def run_sequence(container: Container, clock: FakeClock, sequence: list[tuple[st
         elif op == "close":
             close_due_periods(container.uows, clock)
         else:
-            kind = UsageKind(op)
-            try:
-                usage.apply(ADMIN, UsageChange(license_id, kind, n))
-            except (UsesLimitExceeded, UsesInvalid):
-                pass  # rejected: nothing written, not even the rollover
+            # A rejected change writes nothing, not even its rollover.
+            with contextlib.suppress(UsesLimitExceeded, UsesInvalid):
+                usage.apply(ADMIN, UsageChange(license_id, UsageKind(op), n))
     clock.advance(days=3)
     close_due_periods(container.uows, clock)
     check_invariants(container, license_id, created)
