@@ -12,19 +12,24 @@ from bridge.api.deps import ApiContext
 from bridge.api.render import Renderer
 from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
-from bridge.domain.ports import Clock, Sink
+from bridge.domain.ports import Clock, PlatformReader, Sink
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.jobs import Jobs
+from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
 from bridge.settings import Settings
 from bridge.store.engine import make_engine, ping
+from bridge.store.locks import JobLocks
 from bridge.store.migrate import upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
 from connectors.file import FileSink
 from connectors.lago import LagoSink
+from connectors.lago.reader import LagoReader
 from connectors.m3ter import M3terSink
+from connectors.m3ter.reader import M3terReader
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Container:
     usage_uows: UsageUnitOfWorkFactory
     clock: Clock
     sinks: tuple[Sink, ...] = field(default=())
+    readers: dict[str, PlatformReader] = field(default_factory=dict)
 
     def usage(self) -> UsageService:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
@@ -42,6 +48,18 @@ class Container:
     def relay(self) -> Relay:
         policy = RelayPolicy(**self.settings.relay.model_dump())  # the same fields, by design
         return Relay(self.uows, self.sinks, self.clock, policy)
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(self.uows, self.clock, [s.name for s in self.sinks], self.readers)
+
+    def jobs(self) -> Jobs:
+        return Jobs(
+            self.uows,
+            self.clock,
+            JobLocks(self.engine).hold,
+            self.reconciler(),
+            lookback_days=self.settings.scheduler.reconcile_lookback_days,
+        )
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
@@ -64,26 +82,36 @@ class Container:
 def build(settings: Settings, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sinks, readers = build_sinks(settings, clock)
     return Container(
         settings,
         engine,
         SqlUnitOfWorkFactory(engine),
         UsageUnitOfWorkFactory(engine),
         clock,
-        build_sinks(settings, clock),
+        sinks,
+        readers,
     )
 
 
-def build_sinks(settings: Settings, clock: Clock) -> tuple[Sink, ...]:
-    """The enabled sinks, in the order their outbox rows are written."""
+def build_sinks(
+    settings: Settings, clock: Clock
+) -> tuple[tuple[Sink, ...], dict[str, PlatformReader]]:
+    """The enabled sinks, in the order their outbox rows are written, and the readers of the
+    platforms that can report what they hold (sharing each sink's HTTP client)."""
     sinks: list[Sink] = []
+    readers: dict[str, PlatformReader] = {}
     if settings.sinks.file.enabled:
         sinks.append(FileSink(settings.sinks.file.path))
     if settings.sinks.lago.enabled:
-        sinks.append(LagoSink(settings.sinks.lago))
+        lago = LagoSink(settings.sinks.lago)
+        sinks.append(lago)
+        readers[lago.name] = LagoReader(settings.sinks.lago, lago.client)
     if settings.sinks.m3ter.enabled:
-        sinks.append(M3terSink(settings.sinks.m3ter, clock=clock))
-    return tuple(sinks)
+        m3ter = M3terSink(settings.sinks.m3ter, clock=clock)
+        sinks.append(m3ter)
+        readers[m3ter.name] = M3terReader(settings.sinks.m3ter, m3ter.client, m3ter.auth)
+    return tuple(sinks), readers
 
 
 def build_app(container: Container) -> FastAPI:

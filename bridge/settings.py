@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,6 +52,29 @@ class RelaySettings(BaseModel):
     breaker_cooldown_s: float = Field(30.0, gt=0, description="How long an open circuit waits")
 
 
+class SchedulerSettings(BaseModel):
+    """The scheduled jobs (``serve`` runs them unless disabled; ``meterbridge scheduler`` too)."""
+
+    enabled: bool = Field(True, description="Run the scheduler inside serve")
+    close_interval_s: float = Field(
+        60.0, gt=0, description="How often ended usage periods of idle licenses are closed"
+    )
+    reconcile_cron: str = Field(
+        "30 2 * * *", description="When the daily reconciliation runs (crontab, UTC)"
+    )
+    reconcile_lookback_days: int = Field(
+        3, ge=1, le=400, description="The daily run reconciles periods that ended this recently"
+    )
+
+    @field_validator("reconcile_cron")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(value)  # raises ValueError with the reason
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid"
@@ -72,6 +95,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,13 +7,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from bridge.domain.delivery import DeadLetter, ItemFailure, OutboxItem, OutboxStatus, SinkStatus
+from bridge.domain.delivery import (
+    DeadLetter,
+    ItemFailure,
+    LicenseFacts,
+    OutboxItem,
+    OutboxStatus,
+    SinkStatus,
+)
 from bridge.domain.model import License, Policy, Product, UsageEntry
 from bridge.domain.periods import Rollover
+from bridge.domain.reconcile import (
+    ClosedPeriodRef,
+    Finding,
+    PlatformView,
+    Reconciliation,
+    Window,
+)
 
 
 class Clock(Protocol):
@@ -40,6 +54,50 @@ class Sink(Protocol):
     name: str
 
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]: ...
+
+
+class PlatformReader(Protocol):
+    """What a billing platform holds, for reconciliation (the Lago and m3ter connectors)."""
+
+    @property
+    def dedupe_window(self) -> timedelta | None:
+        """How long the platform deduplicates a resent id (``None``: never resend)."""
+        ...
+
+    def bills(self, item: OutboxItem) -> bool:
+        """Whether the sink sends this change to the platform at all (its policy and
+        decrement filters)."""
+        ...
+
+    def read(self, license: LicenseFacts, start: datetime, end: datetime) -> PlatformView:
+        """The usage the platform holds for ``license`` timestamped in ``[start, end)``.
+        Raises ``PlatformUnavailable`` when it cannot be read now."""
+        ...
+
+
+class PlatformUnavailable(Exception):
+    """A platform's usage could not be read (a transport error, an error answer, no mapping)."""
+
+
+class ReconciliationRepository(Protocol):
+    def count_periods(self, window: Window) -> int: ...
+    def periods(self, window: Window, after_id: int, limit: int) -> list[ClosedPeriodRef]: ...
+    def changes(
+        self, period_ids: Sequence[int], sink: str
+    ) -> dict[int, list[tuple[UsageEntry, bool]]]: ...
+    def save(
+        self, period: ClosedPeriodRef, sink: str, finding: Finding, repaired: int, now: datetime
+    ) -> None: ...
+    def requeue(self, entry_ids: Sequence[str], sink: str, now: datetime) -> int: ...
+    def results(
+        self,
+        window: Window | None,
+        sink: str | None,
+        status: str | None,
+        *,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[Reconciliation], int]: ...
 
 
 class ProductRepository(Protocol):
@@ -206,6 +264,8 @@ class UnitOfWork(Transaction, Protocol):
     def outbox(self) -> OutboxRepository: ...
     @property
     def periods(self) -> PeriodWriter: ...
+    @property
+    def reconciliation(self) -> ReconciliationRepository: ...
 
 
 class UnitOfWorkFactory(Protocol):

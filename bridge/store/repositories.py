@@ -344,7 +344,7 @@ class SqlTokens:
 
 
 # Ledger, outbox, idempotency ----------------------------------------------------------------
-def _entry(row: RowMapping) -> UsageEntry:
+def entry_from_row(row: RowMapping) -> UsageEntry:
     return UsageEntry(
         id=row["id"],
         license_id=row["license_id"],
@@ -371,7 +371,7 @@ class SqlLedger:
         query = select(ledger).where(where).order_by(ledger.c.seq.desc())
         rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
         total = self._conn.execute(select(func.count()).select_from(ledger).where(where))
-        return [_entry(r) for r in rows], total.scalar_one()
+        return [entry_from_row(r) for r in rows], total.scalar_one()
 
     def total(self, license_id: str) -> int:
         query = select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
@@ -440,7 +440,7 @@ class SqlOutbox:
                 r["item_id"],
                 sink,
                 r["attempts"] + 1,  # this attempt
-                _entry(r),
+                entry_from_row(r),
                 LicenseFacts(
                     r["license_id"],
                     r["license_key"],
@@ -487,7 +487,8 @@ class SqlOutbox:
         )
         return [
             DeadLetter(
-                OutboxItem(r["item_id"], r["sink"], r["attempts"], _entry(r)), r["last_error"]
+                OutboxItem(r["item_id"], r["sink"], r["attempts"], entry_from_row(r)),
+                r["last_error"],
             )
             for r in self._conn.execute(query).mappings()
         ]

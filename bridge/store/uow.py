@@ -16,6 +16,7 @@ from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
 from bridge.store.hotpath import HotPath
 from bridge.store.periods import CursorPeriods, PeriodSql
+from bridge.store.reconcile import SqlReconciliation
 from bridge.store.repositories import (
     SqlLedger,
     SqlLicenses,
@@ -34,6 +35,7 @@ class SqlUnitOfWork:
     ledger: SqlLedger
     outbox: SqlOutbox
     periods: CursorPeriods
+    reconciliation: SqlReconciliation
 
     def __init__(
         self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
@@ -67,6 +69,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedger(conn)
         self.outbox = SqlOutbox(conn)
         self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
+        self.reconciliation = SqlReconciliation(conn)
         return self
 
     def _release(self) -> None:

@@ -54,6 +54,18 @@ class LagoSinkSettings(BaseModel):
         ),
     )
 
+    dedupe_window_days: float | None = Field(
+        30.0,
+        gt=0,
+        description=(
+            "How old a change may be for `reconcile --repair` to resend it; Lago keeps its "
+            "transaction_id unique for good on its Postgres events store (unset: never resend)"
+        ),
+    )
+    read_page_size: int = Field(
+        100, ge=1, le=1000, description="Events per page when reconciliation lists events"
+    )
+
     @field_validator("subscription_template")
     @classmethod
     def _known_placeholders(cls, template: str) -> str:

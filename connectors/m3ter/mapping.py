@@ -42,7 +42,10 @@ def account_code(item: OutboxItem, template: str) -> str:
 
 
 def meter_code(item: OutboxItem, settings: M3terSinkSettings) -> str:
-    policy_id = item.license.policy_id if item.license is not None else None
+    return policy_meter_code(item.license.policy_id if item.license else None, settings)
+
+
+def policy_meter_code(policy_id: str | None, settings: M3terSinkSettings) -> str:
     code = settings.meter_codes.get(policy_id or "") or settings.default_meter_code
     if not code:
         raise MappingMissing(f"no meter code for policy {policy_id}")

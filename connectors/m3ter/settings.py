@@ -59,6 +59,24 @@ class M3terSinkSettings(BaseModel):
         ),
     )
 
+    dedupe_window_days: float | None = Field(
+        34.0,
+        gt=0,
+        le=35,
+        description=(
+            "How old a change may be for `reconcile --repair` to resend it: inside m3ter's "
+            "35-day uid dedupe window, with a day of margin (unset: never resend)"
+        ),
+    )
+    usage_sum_key: str = Field(
+        "sum",
+        description=(
+            "Key of the SUM aggregate in a usage-query row (m3ter's row shape is not "
+            "documented; check it against your organization's answer)"
+        ),
+    )
+    usage_count_key: str = Field("count", description="Key of the COUNT aggregate in a row")
+
     @field_validator("account_template")
     @classmethod
     def _known_placeholders(cls, value: str) -> str:

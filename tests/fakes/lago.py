@@ -31,6 +31,7 @@ SPECS = Path(__file__).parents[2].parent / "shared" / "specs"
 LAGO_SPEC = SPECS / "lago-openapi.yaml"
 SPEC_MISSING = f"the Lago OpenAPI spec is not at {LAGO_SPEC} (../shared/specs of the repo)"
 BATCH_PATH = "/api/v1/events/batch"
+EVENTS_PATH = "/api/v1/events"
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
@@ -151,6 +152,11 @@ class FakeLago:
         self.violations: list[str] = []
         self.rejections: dict[str, Any] = {}
         self.faults: list[Fault] = []
+        self.list_operation = spec["paths"]["/events"]["get"]
+        assert self.list_operation["operationId"] == "findAllEvents"
+        self.list_params = {
+            self.validator.resolve(p)["name"] for p in self.list_operation["parameters"]
+        }
 
     # -- test controls -------------------------------------------------------------------------
 
@@ -171,13 +177,24 @@ class FakeLago:
         """Lago finds this event invalid (``error`` is its ``error_details`` entry)."""
         self.rejections[transaction_id] = error
 
-    # -- the endpoint --------------------------------------------------------------------------
+    def delete(self, transaction_id: str) -> None:
+        """Lose an ingested event (as if Lago never stored it)."""
+        for key in [k for k in self.stored if k[1] == transaction_id]:
+            del self.stored[key]
+
+    def inject(self, event: dict[str, Any]) -> None:
+        """Store an event that did not come from the bridge."""
+        self.stored[(event["external_subscription_id"], event["transaction_id"])] = event
+
+    # -- the endpoints -------------------------------------------------------------------------
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method != "POST" or request.url.path != BATCH_PATH:
-            return _error(404, "Not Found", "not_found")
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return httpx.Response(401, json={"status": 401, "error": "Unauthorized"})
+        if request.method == "GET" and request.url.path == EVENTS_PATH:
+            return self._list(request)
+        if request.method != "POST" or request.url.path != BATCH_PATH:
+            return _error(404, "Not Found", "not_found")
         fault = self.faults.pop(0) if self.faults else None
         if fault is not None and fault.kind == "timeout":
             raise httpx.ReadTimeout("fake Lago did not answer", request=request)
@@ -244,25 +261,49 @@ class FakeLago:
         return details
 
     def _store(self, events: list[dict[str, Any]]) -> httpx.Response:
-        now = datetime.now(UTC).isoformat()
         created = []
         for event in events:
             self.stored[(event["external_subscription_id"], event["transaction_id"])] = event
             self.ingested.append(event["transaction_id"])
-            created.append(
-                {
-                    "lago_id": str(uuid.uuid4()),
-                    "transaction_id": event["transaction_id"],
-                    "lago_customer_id": None,
-                    "code": event["code"],
-                    "timestamp": _iso(event.get("timestamp")),
-                    "properties": event.get("properties") or {},
-                    "lago_subscription_id": None,
-                    "external_subscription_id": event["external_subscription_id"],
-                    "created_at": now,
-                }
-            )
+            created.append(_event_object(event))
         return httpx.Response(200, json={"events": created})
+
+    def _list(self, request: httpx.Request) -> httpx.Response:
+        """``findAllEvents``: the spec's filters, newest first, paged; the answer is checked
+        against ``EventsPaginated`` like requests are against their schemas."""
+        params = dict(request.url.params)
+        unknown = set(params) - self.list_params
+        if unknown:
+            return self._violation(f"GET /events: parameters {sorted(unknown)} not in the spec")
+        page, per_page = int(params.get("page", 1)), int(params.get("per_page", 100))
+        low = _seconds(params.get("timestamp_from"))
+        high = _seconds(params.get("timestamp_to"))
+        found = [
+            e
+            for (subscription, _), e in self.stored.items()
+            if subscription == params.get("external_subscription_id", subscription)
+            and e["code"] == params.get("code", e["code"])
+            and (low is None or Decimal(str(e["timestamp"])) >= low)
+            and (high is None or Decimal(str(e["timestamp"])) <= high)
+        ]
+        found.sort(key=lambda e: e["transaction_id"])
+        found.sort(key=lambda e: Decimal(str(e["timestamp"])), reverse=True)
+        pages = max(1, -(-len(found) // per_page))
+        chunk = found[(page - 1) * per_page : page * per_page]
+        body = {
+            "events": [_event_object(e) for e in chunk],
+            "meta": {
+                "current_page": page,
+                "next_page": page + 1 if page < pages else None,
+                "prev_page": page - 1 if page > 1 else None,
+                "total_pages": pages,
+                "total_count": len(found),
+            },
+        }
+        schema = self.list_operation["responses"]["200"]["content"]["application/json"]["schema"]
+        problems = list(self.validator.errors(schema, body))
+        assert not problems, problems  # the fake itself must answer what the spec promises
+        return httpx.Response(200, json=body)
 
     def _violation(self, problem: str) -> httpx.Response:
         self.violations.append(problem)
@@ -285,6 +326,28 @@ def _iso(value: Any) -> str | None:
     seconds = Decimal(str(value))
     when = datetime.fromtimestamp(float(seconds), UTC)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _seconds(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return Decimal(str(round(when.timestamp() * 1000))) / 1000
+
+
+def _event_object(event: dict[str, Any]) -> dict[str, Any]:
+    """The spec's ``EventObject`` of a stored event."""
+    return {
+        "lago_id": str(uuid.uuid5(uuid.NAMESPACE_URL, event["transaction_id"])),
+        "transaction_id": event["transaction_id"],
+        "lago_customer_id": None,
+        "code": event["code"],
+        "timestamp": _iso(event.get("timestamp")),
+        "properties": event.get("properties") or {},
+        "lago_subscription_id": None,
+        "external_subscription_id": event["external_subscription_id"],
+        "created_at": datetime.now(UTC).isoformat(),
+    }
 
 
 def _error(status: int, error: str, code: str) -> httpx.Response:

@@ -8,6 +8,10 @@ It follows the reference notes (shared/reference/m3ter-stripe-openmeter.md, sect
   measurements in a body of less than 512,000 bytes (over-size: 403), checks each measurement's
   fields (``meter``, ``account``, ``ts`` required; string maps and number maps) and rejects a
   future ``ts``; it answers ``{"result": "accepted"}`` and stores each ``uid`` once.
+- ``GET {api}/organizations/{orgId}/meters?codes=`` and ``.../accounts?codes=`` find the UUIDs
+  of codes it has seen; ``POST {api}/organizations/{orgId}/usage/query`` (A.3) sums a MEASURE
+  field by account over ``[startDate, endDate)`` of ``ts``. Its rows carry ``sum`` and
+  ``count``: m3ter documents rows as free-form, so that shape is this fake's (unverified).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +50,10 @@ def _iso(value: object) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else None
+
+
+def _uuid(kind: str, code: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"m3ter:{kind}:{code}"))
 
 
 def problems(m: object) -> list[str]:
@@ -100,14 +109,75 @@ class FakeM3ter:
         with self._lock:
             self.tokens.clear()
 
+    def lose(self, uid: str) -> None:
+        """Forget an ingested measurement (as if it never arrived)."""
+        with self._lock:
+            del self.accepted[uid]
+
+    def inject(self, measurement: dict[str, Any]) -> None:
+        """Store a measurement that did not come from the bridge."""
+        with self._lock:
+            self.accepted[measurement["uid"]] = measurement
+
     def __call__(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
-            url = str(request.url)
+            url = str(request.url.copy_with(query=None))
             if request.method == "POST" and url == f"{API}/oauth/token":
                 return self._token(request)
             if request.method == "POST" and url == f"{INGEST}/organizations/{ORG}/measurements":
                 return self._measurements(request)
+            if not url.startswith(f"{API}/organizations/{ORG}/"):
+                return httpx.Response(404, json={"message": f"no route {request.method} {url}"})
+            if not self._authorized(request):
+                return httpx.Response(401, json={"message": "Unauthorized"})
+            tail = url.removeprefix(f"{API}/organizations/{ORG}/")
+            if request.method == "GET" and tail in ("meters", "accounts"):
+                return self._lookup(tail, request)
+            if request.method == "POST" and tail == "usage/query":
+                return self._usage_query(request)
             return httpx.Response(404, json={"message": f"no route {request.method} {url}"})
+
+    def _authorized(self, request: httpx.Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        expiry = (
+            self.tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        )
+        return expiry is not None and self.clock.now() < expiry
+
+    def _lookup(self, kind: str, request: httpx.Request) -> httpx.Response:
+        field_name = "meter" if kind == "meters" else "account"
+        known = {m[field_name] for m in self.accepted.values()}
+        codes = request.url.params.get_list("codes")
+        data = [{"id": _uuid(kind, c), "code": c} for c in codes if c in known]
+        return httpx.Response(200, json={"data": data, "nextToken": None})
+
+    def _usage_query(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        start, end = _iso(body.get("startDate")), _iso(body.get("endDate"))
+        aggregations = body.get("aggregations") or []
+        if start is None or end is None or not aggregations:
+            return httpx.Response(400, json={"message": "startDate, endDate, aggregations"})
+        for a in aggregations:
+            if a.get("fieldType") not in ("MEASURE", "DIMENSION") or a.get("function") not in (
+                "SUM", "MIN", "MAX", "COUNT", "LATEST", "MEAN", "UNIQUE"
+            ):  # fmt: skip
+                return httpx.Response(400, json={"message": f"bad aggregation {a}"})
+        field_code = aggregations[0]["fieldCode"]
+        meters, accounts = set(body.get("meterIds") or []), set(body.get("accountIds") or [])
+        rows: dict[str, dict[str, Any]] = {}
+        for m in self.accepted.values():
+            when = _iso(m["ts"])
+            if when is None or not start <= when < end:
+                continue
+            account_id = _uuid("accounts", m["account"])
+            if meters and _uuid("meters", m["meter"]) not in meters:
+                continue
+            if accounts and account_id not in accounts:
+                continue
+            row = rows.setdefault(account_id, {"accountId": account_id, "sum": 0, "count": 0})
+            row["sum"] += m.get("measure", {}).get(field_code, 0)
+            row["count"] += 1
+        return httpx.Response(200, json={"data": list(rows.values()), "hasMoreData": False})
 
     def _token(self, request: httpx.Request) -> httpx.Response:
         expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()

@@ -1,0 +1,57 @@
+"""The APScheduler 3 scheduler of the scheduled jobs: inside ``serve`` (in the background) or
+alone as ``meterbridge scheduler`` (in the foreground).
+
+Each job also runs at start-up, so a scheduler that was down catches up at once: the period job
+closes every period missed meanwhile, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bridge.service.jobs import Jobs
+from bridge.settings import SchedulerSettings
+
+log = structlog.get_logger(__name__)
+
+
+def _logged(name: str, job: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            result = job()
+        except Exception:  # a failed run is logged and retried at the next trigger
+            log.exception("job.failed", job=name)
+            return
+        log.debug("job.done", job=name, result=result)
+
+    return run
+
+
+def build_scheduler(jobs: Jobs, settings: SchedulerSettings, *, blocking: bool) -> BaseScheduler:
+    scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
+        timezone=UTC,
+        # A run missed while the process was busy or down is run once, not once per miss.
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )
+    now = datetime.now(UTC)
+    scheduler.add_job(
+        _logged("close-periods", jobs.close_periods),
+        IntervalTrigger(seconds=settings.close_interval_s, timezone=UTC),
+        id="close-periods",
+        next_run_time=now,
+    )
+    scheduler.add_job(
+        _logged("reconcile", jobs.reconcile_recent),
+        CronTrigger.from_crontab(settings.reconcile_cron, timezone=UTC),
+        id="reconcile",
+    )
+    return scheduler

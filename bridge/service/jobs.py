@@ -1,0 +1,53 @@
+"""The scheduled jobs, each run by one replica at a time (``bridge.store.locks``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TypeVar
+
+import structlog
+
+from bridge.domain.ports import Clock, UnitOfWorkFactory
+from bridge.domain.reconcile import Window
+from bridge.service.periods import close_due_periods
+from bridge.service.reconcile import Reconciler, RunSummary
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+LockFactory = Callable[[str], AbstractContextManager[bool]]
+
+
+class Jobs:
+    def __init__(
+        self,
+        uows: UnitOfWorkFactory,
+        clock: Clock,
+        locks: LockFactory,
+        reconciler: Reconciler,
+        *,
+        lookback_days: int,
+    ) -> None:
+        self._uows = uows
+        self._clock = clock
+        self._locks = locks
+        self._reconciler = reconciler
+        self._lookback_days = lookback_days
+
+    def close_periods(self) -> int | None:
+        """Close every ended usage period; ``None`` if another replica is at it."""
+        return self._exclusive("close-periods", lambda: close_due_periods(self._uows, self._clock))
+
+    def reconcile_recent(self) -> RunSummary | None:
+        """Reconcile the periods that ended in the last ``lookback_days`` (report only: a
+        repair is an operator's decision, ``meterbridge reconcile --repair``)."""
+        window = Window.ended_within(self._clock.now(), self._lookback_days)
+        return self._exclusive("reconcile", lambda: self._reconciler.run(window))
+
+    def _exclusive(self, name: str, job: Callable[[], T]) -> T | None:
+        with self._locks(name) as mine:
+            if not mine:
+                log.info("job.skipped", job=name, reason="another replica is running it")
+                return None
+            return job()
