@@ -20,8 +20,16 @@ from bridge.domain.periods import (
     rule_from_json,
 )
 
-ZONES = ["UTC", "America/New_York", "Europe/London", "Pacific/Kiritimati", "Pacific/Pago_Pago",
-         "Australia/Lord_Howe", "Asia/Kathmandu", "America/St_Johns"]  # fmt: skip
+ZONES = [
+    "UTC",
+    "America/New_York",
+    "Europe/London",
+    "Pacific/Kiritimati",
+    "Pacific/Pago_Pago",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+]
 
 # Hypothesis takes naive bounds and attaches the timezone itself.
 NAIVE_FROM = datetime(1990, 1, 1)  # noqa: DTZ001
@@ -39,8 +47,12 @@ def monthly(anchor: PeriodAnchor = PeriodAnchor.ANNIVERSARY, tz: str = "UTC") ->
 def test_month_end_anniversary_clamps_and_recovers() -> None:
     rule, anchor = monthly(), utc(2024, 1, 31, 10)
     starts = [period_at(rule, anchor, utc(2024, m, 15)).start for m in range(2, 6)]
-    assert starts == [utc(2024, 1, 31, 10), utc(2024, 2, 29, 10), utc(2024, 3, 31, 10),
-                      utc(2024, 4, 30, 10)]  # fmt: skip
+    assert starts == [
+        utc(2024, 1, 31, 10),
+        utc(2024, 2, 29, 10),
+        utc(2024, 3, 31, 10),
+        utc(2024, 4, 30, 10),
+    ]
     # Not a leap year: February clamps to the 28th, March recovers the 31st.
     assert period_at(rule, utc(2023, 1, 31), utc(2023, 3, 1)) == Period(
         utc(2023, 2, 28), utc(2023, 3, 31)
@@ -89,8 +101,9 @@ def test_daily_periods_keep_local_midnight_across_dst() -> None:
 
 def test_anchor_inside_a_dst_gap_neither_duplicates_nor_skips() -> None:
     # 02:30 does not exist in New York on 2026-03-08.
-    rule = PeriodRule(PeriodInterval.DAY, anchor=PeriodAnchor.ANNIVERSARY,
-                      timezone="America/New_York")  # fmt: skip
+    rule = PeriodRule(
+        PeriodInterval.DAY, anchor=PeriodAnchor.ANNIVERSARY, timezone="America/New_York"
+    )
     anchor = datetime(2026, 3, 1, 2, 30, tzinfo=ZoneInfo("America/New_York"))
     p = period_at(rule, anchor, utc(2026, 3, 8, 7, 0))
     q = period_at(rule, anchor, p.end)

@@ -21,8 +21,9 @@ _local_guard = Lock()
 
 
 def _advisory_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"meterbridge:{name}".encode()).digest()[:8], "big",
-                          signed=True)  # fmt: skip
+    return int.from_bytes(
+        hashlib.sha256(f"meterbridge:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 class JobLocks:

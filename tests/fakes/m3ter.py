@@ -159,8 +159,14 @@ class FakeM3ter:
             return httpx.Response(400, json={"message": "startDate, endDate, aggregations"})
         for a in aggregations:
             if a.get("fieldType") not in ("MEASURE", "DIMENSION") or a.get("function") not in (
-                "SUM", "MIN", "MAX", "COUNT", "LATEST", "MEAN", "UNIQUE"
-            ):  # fmt: skip
+                "SUM",
+                "MIN",
+                "MAX",
+                "COUNT",
+                "LATEST",
+                "MEAN",
+                "UNIQUE",
+            ):
                 return httpx.Response(400, json={"message": f"bad aggregation {a}"})
         field_code = aggregations[0]["fieldCode"]
         meters, accounts = set(body.get("meterIds") or []), set(body.get("accountIds") or [])
