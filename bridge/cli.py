@@ -6,32 +6,34 @@ Output is a readable table by default and JSON with ``--json``.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from bridge.bootstrap import Container, build, build_app
-from bridge.domain.access import LicenseAction, Principal, Role
-from bridge.domain.errors import BridgeError
+from bridge.bootstrap import Container, build_app
+from bridge.cli_billing import periods_app, reconcile_app, scheduler
+from bridge.cli_support import (
+    ADMIN,
+    ConfigOpt,
+    JsonOpt,
+    container,
+    out,
+    plain,
+    record,
+    show,
+)
+from bridge.domain.access import LicenseAction
 from bridge.domain.model import UsageKind
-from bridge.logging import configure
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
 from bridge.service.relay import dead_letters, outbox_status, retry_dead_letters
 from bridge.service.usage import UsageChange, usage_history
-from bridge.settings import ConfigFileMissing, load_settings
 
 app = typer.Typer(
     help="Metering Bridge: Keygen-compatible usage limits, forwarded to billing.",
@@ -51,64 +53,12 @@ outbox_app = typer.Typer(
     help="The outbox: usage changes on their way to each sink.", no_args_is_help=True
 )
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(periods_app, name="periods")
+app.add_typer(reconcile_app, name="reconcile")
+app.command()(scheduler)
 
-ADMIN = Principal(Role.ADMIN, "cli")
-out = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file (or $BRIDGE_CONFIG)")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
-
-
-@contextmanager
-def _container(config: Path | None, *, migrate: bool = True) -> Iterator[Container]:
-    try:
-        settings = load_settings(config)
-    except ConfigFileMissing as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    configure(settings.log_level, settings.log_format)
-    container = build(settings)
-    try:
-        if migrate:
-            container.migrate()
-        yield container
-    except BridgeError as exc:
-        err.print(f"[red]error {exc.code}:[/red] {exc.detail}")
-        raise typer.Exit(1) from exc
-    finally:
-        container.dispose()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
-def _record(obj: Any) -> dict[str, Any]:
-    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(obj)
-    return {k: _plain(v) for k, v in data.items()}
-
-
-def _show(
-    rows: Sequence[Any], columns: Sequence[str], as_json: bool, title: str, *, one: bool = False
-) -> None:
-    """A table, or JSON: an object for one resource (``one``), else an array."""
-    records = [_record(r) for r in rows]
-    if as_json:
-        out.print_json(json.dumps(records[0] if one else records))
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")  # ids must stay copyable
-    for record in records:
-        table.add_row(*("" if record.get(c) is None else str(record.get(c)) for c in columns))
-    out.print(table)
+# The shared helpers keep their private names here (every command below uses them).
+_container, _show, _record, _plain = container, show, record, plain
 
 
 # serve / db ---------------------------------------------------------------------------------
@@ -127,7 +77,7 @@ def serve(
             if secret is not None:
                 out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
                 out.print(secret, soft_wrap=True)
-        with _relay_thread(container):
+        with _relay_thread(container), _scheduler(container):
             uvicorn.run(
                 build_app(container),
                 host=host or container.settings.host,
@@ -152,6 +102,22 @@ def _relay_thread(container: Container) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+@contextmanager
+def _scheduler(container: Container) -> Iterator[None]:
+    """The scheduled jobs beside the API (unless ``scheduler.enabled`` is false)."""
+    if not container.settings.scheduler.enabled:
+        yield
+        return
+    from bridge.scheduling import build_scheduler
+
+    jobs = build_scheduler(container.jobs(), container.settings.scheduler, blocking=False)
+    jobs.start()
+    try:
+        yield
+    finally:
+        jobs.shutdown(wait=True)
 
 
 @app.command()
@@ -279,12 +245,25 @@ def policy_create(
     first_use: Annotated[
         bool, typer.Option(help="Start the duration at the first increment")
     ] = False,
+    period: Annotated[
+        str | None, typer.Option(help="Reset usage every day, week, month, quarter or year")
+    ] = None,
+    period_count: Annotated[int, typer.Option(help="Intervals per period")] = 1,
+    period_anchor: Annotated[str, typer.Option(help="CALENDAR or ANNIVERSARY")] = "CALENDAR",
+    period_timezone: Annotated[str, typer.Option(help="IANA timezone of the periods")] = "UTC",
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     attrs: dict[str, Any] = {"name": name, "max_uses": max_uses, "duration": duration}
     if first_use:
         attrs["expiration_basis"] = "FROM_FIRST_USE"
+    if period is not None:
+        attrs["usage_period"] = {
+            "interval": period,
+            "count": period_count,
+            "anchor": period_anchor,
+            "timezone": period_timezone,
+        }
     with _container(config) as c:
         policy = policies.create_policy(c.uows, c.clock, ADMIN, product, attrs)
     _show([policy], _POLICY_COLUMNS, as_json, "Policy", one=True)

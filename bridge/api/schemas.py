@@ -438,3 +438,36 @@ class RetryMetaOut(Out):
 
 class RetryOut(Out):
     meta: RetryMetaOut
+
+
+# Reconciliation -----------------------------------------------------------------------------
+class ReconciliationAttributes(Out):
+    license_id: str
+    sink: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    ledger_total: int
+    ledger_count: int
+    delivered_total: int
+    delivered_count: int
+    undelivered_count: int
+    platform_total: int | None
+    platform_count: int | None
+    missing: list[str]
+    unknown: list[str]
+    repaired: int
+    unrepairable: int
+    checked_at: datetime
+
+
+class ReconciliationResource(Out):
+    id: str
+    type: Literal["reconciliations"] = "reconciliations"
+    attributes: ReconciliationAttributes
+
+
+class ReconciliationList(Out):
+    data: list[ReconciliationResource]
+    meta: ListMeta
+    links: PageLinks

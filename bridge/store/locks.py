@@ -3,8 +3,8 @@
 On PostgreSQL this is a session advisory lock, so replicas of the scheduler against one
 database skip a run another replica is doing (the unique period key would stop a double close
 anyway; the lock saves the wasted work). The server drops the lock with a dead session. On
-SQLite one scheduler runs per database file; the lock here only keeps a process from running a
-job twice at once.
+SQLite one scheduler runs per database file; the lock here only keeps one process from running
+a job twice at once against the same file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from threading import Lock
 
 from sqlalchemy import Engine, text
 
-_local: dict[tuple[int, str], Lock] = {}
+_local: dict[tuple[str, str], Lock] = {}
 _local_guard = Lock()
 
 
@@ -35,7 +35,7 @@ class JobLocks:
         """Yields whether this caller holds the lock named ``name`` (it never waits)."""
         if self._engine.dialect.name != "postgresql":
             with _local_guard:
-                lock = _local.setdefault((id(self._engine), name), Lock())
+                lock = _local.setdefault((str(self._engine.url), name), Lock())
             acquired = lock.acquire(blocking=False)
             try:
                 yield acquired

@@ -126,14 +126,17 @@ class PeriodSql:
                 opened_moves.append(move)
             else:
                 closed_moves.append({**move, "old_end": ts(license.period_end)})
-        if records:
-            self.hot.add_entries(cursor, entries)
-            cursor.executemany(self.hot.style(_CLOSE), records)
+        # The guarded moves first: they lock the license rows, so a concurrent closer of the
+        # same license waits here (then finds its guard false) instead of deadlocking on the
+        # unique period key.
         for sql, moves in ((_MOVE_CLOSED, closed_moves), (_MOVE_OPENED, opened_moves)):
             if moves:
                 cursor.executemany(self.hot.style(sql), moves)
                 if cursor.rowcount != len(moves):
                     raise StoreConflict("a usage period moved under this rollover")
+        if records:
+            self.hot.add_entries(cursor, entries)
+            cursor.executemany(self.hot.style(_CLOSE), records)
 
     def due(self, cursor: Any, now: datetime, limit: int) -> list[License]:
         """Licenses whose period ended by ``now``, the longest-ended first."""

@@ -1,0 +1,187 @@
+"""``meterbridge scheduler``, ``periods`` and ``reconcile``: the billing-period commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Annotated
+
+import structlog
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from bridge.cli_support import ConfigOpt, JsonOpt, container, err, out, record, show
+from bridge.domain.errors import ReconcileWindowInvalid
+from bridge.domain.ports import UnitOfWorkFactory
+from bridge.domain.reconcile import MISMATCH, OK, UNCHECKED, Reconciliation, Window
+from bridge.service.common import PageRequest
+from bridge.service.periods import close_due_periods
+from bridge.service.reconcile import Progress as ProgressFn
+from bridge.service.reconcile import reconciliation_report
+
+log = structlog.get_logger(__name__)
+
+periods_app = typer.Typer(help="Usage periods.", no_args_is_help=True)
+reconcile_app = typer.Typer(
+    help="Compare each closed period's ledger, deliveries and platform usage.",
+    invoke_without_command=True,
+)
+
+PeriodOpt = Annotated[str | None, typer.Option("--period", help="A calendar month, YYYY-MM")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Start, ISO-8601 (UTC if bare)")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="End (exclusive), ISO-8601")]
+SinkOpt = Annotated[str | None, typer.Option("--sink", help="Only this sink")]
+
+_REPORT_COLUMNS = (
+    "period_start",
+    "license_id",
+    "sink",
+    "status",
+    "ledger_total",
+    "delivered_total",
+    "platform_total",
+    "undelivered_count",
+    "missing",
+    "unknown",
+    "repaired",
+    "unrepairable",
+)
+
+
+def scheduler(config: ConfigOpt = None) -> None:
+    """Run the scheduled jobs alone: period closing and the daily reconciliation (any number
+    of replicas on PostgreSQL; one per SQLite file)."""
+    from bridge.scheduling import build_scheduler
+
+    with container(config) as c:
+        jobs = build_scheduler(c.jobs(), c.settings.scheduler, blocking=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: jobs.shutdown(wait=False))
+        out.print("scheduler running; Ctrl-C stops it")
+        jobs.start()
+
+
+@periods_app.command("close")
+def close_periods(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Close every usage period that has ended now (what the scheduler does each minute)."""
+    with container(config) as c:
+        closed = close_due_periods(c.uows, c.clock)
+    if as_json:
+        out.print_json(json.dumps({"closed": closed}))
+    else:
+        out.print(f"closed {closed} usage periods")
+
+
+@reconcile_app.callback()
+def reconcile(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    period: PeriodOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    sink: SinkOpt = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Resend what a platform is missing, inside its dedupe window"
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reconcile the closed periods that started in a window (``--period`` or ``--from`` and
+    ``--to``), then print the run's summary. ``reconcile report`` shows the findings."""
+    if ctx.invoked_subcommand is not None:
+        return
+    window = _window(period, start, end)
+    with container(config) as c:
+        reconciler = c.reconciler()
+        if sys.stderr.isatty() and not as_json:
+            columns = ("reconciling", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, transient=True) as bar:
+                task = bar.add_task("periods", total=None)
+                summary = reconciler.run(
+                    window,
+                    sink=sink,
+                    repair=repair,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        else:
+            summary = reconciler.run(window, sink=sink, repair=repair, progress=_log_progress())
+    if as_json:
+        out.print_json(json.dumps(record(summary)))
+    else:
+        out.print(
+            f"{summary.periods} periods, {summary.checked} checks: "
+            f"[green]{summary.ok} {OK}[/green], [red]{summary.mismatched} {MISMATCH}[/red], "
+            f"{summary.unchecked} {UNCHECKED}; resent {summary.resent}, "
+            f"beyond the dedupe window {summary.unrepairable}"
+        )
+    if summary.mismatched:
+        raise typer.Exit(3)  # scripts and cron see a discrepancy
+
+
+@reconcile_app.command("report")
+def report(
+    config: ConfigOpt = None,
+    period: PeriodOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    sink: SinkOpt = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="ok, mismatch or unchecked")
+    ] = None,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV for spreadsheets")] = False,
+) -> None:
+    """The stored findings, period by period (all of them without a window)."""
+    window = _window(period, start, end) if (period or start or end) else None
+    with container(config) as c:
+        findings = _findings(c.uows, window, sink, status)
+        if as_csv:  # streamed: a month of a large fleet is many rows
+            writer = csv.DictWriter(
+                sys.stdout, fieldnames=list(_REPORT_COLUMNS), extrasaction="ignore"
+            )
+            writer.writeheader()
+            for item in findings:
+                row = record(item)
+                row["missing"] = " ".join(item.missing)
+                row["unknown"] = " ".join(item.unknown)
+                writer.writerow(row)
+            return
+        items = list(findings)
+    show(items, _REPORT_COLUMNS, as_json, f"Reconciliation ({len(items)} findings)")
+
+
+def _findings(
+    uows: UnitOfWorkFactory, window: Window | None, sink: str | None, status: str | None
+) -> Iterator[Reconciliation]:
+    number = 1
+    while True:
+        page = reconciliation_report(uows, window, sink, status, PageRequest(number, 100))
+        yield from page.items
+        if number >= page.last:
+            return
+        number += 1
+
+
+def _window(period: str | None, start: str | None, end: str | None) -> Window:
+    try:
+        return Window.parse(period, start, end)
+    except ReconcileWindowInvalid as exc:
+        err.print(f"[red]error {exc.code}:[/red] {exc.detail}")
+        raise typer.Exit(2) from exc
+
+
+def _log_progress() -> ProgressFn:
+    """Plain progress lines for logs: every tenth of the way."""
+    step = {"next": 0.0}
+
+    def report(done: int, total: int) -> None:
+        if total and done / total >= step["next"]:
+            log.info("reconcile.progress", periods=done, of=total)
+            step["next"] = done / total + 0.1
+
+    return report
