@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from bridge.domain.errors import ServiceUnavailable
 from bridge.domain.ports import StoreConflict
 
-
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race and
 # was rolled back whole, so running it again is safe.
 _RETRYABLE_STATES = frozenset({"40P01", "40001"})
