@@ -15,6 +15,7 @@ from bridge.clock import SystemClock
 from bridge.domain.ports import Clock, Sink
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.machines import MachineService
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
 from bridge.settings import Settings
@@ -38,6 +39,9 @@ class Container:
 
     def usage(self) -> UsageService:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
+
+    def machines(self) -> MachineService:
+        return MachineService(self.uows, self.clock, [s.name for s in self.sinks])
 
     def relay(self) -> Relay:
         policy = RelayPolicy(**self.settings.relay.model_dump())  # the same fields, by design
@@ -96,6 +100,7 @@ def build_app(container: Container) -> FastAPI:
         clock=container.clock,
         auth=container.authenticator(),
         usage=UsageWrites(service, batch),
+        machines=container.machines(),
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,

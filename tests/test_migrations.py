@@ -29,4 +29,4 @@ def test_upgrade_is_idempotent(sqlite_url: str) -> None:
     with engine.connect() as conn:
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     engine.dispose()
-    assert version == "0002"
+    assert version == "0003_machines"

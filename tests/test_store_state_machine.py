@@ -34,7 +34,7 @@ from bridge.domain.errors import (
     UsesInvalid,
     UsesLimitExceeded,
 )
-from bridge.domain.model import UsageKind
+from bridge.domain.model import USES_KINDS, UsageKind
 from bridge.service.licenses import create_license, update_license
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product
@@ -247,7 +247,7 @@ class UsageMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.sent)), label="key")
         sent = self.sent[key]
         if sent.kind is UsageKind.RESET or data.draw(st.booleans(), label="other kind"):
-            kind = data.draw(st.sampled_from([k for k in UsageKind if k is not sent.kind]))
+            kind = data.draw(st.sampled_from([k for k in USES_KINDS if k is not sent.kind]))
             amount = sent.amount if kind is not UsageKind.RESET else 1
         else:
             kind = sent.kind

@@ -11,7 +11,7 @@ from bridge import __version__
 from bridge.api import errors
 from bridge.api.deps import ApiContext, check_account
 from bridge.api.middleware import RequestGuard
-from bridge.api.routes import health, licenses, outbox, policies, products, usage
+from bridge.api.routes import health, licenses, machines, outbox, policies, products, usage
 from bridge.api.schemas import ErrorDocument
 
 MAX_BODY_BYTES = 1_048_576
@@ -24,7 +24,7 @@ _ERRORS = {
 
 def _resources() -> APIRouter:
     router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
-    for module in (products, policies, licenses, usage, outbox):
+    for module in (products, policies, licenses, usage, machines, outbox):
         router.include_router(module.router)
     return router
 

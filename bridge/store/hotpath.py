@@ -30,7 +30,8 @@ _EFFECTIVE_MAX = (
 _FIND = """
 SELECT l.id, l.key, l.name, l.policy_id, l.uses, l.max_uses_override, l.protected,
        l.suspended, l.expiry, l.metadata, l.created, l.updated, p.product_id, p.max_uses,
-       CASE WHEN p.expiration_basis = 'FROM_FIRST_USE' THEN p.duration END
+       CASE WHEN p.expiration_basis = 'FROM_FIRST_USE' THEN p.duration END,
+       l.max_machines_override, l.max_cores_override, p.max_machines, p.max_cores
 FROM licenses l JOIN policies p ON p.id = l.policy_id
 WHERE l.id = :ref OR l.key = :ref
 ORDER BY CASE WHEN l.id = :ref THEN 0 ELSE 1 END
@@ -133,6 +134,10 @@ class HotPath:
             product_id=row[12],
             policy_max_uses=row[13],
             policy_first_use_duration=row[14],
+            max_machines_override=row[15],
+            max_cores_override=row[16],
+            policy_max_machines=row[17],
+            policy_max_cores=row[18],
         )
 
     def try_add_uses(self, cursor: Any, license_id: str, delta: int, now: datetime) -> int | None:

@@ -18,6 +18,7 @@ from bridge.store.hotpath import HotPath
 from bridge.store.repositories import (
     SqlLedger,
     SqlLicenses,
+    SqlMachines,
     SqlOutbox,
     SqlPolicies,
     SqlProducts,
@@ -29,6 +30,7 @@ class SqlUnitOfWork:
     products: SqlProducts
     policies: SqlPolicies
     licenses: SqlLicenses
+    machines: SqlMachines
     tokens: SqlTokens
     ledger: SqlLedger
     outbox: SqlOutbox
@@ -61,6 +63,7 @@ class SqlUnitOfWork:
         self.products = SqlProducts(conn)
         self.policies = SqlPolicies(conn)
         self.licenses = SqlLicenses(conn, self._hot, cursor)
+        self.machines = SqlMachines(conn)
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
         self.outbox = SqlOutbox(conn)
