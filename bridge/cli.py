@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +30,7 @@ from bridge.logging import configure
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
+from bridge.service.machines import Activation
 from bridge.service.relay import dead_letters, outbox_status, retry_dead_letters
 from bridge.service.usage import UsageChange, usage_history
 from bridge.settings import ConfigFileMissing, load_settings
@@ -51,8 +53,11 @@ outbox_app = typer.Typer(
     help="The outbox: usage changes on their way to each sink.", no_args_is_help=True
 )
 app.add_typer(outbox_app, name="outbox")
+machine_app = typer.Typer(help="Machine activations and their cores.", no_args_is_help=True)
+app.add_typer(machine_app, name="machine")
 
 ADMIN = Principal(Role.ADMIN, "cli")
+log = structlog.get_logger(__name__)
 out = Console()
 err = Console(stderr=True)
 
@@ -60,6 +65,7 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (or $BRIDGE_CONFIG)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+PageOpt = Annotated[int, typer.Option(help="Page number (100 per page)")]
 
 
 @contextmanager
@@ -127,7 +133,7 @@ def serve(
             if secret is not None:
                 out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
                 out.print(secret, soft_wrap=True)
-        with _relay_thread(container):
+        with _relay_thread(container), _reaper_thread(container):
             uvicorn.run(
                 build_app(container),
                 host=host or container.settings.host,
@@ -146,6 +152,29 @@ def _relay_thread(container: Container) -> Iterator[None]:
     thread = threading.Thread(
         target=container.relay().run, args=(stop,), name="bridge-relay", daemon=True
     )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
+def _reaper_thread(container: Container) -> Iterator[None]:
+    """Deactivates machines with an overdue heartbeat every ``machines.reap_interval_s``."""
+    stop = threading.Event()
+    machines = container.machines()
+    interval = container.settings.machines.reap_interval_s
+
+    def sweep() -> None:
+        while not stop.wait(interval):
+            try:
+                machines.reap_dead_machines()
+            except Exception:  # the next sweep tries again; the API keeps serving
+                log.exception("machine_reap_failed")
+
+    thread = threading.Thread(target=sweep, name="bridge-reaper", daemon=True)
     thread.start()
     try:
         yield
@@ -322,7 +351,7 @@ def license_create(
 @license_app.command("list")
 def license_list(
     policy: Annotated[str | None, typer.Option(help="Only this policy's licenses")] = None,
-    page: Annotated[int, typer.Option(help="Page number (100 per page)")] = 1,
+    page: PageOpt = 1,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -401,6 +430,60 @@ def usage_history_cmd(
         _, entries = usage_history(c.uows, ADMIN, license, PageRequest(page, 100))
     columns = ["occurred_at", "kind", "delta", "uses_before", "uses_after", "actor", "id"]
     _show(entries.items, columns, as_json, f"Usage ledger ({entries.total} entries)")
+
+
+# machines -----------------------------------------------------------------------------------
+_MACHINE_COLUMNS = ["id", "license_id", "fingerprint", "cores", "name", "last_heartbeat"]
+
+
+@machine_app.command("activate")
+def machine_activate(
+    license: LicenseArg,
+    fingerprint: Annotated[str, typer.Option(help="Unique per license")],
+    cores: Annotated[int | None, typer.Option(help="CPU cores, counted against maxCores")] = None,
+    name: Annotated[str | None, typer.Option(help="Machine name")] = None,
+    platform: Annotated[str | None, typer.Option(help="Platform, e.g. linux")] = None,
+    hostname: Annotated[str | None, typer.Option(help="Hostname")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Activate a machine on a license, within its machine and core limits."""
+    attrs = {"fingerprint": fingerprint, "cores": cores, "name": name}
+    attrs |= {"platform": platform, "hostname": hostname}
+    with _container(config) as c:
+        machine = c.machines().activate(ADMIN, Activation(license, attrs))
+    _show([machine], _MACHINE_COLUMNS, as_json, "Machine", one=True)
+
+
+@machine_app.command("list")
+def machine_list(
+    license: Annotated[str | None, typer.Option(help="Only this license's (id or key)")] = None,
+    page: PageOpt = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with _container(config) as c:
+        found = c.machines().list(ADMIN, PageRequest(page, 100), license)
+    _show(found.items, _MACHINE_COLUMNS, as_json, f"Machines ({found.total})")
+
+
+@machine_app.command("deactivate")
+def machine_deactivate(
+    machine: Annotated[str, typer.Argument(help="Machine id")],
+    config: ConfigOpt = None,
+) -> None:
+    """Deactivate a machine; its cores are freed (a ledger entry, forwarded to the sinks)."""
+    with _container(config) as c:
+        c.machines().deactivate(ADMIN, machine)
+    out.print(f"deactivated machine {machine}")
+
+
+@machine_app.command("reap")
+def machine_reap(config: ConfigOpt = None) -> None:
+    """Deactivate every machine whose heartbeat is overdue now (serve does this periodically)."""
+    with _container(config) as c:
+        count = c.machines().reap_dead_machines()
+    out.print(f"deactivated {count} dead machines")
 
 
 def main() -> None:

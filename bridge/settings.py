@@ -52,6 +52,14 @@ class RelaySettings(BaseModel):
     breaker_cooldown_s: float = Field(30.0, gt=0, description="How long an open circuit waits")
 
 
+class MachinesSettings(BaseModel):
+    """Machine activations: how often dead machines (overdue heartbeat) are deactivated."""
+
+    reap_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between two sweeps for machines with an overdue heartbeat"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid"
@@ -72,6 +80,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
+    machines: MachinesSettings = MachinesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -80,13 +80,7 @@ def authorize_license(
     principal: Principal, license: License, action: LicenseAction, requested: str
 ) -> None:
     """Raise 404 for a license outside the bearer's scope, 403 for an action its role lacks."""
-    if not can_see_license(principal, license):
-        raise NotFound.resource("license", requested)
-    if principal.role is Role.LICENSE and action not in _SELF_LICENSE_ACTIONS:
-        raise AccessDenied(
-            "You do not have permission to complete the request (license lacks permission to "
-            "perform action)"
-        )
+    _authorize(principal, license, "license", requested, action in _SELF_LICENSE_ACTIONS)
 
 
 def authorize_machine(
@@ -94,9 +88,15 @@ def authorize_machine(
 ) -> None:
     """The machine's license decides: 404 outside the bearer's scope, 403 for a license
     changing its machine's cores."""
+    _authorize(principal, license, "machine", requested, action in _SELF_MACHINE_ACTIONS)
+
+
+def _authorize(
+    principal: Principal, license: License, kind: str, requested: str, self_allowed: bool
+) -> None:
     if not can_see_license(principal, license):
-        raise NotFound.resource("machine", requested)
-    if principal.role is Role.LICENSE and action not in _SELF_MACHINE_ACTIONS:
+        raise NotFound.resource(kind, requested)
+    if principal.role is Role.LICENSE and not self_allowed:
         raise AccessDenied(
             "You do not have permission to complete the request (license lacks permission to "
             "perform action)"

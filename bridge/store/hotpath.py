@@ -53,9 +53,9 @@ RETURNING uses
 
 _LEDGER = """
 INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
-                          idempotency_key, request_id, occurred_at)
+                          idempotency_key, request_id, occurred_at, machine_id)
 VALUES (:id, :license_id, :kind, :delta, :uses_before, :uses_after, :actor,
-        :idempotency_key, :request_id, :occurred_at)
+        :idempotency_key, :request_id, :occurred_at, :machine_id)
 """
 
 _OUTBOX = """
@@ -149,21 +149,7 @@ class HotPath:
         return None if row is None else int(row[0])
 
     def add_entry(self, cursor: Any, entry: UsageEntry) -> None:
-        cursor.execute(
-            self._ledger,
-            {
-                "id": entry.id,
-                "license_id": entry.license_id,
-                "kind": entry.kind.value,
-                "delta": entry.delta,
-                "uses_before": entry.uses_before,
-                "uses_after": entry.uses_after,
-                "actor": entry.actor,
-                "idempotency_key": entry.idempotency_key,
-                "request_id": entry.request_id,
-                "occurred_at": self._ts(entry.occurred_at),
-            },
-        )
+        cursor.execute(self._ledger, entry_row(entry, self._ts(entry.occurred_at)))
 
     def add_outbox(self, cursor: Any, entry: UsageEntry, sinks: Sequence[str]) -> None:
         at = self._ts(entry.occurred_at)
@@ -204,6 +190,23 @@ class HotPath:
         cursor.execute(self._token, {"digest": digest})
         row = cursor.fetchone()
         return None if row is None else (row[0], row[1])
+
+
+def entry_row(entry: UsageEntry, occurred_at: Any) -> dict[str, Any]:
+    """The ledger row of an entry, with ``occurred_at`` as the caller encodes it."""
+    return {
+        "id": entry.id,
+        "license_id": entry.license_id,
+        "kind": entry.kind.value,
+        "delta": entry.delta,
+        "uses_before": entry.uses_before,
+        "uses_after": entry.uses_after,
+        "actor": entry.actor,
+        "idempotency_key": entry.idempotency_key,
+        "request_id": entry.request_id,
+        "occurred_at": occurred_at,
+        "machine_id": entry.machine_id,
+    }
 
 
 def _pyformat(sql: str) -> str:

@@ -42,7 +42,7 @@ from bridge.domain.model import (
     UsageEntry,
     UsageKind,
 )
-from bridge.store.hotpath import HotPath
+from bridge.store.hotpath import HotPath, entry_row
 from bridge.store.tables import (
     LicenseRow,
     MachineRow,
@@ -471,20 +471,7 @@ class SqlLedger:
         self._conn = conn
 
     def add(self, entry: UsageEntry) -> None:
-        values = {
-            "id": entry.id,
-            "license_id": entry.license_id,
-            "kind": entry.kind.value,
-            "delta": entry.delta,
-            "uses_before": entry.uses_before,
-            "uses_after": entry.uses_after,
-            "actor": entry.actor,
-            "idempotency_key": entry.idempotency_key,
-            "request_id": entry.request_id,
-            "occurred_at": entry.occurred_at,
-            "machine_id": entry.machine_id,
-        }
-        self._conn.execute(insert(ledger).values(values))
+        self._conn.execute(insert(ledger).values(entry_row(entry, entry.occurred_at)))
 
     def history(self, license_id: str, *, offset: int, limit: int) -> tuple[list[UsageEntry], int]:
         where = ledger.c.license_id == license_id
