@@ -8,7 +8,6 @@ fails with Keygen's own error, and the ledger holds one entry per activation tha
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -24,6 +23,7 @@ from bridge.service.policies import create_policy
 from bridge.service.products import create_product
 from bridge.settings import load_settings
 from bridge.testing import FakeClock
+from tests.threads import run_in_threads
 
 ADMIN = Principal(Role.ADMIN, "admin")
 WRITERS = 8
@@ -68,13 +68,7 @@ def race(
             with lock:
                 made.append(machine)
 
-    threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + DEADLINE_S
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "writers did not finish before the deadline"
+    run_in_threads(WRITERS, writer, DEADLINE_S)
     return made, errors
 
 
@@ -132,7 +126,7 @@ def test_a_deactivation_racing_activations_frees_exactly_its_cores(store: Contai
     assert done.wait(DEADLINE_S)
     assert len(made) <= 1
     assert set(errors) <= {MachineCoreLimitExceeded}
-    machines, cores, _ = core_total_and_entries(store, lic)
+    _, cores, _ = core_total_and_entries(store, lic)
     assert cores == 4 + 4 * len(made) <= 8
     with store.uows() as uow:
         last = uow.ledger.history(lic, offset=0, limit=1)[0][0]
