@@ -308,10 +308,14 @@ def policy_create(
     first_use: Annotated[
         bool, typer.Option(help="Start the duration at the first increment")
     ] = False,
+    floating: Annotated[bool, typer.Option(help="More than one machine per license")] = False,
+    max_machines: Annotated[int | None, typer.Option(help="Machines per license")] = None,
+    max_cores: Annotated[int | None, typer.Option(help="Cores summed over a license")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     attrs: dict[str, Any] = {"name": name, "max_uses": max_uses, "duration": duration}
+    attrs |= {"floating": floating, "max_machines": max_machines, "max_cores": max_cores}
     if first_use:
         attrs["expiration_basis"] = "FROM_FIRST_USE"
     with _container(config) as c:

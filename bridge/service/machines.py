@@ -115,7 +115,7 @@ class MachineService:
                 uow.commit()
         except StoreConflict:  # the unique index, should a fingerprint race the lock
             raise FingerprintTaken from None
-        log.info("machine_activated", license_id=license.id, machine_id=machine.id, cores=cores)
+        log.debug("machine_activated", license_id=license.id, machine_id=machine.id, cores=cores)
         return machine
 
     def update(
@@ -167,7 +167,7 @@ class MachineService:
             )
             self._remove(uow, machine, principal.actor, now, request_id)
             uow.commit()
-        log.info("machine_deactivated", license_id=license.id, machine_id=machine.id)
+        log.debug("machine_deactivated", license_id=license.id, machine_id=machine.id)
 
     def ping(self, principal: Principal, machine_id: str) -> Machine:
         """A heartbeat: the machine must ping again within its policy's heartbeatDuration."""
