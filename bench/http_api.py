@@ -33,7 +33,7 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,16 +183,54 @@ def run_wrk(
     )
 
 
-async def _connection(
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    """Send one HTTP/1.1 request on a keep-alive connection, read the whole answer; its status."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for header in head.split(b"\r\n"):
+        if header[:15].lower() == b"content-length:":
+            length = int(header[15:])
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
+Requests = Callable[[random.Random], bytes]  # the next request of a connection
+
+
+async def connection(
     port: int,
-    paths: list[str],
+    make: Requests,
     deadline: float,
     quota: int | None,
     lat: array[float],
     codes: Counter[int],
 ) -> None:
+    """One keep-alive connection sending ``make(rng)`` requests until the deadline (or
+    ``quota`` requests), recording each latency and status."""
     reader, writer = await asyncio.open_connection(HOST, port)
     rng = random.Random()
+    clock = time.perf_counter
+    try:
+        done = 0
+        while (clock() < deadline) if quota is None else (done < quota):
+            done += 1
+            request = make(rng)
+            t0 = clock()
+            status = await exchange(reader, writer, request)
+            lat.append(clock() - t0)
+            codes[status] += 1
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def empty_posts(port: int, paths: list[str]) -> Requests:
+    """Body-less POSTs to a random one of ``paths``, as the admin."""
     requests = [
         (
             f"POST {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
@@ -200,26 +238,7 @@ async def _connection(
         ).encode()
         for p in paths
     ]
-    clock = time.perf_counter
-    try:
-        done = 0
-        while (clock() < deadline) if quota is None else (done < quota):
-            done += 1
-            t0 = clock()
-            writer.write(rng.choice(requests))
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for header in head.split(b"\r\n"):
-                if header[:15].lower() == b"content-length:":
-                    length = int(header[15:])
-            if length:
-                await reader.readexactly(length)
-            lat.append(clock() - t0)
-            codes[int(head[9:12])] += 1
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+    return lambda rng: rng.choice(requests)
 
 
 def run_python(
@@ -239,7 +258,8 @@ def run_python(
         start = time.perf_counter()
         deadline = start + seconds
         quotas = [None] * n if ops is None else [ops // n + (i < ops % n) for i in range(n)]
-        await asyncio.gather(*(_connection(port, paths, deadline, q, lat, codes) for q in quotas))
+        make = empty_posts(port, paths)
+        await asyncio.gather(*(connection(port, make, deadline, q, lat, codes) for q in quotas))
         return time.perf_counter() - start
 
     try:

@@ -27,4 +27,9 @@ if ! timeout 300 python "${here}/forward_lago.py"; then
     echo "bench/forward_lago.py failed"
     status=1
 fi
+echo "################ bench/machines.py"
+if ! timeout 300 python "${here}/machines.py"; then
+    echo "bench/machines.py failed"
+    status=1
+fi
 exit "$status"

@@ -16,6 +16,7 @@ from bridge.domain.ports import Clock, PlatformReader, Sink
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.jobs import Jobs
+from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
@@ -45,6 +46,9 @@ class Container:
     def usage(self) -> UsageService:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
 
+    def machines(self) -> MachineService:
+        return MachineService(self.uows, self.clock, [s.name for s in self.sinks])
+
     def relay(self) -> Relay:
         policy = RelayPolicy(**self.settings.relay.model_dump())  # the same fields, by design
         return Relay(self.uows, self.sinks, self.clock, policy)
@@ -58,6 +62,7 @@ class Container:
             self.clock,
             JobLocks(self.engine).hold,
             self.reconciler(),
+            self.machines(),
             lookback_days=self.settings.scheduler.reconcile_lookback_days,
         )
 
@@ -124,6 +129,7 @@ def build_app(container: Container) -> FastAPI:
         clock=container.clock,
         auth=container.authenticator(),
         usage=UsageWrites(service, batch),
+        machines=container.machines(),
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,

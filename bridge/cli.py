@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 
 from bridge.bootstrap import Container, build_app
@@ -32,6 +33,7 @@ from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
+from bridge.service.machines import Activation
 from bridge.service.relay import dead_letters, outbox_status, retry_dead_letters
 from bridge.service.usage import UsageChange, usage_history
 
@@ -56,6 +58,12 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(periods_app, name="periods")
 app.add_typer(reconcile_app, name="reconcile")
 app.command()(scheduler)
+
+machine_app = typer.Typer(help="Machine activations and their cores.", no_args_is_help=True)
+app.add_typer(machine_app, name="machine")
+
+log = structlog.get_logger(__name__)
+PageOpt = Annotated[int, typer.Option(help="Page number (100 per page)")]
 
 # The shared helpers keep their private names here (every command below uses them).
 _container, _show, _record, _plain = container, show, record, plain
@@ -112,7 +120,7 @@ def _scheduler(container: Container) -> Iterator[None]:
         return
     from bridge.scheduling import build_scheduler
 
-    jobs = build_scheduler(container.jobs(), container.settings.scheduler, blocking=False)
+    jobs = build_scheduler(container.jobs(), container.settings, blocking=False)
     jobs.start()
     try:
         yield
@@ -251,10 +259,14 @@ def policy_create(
     period_count: Annotated[int, typer.Option(help="Intervals per period")] = 1,
     period_anchor: Annotated[str, typer.Option(help="CALENDAR or ANNIVERSARY")] = "CALENDAR",
     period_timezone: Annotated[str, typer.Option(help="IANA timezone of the periods")] = "UTC",
+    floating: Annotated[bool, typer.Option(help="More than one machine per license")] = False,
+    max_machines: Annotated[int | None, typer.Option(help="Machines per license")] = None,
+    max_cores: Annotated[int | None, typer.Option(help="Cores summed over a license")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     attrs: dict[str, Any] = {"name": name, "max_uses": max_uses, "duration": duration}
+    attrs |= {"floating": floating, "max_machines": max_machines, "max_cores": max_cores}
     if first_use:
         attrs["expiration_basis"] = "FROM_FIRST_USE"
     if period is not None:
@@ -301,7 +313,7 @@ def license_create(
 @license_app.command("list")
 def license_list(
     policy: Annotated[str | None, typer.Option(help="Only this policy's licenses")] = None,
-    page: Annotated[int, typer.Option(help="Page number (100 per page)")] = 1,
+    page: PageOpt = 1,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -380,6 +392,60 @@ def usage_history_cmd(
         _, entries = usage_history(c.uows, ADMIN, license, PageRequest(page, 100))
     columns = ["occurred_at", "kind", "delta", "uses_before", "uses_after", "actor", "id"]
     _show(entries.items, columns, as_json, f"Usage ledger ({entries.total} entries)")
+
+
+# machines -----------------------------------------------------------------------------------
+_MACHINE_COLUMNS = ["id", "license_id", "fingerprint", "cores", "name", "last_heartbeat"]
+
+
+@machine_app.command("activate")
+def machine_activate(
+    license: LicenseArg,
+    fingerprint: Annotated[str, typer.Option(help="Unique per license")],
+    cores: Annotated[int | None, typer.Option(help="CPU cores, counted against maxCores")] = None,
+    name: Annotated[str | None, typer.Option(help="Machine name")] = None,
+    platform: Annotated[str | None, typer.Option(help="Platform, e.g. linux")] = None,
+    hostname: Annotated[str | None, typer.Option(help="Hostname")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Activate a machine on a license, within its machine and core limits."""
+    attrs = {"fingerprint": fingerprint, "cores": cores, "name": name}
+    attrs |= {"platform": platform, "hostname": hostname}
+    with _container(config) as c:
+        machine = c.machines().activate(ADMIN, Activation(license, attrs))
+    _show([machine], _MACHINE_COLUMNS, as_json, "Machine", one=True)
+
+
+@machine_app.command("list")
+def machine_list(
+    license: Annotated[str | None, typer.Option(help="Only this license's (id or key)")] = None,
+    page: PageOpt = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with _container(config) as c:
+        found = c.machines().list(ADMIN, PageRequest(page, 100), license)
+    _show(found.items, _MACHINE_COLUMNS, as_json, f"Machines ({found.total})")
+
+
+@machine_app.command("deactivate")
+def machine_deactivate(
+    machine: Annotated[str, typer.Argument(help="Machine id")],
+    config: ConfigOpt = None,
+) -> None:
+    """Deactivate a machine; its cores are freed (a ledger entry, forwarded to the sinks)."""
+    with _container(config) as c:
+        c.machines().deactivate(ADMIN, machine)
+    out.print(f"deactivated machine {machine}")
+
+
+@machine_app.command("reap")
+def machine_reap(config: ConfigOpt = None) -> None:
+    """Deactivate every machine whose heartbeat is overdue now (serve does this periodically)."""
+    with _container(config) as c:
+        count = c.machines().reap_dead_machines()
+    out.print(f"deactivated {count} dead machines")
 
 
 def main() -> None:

@@ -52,12 +52,12 @@ _REPORT_COLUMNS = (
 
 
 def scheduler(config: ConfigOpt = None) -> None:
-    """Run the scheduled jobs alone: period closing and the daily reconciliation (any number
-    of replicas on PostgreSQL; one per SQLite file)."""
+    """Run the scheduled jobs alone: period closing, machine reaping and the daily
+    reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
     from bridge.scheduling import build_scheduler
 
     with container(config) as c:
-        jobs = build_scheduler(c.jobs(), c.settings.scheduler, blocking=True)
+        jobs = build_scheduler(c.jobs(), c.settings, blocking=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: jobs.shutdown(wait=False))
         out.print("scheduler running; Ctrl-C stops it")

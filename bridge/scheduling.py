@@ -1,8 +1,8 @@
 """The APScheduler 3 scheduler of the scheduled jobs: inside ``serve`` (in the background) or
 alone as ``meterbridge scheduler`` (in the foreground).
 
-Each job also runs at start-up, so a scheduler that was down catches up at once: the period job
-closes every period missed meanwhile, in order.
+The interval jobs also run at start-up, so a scheduler that was down catches up at once: the
+period job closes every period missed meanwhile, in order.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge.service.jobs import Jobs
-from bridge.settings import SchedulerSettings
+from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,8 @@ def _logged(name: str, job: Callable[[], Any]) -> Callable[[], None]:
     return run
 
 
-def build_scheduler(jobs: Jobs, settings: SchedulerSettings, *, blocking: bool) -> BaseScheduler:
+def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseScheduler:
+    """Period closing and machine reaping every few seconds, reconciliation daily."""
     scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
         timezone=UTC,
         # A run missed while the process was busy or down is run once, not once per miss.
@@ -45,13 +46,19 @@ def build_scheduler(jobs: Jobs, settings: SchedulerSettings, *, blocking: bool) 
     now = datetime.now(UTC)
     scheduler.add_job(
         _logged("close-periods", jobs.close_periods),
-        IntervalTrigger(seconds=settings.close_interval_s, timezone=UTC),
+        IntervalTrigger(seconds=settings.scheduler.close_interval_s, timezone=UTC),
         id="close-periods",
         next_run_time=now,
     )
     scheduler.add_job(
+        _logged("reap-machines", jobs.reap_machines),
+        IntervalTrigger(seconds=settings.machines.reap_interval_s, timezone=UTC),
+        id="reap-machines",
+        next_run_time=now,
+    )
+    scheduler.add_job(
         _logged("reconcile", jobs.reconcile_recent),
-        CronTrigger.from_crontab(settings.reconcile_cron, timezone=UTC),
+        CronTrigger.from_crontab(settings.scheduler.reconcile_cron, timezone=UTC),
         id="reconcile",
     )
     return scheduler

@@ -75,6 +75,14 @@ class SchedulerSettings(BaseModel):
         return value
 
 
+class MachinesSettings(BaseModel):
+    """Machine activations: how often dead machines (overdue heartbeat) are deactivated."""
+
+    reap_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between two sweeps for machines with an overdue heartbeat"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid"
@@ -96,6 +104,7 @@ class Settings(BaseSettings):
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    machines: MachinesSettings = MachinesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -144,3 +144,24 @@ def test_dead_letters_and_retry_commands(
     run("worker", "--once")
     assert json.loads((tmp_path / "usage.ndjson").read_text())["id"] == entry
     assert _json(run("outbox", "dead-letters", "--json")) == []
+
+
+def test_machine_commands(run: Any) -> None:
+    """Activate machines within the core limit, list them, deactivate one and reap."""
+    product = _json(run("product", "create", "--name", "App", "--json"))["id"]
+    limits = ("--floating", "--max-cores", "8")
+    policy = _json(run("policy", "create", "--product", product, "--name", "C", *limits, "--json"))
+    policy = policy["id"]
+    run("license", "create", "--policy", policy, "--key", "cli-cores-1")
+    first = _json(
+        run("machine", "activate", "cli-cores-1", "--fingerprint", "a", "--cores", "6", "--json")
+    )
+    assert (first["fingerprint"], first["cores"]) == ("a", 6)
+    failed = run("machine", "activate", "cli-cores-1", "--fingerprint", "b", "--cores", "3", code=1)
+    assert "MACHINE_CORE_LIMIT_EXCEEDED" in failed.output
+    run("machine", "activate", "cli-cores-1", "--fingerprint", "b", "--cores", "2")
+    listed = _json(run("machine", "list", "--license", "cli-cores-1", "--json"))
+    assert sorted(m["fingerprint"] for m in listed) == ["a", "b"]
+    assert first["id"] in run("machine", "deactivate", first["id"]).output
+    assert [m["fingerprint"] for m in _json(run("machine", "list", "--json"))] == ["b"]
+    assert "deactivated 0 dead machines" in run("machine", "reap").output

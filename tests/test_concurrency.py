@@ -33,6 +33,7 @@ from bridge.service.products import create_product
 from bridge.service.usage import UsageChange, UsageOutcome
 from bridge.settings import load_settings
 from bridge.testing import FakeClock
+from tests.threads import run_in_threads
 
 ADMIN = Principal(Role.ADMIN, "admin")
 KEYGEN_ERRORS = (UsesLimitExceeded, UsesInvalid)
@@ -98,13 +99,7 @@ def run_threads(
                 with lock:
                     results.accepted.append(outcome)
 
-    threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + DEADLINE_S
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "writers did not finish before the deadline"
+    run_in_threads(count, writer, DEADLINE_S)
     return results
 
 

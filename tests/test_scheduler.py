@@ -23,7 +23,6 @@ from bridge.service.licenses import create_license
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product
 from bridge.service.usage import UsageChange
-from bridge.settings import SchedulerSettings
 from bridge.store.locks import JobLocks
 from bridge.store.tables import UsagePeriodRow
 from bridge.testing import FakeClock
@@ -67,7 +66,7 @@ def test_a_scheduler_started_after_downtime_closes_every_missed_period_in_order(
     clock = container.clock
     assert isinstance(clock, FakeClock)
     clock.set(datetime(2026, 4, 20, tzinfo=UTC))  # down across three month ends
-    scheduler = build_scheduler(container.jobs(), SchedulerSettings(), blocking=False)
+    scheduler = build_scheduler(container.jobs(), container.settings, blocking=False)
     scheduler.start()  # the period job runs at start-up
     try:
         deadline = time.monotonic() + 20

@@ -14,6 +14,7 @@ from bridge.api.middleware import RequestGuard
 from bridge.api.routes import (
     health,
     licenses,
+    machines,
     outbox,
     policies,
     products,
@@ -32,7 +33,7 @@ _ERRORS = {
 
 def _resources() -> APIRouter:
     router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
-    for module in (products, policies, licenses, usage, outbox, reconciliations):
+    for module in (products, policies, licenses, usage, machines, outbox, reconciliations):
         router.include_router(module.router)
     return router
 

@@ -17,6 +17,7 @@ from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
 from bridge.service.common import PageRequest
+from bridge.service.machines import MachineService
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class ApiContext:
     clock: Clock
     auth: Authenticator
     usage: UsageWrites
+    machines: MachineService
     render: Renderer
     account: str
     ready: Callable[[], bool]
@@ -81,6 +83,14 @@ async def page(
 
 
 Paging = Annotated[PageRequest, Depends(page)]
+
+
+async def request_id(request: Request) -> str | None:
+    """The request id the middleware assigned (recorded on ledger entries)."""
+    return getattr(request.state, "request_id", None)
+
+
+RequestId = Annotated[str | None, Depends(request_id)]
 
 
 def _checked_key(key: str | None) -> str | None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from bridge.api import schemas as s
-from bridge.domain.model import License, Policy, Product, UsageEntry
+from bridge.domain.model import License, Machine, Policy, Product, UsageEntry
 from bridge.service.auth import IssuedToken
 from bridge.service.common import Page
 
@@ -61,6 +61,7 @@ class Renderer:
                 overage_strategy=p.overage_strategy.value,
                 protected=p.protected,
                 duration=p.duration,
+                heartbeat_duration=p.heartbeat_duration,
                 expiration_basis=p.expiration_basis.value,
                 usage_period=p.usage_period.to_api() if p.usage_period else None,
                 metadata=p.metadata,
@@ -83,6 +84,8 @@ class Renderer:
                 status=lic.status(now).value,
                 uses=lic.uses,
                 max_uses=lic.max_uses,
+                max_machines=lic.max_machines,
+                max_cores=lic.max_cores,
                 protected=lic.protected,
                 suspended=lic.suspended,
                 usage_period=rule.to_api() if rule else None,
@@ -98,6 +101,26 @@ class Renderer:
                 "policy": self._rel("policies", lic.policy_id),
             },
             links=s.Links(self_=f"{self.base}/licenses/{lic.id}"),
+        )
+
+    def machine(self, m: Machine, now: datetime) -> s.MachineResource:
+        return s.MachineResource(
+            id=m.id,
+            attributes=s.MachineAttributes(
+                fingerprint=m.fingerprint,
+                cores=m.cores,
+                name=m.name,
+                platform=m.platform,
+                hostname=m.hostname,
+                heartbeat_status=m.heartbeat_status(now),
+                last_heartbeat=m.last_heartbeat,
+                next_heartbeat=m.next_heartbeat,
+                metadata=m.metadata,
+                created=m.created,
+                updated=m.updated,
+            ),
+            relationships={"license": self._rel("licenses", m.license_id)},
+            links=s.Links(self_=f"{self.base}/machines/{m.id}"),
         )
 
     def token(self, t: IssuedToken) -> s.TokenResource:
@@ -122,7 +145,8 @@ class Renderer:
                 request_id=e.request_id,
                 occurred_at=e.occurred_at,
             ),
-            relationships={"license": self._rel("licenses", e.license_id)},
+            relationships={"license": self._rel("licenses", e.license_id)}
+            | ({"machine": self._rel("machines", e.machine_id)} if e.machine_id else {}),
         )
 
     def page(

@@ -43,6 +43,10 @@ class LicenseRelationships(Strict):
     policy: ToOne
 
 
+class MachineRelationships(Strict):
+    license: ToOne
+
+
 # Products -----------------------------------------------------------------------------------
 class ProductAttributesIn(Strict):
     name: str | None = None
@@ -71,6 +75,7 @@ class PolicyAttributesIn(Strict):
     overage_strategy: str | None = None
     protected: bool | None = None
     duration: int | None = None
+    heartbeat_duration: int | None = None
     expiration_basis: str | None = None
     usage_period: Meta | None = None
     metadata: Meta | None = None
@@ -102,6 +107,8 @@ class LicenseAttributesIn(Strict):
     key: str | None = None
     expiry: Timestamp | None = None
     max_uses: int | None = None
+    max_machines: int | None = None
+    max_cores: int | None = None
     protected: bool | None = None
     suspended: bool | None = None
     usage_period: Meta | None = None
@@ -129,6 +136,46 @@ class LicenseUpdate(Strict):
     data: LicenseUpdateData
 
 
+# Machines -----------------------------------------------------------------------------------
+class MachineAttributesIn(Strict):
+    fingerprint: str | None = None
+    cores: int | None = None
+    name: str | None = None
+    platform: str | None = None
+    hostname: str | None = None
+    metadata: Meta | None = None
+
+
+class MachineCreateData(Strict):
+    type: Literal["machines", "machine"]
+    attributes: MachineAttributesIn = MachineAttributesIn()
+    relationships: MachineRelationships
+
+
+class MachineCreate(Strict):
+    data: MachineCreateData
+
+
+class MachineUpdateAttributesIn(Strict):
+    """The fingerprint of an activation never changes; everything else may."""
+
+    cores: int | None = None
+    name: str | None = None
+    platform: str | None = None
+    hostname: str | None = None
+    metadata: Meta | None = None
+
+
+class MachineUpdateData(Strict):
+    type: Literal["machines", "machine"]
+    id: str | None = None
+    attributes: MachineUpdateAttributesIn = MachineUpdateAttributesIn()
+
+
+class MachineUpdate(Strict):
+    data: MachineUpdateData
+
+
 # Usage actions ------------------------------------------------------------------------------
 class IncrementMeta(Strict):
     increment: int | None = None
@@ -153,6 +200,7 @@ class NoParams(Strict):
 class ScopeIn(Strict):
     product: str | None = None
     policy: str | None = None
+    fingerprint: str | None = None
 
 
 class ValidateMeta(Strict):
@@ -214,6 +262,7 @@ class PolicyAttributes(Out):
     overage_strategy: str
     protected: bool
     duration: int | None
+    heartbeat_duration: int | None
     expiration_basis: str
     usage_period: Meta | None
     metadata: Meta
@@ -236,6 +285,8 @@ class LicenseAttributes(Out):
     status: str
     uses: int  # the count of the current usage period
     max_uses: int | None
+    max_machines: int | None
+    max_cores: int | None
     protected: bool
     suspended: bool
     usage_period: Meta | None  # the effective rule: the license's own, else the policy's
@@ -251,6 +302,28 @@ class LicenseResource(Out):
     id: str
     type: Literal["licenses"] = "licenses"
     attributes: LicenseAttributes
+    relationships: dict[str, RelationshipOut]
+    links: Links
+
+
+class MachineAttributes(Out):
+    fingerprint: str
+    cores: int | None
+    name: str | None
+    platform: str | None
+    hostname: str | None
+    heartbeat_status: str
+    last_heartbeat: datetime | None
+    next_heartbeat: datetime | None
+    metadata: Meta
+    created: datetime
+    updated: datetime
+
+
+class MachineResource(Out):
+    id: str
+    type: Literal["machines"] = "machines"
+    attributes: MachineAttributes
     relationships: dict[str, RelationshipOut]
     links: Links
 
@@ -330,6 +403,16 @@ class LicenseDocument(Out):
 
 class LicenseList(Out):
     data: list[LicenseResource]
+    meta: ListMeta
+    links: PageLinks
+
+
+class MachineDocument(Out):
+    data: MachineResource
+
+
+class MachineList(Out):
+    data: list[MachineResource]
     meta: ListMeta
     links: PageLinks
 

@@ -1,8 +1,9 @@
 """Who may do what: Keygen's role matrix for the three bearers this service knows.
 
 - admin: everything;
-- product: the product itself, its policies, and licenses of its policies;
-- license: itself only (read, validate, increment). Another license is 404, not 403.
+- product: the product itself, its policies, licenses of its policies and their machines;
+- license: itself only (read, validate, increment) and its own machines (activate, read,
+  describe, ping, deactivate; never change their cores). Another license is 404, not 403.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ class LicenseAction(StrEnum):
     CREATE_TOKEN = "create-token"  # noqa: S105 - an action name, not a secret
     READ_USAGE = "read-usage"
 
+
+class MachineAction(StrEnum):
+    ACTIVATE = "activate"
+    READ = "read"
+    UPDATE = "update"  # name, platform, hostname, metadata
+    CHANGE_CORES = "change-cores"
+    PING = "ping"
+    DEACTIVATE = "deactivate"
+
+
+# What a license may do to its own machines: everything but change their cores afterwards.
+_SELF_MACHINE_ACTIONS = frozenset(MachineAction) - {MachineAction.CHANGE_CORES}
 
 # What a license may do to itself (Keygen LICENSE_PERMISSIONS: only license.usage.increment
 # among the usage actions, plus read and validate).
@@ -67,9 +80,23 @@ def authorize_license(
     principal: Principal, license: License, action: LicenseAction, requested: str
 ) -> None:
     """Raise 404 for a license outside the bearer's scope, 403 for an action its role lacks."""
+    _authorize(principal, license, "license", requested, action in _SELF_LICENSE_ACTIONS)
+
+
+def authorize_machine(
+    principal: Principal, license: License, action: MachineAction, requested: str
+) -> None:
+    """The machine's license decides: 404 outside the bearer's scope, 403 for a license
+    changing its machine's cores."""
+    _authorize(principal, license, "machine", requested, action in _SELF_MACHINE_ACTIONS)
+
+
+def _authorize(
+    principal: Principal, license: License, kind: str, requested: str, self_allowed: bool
+) -> None:
     if not can_see_license(principal, license):
-        raise NotFound.resource("license", requested)
-    if principal.role is Role.LICENSE and action not in _SELF_LICENSE_ACTIONS:
+        raise NotFound.resource(kind, requested)
+    if principal.role is Role.LICENSE and not self_allowed:
         raise AccessDenied(
             "You do not have permission to complete the request (license lacks permission to "
             "perform action)"

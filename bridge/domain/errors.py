@@ -40,6 +40,13 @@ source pointers; the others are ours.
     │   ├── ExpiryInvalid               EXPIRY_INVALID
     │   ├── AttributeInvalid            ATTRIBUTE_INVALID
     │   ├── PolicyInUse                 POLICY_IN_USE
+    │   ├── LicenseNotFound             LICENSE_NOT_FOUND
+    │   ├── MachineLimitExceeded        MACHINE_LIMIT_EXCEEDED
+    │   ├── MachineCoreLimitExceeded    MACHINE_CORE_LIMIT_EXCEEDED
+    │   ├── CoresInvalid                CORES_INVALID
+    │   ├── FingerprintMissing          FINGERPRINT_MISSING
+    │   ├── FingerprintTaken            FINGERPRINT_TAKEN
+    │   ├── HeartbeatDurationInvalid    HEARTBEAT_DURATION_INVALID
     │   ├── ProductInUse                PRODUCT_IN_USE
     │   ├── UsagePeriodInvalid          USAGE_PERIOD_INVALID
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
@@ -293,6 +300,52 @@ class PeriodAnchorInvalid(Unprocessable):
     code = "PERIOD_ANCHOR_INVALID"
     default_pointer = "/data/attributes/periodAnchor"
     default_detail = "must be a date-time with a timezone offset"
+
+
+class LicenseNotFound(Unprocessable):
+    code = "LICENSE_NOT_FOUND"
+    default_pointer = "/data/relationships/license"
+    default_detail = "must exist"
+
+
+class MachineLimitExceeded(Unprocessable):
+    code = "MACHINE_LIMIT_EXCEEDED"
+    default_pointer = "/data"
+
+    @classmethod
+    def for_max(cls, max_machines: int) -> MachineLimitExceeded:
+        return cls(f"machine count has exceeded maximum allowed for license ({max_machines})")
+
+
+class MachineCoreLimitExceeded(Unprocessable):
+    code = "MACHINE_CORE_LIMIT_EXCEEDED"
+    default_pointer = "/data"
+
+    @classmethod
+    def for_max(cls, max_cores: int) -> MachineCoreLimitExceeded:
+        return cls(f"machine core count has exceeded maximum allowed for license ({max_cores})")
+
+
+class CoresInvalid(Unprocessable):
+    code = "CORES_INVALID"
+    default_pointer = "/data/attributes/cores"
+
+
+class FingerprintMissing(Unprocessable):
+    code = "FINGERPRINT_MISSING"
+    default_pointer = "/data/attributes/fingerprint"
+    default_detail = "can't be blank"
+
+
+class FingerprintTaken(Unprocessable):
+    code = "FINGERPRINT_TAKEN"
+    default_pointer = "/data/attributes/fingerprint"
+    default_detail = "has already been taken"
+
+
+class HeartbeatDurationInvalid(Unprocessable):
+    code = "HEARTBEAT_DURATION_INVALID"
+    default_pointer = "/data/attributes/heartbeatDuration"
 
 
 class IdempotencyKeyReused(Unprocessable):

@@ -29,6 +29,16 @@ class UsageKind(StrEnum):
     DECREMENT = "decrement"
     RESET = "reset"  # reset-usage, by a caller
     PERIOD_RESET = "period_reset"  # the close of a usage period
+    # Machine entries: their delta is a change of the license's core total, and their
+    # before/after values are that total (see ``UsageEntry``).
+    ACTIVATE = "activate"
+    CORES = "cores"
+    DEACTIVATE = "deactivate"
+
+    @property
+    def counts_cores(self) -> bool:
+        """Whether the entry is a change of the license's cores, not of its uses."""
+        return self in _CORE_KINDS
 
 
 class LicenseStatus(StrEnum):
@@ -36,6 +46,9 @@ class LicenseStatus(StrEnum):
     EXPIRED = "EXPIRED"
     SUSPENDED = "SUSPENDED"
 
+
+_CORE_KINDS = frozenset({UsageKind.ACTIVATE, UsageKind.CORES, UsageKind.DEACTIVATE})
+USES_KINDS = tuple(k for k in UsageKind if k not in _CORE_KINDS)  # the usage actions
 
 Metadata = dict[str, Any]
 
@@ -68,6 +81,8 @@ class Policy:
     created: datetime
     updated: datetime
     usage_period: PeriodRule | None = None
+    # A machine that has pinged must ping again within this many seconds, or it is deactivated.
+    heartbeat_duration: int | None = None
 
     def expiry_at_creation(self, now: datetime) -> datetime | None:
         if self.duration is not None and self.expiration_basis is ExpirationBasis.FROM_CREATION:
@@ -133,10 +148,26 @@ class License:
         rollover = self.rollover(now)
         return self if rollover is None else self.rolled(rollover)
 
+    max_machines_override: int | None = None
+    max_cores_override: int | None = None
+    policy_max_machines: int | None = None
+    policy_max_cores: int | None = None
+
     @property
     def max_uses(self) -> int | None:
         """Keygen's effective maximum: the override unless null or 0, else the policy's."""
         return self.max_uses_override if self.max_uses_override else self.policy_max_uses
+
+    @property
+    def max_machines(self) -> int | None:
+        """The same rule for machines (Keygen's getter pattern)."""
+        return (
+            self.max_machines_override if self.max_machines_override else self.policy_max_machines
+        )
+
+    @property
+    def max_cores(self) -> int | None:
+        return self.max_cores_override if self.max_cores_override else self.policy_max_cores
 
     def expiry_on_first_use(self, now: datetime) -> datetime | None:
         """The expiry a successful increment sets; an existing expiry never changes."""
@@ -182,8 +213,42 @@ _SNAPSHOT_RULES = ("usage_period_override", "policy_usage_period")
 
 
 @dataclass(frozen=True, slots=True)
+class Machine:
+    """A machine activated on a license; ``cores`` None counts as 0 (Keygen)."""
+
+    id: str
+    license_id: str
+    fingerprint: str
+    cores: int | None
+    name: str | None
+    platform: str | None
+    hostname: str | None
+    metadata: Metadata
+    created: datetime
+    updated: datetime
+    last_heartbeat: datetime | None = None
+    next_heartbeat: datetime | None = None  # past it, the reaper deactivates the machine
+
+    def replace(self, **changes: Any) -> Machine:
+        return dataclasses.replace(self, **changes)
+
+    def heartbeat_status(self, now: datetime) -> str:
+        """Keygen's names: NOT_STARTED until the first ping, then ALIVE, or DEAD once overdue."""
+        if self.last_heartbeat is None:
+            return "NOT_STARTED"
+        if self.next_heartbeat is not None and self.next_heartbeat < now:
+            return "DEAD"
+        return "ALIVE"
+
+
+@dataclass(frozen=True, slots=True)
 class UsageEntry:
-    """One accepted usage change: a row of the append-only ledger."""
+    """One accepted change: a row of the append-only ledger.
+
+    For a usage entry the before/after values are the license's uses; for a machine entry
+    (``kind.counts_cores``) they are the license's core total, and ``machine_id`` names the
+    machine.
+    """
 
     id: str
     license_id: str
@@ -196,3 +261,4 @@ class UsageEntry:
     request_id: str | None
     occurred_at: datetime
     seq: int | None = field(default=None, compare=False)
+    machine_id: str | None = None

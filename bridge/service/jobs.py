@@ -10,12 +10,14 @@ import structlog
 
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.domain.reconcile import Window
+from bridge.service.machines import MachineService
 from bridge.service.periods import close_due_periods
 from bridge.service.reconcile import Reconciler, RunSummary
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+_REAP_BATCH = 1000
 LockFactory = Callable[[str], AbstractContextManager[bool]]
 
 
@@ -26,9 +28,11 @@ class Jobs:
         clock: Clock,
         locks: LockFactory,
         reconciler: Reconciler,
+        machines: MachineService,
         *,
         lookback_days: int,
     ) -> None:
+        self._machines = machines
         self._uows = uows
         self._clock = clock
         self._locks = locks
@@ -38,6 +42,18 @@ class Jobs:
     def close_periods(self) -> int | None:
         """Close every ended usage period; ``None`` if another replica is at it."""
         return self._exclusive("close-periods", lambda: close_due_periods(self._uows, self._clock))
+
+    def reap_machines(self) -> int | None:
+        """Deactivate every machine whose heartbeat is overdue, freeing its cores."""
+        return self._exclusive("reap-machines", self._reap_all)
+
+    def _reap_all(self) -> int:
+        total = 0
+        while (reaped := self._machines.reap_dead_machines(limit=_REAP_BATCH)) > 0:
+            total += reaped
+            if reaped < _REAP_BATCH:
+                break
+        return total
 
     def reconcile_recent(self) -> RunSummary | None:
         """Reconcile the periods that ended in the last ``lookback_days`` (report only: a

@@ -13,17 +13,20 @@ from bridge.domain.errors import (
     ExpiryInvalid,
     KeyInvalid,
     KeyTaken,
+    MaxCoresInvalid,
+    MaxMachinesInvalid,
     MaxUsesInvalid,
     NotFound,
     PeriodAnchorInvalid,
     PolicyNotFound,
 )
 from bridge.domain.limits import check_int4
-from bridge.domain.model import ExpirationBasis, License
+from bridge.domain.model import ExpirationBasis, License, Policy, UsageKind
 from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
 from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
 from bridge.service.periods import parse_rule, roll_period
 
 KEY_MIN, KEY_MAX = 6, 255
@@ -66,6 +69,30 @@ def _check_anchor(value: datetime | None) -> datetime | None:
     return value
 
 
+def _machine_overrides(policy: Policy, attrs: Mapping[str, Any]) -> dict[str, int | None]:
+    """The ``maxMachines`` / ``maxCores`` overrides sent, checked as Keygen checks the policy's
+    (node-locked: exactly 1 machine; floating: at least 1)."""
+    values: dict[str, int | None] = {}
+    if "max_machines" in attrs:
+        value = attrs["max_machines"]
+        if value is not None:
+            if not policy.floating and value != 1:
+                raise MaxMachinesInvalid("must be equal to 1 for non-floating policy")
+            check_int4(
+                value,
+                minimum=1,
+                pointer="/data/attributes/maxMachines",
+                error=MaxMachinesInvalid,
+            )
+        values["max_machines_override"] = value
+    if "max_cores" in attrs:
+        value = attrs["max_cores"]
+        if value is not None:
+            check_int4(value, minimum=1, pointer="/data/attributes/maxCores", error=MaxCoresInvalid)
+        values["max_cores_override"] = value
+    return values
+
+
 def create_license(
     uows: UnitOfWorkFactory,
     clock: Clock,
@@ -84,6 +111,7 @@ def create_license(
         expiry = attrs.get("expiry")
         if expiry is not None and expiry.tzinfo is None:
             raise ExpiryInvalid("must include a timezone offset")
+        machine_overrides = _machine_overrides(policy, attrs)
         license = License(
             id=new_id(),
             key=_check_key(uow, key) if key is not None else generate_key(),
@@ -107,6 +135,10 @@ def create_license(
             usage_period_override=parse_rule(attrs.get("usage_period")),
             policy_usage_period=policy.usage_period,
             period_anchor=_check_anchor(attrs.get("period_anchor")),
+            policy_max_machines=policy.max_machines,
+            policy_max_cores=policy.max_cores,
+            max_machines_override=machine_overrides.get("max_machines_override"),
+            max_cores_override=machine_overrides.get("max_cores_override"),
         )
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
@@ -165,6 +197,10 @@ def update_license(
             values["usage_period_override"] = parse_rule(changes["usage_period"])
         if "period_anchor" in changes:
             values["period_anchor"] = _check_anchor(changes["period_anchor"])
+        if "max_machines" in changes or "max_cores" in changes:
+            policy = uow.policies.get(license.policy_id)
+            assert policy is not None  # a policy with licenses cannot be deleted
+            values.update(_machine_overrides(policy, changes))
         license = dataclasses.replace(license, **values)
         uow.licenses.update(license)
         if license.period_end is None:
@@ -173,10 +209,24 @@ def update_license(
     return license
 
 
-def delete_license(uows: UnitOfWorkFactory, principal: Principal, ref: str) -> None:
-    """Deletes the license and its tokens; its usage ledger stays for audit and billing."""
+def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str) -> None:
+    """Deletes the license, its tokens and its machines; its ledger stays for audit and billing.
+
+    Each machine's deactivation is a ledger entry, not forwarded: with the license gone, the
+    sinks have no subscription or account to bill it to.
+    """
     with uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.DELETE)
+        uow.licenses.lock(license.id)
+        total = uow.machines.tally(license.id).cores
+        now = clock.now()
+        for machine in uow.machines.of_license(license.id):
+            after = total - (machine.cores or 0)
+            change = CoreChange(
+                license.id, machine.id, UsageKind.DEACTIVATE, total, after, principal.actor
+            )
+            record_core_change(uow, change, now, sinks=())
+            total = after
         uow.licenses.delete(license.id)
         uow.commit()
 
@@ -190,8 +240,10 @@ def set_suspended(
 def validate(
     uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, scope: ValidationScope
 ) -> tuple[License, ValidationResult]:
-    license = get_license(uows, principal, ref, LicenseAction.VALIDATE)
-    return license, validate_license(license, clock.now(), scope)
+    with uows() as uow:
+        license = load_license(uow.licenses, principal, ref, LicenseAction.VALIDATE)
+        facts = machine_facts(uow, license, scope.fingerprint)
+    return license, validate_license(license, clock.now(), scope, facts)
 
 
 def validate_key(
@@ -200,9 +252,10 @@ def validate_key(
     """Keygen's validate-key: no token needed, the key itself is the credential."""
     with uows() as uow:
         license = uow.licenses.find(key)
-    if license is None or license.key != key:
-        return None, NOT_FOUND
-    return license, validate_license(license, clock.now(), scope)
+        if license is None or license.key != key:
+            return None, NOT_FOUND
+        facts = machine_facts(uow, license, scope.fingerprint)
+    return license, validate_license(license, clock.now(), scope, facts)
 
 
 def create_license_token(

@@ -10,6 +10,7 @@ from bridge.domain.access import Principal, Role, require_admin, require_product
 from bridge.domain.errors import (
     DurationInvalid,
     ExpirationBasisNotAllowed,
+    HeartbeatDurationInvalid,
     MaxCoresInvalid,
     MaxMachinesInvalid,
     MaxUsesInvalid,
@@ -20,6 +21,7 @@ from bridge.domain.errors import (
     ProductNotFound,
 )
 from bridge.domain.limits import check_int4
+from bridge.domain.machines import check_overage_compatible
 from bridge.domain.model import ExpirationBasis, OverageStrategy, Policy
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import Page, PageRequest, new_id
@@ -34,6 +36,7 @@ _DEFAULTS: dict[str, Any] = {
     "overage_strategy": OverageStrategy.NO_OVERAGE.value,
     "protected": False,
     "duration": None,
+    "heartbeat_duration": None,
     "expiration_basis": ExpirationBasis.FROM_CREATION.value,
     "metadata": {},
     "usage_period": None,
@@ -41,8 +44,17 @@ _DEFAULTS: dict[str, Any] = {
 
 
 _NULLABLE = frozenset(
-    {"max_uses", "max_machines", "max_cores", "duration", "metadata", "usage_period"}
+    {
+        "max_uses",
+        "max_machines",
+        "max_cores",
+        "duration",
+        "heartbeat_duration",
+        "metadata",
+        "usage_period",
+    }
 )
+MIN_HEARTBEAT_S = 60  # Keygen's minimum heartbeat duration
 
 
 def _given(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,10 +107,23 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
             pointer="/data/attributes/duration",
             error=DurationInvalid,
         )
+    if values["heartbeat_duration"] is not None:
+        check_int4(
+            values["heartbeat_duration"],
+            minimum=MIN_HEARTBEAT_S,
+            pointer="/data/attributes/heartbeatDuration",
+            error=HeartbeatDurationInvalid,
+        )
     try:
         values["overage_strategy"] = OverageStrategy(values["overage_strategy"])
     except ValueError:
         raise OverageStrategyNotAllowed from None
+    check_overage_compatible(
+        values["overage_strategy"],
+        values["floating"],
+        values["max_machines"],
+        values["max_cores"],
+    )
     try:
         values["expiration_basis"] = ExpirationBasis(values["expiration_basis"])
     except ValueError:

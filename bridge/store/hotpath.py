@@ -32,6 +32,7 @@ FIND_COLUMNS = """
        l.id, l.key, l.name, l.policy_id, l.uses, l.max_uses_override, l.protected,
        l.suspended, l.expiry, l.metadata, l.created, l.updated, p.product_id, p.max_uses,
        CASE WHEN p.expiration_basis = 'FROM_FIRST_USE' THEN p.duration END,
+       l.max_machines_override, l.max_cores_override, p.max_machines, p.max_cores,
        l.usage_period, p.usage_period, l.period_anchor, l.period_start, l.period_end,
        l.period_open_uses
 """
@@ -62,9 +63,9 @@ RETURNING uses
 
 _LEDGER = """
 INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
-                          idempotency_key, request_id, occurred_at)
+                          idempotency_key, request_id, occurred_at, machine_id)
 VALUES (:id, :license_id, :kind, :delta, :uses_before, :uses_after, :actor,
-        :idempotency_key, :request_id, :occurred_at)
+        :idempotency_key, :request_id, :occurred_at, :machine_id)
 """
 
 _OUTBOX = """
@@ -149,12 +150,16 @@ class HotPath:
             product_id=row[12],
             policy_max_uses=row[13],
             policy_first_use_duration=row[14],
-            usage_period_override=rule_from_json(row[15]),
-            policy_usage_period=rule_from_json(row[16]),
-            period_anchor=self.read_ts(row[17]),
-            period_start=self.read_ts(row[18]),
-            period_end=self.read_ts(row[19]),
-            period_open_uses=row[20],
+            max_machines_override=row[15],
+            max_cores_override=row[16],
+            policy_max_machines=row[17],
+            policy_max_cores=row[18],
+            usage_period_override=rule_from_json(row[19]),
+            policy_usage_period=rule_from_json(row[20]),
+            period_anchor=self.read_ts(row[21]),
+            period_start=self.read_ts(row[22]),
+            period_end=self.read_ts(row[23]),
+            period_open_uses=row[24],
         )
 
     def try_add_uses(self, cursor: Any, license_id: str, delta: int, now: datetime) -> int | None:
@@ -166,24 +171,11 @@ class HotPath:
         return None if row is None else int(row[0])
 
     def add_entry(self, cursor: Any, entry: UsageEntry) -> None:
-        cursor.execute(self._ledger, self._entry_params(entry))
+        cursor.execute(self._ledger, entry_row(entry, self.ts(entry.occurred_at)))
 
     def add_entries(self, cursor: Any, entries: Sequence[UsageEntry]) -> None:
-        cursor.executemany(self._ledger, [self._entry_params(e) for e in entries])
-
-    def _entry_params(self, entry: UsageEntry) -> dict[str, Any]:
-        return {
-            "id": entry.id,
-            "license_id": entry.license_id,
-            "kind": entry.kind.value,
-            "delta": entry.delta,
-            "uses_before": entry.uses_before,
-            "uses_after": entry.uses_after,
-            "actor": entry.actor,
-            "idempotency_key": entry.idempotency_key,
-            "request_id": entry.request_id,
-            "occurred_at": self.ts(entry.occurred_at),
-        }
+        rows = [entry_row(e, self.ts(e.occurred_at)) for e in entries]
+        cursor.executemany(self._ledger, rows)
 
     def add_outbox(self, cursor: Any, entry: UsageEntry, sinks: Sequence[str]) -> None:
         at = self.ts(entry.occurred_at)
@@ -226,6 +218,23 @@ class HotPath:
         cursor.execute(self._token, {"digest": digest})
         row = cursor.fetchone()
         return None if row is None else (row[0], row[1])
+
+
+def entry_row(entry: UsageEntry, occurred_at: Any) -> dict[str, Any]:
+    """The ledger row of an entry, with ``occurred_at`` as the caller encodes it."""
+    return {
+        "id": entry.id,
+        "license_id": entry.license_id,
+        "kind": entry.kind.value,
+        "delta": entry.delta,
+        "uses_before": entry.uses_before,
+        "uses_after": entry.uses_after,
+        "actor": entry.actor,
+        "idempotency_key": entry.idempotency_key,
+        "request_id": entry.request_id,
+        "occurred_at": occurred_at,
+        "machine_id": entry.machine_id,
+    }
 
 
 def _pyformat(sql: str) -> str:

@@ -30,9 +30,12 @@ from bridge.domain.delivery import (
     OutboxStatus,
     SinkStatus,
 )
+from bridge.domain.machines import MachineTally
 from bridge.domain.model import (
+    USES_KINDS,
     ExpirationBasis,
     License,
+    Machine,
     OverageStrategy,
     Policy,
     Product,
@@ -40,9 +43,10 @@ from bridge.domain.model import (
     UsageKind,
 )
 from bridge.domain.periods import PeriodRule, rule_from_json
-from bridge.store.hotpath import HotPath
+from bridge.store.hotpath import HotPath, entry_row
 from bridge.store.tables import (
     LicenseRow,
+    MachineRow,
     OutboxRow,
     PolicyRow,
     ProductRow,
@@ -63,6 +67,7 @@ licenses = _table(LicenseRow)
 tokens = _table(TokenRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
+machines = _table(MachineRow)
 
 
 # Products -----------------------------------------------------------------------------------
@@ -139,6 +144,7 @@ def _policy(row: RowMapping) -> Policy:
         created=row["created"],
         updated=row["updated"],
         usage_period=rule_from_json(row["usage_period"]),
+        heartbeat_duration=row["heartbeat_duration"],
     )
 
 
@@ -155,6 +161,7 @@ def _policy_values(p: Policy) -> dict[str, Any]:
         "overage_strategy": p.overage_strategy.value,
         "protected": p.protected,
         "duration": p.duration,
+        "heartbeat_duration": p.heartbeat_duration,
         "expiration_basis": p.expiration_basis.value,
         "metadata": p.metadata,
         "created": p.created,
@@ -206,6 +213,8 @@ _license_columns = (
     *licenses.c,
     policies.c.product_id,
     policies.c.max_uses.label("policy_max_uses"),
+    policies.c.max_machines.label("policy_max_machines"),
+    policies.c.max_cores.label("policy_max_cores"),
     case(
         (policies.c.expiration_basis == ExpirationBasis.FROM_FIRST_USE.value, policies.c.duration),
         else_=None,
@@ -238,6 +247,10 @@ def _license(row: RowMapping) -> License:
         period_start=row["period_start"],
         period_end=row["period_end"],
         period_open_uses=row["period_open_uses"],
+        max_machines_override=row["max_machines_override"],
+        max_cores_override=row["max_cores_override"],
+        policy_max_machines=row["policy_max_machines"],
+        policy_max_cores=row["policy_max_cores"],
     )
 
 
@@ -249,6 +262,8 @@ def _license_values(lic: License) -> dict[str, Any]:
         "policy_id": lic.policy_id,
         "uses": lic.uses,
         "max_uses_override": lic.max_uses_override,
+        "max_machines_override": lic.max_machines_override,
+        "max_cores_override": lic.max_cores_override,
         "protected": lic.protected,
         "suspended": lic.suspended,
         "expiry": lic.expiry,
@@ -312,7 +327,115 @@ class SqlLicenses:
 
     def delete(self, license_id: str) -> None:
         self._conn.execute(tokens.delete().where(tokens.c.bearer_id == license_id))
+        self._conn.execute(delete(machines).where(machines.c.license_id == license_id))
         self._conn.execute(delete(licenses).where(licenses.c.id == license_id))
+
+    def lock(self, license_id: str) -> bool:
+        # FOR UPDATE is not rendered on SQLite, whose write transaction holds the database.
+        query = select(licenses.c.id).where(licenses.c.id == license_id).with_for_update()
+        return self._conn.execute(query).first() is not None
+
+
+# Machines -----------------------------------------------------------------------------------
+def _machine(row: RowMapping) -> Machine:
+    return Machine(
+        id=row["id"],
+        license_id=row["license_id"],
+        fingerprint=row["fingerprint"],
+        cores=row["cores"],
+        name=row["name"],
+        platform=row["platform"],
+        hostname=row["hostname"],
+        metadata=row["metadata"],
+        created=row["created"],
+        updated=row["updated"],
+        last_heartbeat=row["last_heartbeat"],
+        next_heartbeat=row["next_heartbeat"],
+    )
+
+
+def _machine_values(m: Machine) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "license_id": m.license_id,
+        "fingerprint": m.fingerprint,
+        "cores": m.cores,
+        "name": m.name,
+        "platform": m.platform,
+        "hostname": m.hostname,
+        "metadata": m.metadata,
+        "created": m.created,
+        "updated": m.updated,
+        "last_heartbeat": m.last_heartbeat,
+        "next_heartbeat": m.next_heartbeat,
+    }
+
+
+class SqlMachines:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, machine: Machine) -> None:
+        self._conn.execute(insert(machines).values(_machine_values(machine)))
+
+    def get(self, machine_id: str) -> Machine | None:
+        query = select(machines).where(machines.c.id == machine_id)
+        found = self._conn.execute(query).mappings().first()
+        return _machine(found) if found else None
+
+    def fingerprint_taken(self, license_id: str, fingerprint: str) -> bool:
+        where = and_(machines.c.license_id == license_id, machines.c.fingerprint == fingerprint)
+        return bool(self._conn.execute(select(exists().where(where))).scalar_one())
+
+    def of_license(self, license_id: str) -> list[Machine]:
+        query = select(machines).where(machines.c.license_id == license_id)
+        rows = self._conn.execute(query.order_by(machines.c.created)).mappings()
+        return [_machine(r) for r in rows]
+
+    def tally(self, license_id: str) -> MachineTally:
+        query = select(func.count(), func.coalesce(func.sum(machines.c.cores), 0)).where(
+            machines.c.license_id == license_id
+        )
+        count, cores = self._conn.execute(query).one()
+        return MachineTally(int(count), int(cores))
+
+    def update(self, machine: Machine) -> None:
+        values = _machine_values(machine)
+        self._conn.execute(update(machines).where(machines.c.id == machine.id).values(values))
+
+    def delete(self, machine_id: str) -> None:
+        self._conn.execute(delete(machines).where(machines.c.id == machine_id))
+
+    def dead(self, now: datetime, limit: int) -> list[Machine]:
+        query = (
+            select(machines)
+            .where(machines.c.next_heartbeat < now)
+            .order_by(machines.c.next_heartbeat, machines.c.id)
+            .limit(limit)
+        )
+        return [_machine(r) for r in self._conn.execute(query).mappings()]
+
+    def list(
+        self, *, offset: int, limit: int, license_id: str | None, product_id: str | None
+    ) -> tuple[list[Machine], int]:
+        source = machines.join(licenses, licenses.c.id == machines.c.license_id).join(
+            policies, policies.c.id == licenses.c.policy_id
+        )
+        conditions = []
+        if license_id is not None:
+            conditions.append(machines.c.license_id == license_id)
+        if product_id is not None:
+            conditions.append(policies.c.product_id == product_id)
+        where = and_(literal(True), *conditions)
+        query = (
+            select(machines)
+            .select_from(source)
+            .where(where)
+            .order_by(machines.c.created, machines.c.id)
+        )
+        rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
+        count = select(func.count()).select_from(source).where(where)
+        return [_machine(r) for r in rows], self._conn.execute(count).scalar_one()
 
 
 # Tokens -------------------------------------------------------------------------------------
@@ -357,14 +480,19 @@ def entry_from_row(row: RowMapping) -> UsageEntry:
         request_id=row["request_id"],
         occurred_at=row["occurred_at"],
         seq=row["seq"],
+        machine_id=row["machine_id"],
     )
 
 
 class SqlLedger:
-    """Reads of the ledger; it is written only by ``bridge.store.usage_uow``."""
+    """The ledger: usage changes are written by ``bridge.store.usage_uow``, machine changes
+    here."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+
+    def add(self, entry: UsageEntry) -> None:
+        self._conn.execute(insert(ledger).values(entry_row(entry, entry.occurred_at)))
 
     def history(self, license_id: str, *, offset: int, limit: int) -> tuple[list[UsageEntry], int]:
         where = ledger.c.license_id == license_id
@@ -374,8 +502,10 @@ class SqlLedger:
         return [entry_from_row(r) for r in rows], total.scalar_one()
 
     def total(self, license_id: str) -> int:
+        """The sum of the license's usage deltas (machine entries count cores, not uses)."""
         query = select(func.coalesce(func.sum(ledger.c.delta), 0)).where(
-            ledger.c.license_id == license_id
+            ledger.c.license_id == license_id,
+            ledger.c.kind.in_([k.value for k in USES_KINDS]),
         )
         return int(self._conn.execute(query).scalar_one())
 
@@ -418,6 +548,21 @@ _LEASE = (
 class SqlOutbox:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+
+    def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None:
+        rows = [
+            {
+                "entry_id": entry.id,
+                "sink": sink,
+                "status": OutboxStatus.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": entry.occurred_at,
+                "created": entry.occurred_at,
+            }
+            for sink in sinks
+        ]
+        if rows:
+            self._conn.execute(insert(outbox), rows)
 
     def pending_count(self) -> int:
         query = select(func.count()).select_from(outbox).where(outbox.c.status == "pending")

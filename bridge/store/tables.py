@@ -49,6 +49,7 @@ class PolicyRow(SQLModel, table=True):
     overage_strategy: str = Field(max_length=32)
     protected: bool = False
     duration: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    heartbeat_duration: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     expiration_basis: str = Field(max_length=32)
     usage_period: str | None = Field(default=None, max_length=255)  # PeriodRule JSON
     metadata_: dict[str, Any] = Field(
@@ -67,6 +68,10 @@ class LicenseRow(SQLModel, table=True):
     policy_id: str = Field(foreign_key="policies.id", index=True, max_length=36)
     uses: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
     max_uses_override: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    max_machines_override: int | None = Field(
+        default=None, sa_column=Column(Integer, nullable=True)
+    )
+    max_cores_override: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     protected: bool = False
     suspended: bool = False
     expiry: datetime | None = _utc(nullable=True)
@@ -83,6 +88,30 @@ class LicenseRow(SQLModel, table=True):
     period_open_uses: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
     )
+
+
+class MachineRow(SQLModel, table=True):
+    """A machine activated on a license; a fingerprint is unique per license (Keygen)."""
+
+    __tablename__ = "machines"
+    __table_args__ = (
+        UniqueConstraint("license_id", "fingerprint", name="uq_machines_license_fingerprint"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    license_id: str = Field(foreign_key="licenses.id", max_length=36)
+    fingerprint: str = Field(max_length=255)
+    cores: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    name: str | None = Field(default=None, max_length=255)
+    platform: str | None = Field(default=None, max_length=255)
+    hostname: str | None = Field(default=None, max_length=255)
+    metadata_: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    last_heartbeat: datetime | None = _utc(nullable=True)
+    next_heartbeat: datetime | None = _utc(nullable=True, index=True)
+    created: datetime = _utc()
+    updated: datetime = _utc()
 
 
 class TokenRow(SQLModel, table=True):
@@ -118,6 +147,7 @@ class UsageEntryRow(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_id: str | None = Field(default=None, max_length=64)
     occurred_at: datetime = _utc()
+    machine_id: str | None = Field(default=None, max_length=36)  # machine entries only
 
 
 class OutboxRow(SQLModel, table=True):

@@ -20,6 +20,7 @@ from bridge.store.reconcile import SqlReconciliation
 from bridge.store.repositories import (
     SqlLedger,
     SqlLicenses,
+    SqlMachines,
     SqlOutbox,
     SqlPolicies,
     SqlProducts,
@@ -31,6 +32,7 @@ class SqlUnitOfWork:
     products: SqlProducts
     policies: SqlPolicies
     licenses: SqlLicenses
+    machines: SqlMachines
     tokens: SqlTokens
     ledger: SqlLedger
     outbox: SqlOutbox
@@ -65,6 +67,7 @@ class SqlUnitOfWork:
         self.products = SqlProducts(conn)
         self.policies = SqlPolicies(conn)
         self.licenses = SqlLicenses(conn, self._hot, cursor)
+        self.machines = SqlMachines(conn)
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
         self.outbox = SqlOutbox(conn)

@@ -23,18 +23,23 @@ class FileSinkSettings(BaseModel):
 
 
 def record(item: OutboxItem) -> dict[str, object]:
-    """The line written for one item (a pure mapping, tested on its own)."""
+    """The line written for one item (a pure mapping, tested on its own). A machine entry
+    carries the license's core total before and after, and the machine's id."""
     e = item.entry
-    return {
+    counted = "cores" if e.kind.counts_cores else "uses"
+    line: dict[str, object] = {
         "id": e.id,
         "license_id": e.license_id,
         "kind": e.kind.value,
         "delta": e.delta,
-        "uses_before": e.uses_before,
-        "uses_after": e.uses_after,
+        f"{counted}_before": e.uses_before,
+        f"{counted}_after": e.uses_after,
         "actor": e.actor,
         "occurred_at": e.occurred_at.isoformat(),
     }
+    if e.machine_id is not None:
+        line["machine_id"] = e.machine_id
+    return line
 
 
 class FileSink:

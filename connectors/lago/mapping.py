@@ -14,6 +14,10 @@ One ledger entry is one Lago event (spec ``EventInputObject``):
 - ``external_subscription_id`` comes from ``subscription_template``; ``code`` from the policy's
   billable metric; ``properties`` is ``{property_field: delta}`` (an integer, negative for a
   decrement).
+- A machine entry (activation, core change, deactivation) is a gauge: ``code`` is the policy's
+  cores metric and ``properties`` is ``{cores_property_field: the license's core total}``, so a
+  ``max`` metric bills the peak and a ``latest`` metric the current cores of the period. Without
+  a cores metric code for the policy, machine entries are not sent.
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def should_send(item: OutboxItem, settings: LagoSinkSettings) -> bool:
-    """False for items the sink skips (counted as delivered): a policy outside ``policies``, or
-    a decrement when ``forward_decrements`` is off. An item without license facts is sent (and
-    then fails its mapping), since its policy is unknown."""
-    if item.entry.delta < 0 and not settings.forward_decrements:
+    """False for items the sink skips (counted as delivered): a policy outside ``policies``, a
+    decrement when ``forward_decrements`` is off, or a machine entry of a policy without a
+    cores metric. An item without license facts is sent (and then fails its mapping), since its
+    policy is unknown."""
+    license = item.license
+    policies = settings.policies
+    if policies is not None and license is not None and license.policy_id not in policies:
         return False
-    if settings.policies is not None and item.license is not None:
-        return item.license.policy_id in settings.policies
-    return True
+    if item.entry.kind.counts_cores:
+        return license is None or _cores_code(license.policy_id, settings) is not None
+    return item.entry.delta >= 0 or settings.forward_decrements
 
 
 def timestamp(occurred_at: datetime) -> str:
@@ -56,18 +63,36 @@ def metric_code(policy_id: str, settings: LagoSinkSettings) -> str:
     return code
 
 
+def _cores_code(policy_id: str, settings: LagoSinkSettings) -> str | None:
+    return settings.cores_metric_codes.get(policy_id, settings.default_cores_metric_code)
+
+
+def code_and_properties(
+    item: OutboxItem, policy_id: str, settings: LagoSinkSettings
+) -> tuple[str, dict[str, int]]:
+    """The metric and the properties: the delta of a usage change, or the core total after a
+    machine change."""
+    if not item.entry.kind.counts_cores:
+        return metric_code(policy_id, settings), {settings.property_field: item.entry.delta}
+    code = _cores_code(policy_id, settings)
+    if not code:
+        raise MappingMissing(f"no Lago cores metric code for policy {policy_id}")
+    return code, {settings.cores_property_field: item.entry.uses_after}
+
+
 def event(item: OutboxItem, settings: LagoSinkSettings) -> dict[str, Any]:
     """The Lago event for one item; ``MappingMissing`` if the settings or the license lack
     what it needs."""
     license = item.license
     if license is None:
         raise MappingMissing(f"license {item.entry.license_id} is gone; no subscription to bill")
+    code, properties = code_and_properties(item, license.policy_id, settings)
     return {
         "transaction_id": item.entry.id,
         "external_subscription_id": render(
             settings.subscription_template, license, item.entry.license_id
         ),
-        "code": metric_code(license.policy_id, settings),
+        "code": code,
         "timestamp": timestamp(item.entry.occurred_at),
-        "properties": {settings.property_field: item.entry.delta},
+        "properties": properties,
     }

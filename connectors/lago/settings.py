@@ -46,6 +46,22 @@ class LagoSinkSettings(BaseModel):
     default_metric_code: str | None = Field(
         None, description="Billable metric code of policies not in metric_codes"
     )
+    cores_metric_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Billable metric code of the license's core total (machines), per policy id",
+    )
+    default_cores_metric_code: str | None = Field(
+        None,
+        description=(
+            "Core-total metric code of policies not in cores_metric_codes; with neither, core "
+            "totals are not sent to Lago"
+        ),
+    )
+    cores_property_field: str = Field(
+        "cores",
+        min_length=1,
+        description="The event `properties` key that carries the license's core total",
+    )
     subscription_template: str = Field(
         "{license.metadata.lago_subscription_id}",
         description=(

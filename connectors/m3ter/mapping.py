@@ -3,6 +3,10 @@
 A measurement (reference A.1): ``uid`` (the ledger entry id: m3ter ingests a uid once within
 35 days), ``meter`` (a Meter code), ``account`` (an Account code), ``ts`` (ISO-8601 UTC) and
 ``measure`` ({data field code: number}).
+
+A machine entry (activation, core change, deactivation) is a gauge: its measurement goes to the
+policy's cores meter with ``{cores_measure_field: the license's core total}``, for a LATEST or MAX
+aggregation; without a cores meter code for the policy it is not sent.
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ def wanted(item: OutboxItem, settings: M3terSinkSettings) -> bool:
     entry = item.entry
     if entry.delta == 0 or entry.kind is UsageKind.RESET:
         return False
-    if entry.delta < 0 and not settings.forward_decrements:
+    cores = entry.kind.counts_cores
+    if entry.delta < 0 and not cores and not settings.forward_decrements:
         return False
-    if settings.policies is None:
+    if settings.policies is None and not cores:
         return True
     if item.license is None:  # the policy is unknown: let the item wait for a mapping
         raise MappingMissing(f"license {entry.license_id} is gone; its policy is unknown")
-    return item.license.policy_id in settings.policies
+    if settings.policies is not None and item.license.policy_id not in settings.policies:
+        return False
+    return not cores or _cores_code(item.license.policy_id, settings) is not None
 
 
 def account_code(item: OutboxItem, template: str) -> str:
@@ -52,6 +59,23 @@ def policy_meter_code(policy_id: str | None, settings: M3terSinkSettings) -> str
     return code
 
 
+def _cores_code(policy_id: str, settings: M3terSinkSettings) -> str | None:
+    return settings.cores_meter_codes.get(policy_id) or settings.default_cores_meter_code
+
+
+def meter_and_measure(item: OutboxItem, settings: M3terSinkSettings) -> tuple[str, dict[str, int]]:
+    """The meter and the measure: the delta of a usage change, or the core total after a
+    machine change."""
+    entry = item.entry
+    if not entry.kind.counts_cores:
+        return meter_code(item, settings), {settings.measure_field: entry.delta}
+    policy_id = item.license.policy_id if item.license is not None else ""
+    code = _cores_code(policy_id, settings)
+    if not code:
+        raise MappingMissing(f"no cores meter code for policy {policy_id}")
+    return code, {settings.cores_measure_field: entry.uses_after}
+
+
 def timestamp(item: OutboxItem) -> str:
     """ISO-8601 in UTC with milliseconds and a ``Z``, as m3ter's examples write it."""
     when = item.entry.occurred_at.astimezone(UTC)
@@ -60,12 +84,13 @@ def timestamp(item: OutboxItem) -> str:
 
 def measurement(item: OutboxItem, settings: M3terSinkSettings) -> dict[str, Any]:
     """The measurement of one item; ``MappingMissing`` if the license lacks a code."""
+    meter, measure = meter_and_measure(item, settings)
     return {
         "uid": item.entry.id,
-        "meter": meter_code(item, settings),
+        "meter": meter,
         "account": account_code(item, settings.account_template),
         "ts": timestamp(item),
-        "measure": {settings.measure_field: item.entry.delta},
+        "measure": measure,
     }
 
 

@@ -51,6 +51,20 @@ class M3terSinkSettings(BaseModel):
     default_meter_code: str | None = Field(
         None, description="Meter code of policies missing from meter_codes"
     )
+    cores_meter_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Meter code of the license's core total (machines), per policy id",
+    )
+    default_cores_meter_code: str | None = Field(
+        None,
+        description=(
+            "Core-total meter code of policies missing from cores_meter_codes; with neither, "
+            "core totals are not sent to m3ter"
+        ),
+    )
+    cores_measure_field: str = Field(
+        "cores", description="The Meter's MEASURE data field that carries the core total"
+    )
     account_template: str = Field(
         "{license.metadata.m3ter_account_code}",
         description=(

@@ -61,7 +61,7 @@ def update_license(
 
 @router.delete("/licenses/{license_id}", status_code=204, response_class=Response)
 def delete_license(ctx: Ctx, bearer: Bearer, license_id: str) -> Response:
-    uc.delete_license(ctx.uows, bearer, license_id)
+    uc.delete_license(ctx.uows, ctx.clock, bearer, license_id)
     return Response(status_code=204)
 
 
@@ -106,8 +106,10 @@ def _validation_doc(
 
 
 def _scope(scope: s.ScopeIn | None) -> ValidationScope:
-    return (
-        ValidationScope(product=scope.product, policy=scope.policy) if scope else ValidationScope()
+    if scope is None:
+        return ValidationScope()
+    return ValidationScope(
+        product=scope.product, policy=scope.policy, fingerprint=scope.fingerprint
     )
 
 

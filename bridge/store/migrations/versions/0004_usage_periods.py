@@ -1,7 +1,7 @@
 """usage periods and reconciliations
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003_machines
 Create Date: 2026-11-28
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import bridge.store.types
 
-revision: str = "0003"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003_machines"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,77 @@
+"""/machines: activate, read, list, update, deactivate and ping (heartbeat)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+
+from bridge.api import schemas as s
+from bridge.api.deps import Bearer, Ctx, Paging, RequestId
+from bridge.api.render import JsonApiResponse, respond
+from bridge.domain.model import Machine
+from bridge.service.machines import Activation
+
+router = APIRouter(tags=["machines"])
+
+
+def _doc(ctx: Ctx, machine: Machine, status: int = 200) -> JsonApiResponse:
+    return respond(s.MachineDocument(data=ctx.render.machine(machine, ctx.clock.now())), status)
+
+
+@router.post("/machines", status_code=201, response_model=s.MachineDocument)
+def activate_machine(
+    ctx: Ctx, bearer: Bearer, request_id: RequestId, body: s.MachineCreate
+) -> JsonApiResponse:
+    """Activate a machine on a license, within its maxMachines and maxCores."""
+    attrs = body.data.attributes.model_dump(exclude_unset=True)
+    license_ref = body.data.relationships.license.data.id
+    machine = ctx.machines.activate(bearer, Activation(license_ref, attrs, request_id))
+    return _doc(ctx, machine, 201)
+
+
+@router.get("/machines", response_model=s.MachineList)
+def list_machines(
+    ctx: Ctx,
+    bearer: Bearer,
+    paging: Paging,
+    license: Annotated[str | None, Query(description="only this license's (id or key)")] = None,
+) -> JsonApiResponse:
+    page = ctx.machines.list(bearer, paging, license)
+    now = ctx.clock.now()
+    extra = {"license": license} if license else None
+    data, meta, links = ctx.render.page(
+        page, "/machines", lambda m: ctx.render.machine(m, now), extra
+    )
+    return respond(s.MachineList(data=data, meta=meta, links=links))
+
+
+@router.get("/machines/{machine_id}", response_model=s.MachineDocument)
+def get_machine(ctx: Ctx, bearer: Bearer, machine_id: str) -> JsonApiResponse:
+    return _doc(ctx, ctx.machines.get(bearer, machine_id))
+
+
+@router.patch("/machines/{machine_id}", response_model=s.MachineDocument)
+def update_machine(
+    ctx: Ctx, bearer: Bearer, request_id: RequestId, machine_id: str, body: s.MachineUpdate
+) -> JsonApiResponse:
+    """Descriptive fields, or ``cores`` (admin and product only; a raise is limit-checked)."""
+    changes = body.data.attributes.model_dump(exclude_unset=True)
+    return _doc(ctx, ctx.machines.update(bearer, machine_id, changes, request_id))
+
+
+@router.delete("/machines/{machine_id}", status_code=204, response_class=Response)
+def deactivate_machine(
+    ctx: Ctx, bearer: Bearer, request_id: RequestId, machine_id: str
+) -> Response:
+    """Deactivate the machine; its cores are freed."""
+    ctx.machines.deactivate(bearer, machine_id, request_id)
+    return Response(status_code=204)
+
+
+@router.post("/machines/{machine_id}/actions/ping", response_model=s.MachineDocument)
+def ping_machine(
+    ctx: Ctx, bearer: Bearer, machine_id: str, body: Annotated[s.NoParams | None, Body()] = None
+) -> JsonApiResponse:
+    """A heartbeat: with a policy heartbeatDuration, the next one is due within it."""
+    return _doc(ctx, ctx.machines.ping(bearer, machine_id))

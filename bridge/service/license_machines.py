@@ -1,0 +1,64 @@
+"""What a license's machines mean for the license: its core ledger entries and the machine
+facts its validation reads. Shared by the machine and license use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.domain.machines import MachineLimits
+from bridge.domain.model import License, UsageEntry, UsageKind
+from bridge.domain.ports import UnitOfWork
+from bridge.domain.validation import MachineFacts
+from bridge.service.common import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class CoreChange:
+    """A change of a license's core total, caused by one machine."""
+
+    license_id: str
+    machine_id: str
+    kind: UsageKind
+    before: int
+    after: int
+    actor: str
+    request_id: str | None = None
+
+
+def record_core_change(
+    uow: UnitOfWork, change: CoreChange, now: datetime, sinks: Sequence[str]
+) -> UsageEntry:
+    """One ledger entry, and one outbox row per sink when the total moved: the sinks receive
+    the license's new core total (a gauge), so a platform can bill its peak or latest value."""
+    entry = UsageEntry(
+        id=new_id(),
+        license_id=change.license_id,
+        kind=change.kind,
+        delta=change.after - change.before,
+        uses_before=change.before,
+        uses_after=change.after,
+        actor=change.actor,
+        idempotency_key=None,
+        request_id=change.request_id,
+        occurred_at=now,
+        machine_id=change.machine_id,
+    )
+    uow.ledger.add(entry)
+    if entry.delta != 0:
+        uow.outbox.add(entry, sinks)
+    return entry
+
+
+def limits_of(uow: UnitOfWork, license: License) -> MachineLimits:
+    policy = uow.policies.get(license.policy_id)
+    if policy is None:  # pragma: no cover - a license's policy cannot be deleted
+        raise LookupError(f"policy {license.policy_id} of license {license.id} is gone")
+    return MachineLimits.of(policy, license)
+
+
+def machine_facts(uow: UnitOfWork, license: License, fingerprint: str | None) -> MachineFacts:
+    """The license's limits, machine count, core total and whether ``fingerprint`` is active."""
+    found = fingerprint is not None and uow.machines.fingerprint_taken(license.id, fingerprint)
+    return MachineFacts(limits_of(uow, license), uow.machines.tally(license.id), found)

@@ -1,0 +1,282 @@
+"""Machines: activate, read, describe or re-size, ping and deactivate; reap dead machines.
+
+Every change of a license's machines runs with the license row held (``licenses.lock``), so two
+activations that would each fit alone but not together are decided one after the other: the
+second sees the first's machine. Each activation, core change and deactivation writes a ledger
+entry, and the outbox forwards the license's new core total to every enabled sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from bridge.domain.access import (
+    MachineAction,
+    Principal,
+    Role,
+    authorize_machine,
+    can_see_license,
+)
+from bridge.domain.errors import (
+    AttributeInvalid,
+    FingerprintMissing,
+    FingerprintTaken,
+    LicenseNotFound,
+    NotFound,
+)
+from bridge.domain.machines import check_activation, check_core_total, check_cores
+from bridge.domain.model import License, Machine, UsageKind
+from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
+from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.license_machines import CoreChange, limits_of, record_core_change
+
+log = structlog.get_logger(__name__)
+
+REAPER = Principal(Role.ADMIN, "heartbeat")  # the actor of a reaped machine's ledger entry
+_DESCRIPTIVE = ("name", "platform", "hostname")
+MAX_TEXT = 255
+
+
+def _text(attrs: Mapping[str, Any], name: str) -> str | None:
+    value = attrs.get(name)
+    if value is not None and len(value) > MAX_TEXT:
+        raise AttributeInvalid(
+            f"is too long (maximum is {MAX_TEXT} characters)", pointer=f"/data/attributes/{name}"
+        )
+    return value
+
+
+def _fingerprint(attrs: Mapping[str, Any]) -> str:
+    fingerprint = attrs.get("fingerprint")
+    if fingerprint is None or not fingerprint.strip():
+        raise FingerprintMissing
+    checked = _text(attrs, "fingerprint")
+    assert checked is not None
+    return checked
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    license_ref: str | None  # the license relationship: id or key
+    attributes: Mapping[str, Any]
+    request_id: str | None = None
+
+
+class MachineService:
+    """The machine use cases. ``sinks`` are the names of the enabled outbox sinks."""
+
+    def __init__(self, uows: UnitOfWorkFactory, clock: Clock, sinks: Sequence[str] = ()) -> None:
+        self._uows = uows
+        self._clock = clock
+        self._sinks = tuple(sinks)
+
+    # Writes -----------------------------------------------------------------------------------
+    def activate(self, principal: Principal, request: Activation) -> Machine:
+        attrs = request.attributes
+        fingerprint = _fingerprint(attrs)
+        cores = check_cores(attrs.get("cores"))
+        descriptive = {name: _text(attrs, name) for name in _DESCRIPTIVE}
+        now = self._clock.now()
+        try:
+            with self._uows(write=True) as uow:
+                license = self._locked_license(uow, principal, request.license_ref)
+                if uow.machines.fingerprint_taken(license.id, fingerprint):
+                    raise FingerprintTaken
+                tally = uow.machines.tally(license.id)
+                check_activation(limits_of(uow, license), tally, cores)
+                machine = Machine(
+                    id=new_id(),
+                    license_id=license.id,
+                    fingerprint=fingerprint,
+                    cores=cores,
+                    name=descriptive["name"],
+                    platform=descriptive["platform"],
+                    hostname=descriptive["hostname"],
+                    metadata=attrs.get("metadata") or {},
+                    created=now,
+                    updated=now,
+                )
+                uow.machines.add(machine)
+                change = CoreChange(
+                    license.id,
+                    machine.id,
+                    UsageKind.ACTIVATE,
+                    tally.cores,
+                    tally.cores + (cores or 0),
+                    principal.actor,
+                    request.request_id,
+                )
+                record_core_change(uow, change, now, self._sinks)
+                uow.commit()
+        except StoreConflict:  # the unique index, should a fingerprint race the lock
+            raise FingerprintTaken from None
+        log.debug("machine_activated", license_id=license.id, machine_id=machine.id, cores=cores)
+        return machine
+
+    def update(
+        self,
+        principal: Principal,
+        machine_id: str,
+        changes: Mapping[str, Any],
+        request_id: str | None = None,
+    ) -> Machine:
+        """Descriptive fields and ``cores``; raising the cores is checked against the limit."""
+        action = MachineAction.CHANGE_CORES if "cores" in changes else MachineAction.UPDATE
+        values: dict[str, Any] = {
+            name: _text(changes, name) for name in _DESCRIPTIVE if name in changes
+        }
+        if "metadata" in changes:
+            values["metadata"] = changes["metadata"] or {}
+        now = self._clock.now()
+        with self._uows(write=True) as uow:
+            machine, license = self._locked_machine(uow, principal, machine_id, action)
+            if "cores" in changes and changes["cores"] != machine.cores:
+                cores = check_cores(changes["cores"])
+                tally = uow.machines.tally(license.id)
+                after = tally.cores - (machine.cores or 0) + (cores or 0)
+                if after > tally.cores:
+                    check_core_total(limits_of(uow, license), after)
+                values["cores"] = cores
+                change = CoreChange(
+                    license.id,
+                    machine.id,
+                    UsageKind.CORES,
+                    tally.cores,
+                    after,
+                    principal.actor,
+                    request_id,
+                )
+                record_core_change(uow, change, now, self._sinks)
+            machine = machine.replace(updated=now, **values)
+            uow.machines.update(machine)
+            uow.commit()
+        return machine
+
+    def deactivate(
+        self, principal: Principal, machine_id: str, request_id: str | None = None
+    ) -> None:
+        now = self._clock.now()
+        with self._uows(write=True) as uow:
+            machine, license = self._locked_machine(
+                uow, principal, machine_id, MachineAction.DEACTIVATE
+            )
+            self._remove(uow, machine, principal.actor, now, request_id)
+            uow.commit()
+        log.debug("machine_deactivated", license_id=license.id, machine_id=machine.id)
+
+    def ping(self, principal: Principal, machine_id: str) -> Machine:
+        """A heartbeat: the machine must ping again within its policy's heartbeatDuration."""
+        now = self._clock.now()
+        with self._uows(write=True) as uow:
+            machine, license = self._locked_machine(uow, principal, machine_id, MachineAction.PING)
+            policy = uow.policies.get(license.policy_id)
+            duration = policy.heartbeat_duration if policy is not None else None
+            due = now + timedelta(seconds=duration) if duration is not None else None
+            machine = machine.replace(last_heartbeat=now, next_heartbeat=due, updated=now)
+            uow.machines.update(machine)
+            uow.commit()
+        return machine
+
+    def reap_dead_machines(self, now: datetime | None = None, *, limit: int = 1000) -> int:
+        """Deactivate the machines whose heartbeat is overdue (at most ``limit``), each in its own
+        transaction with its license held; a ping that wins the race keeps its machine."""
+        now = now or self._clock.now()
+        with self._uows() as uow:
+            candidates = uow.machines.dead(now, limit)
+        reaped = 0
+        for candidate in candidates:
+            with self._uows(write=True) as uow:
+                uow.licenses.lock(candidate.license_id)
+                machine = uow.machines.get(candidate.id)
+                if (
+                    machine is None
+                    or machine.next_heartbeat is None
+                    or machine.next_heartbeat >= now
+                ):
+                    continue
+                self._remove(uow, machine, REAPER.actor, now, None)
+                uow.commit()
+            reaped += 1
+            log.info("machine_reaped", license_id=machine.license_id, machine_id=machine.id)
+        return reaped
+
+    # Reads ------------------------------------------------------------------------------------
+    def get(self, principal: Principal, machine_id: str) -> Machine:
+        with self._uows() as uow:
+            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ)
+        return machine
+
+    def list(
+        self, principal: Principal, page: PageRequest, license_ref: str | None
+    ) -> Page[Machine]:
+        """Every machine the bearer can see, or one license's (``?license=`` id or key)."""
+        product_id = principal.id if principal.role is Role.PRODUCT else None
+        license_id = principal.id if principal.role is Role.LICENSE else None
+        with self._uows() as uow:
+            if license_ref is not None:
+                license = uow.licenses.find(license_ref)
+                if license is None or (license_id is not None and license.id != license_id):
+                    return Page([], 0, page)
+                license_id = license.id
+            items, total = uow.machines.list(
+                offset=page.offset, limit=page.size, license_id=license_id, product_id=product_id
+            )
+        return Page(items, total, page)
+
+    # Helpers ----------------------------------------------------------------------------------
+    def _locked_license(
+        self, uow: UnitOfWork, principal: Principal, license_ref: str | None
+    ) -> License:
+        license = uow.licenses.find(license_ref) if license_ref else None
+        if license is None or not can_see_license(principal, license):
+            raise LicenseNotFound
+        if not uow.licenses.lock(license.id):
+            raise LicenseNotFound
+        return license
+
+    def _visible(
+        self, uow: UnitOfWork, principal: Principal, machine_id: str, action: MachineAction
+    ) -> tuple[Machine, License]:
+        machine = uow.machines.get(machine_id)
+        license = uow.licenses.get(machine.license_id) if machine is not None else None
+        if machine is None or license is None:
+            raise NotFound.resource("machine", machine_id)
+        authorize_machine(principal, license, action, machine_id)
+        return machine, license
+
+    def _locked_machine(
+        self, uow: UnitOfWork, principal: Principal, machine_id: str, action: MachineAction
+    ) -> tuple[Machine, License]:
+        """The machine, read again once its license is held (it may have changed meanwhile)."""
+        _, license = self._visible(uow, principal, machine_id, action)
+        uow.licenses.lock(license.id)
+        machine = uow.machines.get(machine_id)
+        if machine is None:
+            raise NotFound.resource("machine", machine_id)
+        return machine, license
+
+    def _remove(
+        self,
+        uow: UnitOfWork,
+        machine: Machine,
+        actor: str,
+        now: datetime,
+        request_id: str | None,
+    ) -> None:
+        tally = uow.machines.tally(machine.license_id)
+        uow.machines.delete(machine.id)
+        change = CoreChange(
+            machine.license_id,
+            machine.id,
+            UsageKind.DEACTIVATE,
+            tally.cores,
+            tally.cores - (machine.cores or 0),
+            actor,
+            request_id,
+        )
+        record_core_change(uow, change, now, self._sinks)
