@@ -57,6 +57,7 @@ class Container:
         return Reconciler(self.uows, self.clock, [s.name for s in self.sinks], self.readers)
 
     def jobs(self) -> Jobs:
+        sqlite = self.engine.dialect.name == "sqlite"
         return Jobs(
             self.uows,
             self.clock,
@@ -64,6 +65,9 @@ class Container:
             self.reconciler(),
             self.machines(),
             lookback_days=self.settings.scheduler.reconcile_lookback_days,
+            close_batch=self.settings.scheduler.close_batch,
+            # SQLite has one writer: more transactions at a time would only queue.
+            close_workers=1 if sqlite else self.settings.scheduler.close_workers,
         )
 
     def authenticator(self) -> Authenticator:

@@ -175,6 +175,19 @@ def period_at(rule: PeriodRule, anchor: datetime, at: datetime) -> Period:
     return Period(start, end)
 
 
+def _period_after(rule: PeriodRule, anchor: datetime, end: datetime) -> Period:
+    """``period_at(rule, anchor, end)``; memoized for calendar rules, whose periods do not
+    depend on the anchor (the scheduler closes thousands of licenses on the same boundary)."""
+    if rule.anchor is PeriodAnchor.CALENDAR:
+        return _calendar_period_at(rule, end)
+    return period_at(rule, anchor, end)
+
+
+@lru_cache(maxsize=1024)
+def _calendar_period_at(rule: PeriodRule, at: datetime) -> Period:
+    return period_at(rule, at, at)
+
+
 @dataclass(frozen=True, slots=True)
 class ClosedPeriod:
     start: datetime
@@ -216,7 +229,7 @@ def plan_rollover(
     assert start is not None, "both bounds are set together"
     closed = [ClosedPeriod(start, end, open_uses, uses)]
     while rule is not None:
-        following = period_at(rule, anchor, closed[-1].end)
+        following = _period_after(rule, anchor, closed[-1].end)
         # A rule changed mid-period starts its first period where the old one ended.
         if following.end > now:
             return Rollover(tuple(closed), closed[-1].end, following.end, 0, 0)

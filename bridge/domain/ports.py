@@ -190,13 +190,22 @@ class TokenRepository(Protocol):
 
 class PeriodWriter(Protocol):
     def roll(
-        self, rollovers: Sequence[tuple[License, Rollover]], now: datetime, closed_by: str
-    ) -> None:
-        """Close and open usage periods as planned; ``StoreConflict`` if one was done already."""
+        self,
+        rollovers: Sequence[tuple[License, Rollover]],
+        now: datetime,
+        closed_by: str,
+        *,
+        skip_moved: bool = False,
+    ) -> int:
+        """Close and open usage periods as planned; how many periods were closed. A license
+        that moved since it was read raises ``StoreConflict``, or is left out (``skip_moved``)."""
         ...
 
-    def due(self, now: datetime, limit: int) -> list[License]:
-        """Licenses whose usage period ended by ``now`` (locked for this transaction)."""
+    def due(
+        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[License]:
+        """Licenses whose usage period ended by ``now``, by (period end, id), after ``after``
+        (keyset paging)."""
         ...
 
     def unopened(self, policy_id: str) -> list[License]:

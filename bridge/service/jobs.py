@@ -31,7 +31,11 @@ class Jobs:
         machines: MachineService,
         *,
         lookback_days: int,
+        close_batch: int = 2000,
+        close_workers: int = 1,
     ) -> None:
+        self._close_batch = close_batch
+        self._close_workers = close_workers
         self._machines = machines
         self._uows = uows
         self._clock = clock
@@ -41,7 +45,12 @@ class Jobs:
 
     def close_periods(self) -> int | None:
         """Close every ended usage period; ``None`` if another replica is at it."""
-        return self._exclusive("close-periods", lambda: close_due_periods(self._uows, self._clock))
+        return self._exclusive(
+            "close-periods",
+            lambda: close_due_periods(
+                self._uows, self._clock, batch=self._close_batch, workers=self._close_workers
+            ),
+        )
 
     def reap_machines(self) -> int | None:
         """Deactivate every machine whose heartbeat is overdue, freeing its cores."""

@@ -9,7 +9,9 @@ rollover would have written.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ import structlog
 
 from bridge.domain.model import License
 from bridge.domain.periods import PeriodRule
-from bridge.domain.ports import Clock, PeriodWriter, StoreConflict, UnitOfWorkFactory
+from bridge.domain.ports import Clock, PeriodWriter, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -50,34 +52,44 @@ def close_due_periods(
     clock: Clock,
     *,
     batch: int = 2000,
+    workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Close every usage period that has ended, in order per license, a batch per transaction.
+    """Close every usage period that has ended by now, in order per license, a batch per
+    transaction; ``workers`` transactions at a time (PostgreSQL; SQLite has one writer).
 
     Returns how many periods were closed. Safe beside usage changes and other closers: a
-    license rolled over concurrently fails the batch on its guard, and the batch is re-read.
+    license that moved between read and write fails its guard and is left out (a usage change
+    rolled it over, or the next run reads it afresh).
     """
+    now = clock.now()
     closed = 0
-    conflicts = 0
-    while True:
-        now = clock.now()
-        try:
-            with uows(write=True) as uow:
-                due = uow.periods.due(now, batch)
-                plans = [(lic, r) for lic in due if (r := lic.rollover(now)) is not None]
-                if not plans:
-                    break
-                uow.periods.roll(plans, now, "scheduler")
-                uow.commit()
-        except StoreConflict:
-            conflicts += 1
-            if conflicts > 10:
-                raise
-            continue
-        count = sum(len(r.closed) for _, r in plans)
-        closed += count
-        if progress is not None:
+
+    def close(licenses: list[License]) -> int:
+        with uows(write=True) as uow:
+            plans = [(lic, r) for lic in licenses if (r := lic.rollover(now)) is not None]
+            count = uow.periods.roll(plans, now, "scheduler", skip_moved=True) if plans else 0
+            uow.commit()
+        if progress is not None and count:
             progress(count)
+        return count
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="close-periods") as pool:
+        pending: deque[Future[int]] = deque()
+        after: tuple[datetime, str] | None = None
+        while True:
+            with uows() as uow:
+                due = uow.periods.due(now, batch, after)
+            if not due:
+                break
+            last = due[-1]
+            assert last.period_end is not None, "a due license has a period end"
+            after = (last.period_end, last.id)
+            pending.append(pool.submit(close, due))
+            while len(pending) > workers:  # bounded: at most ``workers`` batches ahead
+                closed += pending.popleft().result()
+        while pending:
+            closed += pending.popleft().result()
     if closed:
         log.info("periods.closed", periods=closed)
     return closed

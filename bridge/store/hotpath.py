@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from bridge.domain.errors import INT4_MAX
@@ -110,19 +111,13 @@ class HotPath:
 
     # Encodings: SQLite stores naive UTC text in SQLAlchemy's format and JSON as text.
     def ts(self, value: datetime) -> Any:
-        if not self.sqlite:
-            return value
-        v = value.astimezone(UTC)  # an f-string: strftime costs ~25 us a call
-        return (
-            f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-        )
+        return _sqlite_text(value) if self.sqlite else value
 
     def read_ts(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return _sqlite_moment(value)
         moment: datetime = value
         return moment.astimezone(UTC)
 
@@ -235,6 +230,21 @@ def entry_row(entry: UsageEntry, occurred_at: Any) -> dict[str, Any]:
         "occurred_at": occurred_at,
         "machine_id": entry.machine_id,
     }
+
+
+# Memoized: a period job encodes the same few boundaries for thousands of licenses.
+@lru_cache(maxsize=4096)
+def _sqlite_text(value: datetime) -> str:
+    v = value.astimezone(UTC)  # an f-string: strftime costs ~25 us a call
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
+@lru_cache(maxsize=4096)
+def _sqlite_moment(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _pyformat(sql: str) -> str:

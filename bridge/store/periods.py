@@ -9,20 +9,17 @@ guarded by the old one: a second close of the same period fails on the unique ke
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.periods import Rollover
 from bridge.domain.ports import StoreConflict
-from bridge.store.hotpath import FIND_COLUMNS, HotPath
+from bridge.store.hotpath import FIND_COLUMNS, HotPath, entry_row
 
-# The ids of period_reset entries derive from (license, period start): the same close always
-# has the same entry, so a retried or concurrent close can never write a second one.
-_RESET_IDS = uuid.UUID("5b0c2f8e-4a8e-4d57-9a57-2f4a51c0d0a1")
 PERIOD_ACTOR = "period"
 
 _CLOSE = """
@@ -47,13 +44,55 @@ WHERE id = :id AND uses = :old_uses AND {guard}
 _MOVE_CLOSED = _MOVE.format(guard="period_end = :old_end")
 _MOVE_OPENED = _MOVE.format(guard="period_end IS NULL")
 
+# PostgreSQL: each write of a batch is one statement over arrays (``unnest``), one round trip
+# for thousands of licenses; ``executemany`` sends a statement per row (~4x slower here).
+_PG_MOVE = """
+UPDATE licenses AS l SET uses = v.uses, period_start = v.start_at, period_end = v.end_at,
+                         period_open_uses = v.open_uses
+FROM unnest(%(id)s::varchar[], %(uses)s::bigint[], %(old_uses)s::bigint[],
+            %(start)s::timestamptz[], %(end)s::timestamptz[], %(open_uses)s::bigint[],
+            %(old_end)s::timestamptz[])
+     AS v(id, uses, old_uses, start_at, end_at, open_uses, old_end)
+WHERE l.id = v.id AND l.uses = v.old_uses AND {guard}
+RETURNING l.id
+"""
+_PG_MOVE_CLOSED = _PG_MOVE.format(guard="l.period_end = v.old_end")
+_PG_MOVE_OPENED = _PG_MOVE.format(guard="l.period_end IS NULL")
+_PG_LEDGER = """
+INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
+                          occurred_at)
+SELECT * FROM unnest(%(id)s::varchar[], %(license_id)s::varchar[], %(kind)s::varchar[],
+                     %(delta)s::bigint[], %(uses_before)s::bigint[], %(uses_after)s::bigint[],
+                     %(actor)s::varchar[], %(occurred_at)s::timestamptz[])
+"""
+_PG_CLOSE = """
+INSERT INTO usage_periods (license_id, period_start, period_end, uses_at_open, uses_at_close,
+                           increments, decrements, resets, entries, reset_entry_id, closed_by,
+                           closed_at)
+SELECT v.license_id, v.start_at, v.end_at, v.uses_at_open, v.uses_at_close,
+       COALESCE(SUM(CASE WHEN e.kind = 'increment' THEN e.delta ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN e.kind = 'decrement' THEN -e.delta ELSE 0 END), 0),
+       COUNT(CASE WHEN e.kind = 'reset' THEN 1 END),
+       COUNT(e.id), v.reset_entry_id, CAST(%(closed_by)s AS VARCHAR),
+       CAST(%(closed_at)s AS TIMESTAMPTZ)
+FROM unnest(%(license_id)s::varchar[], %(start)s::timestamptz[], %(end)s::timestamptz[],
+            %(uses_at_open)s::bigint[], %(uses_at_close)s::bigint[],
+            %(reset_entry_id)s::varchar[])
+     AS v(license_id, start_at, end_at, uses_at_open, uses_at_close, reset_entry_id)
+LEFT JOIN usage_ledger e ON e.license_id = v.license_id AND e.occurred_at >= v.start_at
+     AND e.occurred_at < v.end_at AND e.kind <> 'period_reset'
+GROUP BY v.license_id, v.start_at, v.end_at, v.uses_at_open, v.uses_at_close, v.reset_entry_id
+"""
+
 _DUE = f"""
 SELECT {FIND_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
-WHERE l.period_end <= :now
+WHERE l.period_end <= :now AND (l.period_end > :after_end
+      OR (l.period_end = :after_end AND l.id > :after_id))
 ORDER BY l.period_end, l.id
 LIMIT :limit
 """  # noqa: S608 - only module constants are interpolated
+_BEFORE_ALL = datetime(1, 1, 2, tzinfo=UTC)  # keyset start: before any period end
 
 _UNOPENED = f"""
 SELECT {FIND_COLUMNS}
@@ -63,7 +102,13 @@ WHERE l.policy_id = :policy_id AND l.period_end IS NULL
 
 
 def reset_entry_id(license_id: str, start: datetime) -> str:
-    return str(uuid.uuid5(_RESET_IDS, f"{license_id}/{start.isoformat()}"))
+    """The id of a period's reset entry derives from (license, period start): the same close
+    always has the same entry, so a retried or concurrent close can never write a second one.
+    A name-based UUID (version 5 layout over SHA-1), formatted directly: ``uuid.uuid5`` costs
+    ~15 us, a tenth of a period close."""
+    h = hashlib.sha1(f"meterbridge/period/{license_id}/{start.isoformat()}".encode()).hexdigest()  # noqa: S324 - an id, not a secret
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +121,101 @@ class PeriodSql:
         rollovers: Sequence[tuple[License, Rollover]],
         now: datetime,
         closed_by: str,
+        *,
+        skip_moved: bool = False,
+    ) -> int:
+        """Write the rollovers of several licenses; returns how many periods were closed.
+
+        A license whose period or count moved since it was read (a concurrent rollover or
+        usage change) fails its guard: ``StoreConflict``, or with ``skip_moved`` it is left out
+        (the scheduler's batches: the next run sees it as it is now)."""
+        rows = _Rows.build(rollovers, now, closed_by, self.hot.ts)
+        # The guarded moves first: they lock the license rows, so a concurrent closer of the
+        # same license waits here (then finds its guard false) instead of deadlocking on the
+        # unique period key.
+        if self.hot.sqlite:
+            moved: set[str] = set()
+            for sql, moves in ((_MOVE_CLOSED, rows.closed_moves), (_MOVE_OPENED, rows.opened)):
+                for move in moves:  # one by one: each guard's outcome is needed
+                    cursor.execute(sql, move)
+                    if cursor.rowcount == 1:
+                        moved.add(move["id"])
+            rows = self._moved_only(rows, moved, skip_moved)
+            if rows.records:
+                self.hot.add_entries(cursor, rows.entries)
+                cursor.executemany(_CLOSE, rows.records)
+            return len(rows.records)
+        if len(rollovers) > 1:
+            # Each array row joins one license and its few ledger entries: index lookups. The
+            # planner would hash-join a whole table per batch (and the job closes thousands of
+            # batches), so joins other than nested loops are off for this transaction.
+            cursor.execute("SET LOCAL enable_hashjoin = off")
+            cursor.execute("SET LOCAL enable_mergejoin = off")
+        moved = set()
+        for sql, moves in ((_PG_MOVE_CLOSED, rows.closed_moves), (_PG_MOVE_OPENED, rows.opened)):
+            if moves:
+                cursor.execute(sql, _columns(moves, _MOVE_FIELDS), binary=True)
+                moved.update(row[0] for row in cursor.fetchall())
+        rows = self._moved_only(rows, moved, skip_moved)
+        self._write_postgres(cursor, rows.entries, rows.records)
+        return len(rows.records)
+
+    @staticmethod
+    def _moved_only(rows: _Rows, moved: set[str], skip_moved: bool) -> _Rows:
+        if len(moved) == len(rows.closed_moves) + len(rows.opened):
+            return rows
+        if not skip_moved:
+            raise StoreConflict("a usage period moved under this rollover")
+        return rows.only(moved)
+
+    def _write_postgres(
+        self, cursor: Any, entries: list[UsageEntry], records: list[dict[str, Any]]
     ) -> None:
-        """Write the rollovers of several licenses; ``StoreConflict`` if any was done already."""
-        ts = self.hot.ts
-        entries: list[UsageEntry] = []
-        records: list[dict[str, Any]] = []
-        closed_moves: list[dict[str, Any]] = []
-        opened_moves: list[dict[str, Any]] = []
+        if records:
+            rows = [entry_row(e, e.occurred_at) for e in entries]
+            cursor.execute(_PG_LEDGER, _columns(rows, _LEDGER_FIELDS), binary=True)
+            arrays = _columns(records, _CLOSE_FIELDS)
+            arrays |= {"closed_by": records[0]["closed_by"], "closed_at": records[0]["closed_at"]}
+            cursor.execute(_PG_CLOSE, arrays, binary=True)
+
+    def due(
+        self, cursor: Any, now: datetime, limit: int, after: tuple[datetime, str] | None
+    ) -> list[License]:
+        """Licenses whose period ended by ``now``, by (period end, id) after ``after``. Not
+        locked: the guarded write skips any that moved meanwhile."""
+        after_end, after_id = after or (_BEFORE_ALL, "")
+        params = {
+            "now": self.hot.ts(now),
+            "limit": limit,
+            "after_end": self.hot.ts(after_end),
+            "after_id": after_id,
+        }
+        cursor.execute(self.hot.style(_DUE), params)
+        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+
+    def unopened(self, cursor: Any, policy_id: str) -> list[License]:
+        cursor.execute(self.hot.style(_UNOPENED), {"policy_id": policy_id})
+        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The rows a set of rollovers writes, in the store's encoding."""
+
+    entries: list[UsageEntry]
+    records: list[dict[str, Any]]
+    closed_moves: list[dict[str, Any]]
+    opened: list[dict[str, Any]]
+
+    @classmethod
+    def build(
+        cls,
+        rollovers: Sequence[tuple[License, Rollover]],
+        now: datetime,
+        closed_by: str,
+        ts: Callable[[datetime], Any],
+    ) -> _Rows:
+        rows = cls([], [], [], [])
         for license, rollover in rollovers:
             for period in rollover.closed:
                 entry = UsageEntry(
@@ -97,9 +230,9 @@ class PeriodSql:
                     request_id=None,
                     occurred_at=period.end,
                 )
-                entries.append(entry)
+                rows.entries.append(entry)
                 start, end = ts(period.start), ts(period.end)
-                records.append(
+                rows.records.append(
                     {
                         "license_id": license.id,
                         "of_license": license.id,
@@ -123,32 +256,44 @@ class PeriodSql:
                 "open_uses": rollover.open_uses,
             }
             if license.period_end is None:
-                opened_moves.append(move)
+                rows.opened.append(move)
             else:
-                closed_moves.append({**move, "old_end": ts(license.period_end)})
-        # The guarded moves first: they lock the license rows, so a concurrent closer of the
-        # same license waits here (then finds its guard false) instead of deadlocking on the
-        # unique period key.
-        for sql, moves in ((_MOVE_CLOSED, closed_moves), (_MOVE_OPENED, opened_moves)):
-            if moves:
-                cursor.executemany(self.hot.style(sql), moves)
-                if cursor.rowcount != len(moves):
-                    raise StoreConflict("a usage period moved under this rollover")
-        if records:
-            self.hot.add_entries(cursor, entries)
-            cursor.executemany(self.hot.style(_CLOSE), records)
+                rows.closed_moves.append({**move, "old_end": ts(license.period_end)})
+        return rows
 
-    def due(self, cursor: Any, now: datetime, limit: int) -> list[License]:
-        """Licenses whose period ended by ``now``, the longest-ended first."""
-        sql = self.hot.style(_DUE)
-        if not self.hot.sqlite:
-            sql += " FOR UPDATE OF l SKIP LOCKED"
-        cursor.execute(sql, {"now": self.hot.ts(now), "limit": limit})
-        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+    def only(self, license_ids: set[str]) -> _Rows:
+        return _Rows(
+            [e for e in self.entries if e.license_id in license_ids],
+            [r for r in self.records if r["license_id"] in license_ids],
+            self.closed_moves,
+            self.opened,
+        )
 
-    def unopened(self, cursor: Any, policy_id: str) -> list[License]:
-        cursor.execute(self.hot.style(_UNOPENED), {"policy_id": policy_id})
-        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+
+_MOVE_FIELDS = ("id", "uses", "old_uses", "start", "end", "open_uses", "old_end")
+_LEDGER_FIELDS = (
+    "id",
+    "license_id",
+    "kind",
+    "delta",
+    "uses_before",
+    "uses_after",
+    "actor",
+    "occurred_at",
+)
+_CLOSE_FIELDS = (
+    "license_id",
+    "start",
+    "end",
+    "uses_at_open",
+    "uses_at_close",
+    "reset_entry_id",
+)
+
+
+def _columns(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows as one array per field (a missing field is all nulls)."""
+    return {name: [row.get(name) for row in rows] for name in fields}
 
 
 class CursorPeriods:
@@ -158,12 +303,19 @@ class CursorPeriods:
         self._sql, self._cursor = sql, cursor
 
     def roll(
-        self, rollovers: Sequence[tuple[License, Rollover]], now: datetime, closed_by: str
-    ) -> None:
-        self._sql.apply(self._cursor, rollovers, now, closed_by)
+        self,
+        rollovers: Sequence[tuple[License, Rollover]],
+        now: datetime,
+        closed_by: str,
+        *,
+        skip_moved: bool = False,
+    ) -> int:
+        return self._sql.apply(self._cursor, rollovers, now, closed_by, skip_moved=skip_moved)
 
-    def due(self, now: datetime, limit: int) -> list[License]:
-        return self._sql.due(self._cursor, now, limit)
+    def due(
+        self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[License]:
+        return self._sql.due(self._cursor, now, limit, after)
 
     def unopened(self, policy_id: str) -> list[License]:
         return self._sql.unopened(self._cursor, policy_id)

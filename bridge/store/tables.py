@@ -61,6 +61,8 @@ class PolicyRow(SQLModel, table=True):
 
 class LicenseRow(SQLModel, table=True):
     __tablename__ = "licenses"
+    # The scheduler reads the licenses whose period ended off the front of this index, in order.
+    __table_args__ = (Index("ix_licenses_period_due", "period_end", "id"),)
 
     id: str = Field(primary_key=True, max_length=36)
     key: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
@@ -83,8 +85,7 @@ class LicenseRow(SQLModel, table=True):
     usage_period: str | None = Field(default=None, max_length=255)  # overrides the policy's
     period_anchor: datetime | None = _utc(nullable=True)
     period_start: datetime | None = _utc(nullable=True)
-    # The scheduler finds idle licenses whose period ended through this index.
-    period_end: datetime | None = _utc(nullable=True, index=True)
+    period_end: datetime | None = _utc(nullable=True)
     period_open_uses: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
     )

@@ -87,7 +87,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("period_open_uses", sa.BigInteger(), server_default="0", nullable=False)
         )
-        batch_op.create_index(batch_op.f("ix_licenses_period_end"), ["period_end"], unique=False)
+        batch_op.create_index("ix_licenses_period_due", ["period_end", "id"], unique=False)
 
     with op.batch_alter_table("policies", schema=None) as batch_op:
         batch_op.add_column(
@@ -111,7 +111,7 @@ def downgrade() -> None:
         batch_op.drop_column("usage_period")
 
     with op.batch_alter_table("licenses", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_licenses_period_end"))
+        batch_op.drop_index("ix_licenses_period_due")
         batch_op.drop_column("period_open_uses")
         batch_op.drop_column("period_end")
         batch_op.drop_column("period_start")
