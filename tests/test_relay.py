@@ -291,6 +291,39 @@ def test_items_carry_the_license_facts_mappings_need(store: Container) -> None:
     assert item.license.metadata == {}
 
 
+def test_a_claimed_item_is_its_ledger_entry_as_stored(store: Container, clock: FakeClock) -> None:
+    """A claim reads back each ledger entry field for field (kind, signed delta, UTC time with
+    microseconds), its attempt number and its license's metadata; the item of a deleted
+    license keeps its entry and has no license facts."""
+    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    meta = {"metadata": {"lago_subscription_id": "sub-1", "seats": 3}}
+    kept = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, meta)
+    gone = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    usage = UsageService(store.usage_uows, store.clock, ["s"])
+    clock.advance(microseconds=123_457)
+    usage.apply(ADMIN, UsageChange(kept.id, UsageKind.INCREMENT, 5))
+    usage.apply(ADMIN, UsageChange(kept.id, UsageKind.DECREMENT, 2))
+    usage.apply(ADMIN, UsageChange(gone.id, UsageKind.INCREMENT, 1))
+    licenses.delete_license(store.uows, ADMIN, gone.id)
+    with store.uows() as uow:
+        stored = uow.ledger.history(kept.id, offset=0, limit=10)[0][::-1]
+        stored += uow.ledger.history(gone.id, offset=0, limit=10)[0]
+    with store.uows(write=True) as uow:
+        claimed = uow.outbox.claim("s", clock.now(), clock.now() + timedelta(seconds=60), 10)
+        uow.commit()
+    assert [i.entry for i in claimed] == stored
+    assert [i.entry.seq for i in claimed] == [e.seq for e in stored]
+    assert [i.entry.delta for i in claimed] == [5, -2, 1]
+    assert claimed[0].entry.occurred_at == clock.now()
+    assert claimed[0].entry.occurred_at.utcoffset() == timedelta(0)
+    assert [i.attempts for i in claimed] == [1, 1, 1]
+    assert claimed[0].license is not None
+    assert claimed[0].license.metadata == meta["metadata"]
+    assert (claimed[0].license.key, claimed[0].license.policy_id) == (kept.key, policy.id)
+    assert claimed[2].license is None
+
+
 def test_circuit_breaker_pauses_a_failing_sink(store: Container, clock: FakeClock) -> None:
     """After N failed batches a sink is not asked again until its cool-down ends; the other
     sink keeps flowing; one good batch closes the circuit."""

@@ -63,7 +63,7 @@ class SqlUnitOfWork:
         self.licenses = SqlLicenses(conn, self._hot, cursor)
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
-        self.outbox = SqlOutbox(conn)
+        self.outbox = SqlOutbox(conn, self._hot, cursor)
         return self
 
     def _release(self) -> None:
