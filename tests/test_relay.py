@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -138,6 +139,44 @@ def test_a_crash_after_claiming_loses_nothing(store: Container, clock: FakeClock
     drain(r)
     assert list(sink.received) == ids
     assert counts(store) == {("s", "delivered"): 3}
+
+
+def test_whole_batches_are_recorded_delivered_by_the_next_pass_and_on_stop(
+    store: Container,
+) -> None:
+    """A full batch's deliveries are recorded in the sink's next claim transaction: a drain
+    of whole batches leaves nothing in flight, and so does ``run`` stopped right after one."""
+    changes(store, ["s"], 8)  # two full batches of 4
+    drain(relay(store, InMemorySink("s")))
+    assert counts(store) == {("s", "delivered"): 8}
+
+    changes(store, ["t"], 4)  # one full batch, then stop before any further pass
+    stop = threading.Event()
+
+    def stop_after(_items: Sequence[OutboxItem]) -> None:
+        stop.set()
+
+    sink = InMemorySink("t", stop_after)
+    relay(store, sink).run(stop)
+    assert len(sink.received) == 4
+    assert counts(store)[("t", "delivered")] == 4
+    assert ("t", "inflight") not in counts(store)
+
+
+def test_a_relay_that_dies_holding_deliveries_resends_them_once(
+    store: Container, clock: FakeClock
+) -> None:
+    """A relay killed after delivering a full batch, before its next claim recorded it: the
+    batch is resent when the lease ends, with the same ids, and counted once."""
+    ids = changes(store, ["s"], 4)
+    sink = InMemorySink("s")
+    relay(store, sink, lease_s=60).drain_once(sink)  # then the process dies
+    assert counts(store) == {("s", "inflight"): 4}
+    clock.advance(seconds=61)
+    drain(relay(store, sink))
+    assert list(sink.received) == ids
+    assert sink.deliveries == 8  # sent twice, counted once by the platform's dedupe
+    assert counts(store) == {("s", "delivered"): 4}
 
 
 def test_a_sink_bug_is_retried_not_lost(store: Container) -> None:
