@@ -87,13 +87,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._hang()
             return
         content = response.read()
-        self.send_response(response.status_code)
-        for name, value in response.headers.multi_items():
-            if name.lower() not in _HOP_BY_HOP:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
+        with suppress(ConnectionError):  # the client died waiting (a killed worker, say)
+            self.send_response(response.status_code)
+            for name, value in response.headers.multi_items():
+                if name.lower() not in _HOP_BY_HOP:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
 
     def _hang(self) -> None:
         """No answer: wait until the client closes the connection, then drop it."""
