@@ -29,6 +29,7 @@ from connectors.lago.mapping import timestamp
 from tests.builders import outbox_item
 from tests.conftest import make_container
 from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
+from tests.fakes.loopback import LoopbackServer
 
 KEY = "lago-test-key"
 ADMIN = Principal(Role.ADMIN, "test")
@@ -76,6 +77,13 @@ def lago() -> Iterator[FakeLago]:
     fake = FakeLago(KEY)
     yield fake
     assert fake.violations == []
+
+
+@pytest.fixture
+def lago_http(lago: FakeLago) -> Iterator[LoopbackServer]:
+    """The fake Lago over real HTTP on loopback."""
+    with LoopbackServer(lago) as server:
+        yield server
 
 
 def sink_on(fake: FakeLago, **overrides: Any) -> LagoSink:
@@ -341,12 +349,13 @@ def counts(store: Container) -> dict[tuple[str, str], int]:
 
 
 def test_relay_delivers_each_change_once_through_outages(
-    store: Container, clock: FakeClock, lago: FakeLago
+    store: Container, clock: FakeClock, lago: FakeLago, lago_http: LoopbackServer
 ) -> None:
-    """Through a 5xx outage, a lost answer and a relay that died after sending, Lago stores
-    each ledger entry id exactly once and every outbox item ends delivered."""
+    """Over real HTTP to the fake on loopback, through a 5xx outage, a lost answer (the fake
+    stores the batch and never answers) and a relay that died after sending, Lago stores each
+    ledger entry id exactly once and every outbox item ends delivered."""
     ids = billed_changes(store, 6)
-    sink = LagoSink(settings(batch_size=3), client=lago.client())
+    sink = LagoSink(settings(batch_size=3, api_url=lago_http.url, timeout_s=0.5))
     relay = Relay(
         store.uows, [sink], store.clock, RelayPolicy(batch_size=4, lease_s=60), random.Random(0)
     )
@@ -385,6 +394,7 @@ def test_relay_delivers_each_change_once_through_outages(
     assert len(sent) > 8, "some events were redelivered"
     assert {e["external_subscription_id"] for b in lago.batches for e in b} == {"sub_1"}
     assert counts(store) == {("lago", "delivered"): 8}
+    sink.close()
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from connectors.m3ter.auth import TokenRequestFailed
 from connectors.m3ter.mapping import body_size, encode, measurement, split, wanted
 from tests.builders import outbox_item
 from tests.conftest import make_container
+from tests.fakes.loopback import LoopbackServer
 from tests.fakes.m3ter import API, CLIENT_ID, CLIENT_SECRET, INGEST, ORG, FakeM3ter, problems
 
 ADMIN = Principal(Role.ADMIN, "test")
@@ -451,11 +452,22 @@ def counts(store: Container) -> dict[tuple[str, str], int]:
     return {(r.sink, r.status.value): r.count for r in outbox_status(store.uows)}
 
 
+@pytest.fixture
+def m3ter_http(fake: FakeM3ter) -> Iterator[tuple[LoopbackServer, LoopbackServer]]:
+    """The fake m3ter over real HTTP on loopback: its token host and its ingest host."""
+    with LoopbackServer(fake, as_url=API) as api, LoopbackServer(fake, as_url=INGEST) as ingest:
+        yield api, ingest
+
+
 def test_relay_delivers_each_uid_once_through_outage_and_redelivery(
-    store: Container, clock: FakeClock, fake: FakeM3ter
+    store: Container,
+    clock: FakeClock,
+    fake: FakeM3ter,
+    m3ter_http: tuple[LoopbackServer, LoopbackServer],
 ) -> None:
-    """Usage on a license with an m3ter account code reaches m3ter once per ledger entry, after
-    a 503 and a relay crash that makes it send a batch twice."""
+    """Over real HTTP to the fake on loopback (its token and ingest hosts), usage on a license
+    with an m3ter account code reaches m3ter once per ledger entry, after a 503 and a relay
+    crash that makes it send a batch twice."""
     product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
     policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
     lic = licenses.create_license(
@@ -465,7 +477,11 @@ def test_relay_delivers_each_uid_once_through_outage_and_redelivery(
     ids = [
         usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 2)).entry_id for _ in range(6)
     ]
-    sink = make_sink(fake, clock, meter_codes={policy.id: "seats"}, max_measurements=2)
+    api, ingest = m3ter_http
+    config = settings(
+        api_url=api.url, ingest_url=ingest.url, meter_codes={policy.id: "seats"}, max_measurements=2
+    )
+    sink = M3terSink(config, clock=clock)
     relay = Relay(store.uows, [sink], store.clock, RelayPolicy(batch_size=4, lease_s=60))
 
     def drain() -> None:
@@ -494,3 +510,4 @@ def test_relay_delivers_each_uid_once_through_outage_and_redelivery(
     assert {m["meter"] for m in fake.accepted.values()} == {"seats"}
     assert all(m["measure"] == {"units": 2} for m in fake.accepted.values())
     assert counts(store) == {("m3ter", "delivered"): 6}
+    sink.close()

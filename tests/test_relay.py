@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -138,6 +139,44 @@ def test_a_crash_after_claiming_loses_nothing(store: Container, clock: FakeClock
     drain(r)
     assert list(sink.received) == ids
     assert counts(store) == {("s", "delivered"): 3}
+
+
+def test_whole_batches_are_recorded_delivered_by_the_next_pass_and_on_stop(
+    store: Container,
+) -> None:
+    """A full batch's deliveries are recorded in the sink's next claim transaction: a drain
+    of whole batches leaves nothing in flight, and so does ``run`` stopped right after one."""
+    changes(store, ["s"], 8)  # two full batches of 4
+    drain(relay(store, InMemorySink("s")))
+    assert counts(store) == {("s", "delivered"): 8}
+
+    changes(store, ["t"], 4)  # one full batch, then stop before any further pass
+    stop = threading.Event()
+
+    def stop_after(_items: Sequence[OutboxItem]) -> None:
+        stop.set()
+
+    sink = InMemorySink("t", stop_after)
+    relay(store, sink).run(stop)
+    assert len(sink.received) == 4
+    assert counts(store)[("t", "delivered")] == 4
+    assert ("t", "inflight") not in counts(store)
+
+
+def test_a_relay_that_dies_holding_deliveries_resends_them_once(
+    store: Container, clock: FakeClock
+) -> None:
+    """A relay killed after delivering a full batch, before its next claim recorded it: the
+    batch is resent when the lease ends, with the same ids, and counted once."""
+    ids = changes(store, ["s"], 4)
+    sink = InMemorySink("s")
+    relay(store, sink, lease_s=60).drain_once(sink)  # then the process dies
+    assert counts(store) == {("s", "inflight"): 4}
+    clock.advance(seconds=61)
+    drain(relay(store, sink))
+    assert list(sink.received) == ids
+    assert sink.deliveries == 8  # sent twice, counted once by the platform's dedupe
+    assert counts(store) == {("s", "delivered"): 4}
 
 
 def test_a_sink_bug_is_retried_not_lost(store: Container) -> None:
@@ -289,6 +328,39 @@ def test_items_carry_the_license_facts_mappings_need(store: Container) -> None:
     assert item.license.id == item.entry.license_id
     assert item.license.key
     assert item.license.metadata == {}
+
+
+def test_a_claimed_item_is_its_ledger_entry_as_stored(store: Container, clock: FakeClock) -> None:
+    """A claim reads back each ledger entry field for field (kind, signed delta, UTC time with
+    microseconds), its attempt number and its license's metadata; the item of a deleted
+    license keeps its entry and has no license facts."""
+    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    meta = {"metadata": {"lago_subscription_id": "sub-1", "seats": 3}}
+    kept = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, meta)
+    gone = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    usage = UsageService(store.usage_uows, store.clock, ["s"])
+    clock.advance(microseconds=123_457)
+    usage.apply(ADMIN, UsageChange(kept.id, UsageKind.INCREMENT, 5))
+    usage.apply(ADMIN, UsageChange(kept.id, UsageKind.DECREMENT, 2))
+    usage.apply(ADMIN, UsageChange(gone.id, UsageKind.INCREMENT, 1))
+    licenses.delete_license(store.uows, store.clock, ADMIN, gone.id)
+    with store.uows() as uow:
+        stored = uow.ledger.history(kept.id, offset=0, limit=10)[0][::-1]
+        stored += uow.ledger.history(gone.id, offset=0, limit=10)[0]
+    with store.uows(write=True) as uow:
+        claimed = uow.outbox.claim("s", clock.now(), clock.now() + timedelta(seconds=60), 10)
+        uow.commit()
+    assert [i.entry for i in claimed] == stored
+    assert [i.entry.seq for i in claimed] == [e.seq for e in stored]
+    assert [i.entry.delta for i in claimed] == [5, -2, 1]
+    assert claimed[0].entry.occurred_at == clock.now()
+    assert claimed[0].entry.occurred_at.utcoffset() == timedelta(0)
+    assert [i.attempts for i in claimed] == [1, 1, 1]
+    assert claimed[0].license is not None
+    assert claimed[0].license.metadata == meta["metadata"]
+    assert (claimed[0].license.key, claimed[0].license.policy_id) == (kept.key, policy.id)
+    assert claimed[2].license is None
 
 
 def test_circuit_breaker_pauses_a_failing_sink(store: Container, clock: FakeClock) -> None:

@@ -6,6 +6,12 @@ the outcome (another short transaction). A relay killed between the two transact
 nothing: the lease runs out and the items are claimed again, and the platform deduplicates on
 the ledger entry id, so nothing is billed twice.
 
+While a backlog drains (a full batch delivered without a failure), the next pass of that sink
+follows at once, so the delivered ids are recorded in that pass's claim transaction instead of
+one of their own: one commit per batch instead of two. ``run`` records what is still held when
+it stops; a relay killed before that resends the batch after its lease, which the platform
+deduplicates, exactly as if it had died before its recording transaction.
+
 Outcomes: delivered; a transient error reschedules the items with exponential backoff and full
 jitter (at least the platform's Retry-After); a permanent error, or an item older than the
 sink's retry horizon (set it shorter than the platform's dedupe window), goes to dead letter.
@@ -73,14 +79,19 @@ class Relay:
     policy: RelayPolicy = field(default_factory=RelayPolicy)
     rng: random.Random = field(default_factory=random.Random)
     _breakers: dict[str, _Breaker] = field(default_factory=dict, init=False)
+    _unrecorded: dict[str, list[int]] = field(default_factory=dict, init=False)  # by sink
 
     def drain_once(self, sink: Sink) -> DrainResult:
         """One batch of one sink."""
         now = self.clock.now()
         lease_until = now + timedelta(seconds=self.policy.lease_s)
+        delivered_before = self._unrecorded.get(sink.name)
         with self.uows(write=True) as uow:
+            if delivered_before:
+                uow.outbox.mark(delivered_before, OutboxStatus.DELIVERED)
             items = uow.outbox.claim(sink.name, now, lease_until, self.policy.batch_size)
             uow.commit()
+        self._unrecorded.pop(sink.name, None)
         if not items:
             return DrainResult()
         try:
@@ -96,9 +107,11 @@ class Relay:
         delivered = [i for i in items if i.id not in failed]
         result = DrainResult(delivered=len(delivered))
         if delivered:
-            with self.uows(write=True) as uow:
-                uow.outbox.mark([i.id for i in delivered], OutboxStatus.DELIVERED)
-                uow.commit()
+            ids = [i.id for i in delivered]
+            if not failed and len(items) == self.policy.batch_size:
+                self._unrecorded[sink.name] = ids  # recorded by this sink's next claim
+            else:
+                self._record_delivered(ids)
             log.info("outbox_delivered", sink=sink.name, count=len(delivered))
         for item in items:  # each failed item keeps its own reason
             error = failed.get(item.id)
@@ -109,6 +122,17 @@ class Relay:
                 result.retried += outcome.retried
                 result.dead += outcome.dead
         return result
+
+    def _record_delivered(self, ids: list[int]) -> None:
+        with self.uows(write=True) as uow:
+            uow.outbox.mark(ids, OutboxStatus.DELIVERED)
+            uow.commit()
+
+    def flush(self) -> None:
+        """Record the deliveries held for a following claim (``run`` does it when it stops)."""
+        for sink in list(self._unrecorded):
+            self._record_delivered(self._unrecorded[sink])
+            del self._unrecorded[sink]
 
     def _dead(self, items: Sequence[OutboxItem], reason: str) -> DrainResult:
         with self.uows(write=True) as uow:
@@ -192,6 +216,10 @@ class Relay:
                 results = {}
             if not any(r.handled for r in results.values()):
                 stop.wait(self.policy.idle_s)
+        try:
+            self.flush()
+        except Exception:  # the store is down: those items are resent after their lease
+            log.exception("relay_flush_failed")
         log.info("relay_stopped")
 
 

@@ -1,11 +1,14 @@
-"""The usage hot path, run on the DBAPI cursor of the unit of work's connection.
+"""The hot paths, run on the DBAPI cursor of the unit of work's connection.
 
 A usage change is four small statements (find the license, conditional update, ledger insert,
 outbox insert), plus a few on rarer paths (reset, first-use expiry, Idempotency-Key). Through
 SQLAlchemy's ``Connection.execute`` each costs ~130 us of CPU for cache-key generation and
 execution-context set-up, about five times the statement itself (measured with
 ``bench/store_sqlite.py``), so they are written once here as plain SQL and sent straight to the
-driver by ``bridge.store.usage_uow``. Everything else in the store goes through SQLAlchemy Core.
+driver by ``bridge.store.usage_uow``. The outbox relay's claim and mark statements run here too
+(``bridge.store.repositories.SqlOutbox``), for the same reason: they run once per batch of
+every sink, and the claim maps a whole batch of rows. Everything else in the store goes through
+SQLAlchemy Core.
 
 The SQL is the same on SQLite and PostgreSQL; only the parameter style (``:name`` for sqlite3,
 ``%(name)s`` for psycopg) and the datetime/JSON encodings differ.
@@ -20,8 +23,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from bridge.domain.delivery import LicenseFacts, OutboxItem, OutboxStatus
 from bridge.domain.errors import INT4_MAX
-from bridge.domain.model import License, UsageEntry
+from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.periods import rule_from_json
 
 _EFFECTIVE_MAX = (
@@ -74,6 +78,35 @@ INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created)
 VALUES (:entry_id, :sink, 'pending', 0, :at, :at)
 """
 
+# The relay's claim: due items of one sink (pending, or in flight past their lease), oldest due
+# first, read off the partial index ix_outbox_due (the status test is literal so that both
+# databases see it implies the index's predicate). PostgreSQL appends FOR UPDATE ... SKIP LOCKED.
+_CLAIM = """
+SELECT outbox.id, outbox.attempts, l.key, l.policy_id, l.metadata,
+       e.id, e.license_id, e.kind, e.delta, e.uses_before, e.uses_after, e.actor,
+       e.idempotency_key, e.request_id, e.occurred_at, e.seq, e.machine_id
+FROM outbox
+JOIN usage_ledger e ON e.id = outbox.entry_id
+LEFT JOIN licenses l ON l.id = e.license_id
+WHERE outbox.sink = :sink
+  AND outbox.status IN ('pending', 'inflight')
+  AND outbox.next_attempt_at <= :now
+ORDER BY outbox.next_attempt_at, outbox.id
+LIMIT :limit
+"""
+_SKIP_LOCKED = "FOR UPDATE OF outbox SKIP LOCKED"
+# ``:ids`` is a JSON array on SQLite and an array parameter on PostgreSQL (see _IN_IDS).
+_LEASE = """
+UPDATE outbox SET status = 'inflight', next_attempt_at = :lease_until, attempts = attempts + 1
+WHERE id IN_IDS
+"""
+_MARK = "UPDATE outbox SET status = :status, last_error = :error WHERE id IN_IDS"
+_MARK_AT = """
+UPDATE outbox SET status = :status, last_error = :error, next_attempt_at = :at WHERE id IN_IDS
+"""
+_IN_IDS = {"sqlite": "IN (SELECT value FROM json_each(:ids))", "postgresql": "= ANY(:ids)"}
+_KINDS = {kind.value: kind for kind in UsageKind}
+
 _TOKEN = "SELECT role, bearer_id FROM tokens WHERE digest = :digest"  # noqa: S105 - SQL
 _LOCK_USES = "SELECT uses FROM licenses WHERE id = :id"
 _SET_USES = f"UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id AND {_IN_PERIOD}"  # noqa: S608
@@ -104,6 +137,11 @@ class HotPath:
         self._key_claim = style(_KEY_CLAIM)
         json_param = ":result" if self.sqlite else "CAST(:result AS JSON)"
         self._key_record = style(_KEY_RECORD.replace(":result", json_param))
+        in_ids = _IN_IDS["sqlite" if self.sqlite else "postgresql"]
+        self._claim = style(_CLAIM if self.sqlite else f"{_CLAIM}{_SKIP_LOCKED}\n")
+        self._lease = style(_LEASE.replace("IN_IDS", in_ids))
+        self._mark = style(_MARK.replace("IN_IDS", in_ids))
+        self._mark_at = style(_MARK_AT.replace("IN_IDS", in_ids))
 
     def style(self, sql: str) -> str:
         """``sql`` in the driver's parameter style."""
@@ -208,6 +246,68 @@ class HotPath:
     def record_key(self, cursor: Any, scope: str, key: str, result: dict[str, Any]) -> None:
         params = {"scope": scope, "key": key, "result": json.dumps(result)}
         cursor.execute(self._key_record, params)
+
+    # The outbox relay -----------------------------------------------------------------------
+    def _ids(self, ids: Sequence[int]) -> Any:
+        return json.dumps(list(ids)) if self.sqlite else list(ids)
+
+    def claim_outbox(
+        self, cursor: Any, sink: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxItem]:
+        """Read up to ``limit`` due items of ``sink`` with their ledger entries and license
+        facts, and lease them until ``lease_until``."""
+        cursor.execute(self._claim, {"sink": sink, "now": self.ts(now), "limit": limit})
+        rows = cursor.fetchall()
+        if not rows:
+            return []
+        params = {"ids": self._ids([r[0] for r in rows]), "lease_until": self.ts(lease_until)}
+        cursor.execute(self._lease, params)
+        facts: dict[str, LicenseFacts | None] = {}  # a batch often holds one license many times
+        items = []
+        for r in rows:
+            license_id = r[6]
+            if license_id not in facts:
+                metadata = r[4]
+                facts[license_id] = (
+                    None
+                    if r[2] is None  # the license is gone; its history is still billable
+                    else LicenseFacts(
+                        license_id,
+                        r[2],
+                        r[3],
+                        json.loads(metadata) if isinstance(metadata, str) else metadata,
+                    )
+                )
+            entry = UsageEntry(
+                r[5],
+                license_id,
+                _KINDS[r[7]],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+                r[13],
+                self.read_ts(r[14]),  # type: ignore[arg-type]
+                r[15],
+                r[16],
+            )
+            items.append(OutboxItem(r[0], sink, r[1] + 1, entry, facts[license_id]))
+        return items
+
+    def mark_outbox(
+        self,
+        cursor: Any,
+        ids: Sequence[int],
+        status: OutboxStatus,
+        next_attempt_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        params = {"ids": self._ids(ids), "status": status.value, "error": error}
+        if next_attempt_at is None:
+            cursor.execute(self._mark, params)
+        else:
+            cursor.execute(self._mark_at, {**params, "at": self.ts(next_attempt_at)})
 
     def find_token(self, cursor: Any, digest: str) -> tuple[str, str] | None:
         cursor.execute(self._token, {"digest": digest})

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import (
     Table,
     and_,
-    bindparam,
     case,
     delete,
     exists,
@@ -17,7 +16,6 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -25,7 +23,6 @@ from sqlalchemy.engine import Connection, RowMapping
 from bridge.domain.delivery import (
     MAPPING_MISSING,
     DeadLetter,
-    LicenseFacts,
     OutboxItem,
     OutboxStatus,
     SinkStatus,
@@ -53,7 +50,6 @@ from bridge.store.tables import (
     TokenRow,
     UsageEntryRow,
 )
-from bridge.store.types import UtcDateTime
 
 
 def _table(model: Any) -> Table:
@@ -510,44 +506,11 @@ class SqlLedger:
         return int(self._conn.execute(query).scalar_one())
 
 
-# Literal, not bound, so that SQLite and PostgreSQL see it implies the partial index ix_outbox_due.
-_UNDELIVERED = text("outbox.status IN ('pending', 'inflight')")
-
-# The relay's statements, built once (SQLAlchemy then reuses their compiled form).
-_CLAIM = (
-    select(
-        outbox.c.id.label("item_id"),
-        outbox.c.attempts,
-        licenses.c.key.label("license_key"),
-        licenses.c.policy_id.label("license_policy_id"),
-        licenses.c.metadata.label("license_metadata"),
-        ledger,
-    )
-    .join(ledger, ledger.c.id == outbox.c.entry_id)
-    .outerjoin(licenses, licenses.c.id == ledger.c.license_id)
-    .where(
-        outbox.c.sink == bindparam("sink"),
-        _UNDELIVERED,
-        outbox.c.next_attempt_at <= bindparam("now", type_=UtcDateTime()),
-    )
-    .order_by(outbox.c.next_attempt_at, outbox.c.id)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True, of=outbox)
-)
-_LEASE = (
-    update(outbox)
-    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status=OutboxStatus.INFLIGHT.value,
-        next_attempt_at=bindparam("lease_until", type_=UtcDateTime()),
-        attempts=outbox.c.attempts + 1,
-    )
-)
-
-
 class SqlOutbox:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
         self._conn = conn
+        self._hot = hot
+        self._cursor = cursor
 
     def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None:
         rows = [
@@ -574,29 +537,7 @@ class SqlOutbox:
         """Take up to ``limit`` due items of ``sink`` (pending, or in flight with an expired
         lease) and lease them until ``lease_until``. Concurrent relays on PostgreSQL skip each
         other's rows; on SQLite one relay runs per database file."""
-        params = {"sink": sink, "now": now, "limit": limit}
-        rows = list(self._conn.execute(_CLAIM, params).mappings())
-        if not rows:
-            return []
-        ids = [r["item_id"] for r in rows]
-        self._conn.execute(_LEASE, {"ids": ids, "lease_until": lease_until})
-        return [
-            OutboxItem(
-                r["item_id"],
-                sink,
-                r["attempts"] + 1,  # this attempt
-                entry_from_row(r),
-                LicenseFacts(
-                    r["license_id"],
-                    r["license_key"],
-                    r["license_policy_id"],
-                    r["license_metadata"],
-                )
-                if r["license_key"] is not None
-                else None,
-            )
-            for r in rows
-        ]
+        return self._hot.claim_outbox(self._cursor, sink, now, lease_until, limit)
 
     def mark(
         self,
@@ -606,10 +547,7 @@ class SqlOutbox:
         next_attempt_at: datetime | None = None,
         error: str | None = None,
     ) -> None:
-        values: dict[str, Any] = {"status": status.value, "last_error": error}
-        if next_attempt_at is not None:
-            values["next_attempt_at"] = next_attempt_at
-        self._conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(values))
+        self._hot.mark_outbox(self._cursor, ids, status, next_attempt_at, error)
 
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
         """Dead-lettered items, oldest first, with the error that sent them there."""

@@ -70,7 +70,7 @@ class SqlUnitOfWork:
         self.machines = SqlMachines(conn)
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
-        self.outbox = SqlOutbox(conn)
+        self.outbox = SqlOutbox(conn, self._hot, cursor)
         self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
         self.reconciliation = SqlReconciliation(conn)
         return self

@@ -1,4 +1,6 @@
-"""A fake Lago for the events batch endpoint, served through ``httpx.MockTransport``.
+"""A fake Lago for the events batch endpoint: an ``httpx`` request handler, called in process
+through ``httpx.MockTransport`` (``client()``) or served over real HTTP on loopback by
+``tests.fakes.loopback.LoopbackServer``. It is thread-safe: requests are answered one at a time.
 
 It behaves like lago-api on its default Postgres events store (../shared/reference/lago.md,
 1.3-1.5): Bearer auth, at most ``max_batch`` events per request, all-or-nothing batches, and a
@@ -9,12 +11,14 @@ match is recorded in ``violations`` (tests assert it stays empty) and answered 4
 
 Faults are queued and used by the next requests, in order: ``fail`` (5xx), ``throttle`` (429
 with ``X-RateLimit-Reset``), ``time_out`` (before or after storing the batch, so the answer is
-lost). ``reject`` makes one transaction id invalid for good.
+lost; over loopback, no answer at all until the client gives up). ``reject`` makes one
+transaction id invalid for good.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,6 +161,7 @@ class FakeLago:
         self.list_params = {
             self.validator.resolve(p)["name"] for p in self.list_operation["parameters"]
         }
+        self._lock = threading.Lock()
 
     # -- test controls -------------------------------------------------------------------------
 
@@ -179,16 +184,22 @@ class FakeLago:
 
     def delete(self, transaction_id: str) -> None:
         """Lose an ingested event (as if Lago never stored it)."""
-        for key in [k for k in self.stored if k[1] == transaction_id]:
-            del self.stored[key]
+        with self._lock:
+            for key in [k for k in self.stored if k[1] == transaction_id]:
+                del self.stored[key]
 
     def inject(self, event: dict[str, Any]) -> None:
         """Store an event that did not come from the bridge."""
-        self.stored[(event["external_subscription_id"], event["transaction_id"])] = event
+        with self._lock:
+            self.stored[(event["external_subscription_id"], event["transaction_id"])] = event
 
     # -- the endpoints -------------------------------------------------------------------------
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._answer(request)
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return httpx.Response(401, json={"status": 401, "error": "Unauthorized"})
         if request.method == "GET" and request.url.path == EVENTS_PATH:

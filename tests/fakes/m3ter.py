@@ -1,4 +1,6 @@
-"""A fake m3ter: the token endpoint and the Ingest API, as an ``httpx.MockTransport`` handler.
+"""A fake m3ter: the token endpoint and the Ingest API, as an ``httpx`` request handler, called
+in process through ``httpx.MockTransport`` or served over real HTTP on loopback by
+``tests.fakes.loopback.LoopbackServer`` (one server per host, ``as_url=API`` and ``INGEST``).
 
 It follows the reference notes (shared/reference/m3ter-stripe-openmeter.md, section A):
 - ``POST {api}/oauth/token`` with HTTP Basic ``accessKeyId:apiSecret`` and grant type
