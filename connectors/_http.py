@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
 from bridge.domain.delivery import PermanentDeliveryError, TransientDeliveryError
+from bridge.domain.ports import PlatformUnavailable
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 _BODY_LIMIT = 1000
@@ -59,3 +61,24 @@ def transport_errors(platform: str) -> Iterator[None]:
         raise TransientDeliveryError(f"{platform} timed out: {exc!r}") from exc
     except httpx.TransportError as exc:
         raise TransientDeliveryError(f"{platform} unreachable: {exc!r}") from exc
+
+
+def read_json(
+    platform: str, client: httpx.Client, method: str, url: str, **kwargs: Any
+) -> dict[str, Any]:
+    """A read for reconciliation: the JSON object answered, or ``PlatformUnavailable`` for a
+    transport error, an error status or a body that is not a JSON object."""
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise PlatformUnavailable(f"{platform}: {exc!r}") from exc
+    if not response.is_success:
+        body = response.text[:_BODY_LIMIT]
+        raise PlatformUnavailable(f"{platform} answered {response.status_code}: {body}")
+    try:
+        found = response.json()
+    except ValueError as exc:
+        raise PlatformUnavailable(f"{platform}: the answer is not JSON: {exc!r}") from exc
+    if not isinstance(found, dict):
+        raise PlatformUnavailable(f"{platform}: the answer is not a JSON object")
+    return found

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from bridge.domain.periods import PeriodRule, Rollover, plan_rollover
+from bridge.domain.periods import PeriodRule, PeriodState, Rollover
 
 
 class ExpirationBasis(StrEnum):
@@ -121,17 +121,21 @@ class License:
     def usage_period(self) -> PeriodRule | None:
         return self.usage_period_override or self.policy_usage_period
 
-    def rollover(self, now: datetime) -> Rollover | None:
-        """What bringing the usage period up to ``now`` takes; ``None`` when it is current."""
-        return plan_rollover(
+    @property
+    def period_state(self) -> PeriodState:
+        return PeriodState(
+            self.id,
+            self.uses,
             self.usage_period,
             self.period_anchor or self.created,
             self.period_start,
             self.period_end,
-            self.uses,
             self.period_open_uses,
-            now,
         )
+
+    def rollover(self, now: datetime) -> Rollover | None:
+        """What bringing the usage period up to ``now`` takes; ``None`` when it is current."""
+        return self.period_state.rollover(now)
 
     def rolled(self, rollover: Rollover) -> License:
         return dataclasses.replace(

@@ -208,6 +208,24 @@ class Rollover:
     open_uses: int  # the counter at the start of the open period
 
 
+@dataclass(frozen=True, slots=True)
+class PeriodState:
+    """What a license's usage period is made of: all a rollover reads and writes."""
+
+    license_id: str
+    uses: int
+    rule: PeriodRule | None  # the effective rule
+    anchor: datetime  # the anniversary origin
+    start: datetime | None
+    end: datetime | None
+    open_uses: int
+
+    def rollover(self, now: datetime) -> Rollover | None:
+        return plan_rollover(
+            self.rule, self.anchor, self.start, self.end, self.uses, self.open_uses, now
+        )
+
+
 def plan_rollover(
     rule: PeriodRule | None,
     anchor: datetime,

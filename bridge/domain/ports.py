@@ -21,7 +21,7 @@ from bridge.domain.delivery import (
 )
 from bridge.domain.machines import MachineTally
 from bridge.domain.model import License, Machine, Policy, Product, UsageEntry
-from bridge.domain.periods import Rollover
+from bridge.domain.periods import PeriodState, Rollover
 from bridge.domain.reconcile import (
     ClosedPeriodRef,
     Finding,
@@ -191,7 +191,7 @@ class TokenRepository(Protocol):
 class PeriodWriter(Protocol):
     def roll(
         self,
-        rollovers: Sequence[tuple[License, Rollover]],
+        rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
@@ -203,12 +203,12 @@ class PeriodWriter(Protocol):
 
     def due(
         self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
-    ) -> list[License]:
+    ) -> list[PeriodState]:
         """Licenses whose usage period ended by ``now``, by (period end, id), after ``after``
         (keyset paging)."""
         ...
 
-    def unopened(self, policy_id: str) -> list[License]:
+    def unopened(self, policy_id: str) -> list[PeriodState]:
         """The policy's licenses that have no usage period open."""
         ...
 

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from bridge.domain.model import License
-from bridge.domain.periods import PeriodRule
+from bridge.domain.periods import PeriodRule, PeriodState
 from bridge.domain.ports import Clock, PeriodWriter, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -29,7 +29,7 @@ def roll_period(periods: PeriodWriter, license: License, now: datetime, closed_b
     rollover = license.rollover(now)
     if rollover is None:
         return license
-    periods.roll([(license, rollover)], now, closed_by)
+    periods.roll([(license.period_state, rollover)], now, closed_by)
     return license.rolled(rollover)
 
 
@@ -40,9 +40,9 @@ def parse_rule(value: PeriodRule | dict[str, Any] | None) -> PeriodRule | None:
     return PeriodRule.parse(value, "/data/attributes/usagePeriod")
 
 
-def open_periods(periods: PeriodWriter, licenses: Sequence[License], now: datetime) -> None:
+def open_periods(periods: PeriodWriter, states: Sequence[PeriodState], now: datetime) -> None:
     """Open a usage period at ``now`` for each license that has a rule but no period yet."""
-    plans = [(lic, r) for lic in licenses if (r := lic.rollover(now)) is not None]
+    plans = [(state, r) for state in states if (r := state.rollover(now)) is not None]
     if plans:
         periods.roll(plans, now, "usage")
 
@@ -65,9 +65,9 @@ def close_due_periods(
     now = clock.now()
     closed = 0
 
-    def close(licenses: list[License]) -> int:
+    def close(states: list[PeriodState]) -> int:
         with uows(write=True) as uow:
-            plans = [(lic, r) for lic in licenses if (r := lic.rollover(now)) is not None]
+            plans = [(state, r) for state in states if (r := state.rollover(now)) is not None]
             count = uow.periods.roll(plans, now, "scheduler", skip_moved=True) if plans else 0
             uow.commit()
         if progress is not None and count:
@@ -83,8 +83,8 @@ def close_due_periods(
             if not due:
                 break
             last = due[-1]
-            assert last.period_end is not None, "a due license has a period end"
-            after = (last.period_end, last.id)
+            assert last.end is not None, "a due license has a period end"
+            after = (last.end, last.license_id)
             pending.append(pool.submit(close, due))
             while len(pending) > workers:  # bounded: at most ``workers`` batches ahead
                 closed += pending.popleft().result()

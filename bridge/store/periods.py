@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.domain.model import License, UsageEntry, UsageKind
-from bridge.domain.periods import Rollover
+from bridge.domain.model import UsageEntry, UsageKind
+from bridge.domain.periods import PeriodState, Rollover, rule_from_json
 from bridge.domain.ports import StoreConflict
-from bridge.store.hotpath import FIND_COLUMNS, HotPath, entry_row
+from bridge.store.hotpath import HotPath, entry_row
 
 PERIOD_ACTOR = "period"
 
@@ -84,8 +84,13 @@ LEFT JOIN usage_ledger e ON e.license_id = v.license_id AND e.occurred_at >= v.s
 GROUP BY v.license_id, v.start_at, v.end_at, v.uses_at_open, v.uses_at_close, v.reset_entry_id
 """
 
+# A license's period state, for rollovers: nine columns, no metadata to decode.
+_STATE_COLUMNS = """
+       l.id, l.uses, l.usage_period, p.usage_period, l.period_anchor, l.created,
+       l.period_start, l.period_end, l.period_open_uses
+"""
 _DUE = f"""
-SELECT {FIND_COLUMNS}
+SELECT {_STATE_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
 WHERE l.period_end <= :now AND (l.period_end > :after_end
       OR (l.period_end = :after_end AND l.id > :after_id))
@@ -95,7 +100,7 @@ LIMIT :limit
 _BEFORE_ALL = datetime(1, 1, 2, tzinfo=UTC)  # keyset start: before any period end
 
 _UNOPENED = f"""
-SELECT {FIND_COLUMNS}
+SELECT {_STATE_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
 WHERE l.policy_id = :policy_id AND l.period_end IS NULL
 """  # noqa: S608 - only module constants are interpolated
@@ -118,7 +123,7 @@ class PeriodSql:
     def apply(
         self,
         cursor: Any,
-        rollovers: Sequence[tuple[License, Rollover]],
+        rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
@@ -180,7 +185,7 @@ class PeriodSql:
 
     def due(
         self, cursor: Any, now: datetime, limit: int, after: tuple[datetime, str] | None
-    ) -> list[License]:
+    ) -> list[PeriodState]:
         """Licenses whose period ended by ``now``, by (period end, id) after ``after``. Not
         locked: the guarded write skips any that moved meanwhile."""
         after_end, after_id = after or (_BEFORE_ALL, "")
@@ -191,11 +196,25 @@ class PeriodSql:
             "after_id": after_id,
         }
         cursor.execute(self.hot.style(_DUE), params)
-        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+        return [self._state(row) for row in cursor.fetchall()]
 
-    def unopened(self, cursor: Any, policy_id: str) -> list[License]:
+    def unopened(self, cursor: Any, policy_id: str) -> list[PeriodState]:
         cursor.execute(self.hot.style(_UNOPENED), {"policy_id": policy_id})
-        return [self.hot.license_from_row(row) for row in cursor.fetchall()]
+        return [self._state(row) for row in cursor.fetchall()]
+
+    def _state(self, row: Sequence[Any]) -> PeriodState:
+        read = self.hot.read_ts
+        anchor = read(row[4]) or read(row[5])
+        assert anchor is not None, "a license has a creation time"
+        return PeriodState(
+            license_id=row[0],
+            uses=row[1],
+            rule=rule_from_json(row[2]) or rule_from_json(row[3]),
+            anchor=anchor,
+            start=read(row[6]),
+            end=read(row[7]),
+            open_uses=row[8],
+        )
 
 
 @dataclass(slots=True)
@@ -210,17 +229,17 @@ class _Rows:
     @classmethod
     def build(
         cls,
-        rollovers: Sequence[tuple[License, Rollover]],
+        rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         ts: Callable[[datetime], Any],
     ) -> _Rows:
         rows = cls([], [], [], [])
-        for license, rollover in rollovers:
+        for state, rollover in rollovers:
             for period in rollover.closed:
                 entry = UsageEntry(
-                    id=reset_entry_id(license.id, period.start),
-                    license_id=license.id,
+                    id=reset_entry_id(state.license_id, period.start),
+                    license_id=state.license_id,
                     kind=UsageKind.PERIOD_RESET,
                     delta=-period.uses_at_close,
                     uses_before=period.uses_at_close,
@@ -234,8 +253,8 @@ class _Rows:
                 start, end = ts(period.start), ts(period.end)
                 rows.records.append(
                     {
-                        "license_id": license.id,
-                        "of_license": license.id,
+                        "license_id": state.license_id,
+                        "of_license": state.license_id,
                         "start": start,
                         "from_ts": start,
                         "end": end,
@@ -248,17 +267,17 @@ class _Rows:
                     }
                 )
             move = {
-                "id": license.id,
+                "id": state.license_id,
                 "uses": rollover.uses,
-                "old_uses": license.uses,
+                "old_uses": state.uses,
                 "start": ts(rollover.start) if rollover.start else None,
                 "end": ts(rollover.end) if rollover.end else None,
                 "open_uses": rollover.open_uses,
             }
-            if license.period_end is None:
+            if state.end is None:
                 rows.opened.append(move)
             else:
-                rows.closed_moves.append({**move, "old_end": ts(license.period_end)})
+                rows.closed_moves.append({**move, "old_end": ts(state.end)})
         return rows
 
     def only(self, license_ids: set[str]) -> _Rows:
@@ -304,7 +323,7 @@ class CursorPeriods:
 
     def roll(
         self,
-        rollovers: Sequence[tuple[License, Rollover]],
+        rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
@@ -314,8 +333,8 @@ class CursorPeriods:
 
     def due(
         self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
-    ) -> list[License]:
+    ) -> list[PeriodState]:
         return self._sql.due(self._cursor, now, limit, after)
 
-    def unopened(self, policy_id: str) -> list[License]:
+    def unopened(self, policy_id: str) -> list[PeriodState]:
         return self._sql.unopened(self._cursor, policy_id)

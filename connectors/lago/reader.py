@@ -18,6 +18,7 @@ import httpx
 from bridge.domain.delivery import LicenseFacts, OutboxItem
 from bridge.domain.ports import PlatformUnavailable
 from bridge.domain.reconcile import PlatformView
+from connectors._http import read_json
 from connectors._template import MappingMissing, render
 from connectors.lago.mapping import metric_code, should_send
 from connectors.lago.settings import LagoSinkSettings
@@ -86,19 +87,8 @@ class LagoReader:
         return PlatformView(total=sum(values.values()), count=len(values), values=values)
 
     def _get(self, params: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = self.client.get(self.url, params=params, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise PlatformUnavailable(f"lago: {exc!r}") from exc
-        if not response.is_success:
-            raise PlatformUnavailable(
-                f"lago answered {response.status_code}: {response.text[:300]}"
-            )
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise PlatformUnavailable(f"lago: answer is not JSON: {exc!r}") from exc
-        if not isinstance(body, dict) or not {"events", "meta"} <= body.keys():
+        body = read_json("lago", self.client, "GET", self.url, params=params, headers=self._headers)
+        if not {"events", "meta"} <= body.keys():
             raise PlatformUnavailable("lago: an events page needs events and meta")
         return body
 

@@ -21,6 +21,7 @@ import httpx
 from bridge.domain.delivery import LicenseFacts, OutboxItem
 from bridge.domain.ports import PlatformUnavailable
 from bridge.domain.reconcile import PlatformView
+from connectors._http import read_json
 from connectors._template import MappingMissing, render
 from connectors.m3ter.auth import M3terAuth
 from connectors.m3ter.mapping import policy_meter_code, wanted
@@ -92,16 +93,4 @@ class M3terReader:
         return self._ids[key]
 
     def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = self.client.request(method, url, auth=self.auth, **kwargs)
-        except httpx.HTTPError as exc:
-            raise PlatformUnavailable(f"m3ter: {exc!r}") from exc
-        if not response.is_success:
-            raise PlatformUnavailable(
-                f"m3ter answered {response.status_code}: {response.text[:300]}"
-            )
-        try:
-            body: dict[str, Any] = response.json()
-        except ValueError as exc:
-            raise PlatformUnavailable(f"m3ter: answer is not JSON: {exc!r}") from exc
-        return body
+        return read_json("m3ter", self.client, method, url, auth=self.auth, **kwargs)
