@@ -206,10 +206,6 @@ class HotPath:
     def add_entry(self, cursor: Any, entry: UsageEntry) -> None:
         cursor.execute(self._ledger, entry_row(entry, self.ts(entry.occurred_at)))
 
-    def add_entries(self, cursor: Any, entries: Sequence[UsageEntry]) -> None:
-        rows = [entry_row(e, self.ts(e.occurred_at)) for e in entries]
-        cursor.executemany(self._ledger, rows)
-
     def add_outbox(self, cursor: Any, entry: UsageEntry, sinks: Sequence[str]) -> None:
         at = self.ts(entry.occurred_at)
         rows = [{"entry_id": entry.id, "sink": sink, "at": at} for sink in sinks]

@@ -22,36 +22,67 @@ from bridge.store.hotpath import HotPath, entry_row
 
 PERIOD_ACTOR = "period"
 
-_CLOSE = """
+# SQLite: a batch's rows go to two temporary tables (no indexes, cheap to fill), then each write
+# is one set-based statement over them, as PostgreSQL's are over arrays.
+_SQ_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS roll_moves (id TEXT PRIMARY KEY, uses INTEGER, "
+    "old_uses INTEGER, start_at TEXT, end_at TEXT, open_uses INTEGER, old_end TEXT)",
+    "CREATE TEMP TABLE IF NOT EXISTS roll_periods (license_id TEXT, start_at TEXT, "
+    "end_at TEXT, uses_at_open INTEGER, uses_at_close INTEGER, reset_entry_id TEXT)",
+    "DELETE FROM temp.roll_moves",
+    "DELETE FROM temp.roll_periods",
+)
+_SQ_FILL_MOVES = """
+INSERT INTO temp.roll_moves VALUES (:id, :uses, :old_uses, :start, :end, :open_uses, :old_end)
+"""
+_SQ_FILL_PERIODS = """
+INSERT INTO temp.roll_periods
+VALUES (:license_id, :start, :end, :uses_at_open, :uses_at_close, :reset_entry_id)
+"""
+_SQ_DROP_MOVED = """
+DELETE FROM temp.roll_moves WHERE NOT EXISTS (
+    SELECT 1 FROM licenses l WHERE l.id = roll_moves.id AND l.uses = roll_moves.old_uses
+                                 AND l.period_end IS roll_moves.old_end)
+"""
+_SQ_DROP_PERIODS = """
+DELETE FROM temp.roll_periods WHERE license_id NOT IN (SELECT id FROM temp.roll_moves)
+"""
+_SQ_MOVE = """
+UPDATE licenses SET uses = m.uses, period_start = m.start_at, period_end = m.end_at,
+                    period_open_uses = m.open_uses
+FROM temp.roll_moves AS m WHERE licenses.id = m.id
+"""
+_SQ_LEDGER = f"""
+INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
+                          occurred_at)
+SELECT reset_entry_id, license_id, 'period_reset', -uses_at_close, uses_at_close, 0,
+       '{PERIOD_ACTOR}', end_at
+FROM temp.roll_periods
+"""  # noqa: S608 - only module constants are interpolated
+_SQ_CLOSE = """
 INSERT INTO usage_periods (license_id, period_start, period_end, uses_at_open, uses_at_close,
                            increments, decrements, resets, entries, reset_entry_id, closed_by,
                            closed_at)
-SELECT :license_id, :start, :end, :uses_at_open, :uses_at_close,
-       COALESCE(SUM(CASE WHEN kind = 'increment' THEN delta ELSE 0 END), 0),
-       COALESCE(SUM(CASE WHEN kind = 'decrement' THEN -delta ELSE 0 END), 0),
-       COUNT(CASE WHEN kind = 'reset' THEN 1 END),
-       COUNT(*), :reset_entry_id, :closed_by, :closed_at
-FROM usage_ledger
-WHERE license_id = :of_license AND occurred_at >= :from_ts AND occurred_at < :to_ts
-  AND kind <> 'period_reset'
-"""  # each value once per name: PostgreSQL types a reused parameter by both of its uses
-
-_MOVE = """
-UPDATE licenses SET uses = :uses, period_start = :start, period_end = :end,
-                    period_open_uses = :open_uses
-WHERE id = :id AND uses = :old_uses AND {guard}
+SELECT r.license_id, r.start_at, r.end_at, r.uses_at_open, r.uses_at_close,
+       COALESCE(SUM(CASE WHEN e.kind = 'increment' THEN e.delta ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN e.kind = 'decrement' THEN -e.delta ELSE 0 END), 0),
+       COUNT(CASE WHEN e.kind = 'reset' THEN 1 END),
+       COUNT(e.id), r.reset_entry_id, :closed_by, :closed_at
+FROM temp.roll_periods AS r
+LEFT JOIN usage_ledger AS e ON e.license_id = r.license_id AND e.occurred_at >= r.start_at
+     AND e.occurred_at < r.end_at AND e.kind <> 'period_reset'
+GROUP BY r.rowid
 """
-_MOVE_CLOSED = _MOVE.format(guard="period_end = :old_end")
-_MOVE_OPENED = _MOVE.format(guard="period_end IS NULL")
 
 # PostgreSQL: each write of a batch is one statement over arrays (``unnest``), one round trip
-# for thousands of licenses; ``executemany`` sends a statement per row (~4x slower here).
+# for thousands of licenses; ``executemany`` sends a statement per row (~4x slower here). The
+# arrays travel in binary (``%(name)b``): the text form quotes every string with a regex.
 _PG_MOVE = """
 UPDATE licenses AS l SET uses = v.uses, period_start = v.start_at, period_end = v.end_at,
                          period_open_uses = v.open_uses
-FROM unnest(%(id)s::varchar[], %(uses)s::bigint[], %(old_uses)s::bigint[],
-            %(start)s::timestamptz[], %(end)s::timestamptz[], %(open_uses)s::bigint[],
-            %(old_end)s::timestamptz[])
+FROM unnest(%(id)b::varchar[], %(uses)b::bigint[], %(old_uses)b::bigint[],
+            %(start)b::timestamptz[], %(end)b::timestamptz[], %(open_uses)b::bigint[],
+            %(old_end)b::timestamptz[])
      AS v(id, uses, old_uses, start_at, end_at, open_uses, old_end)
 WHERE l.id = v.id AND l.uses = v.old_uses AND {guard}
 RETURNING l.id
@@ -61,9 +92,9 @@ _PG_MOVE_OPENED = _PG_MOVE.format(guard="l.period_end IS NULL")
 _PG_LEDGER = """
 INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
                           occurred_at)
-SELECT * FROM unnest(%(id)s::varchar[], %(license_id)s::varchar[], %(kind)s::varchar[],
-                     %(delta)s::bigint[], %(uses_before)s::bigint[], %(uses_after)s::bigint[],
-                     %(actor)s::varchar[], %(occurred_at)s::timestamptz[])
+SELECT * FROM unnest(%(id)b::varchar[], %(license_id)b::varchar[], %(kind)b::varchar[],
+                     %(delta)b::bigint[], %(uses_before)b::bigint[], %(uses_after)b::bigint[],
+                     %(actor)b::varchar[], %(occurred_at)b::timestamptz[])
 """
 _PG_CLOSE = """
 INSERT INTO usage_periods (license_id, period_start, period_end, uses_at_open, uses_at_close,
@@ -73,11 +104,11 @@ SELECT v.license_id, v.start_at, v.end_at, v.uses_at_open, v.uses_at_close,
        COALESCE(SUM(CASE WHEN e.kind = 'increment' THEN e.delta ELSE 0 END), 0),
        COALESCE(SUM(CASE WHEN e.kind = 'decrement' THEN -e.delta ELSE 0 END), 0),
        COUNT(CASE WHEN e.kind = 'reset' THEN 1 END),
-       COUNT(e.id), v.reset_entry_id, CAST(%(closed_by)s AS VARCHAR),
-       CAST(%(closed_at)s AS TIMESTAMPTZ)
-FROM unnest(%(license_id)s::varchar[], %(start)s::timestamptz[], %(end)s::timestamptz[],
-            %(uses_at_open)s::bigint[], %(uses_at_close)s::bigint[],
-            %(reset_entry_id)s::varchar[])
+       COUNT(e.id), v.reset_entry_id, CAST(%(closed_by)b AS VARCHAR),
+       CAST(%(closed_at)b AS TIMESTAMPTZ)
+FROM unnest(%(license_id)b::varchar[], %(start)b::timestamptz[], %(end)b::timestamptz[],
+            %(uses_at_open)b::bigint[], %(uses_at_close)b::bigint[],
+            %(reset_entry_id)b::varchar[])
      AS v(license_id, start_at, end_at, uses_at_open, uses_at_close, reset_entry_id)
 LEFT JOIN usage_ledger e ON e.license_id = v.license_id AND e.occurred_at >= v.start_at
      AND e.occurred_at < v.end_at AND e.kind <> 'period_reset'
@@ -134,36 +165,45 @@ class PeriodSql:
         A license whose period or count moved since it was read (a concurrent rollover or
         usage change) fails its guard: ``StoreConflict``, or with ``skip_moved`` it is left out
         (the scheduler's batches: the next run sees it as it is now)."""
-        rows = _Rows.build(rollovers, now, closed_by, self.hot.ts)
+        rows = _Rows.build(rollovers, self.hot.ts)
         # The guarded moves first: they lock the license rows, so a concurrent closer of the
         # same license waits here (then finds its guard false) instead of deadlocking on the
         # unique period key.
         if self.hot.sqlite:
-            moved: set[str] = set()
-            for sql, moves in ((_MOVE_CLOSED, rows.closed_moves), (_MOVE_OPENED, rows.opened)):
-                for move in moves:  # one by one: each guard's outcome is needed
-                    cursor.execute(sql, move)
-                    if cursor.rowcount == 1:
-                        moved.add(move["id"])
-            rows = self._moved_only(rows, moved, skip_moved)
-            if rows.records:
-                self.hot.add_entries(cursor, rows.entries)
-                cursor.executemany(_CLOSE, rows.records)
-            return len(rows.records)
+            return self._write_sqlite(cursor, rows, skip_moved, closed_by, now)
         if len(rollovers) > 1:
             # Each array row joins one license and its few ledger entries: index lookups. The
             # planner would hash-join a whole table per batch (and the job closes thousands of
             # batches), so joins other than nested loops are off for this transaction.
             cursor.execute("SET LOCAL enable_hashjoin = off")
             cursor.execute("SET LOCAL enable_mergejoin = off")
-        moved = set()
+        moved: set[str] = set()
         for sql, moves in ((_PG_MOVE_CLOSED, rows.closed_moves), (_PG_MOVE_OPENED, rows.opened)):
             if moves:
                 cursor.execute(sql, _columns(moves, _MOVE_FIELDS), binary=True)
                 moved.update(row[0] for row in cursor.fetchall())
         rows = self._moved_only(rows, moved, skip_moved)
-        self._write_postgres(cursor, rows.entries, rows.records)
+        self._write_postgres(cursor, rows.entries, rows.records, closed_by, now)
         return len(rows.records)
+
+    def _write_sqlite(
+        self, cursor: Any, rows: _Rows, skip_moved: bool, closed_by: str, now: datetime
+    ) -> int:
+        for sql in _SQ_TABLES:
+            cursor.execute(sql)
+        moves = [{"old_end": None, **m} for m in (*rows.closed_moves, *rows.opened)]
+        cursor.executemany(_SQ_FILL_MOVES, moves)
+        cursor.executemany(_SQ_FILL_PERIODS, rows.records)
+        cursor.execute(_SQ_DROP_MOVED)
+        if cursor.rowcount > 0:
+            if not skip_moved:
+                raise StoreConflict("a usage period moved under this rollover")
+            cursor.execute(_SQ_DROP_PERIODS)
+        cursor.execute(_SQ_MOVE)
+        cursor.execute(_SQ_LEDGER)
+        closed = cursor.rowcount
+        cursor.execute(_SQ_CLOSE, {"closed_by": closed_by, "closed_at": self.hot.ts(now)})
+        return int(closed)
 
     @staticmethod
     def _moved_only(rows: _Rows, moved: set[str], skip_moved: bool) -> _Rows:
@@ -174,14 +214,19 @@ class PeriodSql:
         return rows.only(moved)
 
     def _write_postgres(
-        self, cursor: Any, entries: list[UsageEntry], records: list[dict[str, Any]]
+        self,
+        cursor: Any,
+        entries: list[UsageEntry],
+        records: list[dict[str, Any]],
+        closed_by: str,
+        now: datetime,
     ) -> None:
         if records:
             rows = [entry_row(e, e.occurred_at) for e in entries]
             cursor.execute(_PG_LEDGER, _columns(rows, _LEDGER_FIELDS), binary=True)
-            arrays = _columns(records, _CLOSE_FIELDS)
-            arrays |= {"closed_by": records[0]["closed_by"], "closed_at": records[0]["closed_at"]}
-            cursor.execute(_PG_CLOSE, arrays, binary=True)
+            params: dict[str, Any] = _columns(records, _CLOSE_FIELDS)
+            params |= {"closed_by": closed_by, "closed_at": now}
+            cursor.execute(_PG_CLOSE, params, binary=True)
 
     def due(
         self, cursor: Any, now: datetime, limit: int, after: tuple[datetime, str] | None
@@ -228,11 +273,7 @@ class _Rows:
 
     @classmethod
     def build(
-        cls,
-        rollovers: Sequence[tuple[PeriodState, Rollover]],
-        now: datetime,
-        closed_by: str,
-        ts: Callable[[datetime], Any],
+        cls, rollovers: Sequence[tuple[PeriodState, Rollover]], ts: Callable[[datetime], Any]
     ) -> _Rows:
         rows = cls([], [], [], [])
         for state, rollover in rollovers:
@@ -254,16 +295,11 @@ class _Rows:
                 rows.records.append(
                     {
                         "license_id": state.license_id,
-                        "of_license": state.license_id,
                         "start": start,
-                        "from_ts": start,
                         "end": end,
-                        "to_ts": end,
                         "uses_at_open": period.uses_at_open,
                         "uses_at_close": period.uses_at_close,
                         "reset_entry_id": entry.id,
-                        "closed_by": closed_by,
-                        "closed_at": ts(now),
                     }
                 )
             move = {
