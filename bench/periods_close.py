@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, text
 
 from bridge.logging import configure
 from bridge.service.periods import close_due_periods
+from bridge.store.engine import make_engine
 from bridge.testing import FakeClock
 
 RULE = '{"interval":"month","count":1,"anchor":"CALENDAR","timezone":"UTC"}'
@@ -97,7 +98,7 @@ def baseline_sql(dialect: str) -> list[str]:
 
 
 def run_statements(url: str, statements: list[str]) -> float:
-    engine = create_engine(url)
+    engine = make_engine(url)  # the bridge's own engine: the same SQLite pragmas for both sides
     started = time.perf_counter()
     with engine.begin() as conn:
         for sql in statements:
@@ -192,7 +193,9 @@ def postgres_run(n: int, batch: int, base_url: str, workers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--licenses", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument(
+        "--batch", type=int, default=5000, help="licenses per transaction (scheduler.close_batch)"
+    )
     parser.add_argument(
         "--workers", type=int, default=4, help="concurrent batches on PostgreSQL (as served)"
     )

@@ -59,7 +59,7 @@ class SchedulerSettings(BaseModel):
     close_interval_s: float = Field(
         60.0, gt=0, description="How often ended usage periods of idle licenses are closed"
     )
-    close_batch: int = Field(2000, ge=1, le=50_000, description="Licenses per transaction")
+    close_batch: int = Field(5000, ge=1, le=50_000, description="Licenses per transaction")
     close_workers: int = Field(
         4, ge=1, le=32, description="Transactions at a time on PostgreSQL (SQLite: 1)"
     )

@@ -31,7 +31,7 @@ class Jobs:
         machines: MachineService,
         *,
         lookback_days: int,
-        close_batch: int = 2000,
+        close_batch: int = 5000,
         close_workers: int = 1,
     ) -> None:
         self._close_batch = close_batch

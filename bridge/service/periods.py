@@ -51,7 +51,7 @@ def close_due_periods(
     uows: UnitOfWorkFactory,
     clock: Clock,
     *,
-    batch: int = 2000,
+    batch: int = 5000,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> int:

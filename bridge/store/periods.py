@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.domain.model import UsageEntry, UsageKind
 from bridge.domain.periods import PeriodState, Rollover, rule_from_json
 from bridge.domain.ports import StoreConflict
-from bridge.store.hotpath import HotPath, entry_row
+from bridge.store.hotpath import HotPath
 
 PERIOD_ACTOR = "period"
 
@@ -89,13 +88,14 @@ RETURNING l.id
 """
 _PG_MOVE_CLOSED = _PG_MOVE.format(guard="l.period_end = v.old_end")
 _PG_MOVE_OPENED = _PG_MOVE.format(guard="l.period_end IS NULL")
-_PG_LEDGER = """
+_PG_LEDGER = f"""
 INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
                           occurred_at)
-SELECT * FROM unnest(%(id)b::varchar[], %(license_id)b::varchar[], %(kind)b::varchar[],
-                     %(delta)b::bigint[], %(uses_before)b::bigint[], %(uses_after)b::bigint[],
-                     %(actor)b::varchar[], %(occurred_at)b::timestamptz[])
-"""
+SELECT v.reset_entry_id, v.license_id, 'period_reset', -v.uses_at_close, v.uses_at_close, 0,
+       '{PERIOD_ACTOR}', v.end_at
+FROM unnest(%(license_id)b::varchar[], %(end)b::timestamptz[], %(uses_at_close)b::bigint[],
+            %(reset_entry_id)b::varchar[]) AS v(license_id, end_at, uses_at_close, reset_entry_id)
+"""  # noqa: S608 - only module constants are interpolated
 _PG_CLOSE = """
 INSERT INTO usage_periods (license_id, period_start, period_end, uses_at_open, uses_at_close,
                            increments, decrements, resets, entries, reset_entry_id, closed_by,
@@ -183,7 +183,7 @@ class PeriodSql:
                 cursor.execute(sql, _columns(moves, _MOVE_FIELDS), binary=True)
                 moved.update(row[0] for row in cursor.fetchall())
         rows = self._moved_only(rows, moved, skip_moved)
-        self._write_postgres(cursor, rows.entries, rows.records, closed_by, now)
+        self._write_postgres(cursor, rows.records, closed_by, now)
         return len(rows.records)
 
     def _write_sqlite(
@@ -214,17 +214,11 @@ class PeriodSql:
         return rows.only(moved)
 
     def _write_postgres(
-        self,
-        cursor: Any,
-        entries: list[UsageEntry],
-        records: list[dict[str, Any]],
-        closed_by: str,
-        now: datetime,
+        self, cursor: Any, records: list[dict[str, Any]], closed_by: str, now: datetime
     ) -> None:
         if records:
-            rows = [entry_row(e, e.occurred_at) for e in entries]
-            cursor.execute(_PG_LEDGER, _columns(rows, _LEDGER_FIELDS), binary=True)
             params: dict[str, Any] = _columns(records, _CLOSE_FIELDS)
+            cursor.execute(_PG_LEDGER, params, binary=True)
             params |= {"closed_by": closed_by, "closed_at": now}
             cursor.execute(_PG_CLOSE, params, binary=True)
 
@@ -266,8 +260,7 @@ class PeriodSql:
 class _Rows:
     """The rows a set of rollovers writes, in the store's encoding."""
 
-    entries: list[UsageEntry]
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # one a closed period, with its reset entry's id
     closed_moves: list[dict[str, Any]]
     opened: list[dict[str, Any]]
 
@@ -275,31 +268,17 @@ class _Rows:
     def build(
         cls, rollovers: Sequence[tuple[PeriodState, Rollover]], ts: Callable[[datetime], Any]
     ) -> _Rows:
-        rows = cls([], [], [], [])
+        rows = cls([], [], [])
         for state, rollover in rollovers:
             for period in rollover.closed:
-                entry = UsageEntry(
-                    id=reset_entry_id(state.license_id, period.start),
-                    license_id=state.license_id,
-                    kind=UsageKind.PERIOD_RESET,
-                    delta=-period.uses_at_close,
-                    uses_before=period.uses_at_close,
-                    uses_after=0,
-                    actor=PERIOD_ACTOR,
-                    idempotency_key=None,
-                    request_id=None,
-                    occurred_at=period.end,
-                )
-                rows.entries.append(entry)
-                start, end = ts(period.start), ts(period.end)
                 rows.records.append(
                     {
                         "license_id": state.license_id,
-                        "start": start,
-                        "end": end,
+                        "start": ts(period.start),
+                        "end": ts(period.end),
                         "uses_at_open": period.uses_at_open,
                         "uses_at_close": period.uses_at_close,
-                        "reset_entry_id": entry.id,
+                        "reset_entry_id": reset_entry_id(state.license_id, period.start),
                     }
                 )
             move = {
@@ -318,7 +297,6 @@ class _Rows:
 
     def only(self, license_ids: set[str]) -> _Rows:
         return _Rows(
-            [e for e in self.entries if e.license_id in license_ids],
             [r for r in self.records if r["license_id"] in license_ids],
             self.closed_moves,
             self.opened,
@@ -326,16 +304,6 @@ class _Rows:
 
 
 _MOVE_FIELDS = ("id", "uses", "old_uses", "start", "end", "open_uses", "old_end")
-_LEDGER_FIELDS = (
-    "id",
-    "license_id",
-    "kind",
-    "delta",
-    "uses_before",
-    "uses_after",
-    "actor",
-    "occurred_at",
-)
 _CLOSE_FIELDS = (
     "license_id",
     "start",
