@@ -1,4 +1,5 @@
-# Metering Bridge: the API (and, later, the outbox relay and scheduler) in one image.
+# Metering Bridge: the API, the outbox relay and the scheduler in one image (`serve`); the same
+# image runs `worker` or `scheduler` alone.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
