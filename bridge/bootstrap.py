@@ -68,6 +68,7 @@ class Container:
             close_batch=self.settings.scheduler.close_batch,
             # SQLite has one writer: more transactions at a time would only queue.
             close_workers=1 if sqlite else self.settings.scheduler.close_workers,
+            key_retention_days=self.settings.scheduler.idempotency_retention_days,
         )
 
     def authenticator(self) -> Authenticator:

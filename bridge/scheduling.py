@@ -37,7 +37,8 @@ def _logged(name: str, job: Callable[[], Any]) -> Callable[[], None]:
 
 
 def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseScheduler:
-    """Period closing and machine reaping every few seconds, reconciliation daily."""
+    """Period closing and machine reaping every minute; the key purge and reconciliation
+    daily."""
     scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
         timezone=UTC,
         # A run missed while the process was busy or down is run once, not once per miss.
@@ -55,6 +56,11 @@ def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseSc
         IntervalTrigger(seconds=settings.machines.reap_interval_s, timezone=UTC),
         id="reap-machines",
         next_run_time=now,
+    )
+    scheduler.add_job(
+        _logged("purge-idempotency-keys", jobs.purge_idempotency_keys),
+        CronTrigger.from_crontab(settings.scheduler.purge_cron, timezone=UTC),
+        id="purge-idempotency-keys",
     )
     scheduler.add_job(
         _logged("reconcile", jobs.reconcile_recent),

@@ -70,7 +70,14 @@ class SchedulerSettings(BaseModel):
         3, ge=1, le=400, description="The daily run reconciles periods that ended this recently"
     )
 
-    @field_validator("reconcile_cron")
+    idempotency_retention_days: int = Field(
+        30, ge=1, le=3650, description="How long an Idempotency-Key's answer is kept"
+    )
+    purge_cron: str = Field(
+        "15 3 * * *", description="When old Idempotency-Key answers are deleted (crontab, UTC)"
+    )
+
+    @field_validator("reconcile_cron", "purge_cron")
     @classmethod
     def _crontab(cls, value: str) -> str:
         from apscheduler.triggers.cron import CronTrigger

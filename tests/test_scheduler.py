@@ -185,3 +185,23 @@ def test_periods_close_and_reconcile_commands(
     }
     bad = run("reconcile", "--period", "2026-13", code=2)
     assert "RECONCILE_WINDOW_INVALID" in bad.output
+
+
+def test_old_idempotency_keys_are_purged_and_then_treated_as_new(container: Container) -> None:
+    """Past the retention a key's answer is forgotten; within it, a retry still replays."""
+    clock = container.clock
+    assert isinstance(clock, FakeClock)
+    license_id = licenses_with_usage(container, 1, {"interval": "year"})[0]
+    usage = container.usage()
+    old = UsageChange(license_id, UsageKind.INCREMENT, 1, idempotency_key="old-key")
+    usage.apply(ADMIN, old)
+    clock.advance(days=20)
+    recent = UsageChange(license_id, UsageKind.INCREMENT, 1, idempotency_key="recent-key")
+    usage.apply(ADMIN, recent)
+    clock.advance(days=15)  # "old-key" is 35 days old, "recent-key" 15
+
+    assert container.jobs().purge_idempotency_keys() == 1
+    assert usage.apply(ADMIN, recent).replayed
+    again = usage.apply(ADMIN, old)
+    assert not again.replayed  # forgotten: applied as a new change
+    assert again.license.uses == 2 + 1 + 1 + 1  # seeded 2, old, recent, old again

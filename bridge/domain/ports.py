@@ -266,6 +266,12 @@ class IdempotencyRepository(Protocol):
         ...
 
 
+class IdempotencyRetention(Protocol):
+    def purge(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` stored answers older than ``before``; how many."""
+        ...
+
+
 class Transaction(Protocol):
     """A ``with`` block around one transaction: leaving it without ``commit()`` rolls back."""
 
@@ -300,6 +306,8 @@ class UnitOfWork(Transaction, Protocol):
     def periods(self) -> PeriodWriter: ...
     @property
     def reconciliation(self) -> ReconciliationRepository: ...
+    @property
+    def idempotency_keys(self) -> IdempotencyRetention: ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from typing import TypeVar
 
 import structlog
@@ -18,6 +19,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 _REAP_BATCH = 1000
+_PURGE_BATCH = 10_000
 LockFactory = Callable[[str], AbstractContextManager[bool]]
 
 
@@ -33,7 +35,9 @@ class Jobs:
         lookback_days: int,
         close_batch: int = 5000,
         close_workers: int = 1,
+        key_retention_days: int = 30,
     ) -> None:
+        self._key_retention_days = key_retention_days
         self._close_batch = close_batch
         self._close_workers = close_workers
         self._machines = machines
@@ -63,6 +67,22 @@ class Jobs:
             if reaped < _REAP_BATCH:
                 break
         return total
+
+    def purge_idempotency_keys(self) -> int | None:
+        """Forget Idempotency-Key answers older than the retention: a retry that late is
+        treated as a new request."""
+        return self._exclusive("purge-idempotency-keys", self._purge_keys)
+
+    def _purge_keys(self) -> int:
+        before = self._clock.now() - timedelta(days=self._key_retention_days)
+        total = 0
+        while True:  # a transaction a batch: the usage path keeps writing meanwhile
+            with self._uows(write=True) as uow:
+                purged = uow.idempotency_keys.purge(before, _PURGE_BATCH)
+                uow.commit()
+            total += purged
+            if purged < _PURGE_BATCH:
+                return total
 
     def reconcile_recent(self) -> RunSummary | None:
         """Reconcile the periods that ended in the last ``lookback_days`` (report only: a

@@ -16,6 +16,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping
@@ -42,6 +43,7 @@ from bridge.domain.model import (
 from bridge.domain.periods import PeriodRule, rule_from_json
 from bridge.store.hotpath import HotPath, entry_row
 from bridge.store.tables import (
+    IdempotencyRow,
     LicenseRow,
     MachineRow,
     OutboxRow,
@@ -63,6 +65,7 @@ licenses = _table(LicenseRow)
 tokens = _table(TokenRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
+idempotency = _table(IdempotencyRow)
 machines = _table(MachineRow)
 
 
@@ -478,6 +481,26 @@ def entry_from_row(row: RowMapping) -> UsageEntry:
         seq=row["seq"],
         machine_id=row["machine_id"],
     )
+
+
+class SqlIdempotencyKeys:
+    """The retention of stored Idempotency-Key answers."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def purge(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` keys stored before ``before``, oldest first; how many."""
+        oldest = (
+            select(idempotency.c.scope, idempotency.c.key)
+            .where(idempotency.c.created < before)
+            .order_by(idempotency.c.created)
+            .limit(limit)
+        )
+        query = delete(idempotency).where(
+            tuple_(idempotency.c.scope, idempotency.c.key).in_(oldest)
+        )
+        return int(self._conn.execute(query).rowcount)
 
 
 class SqlLedger:

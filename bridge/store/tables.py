@@ -183,6 +183,8 @@ class IdempotencyRow(SQLModel, table=True):
     """The first answer to a usage action sent with an ``Idempotency-Key``."""
 
     __tablename__ = "idempotency_keys"
+    # The retention job deletes the oldest keys through this index.
+    __table_args__ = (Index("ix_idempotency_keys_created", "created"),)
 
     scope: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=255)

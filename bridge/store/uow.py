@@ -18,6 +18,7 @@ from bridge.store.hotpath import HotPath
 from bridge.store.periods import CursorPeriods, PeriodSql
 from bridge.store.reconcile import SqlReconciliation
 from bridge.store.repositories import (
+    SqlIdempotencyKeys,
     SqlLedger,
     SqlLicenses,
     SqlMachines,
@@ -35,6 +36,7 @@ class SqlUnitOfWork:
     machines: SqlMachines
     tokens: SqlTokens
     ledger: SqlLedger
+    idempotency_keys: SqlIdempotencyKeys
     outbox: SqlOutbox
     periods: CursorPeriods
     reconciliation: SqlReconciliation
@@ -70,6 +72,7 @@ class SqlUnitOfWork:
         self.machines = SqlMachines(conn)
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
+        self.idempotency_keys = SqlIdempotencyKeys(conn)
         self.outbox = SqlOutbox(conn, self._hot, cursor)
         self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
         self.reconciliation = SqlReconciliation(conn)
