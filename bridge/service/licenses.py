@@ -21,7 +21,7 @@ from bridge.domain.errors import (
     PolicyNotFound,
 )
 from bridge.domain.limits import check_int4
-from bridge.domain.model import ExpirationBasis, License, Policy, UsageKind
+from bridge.domain.model import License, Policy, UsageKind
 from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
 from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
 from bridge.service.auth import IssuedToken, issue_token
@@ -120,26 +120,18 @@ def create_license(
             product_id=policy.product_id,
             uses=0,
             max_uses_override=_check_override(attrs.get("max_uses")),
-            policy_max_uses=policy.max_uses,
-            policy_first_use_duration=(
-                policy.duration
-                if policy.expiration_basis is ExpirationBasis.FROM_FIRST_USE
-                else None
-            ),
             protected=attrs.get("protected", policy.protected),
             suspended=attrs.get("suspended", False),
             expiry=expiry if expiry is not None else policy.expiry_at_creation(now),
             metadata=attrs.get("metadata") or {},
             created=now,
             updated=now,
+            terms=policy.terms,
             usage_period_override=parse_rule(attrs.get("usage_period")),
-            policy_usage_period=policy.usage_period,
             period_anchor=_check_anchor(attrs.get("period_anchor")),
-            policy_max_machines=policy.max_machines,
-            policy_max_cores=policy.max_cores,
             max_machines_override=machine_overrides.get("max_machines_override"),
             max_cores_override=machine_overrides.get("max_cores_override"),
-        )
+        ).under(policy.terms)
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
         uow.commit()
@@ -201,8 +193,11 @@ def update_license(
             policy = uow.policies.get(license.policy_id)
             assert policy is not None  # a policy with licenses cannot be deleted
             values.update(_machine_overrides(policy, changes))
-        license = dataclasses.replace(license, **values)
-        uow.licenses.update(license)
+        uow.licenses.update(dataclasses.replace(license, **values))
+        # Read back through the projection: the effective terms follow the new overrides.
+        updated = uow.licenses.get(license.id)
+        assert updated is not None, "the license is held by this write transaction"
+        license = updated
         if license.period_end is None:
             license = roll_period(uow.periods, license, values["updated"], closed_by="usage")
         uow.commit()
@@ -226,7 +221,9 @@ def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, 
                 license.id, machine.id, UsageKind.DEACTIVATE, total, after, principal.actor
             )
             record_core_change(uow, change, now, sinks=())
+            uow.machines.delete(machine.id)
             total = after
+        uow.tokens.delete_for(license.id)
         uow.licenses.delete(license.id)
         uow.commit()
 

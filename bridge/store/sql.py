@@ -1,0 +1,105 @@
+"""The one SQL helper of the cursor-level modules: parameter style, value encodings, rows by name.
+
+The SQL is written once for both databases with ``:name`` parameters; ``Sql.style`` turns it
+into psycopg's ``%(name)s``. Values cross the driver in one encoding per database: SQLite stores
+naive UTC text (``SQLITE_DATETIME``, also the format ``bridge.store.types.UtcDateTime`` binds
+through SQLAlchemy, so both access styles write the same bytes) and JSON as text; PostgreSQL
+takes aware datetimes, JSON cast from text and arrays. Cursors return rows as mappings, so
+every mapper reads its columns by name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+# SQLAlchemy's SQLite DATETIME format, the form every stored time has on SQLite.
+SQLITE_DATETIME = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+
+_IN_IDS = {True: "IN (SELECT value FROM json_each(:ids))", False: "= ANY(:ids)"}
+
+
+class Sql:
+    """Statements and values for one dialect ("sqlite" or "postgresql")."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+        # ``id IN_IDS`` in a statement: a JSON array on SQLite, an array parameter on PostgreSQL.
+        self.in_ids = _IN_IDS[self.sqlite]
+
+    def style(self, sql: str) -> str:
+        """``sql`` in the driver's parameter style, with ``IN_IDS`` and ``:name::JSON`` resolved."""
+        sql = sql.replace("IN_IDS", self.in_ids)
+        if self.sqlite:
+            return sql.replace("::JSON", "")
+        return _pyformat(sql.replace("::JSON", "::json"))
+
+    def cursor(self, driver_connection: Any) -> Any:
+        """A cursor whose rows are mappings from column name to value."""
+        if self.sqlite:
+            cursor = driver_connection.cursor()
+            cursor.row_factory = sqlite3.Row
+            return cursor
+        from psycopg.rows import dict_row  # only with the postgres extra
+
+        return driver_connection.cursor(row_factory=dict_row)
+
+    # Encodings --------------------------------------------------------------------------------
+    def ts(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        return sqlite_text(value) if self.sqlite else value
+
+    def json(self, value: Any) -> str:
+        return json.dumps(value)
+
+    def ids(self, ids: Sequence[int]) -> Any:
+        return json.dumps(list(ids)) if self.sqlite else list(ids)
+
+
+def read_ts(value: Any) -> Any:
+    """A stored time (SQLite text, or a datetime) as timezone-aware UTC; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _sqlite_moment(value)
+    moment: datetime = value
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def read_json(value: Any) -> Any:
+    """A stored JSON value: text on SQLite, already decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# Memoized: a period job encodes the same few boundaries for thousands of licenses.
+@lru_cache(maxsize=4096)
+def sqlite_text(value: datetime) -> str:
+    """``value`` in ``SQLITE_DATETIME``, converted to UTC first."""
+    v = value.astimezone(UTC)
+    return SQLITE_DATETIME % {
+        "year": v.year,
+        "month": v.month,
+        "day": v.day,
+        "hour": v.hour,
+        "minute": v.minute,
+        "second": v.second,
+        "microsecond": v.microsecond,
+    }
+
+
+@lru_cache(maxsize=4096)
+def _sqlite_moment(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _pyformat(sql: str) -> str:
+    """``:name`` placeholders to psycopg's ``%(name)s`` (the SQL holds no other colon or %)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
