@@ -1,9 +1,9 @@
-"""Database errors into domain errors, in one place for both units of work.
+"""Database errors into domain errors, in one place for the unit of work.
 
 A unique-key race or a deadlock becomes ``StoreConflict`` (the use case may retry); an
 unreachable, locked or otherwise failing database becomes ``ServiceUnavailable`` (503, safe to
 retry with the same Idempotency-Key). Both SQLAlchemy's wrappers and the driver's own errors
-are recognised, since the hot path talks to the driver directly.
+are recognised, since the cursor-level modules talk to the driver directly.
 """
 
 from __future__ import annotations

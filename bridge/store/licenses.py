@@ -229,13 +229,14 @@ class SqlLicenses:
     def list(
         self, *, offset: int, limit: int, product_id: str | None, policy_id: str | None
     ) -> tuple[list[License], int]:
-        where, params = ["1 = 1"], {"offset": offset, "limit": limit}
+        where = ["1 = 1"]
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
         if product_id is not None:
             where.append("p.product_id = :product_id")
-            params["product_id"] = product_id  # type: ignore[assignment]
+            params["product_id"] = product_id
         if policy_id is not None:
             where.append("l.policy_id = :policy_id")
-            params["policy_id"] = policy_id  # type: ignore[assignment]
+            params["policy_id"] = policy_id
         condition = " AND ".join(where)
         query = f"{_SELECT} WHERE {condition} ORDER BY l.created, l.id LIMIT :limit OFFSET :offset"
         self._cursor.execute(self._sql.style(query), params)

@@ -21,7 +21,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":  # the one text form (bridge.store.sql), stated explicitly
-            return dialect.type_descriptor(sqlite.DATETIME(storage_format=SQLITE_DATETIME))  # type: ignore[no-untyped-call]
+            text = sqlite.DATETIME(storage_format=SQLITE_DATETIME)  # type: ignore[no-untyped-call]
+            return dialect.type_descriptor(text)
         return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
