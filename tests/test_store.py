@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from bridge.bootstrap import Container
+from bridge.domain.errors import ServiceUnavailable
 from bridge.domain.model import (
     ExpirationBasis,
     License,
@@ -100,3 +102,27 @@ def test_the_usage_view_is_the_same_unit_of_work(store: Container) -> None:
     with store.usage_uows() as uow:
         assert isinstance(uow, SqlUnitOfWork)
         assert uow.idempotency.get("nobody", "no-key") is None
+
+
+def test_a_connection_the_server_dropped_is_not_reused(pg_url: str, clock: FakeClock) -> None:
+    """A unit of work whose connection the server dropped fails as ServiceUnavailable (503,
+    retry), and the connection leaves the pool: the next unit of work works."""
+    container = make_container(pg_url, clock)
+    killer = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with container.usage_uows() as uow:  # the pool now holds one connection
+            assert uow.licenses.find("nobody") is None
+        with killer.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        with pytest.raises(ServiceUnavailable), container.usage_uows() as uow:
+            uow.licenses.find("nobody")
+        with container.usage_uows() as uow:
+            assert uow.licenses.find("nobody") is None
+    finally:
+        killer.dispose()
+        container.dispose()

@@ -4,7 +4,7 @@ One pooled connection, one transaction, rolled back unless committed. It owns:
 
 - the writer lock: on SQLite a process's writers queue on one in-process lock
   (``bridge.store.engine.writer_lock``), and a write transaction starts with
-  ``BEGIN IMMEDIATE`` (the engine's ``begin`` hook reads the ``bridge_write`` option set here);
+  ``BEGIN IMMEDIATE`` (never upgraded from a read, so writers queue instead of failing);
 - savepoints, for the changes a ``BatchWriter`` transaction applies one by one;
 - error translation: database errors leave it as domain errors (``bridge.store.errors``);
 - invalidation: a connection broken under a driver call is dropped from the pool, not reused.
@@ -15,14 +15,16 @@ this same class: ``factory.usage()`` is a write unit of work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from threading import Lock
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import Connection, RootTransaction
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import PoolProxiedConnection
 
 from bridge.store.catalog import SqlPolicies, SqlProducts
 from bridge.store.engine import writer_lock
@@ -52,16 +54,17 @@ class Statements:
 
 
 class SqlUnitOfWork:
-    products: SqlProducts
-    policies: SqlPolicies
+    """One transaction on one pooled connection, begun and ended here on the driver
+    connection. The cursor-level repositories share the driver cursor; the Core ones
+    (products, policies, machines, reconciliation) share a SQLAlchemy ``Connection`` wrapped
+    around the same connection when first asked for: a usage change never builds one."""
+
     licenses: SqlLicenses
-    machines: SqlMachines
     tokens: SqlTokens
     ledger: SqlLedger
     idempotency: SqlIdempotency
     outbox: SqlOutbox
     periods: SqlPeriods
-    reconciliation: SqlReconciliation
 
     def __init__(
         self, engine: Engine, st: Statements, *, write: bool = False, writer: Lock | None = None
@@ -71,41 +74,69 @@ class SqlUnitOfWork:
         self._st = st
         self._write = write
         self._writer = writer
+        self._raw: PoolProxiedConnection | None = None
         self._conn: Connection | None = None
-        self._tx: RootTransaction | None = None
+        self._core: dict[str, Any] = {}
+        self._done = False
 
     def __enter__(self) -> Self:
         if self._writer is not None:
             self._writer.acquire()
         try:
-            conn = self._engine.connect()
-            self._conn = conn
-            if self._write:
-                conn.execution_options(bridge_write=True)
-            self._tx = conn.begin()
-            cursor = self._st.sql.cursor(conn.connection.driver_connection)
+            self._raw = raw = self._engine.raw_connection()
+            cursor = self._st.sql.cursor(raw.driver_connection)
+            if self._st.sql.sqlite:  # PostgreSQL's driver begins at the first statement
+                cursor.execute("BEGIN IMMEDIATE" if self._write else "BEGIN DEFERRED")
         except BaseException as exc:
             self._close(broken=isinstance(exc, self._dbapi.Error))
             raise_translated(exc, self._dbapi)
             raise
         self._cursor = cursor
         st = self._st
-        self.products = SqlProducts(conn)
-        self.policies = SqlPolicies(conn)
         self.licenses = SqlLicenses(st.licenses, cursor)
-        self.machines = SqlMachines(conn)
         self.tokens = SqlTokens(st.tokens, cursor)
         self.ledger = SqlLedger(st.ledger, cursor)
         self.idempotency = SqlIdempotency(st.idempotency, cursor)
         self.outbox = SqlOutbox(st.outbox, cursor)
         self.periods = SqlPeriods(st.periods, cursor)
-        self.reconciliation = SqlReconciliation(conn, self.outbox)
         return self
 
+    # The Core repositories --------------------------------------------------------------------
+    def _connection(self) -> Connection:
+        """SQLAlchemy's ``Connection`` on this unit of work's connection and transaction."""
+        if self._conn is None:
+            assert self._raw is not None, "a repository outside the with block"
+            self._conn = Connection(self._engine, self._raw)
+            # The transaction is begun already: the engine's begin hook must not begin another.
+            self._conn.execution_options(bridge_begun=True)
+        return self._conn
+
+    def _repository(self, name: str, make: Callable[[Connection], Any]) -> Any:
+        if name not in self._core:
+            self._core[name] = make(self._connection())
+        return self._core[name]
+
+    @property
+    def products(self) -> SqlProducts:
+        return cast(SqlProducts, self._repository("products", SqlProducts))
+
+    @property
+    def policies(self) -> SqlPolicies:
+        return cast(SqlPolicies, self._repository("policies", SqlPolicies))
+
+    @property
+    def machines(self) -> SqlMachines:
+        return cast(SqlMachines, self._repository("machines", SqlMachines))
+
+    @property
+    def reconciliation(self) -> SqlReconciliation:
+        make = partial(SqlReconciliation, outbox=self.outbox)
+        return cast(SqlReconciliation, self._repository("reconciliation", make))
+
+    # The transaction --------------------------------------------------------------------------
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested scope whose writes are undone if the block raises (plain SQL on the cursor:
-        a SQLAlchemy nested transaction costs more than the change it wraps)."""
+        """A nested scope whose writes are undone if the block raises."""
         cursor = self._cursor
         cursor.execute("SAVEPOINT usage_change")
         try:
@@ -118,12 +149,16 @@ class SqlUnitOfWork:
         cursor.execute("RELEASE SAVEPOINT usage_change")
 
     def commit(self) -> None:
-        assert self._tx is not None, "commit() outside the with block"
+        assert self._raw is not None, "commit() outside the with block"
         try:
-            self._tx.commit()
+            if self._conn is not None:
+                self._conn.commit()  # ends SQLAlchemy's view of the transaction too
+            else:
+                self._raw.commit()
         except Exception as exc:
             raise_translated(exc, self._dbapi)
             raise
+        self._done = True
 
     def __exit__(
         self,
@@ -133,11 +168,16 @@ class SqlUnitOfWork:
     ) -> None:
         dbapi = self._dbapi
         # A driver call that failed on the connection itself (not on a statement) leaves it
-        # unusable: SQLAlchemy notices that for its own calls, the cursor-level ones here.
-        broken = isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError)
-        if not broken and self._tx is not None and self._tx.is_active:
+        # unusable: drop it from the pool instead of rolling back on it.
+        broken = isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError) or (
+            self._conn is not None and self._conn.invalidated
+        )
+        if not self._done and not broken:
             try:
-                self._tx.rollback()
+                if self._conn is not None:
+                    self._conn.rollback()
+                elif self._raw is not None:
+                    self._raw.rollback()
             except Exception:
                 broken = True
         self._close(broken=broken)
@@ -146,12 +186,16 @@ class SqlUnitOfWork:
 
     def _close(self, *, broken: bool) -> None:
         try:
-            if self._conn is not None:
-                if broken:
+            if self._conn is not None:  # owns the pooled connection now: it checks it in
+                if broken and not self._conn.invalidated:
                     self._conn.invalidate()
                 self._conn.close()
+            elif self._raw is not None:
+                if broken:
+                    self._raw.invalidate()
+                self._raw.close()  # back to the pool
         finally:
-            self._conn = None
+            self._raw = self._conn = None
             if self._writer is not None:
                 self._writer.release()
                 self._writer = None
