@@ -89,6 +89,8 @@ class Terms:
     ) -> Terms:
         """These (a policy's) terms under a license's overrides, by Keygen's getter rule: an
         override counts unless it is null (or 0, for the maxima)."""
+        if not (max_uses or max_machines or max_cores or usage_period):
+            return self
         return Terms(
             max_uses or self.max_uses,
             max_machines or self.max_machines,
@@ -189,15 +191,11 @@ class License:
         return dataclasses.replace(self, terms=terms)
 
     @property
-    def usage_period(self) -> PeriodRule | None:
-        return self.terms.usage_period
-
-    @property
     def period_state(self) -> PeriodState:
         return PeriodState(
             self.id,
             self.uses,
-            self.usage_period,
+            self.terms.usage_period,
             self.period_anchor or self.created,
             self.period_start,
             self.period_end,
@@ -225,16 +223,9 @@ class License:
 
     @property
     def max_uses(self) -> int | None:
-        """Keygen's effective maximum: the override unless null or 0, else the policy's."""
+        """The effective maximum (``terms.max_uses``): the override unless null or 0, else the
+        policy's."""
         return self.terms.max_uses
-
-    @property
-    def max_machines(self) -> int | None:
-        return self.terms.max_machines
-
-    @property
-    def max_cores(self) -> int | None:
-        return self.terms.max_cores
 
     def expiry_on_first_use(self, now: datetime) -> datetime | None:
         """The expiry a successful increment sets; an existing expiry never changes."""

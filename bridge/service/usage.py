@@ -155,7 +155,7 @@ class UsageService:
         current = uow.licenses.find(license.id)
         if current is None:
             raise RaceLost
-        next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
+        next_uses(current.uses, delta, current.terms.max_uses, pointer=_POINTER[change.kind])
         raise RaceLost
 
 

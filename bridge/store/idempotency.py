@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bridge.store.sql import Sql, read_json
+from bridge.store.sql import Sql, one, read_json
 
 _GET = "SELECT fingerprint, result FROM idempotency_keys WHERE scope = :scope AND key = :key"
 _CLAIM = """
@@ -38,7 +38,7 @@ class SqlIdempotency:
 
     def get(self, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
         self._cursor.execute(self._st.get, {"scope": scope, "key": key})
-        row = self._cursor.fetchone()
+        row = one(self._cursor)
         return None if row is None else (row["fingerprint"], read_json(row["result"]))
 
     def claim(self, scope: str, key: str, fingerprint: str, now: datetime) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.domain.model import USES_KINDS, UsageEntry, UsageKind
-from bridge.store.sql import Sql, read_ts
+from bridge.store.sql import Sql, every, read_ts, total
 
 # The entry's columns (``seq`` is the database's); the one list the insert and the reads use.
 COLUMNS = (
@@ -95,11 +95,11 @@ class SqlLedger:
     def history(self, license_id: str, *, offset: int, limit: int) -> tuple[list[UsageEntry], int]:
         params = {"license_id": license_id, "offset": offset, "limit": limit}
         self._cursor.execute(self._st.history, params)
-        items = [entry_from_row(r) for r in self._cursor.fetchall()]
+        items = [entry_from_row(r) for r in every(self._cursor)]
         self._cursor.execute(self._st.count, {"license_id": license_id})
-        return items, int(self._cursor.fetchone()["total"])
+        return items, total(self._cursor)
 
     def total(self, license_id: str) -> int:
         """The sum of the license's usage deltas (machine entries count cores, not uses)."""
         self._cursor.execute(self._st.total, {"license_id": license_id})
-        return int(self._cursor.fetchone()["total"])
+        return total(self._cursor)

@@ -9,13 +9,14 @@ name in ``license_from_row``. Cursor-level (``bridge.store.sql``): the usage hot
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from bridge.domain.delivery import LicenseFacts
 from bridge.domain.errors import INT4_MAX
 from bridge.domain.model import ExpirationBasis, License, Terms
 from bridge.domain.periods import rule_from_json
-from bridge.store.sql import Sql, read_json, read_ts
+from bridge.store.sql import Sql, one, read_json, read_ts, total
 
 # The license's own columns, in the order of the table; the one list the statements use.
 COLUMNS = (
@@ -40,11 +41,18 @@ COLUMNS = (
     "period_open_uses",
 )
 _FIRST_USE = ExpirationBasis.FROM_FIRST_USE.value
+# The projection: the license's columns and the policy columns its terms come from, by name.
+_POLICY_COLUMNS = {
+    "product_id": "p.product_id",
+    "policy_max_uses": "p.max_uses",
+    "policy_max_machines": "p.max_machines",
+    "policy_max_cores": "p.max_cores",
+    "policy_usage_period": "p.usage_period",
+    "first_use_duration": f"CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END",
+}
+_PROJECTION = (*COLUMNS, *_POLICY_COLUMNS)
 _SELECT = f"""
-SELECT {", ".join(f"l.{c}" for c in COLUMNS)},
-       p.product_id, p.max_uses AS policy_max_uses, p.max_machines AS policy_max_machines,
-       p.max_cores AS policy_max_cores, p.usage_period AS policy_usage_period,
-       CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END AS first_use_duration
+SELECT {", ".join([*(f"l.{c}" for c in COLUMNS), *_POLICY_COLUMNS.values()])}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
 """  # noqa: S608 - only module constants are interpolated
 _FIND = f"""{_SELECT}
@@ -97,14 +105,27 @@ _COUNT = "SELECT COUNT(*) AS total FROM licenses l JOIN policies p ON p.id = l.p
 _LOCK = "SELECT id FROM licenses WHERE id = :id"
 
 
+# Memoized: a store has few policies, and the usage path maps a license on every change.
+@lru_cache(maxsize=1024)
+def _policy_terms(
+    max_uses: int | None,
+    max_machines: int | None,
+    max_cores: int | None,
+    first_use_duration: int | None,
+    usage_period: str | None,
+) -> Terms:
+    rule = rule_from_json(usage_period)
+    return Terms(max_uses, max_machines, max_cores, first_use_duration, rule)
+
+
 def license_from_row(row: Any) -> License:
-    """A license and its effective terms from a row of the projection."""
-    policy = Terms(
+    """A license and its effective terms from a row of the projection, by name."""
+    policy = _policy_terms(
         row["policy_max_uses"],
         row["policy_max_machines"],
         row["policy_max_cores"],
         row["first_use_duration"],
-        rule_from_json(row["policy_usage_period"]),
+        row["policy_usage_period"],
     )
     rule = rule_from_json(row["usage_period"])
     return License(
@@ -194,18 +215,23 @@ class SqlLicenses:
     def __init__(self, st: LicenseStatements, cursor: Any) -> None:
         self._st, self._sql, self._cursor = st, st.sql, cursor
 
-    def _one(self, statement: str, params: dict[str, Any]) -> Any:
+    def _one(self, statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
         self._cursor.execute(statement, params)
-        return self._cursor.fetchone()
+        return one(self._cursor)
+
+    def _licenses(self, statement: str, params: dict[str, Any]) -> list[License]:
+        # The projection's names are known: zipped directly (the usage path reads one per change).
+        self._cursor.execute(statement, params)
+        return [license_from_row(dict(zip(_PROJECTION, r, strict=True))) for r in self._cursor]
 
     def find(self, id_or_key: str) -> License | None:
         """By id or key; an id match wins over a key equal to another license's id."""
-        row = self._one(self._st.find, {"ref": id_or_key})
-        return None if row is None else license_from_row(row)
+        found = self._licenses(self._st.find, {"ref": id_or_key})
+        return found[0] if found else None
 
     def get(self, license_id: str) -> License | None:
-        row = self._one(self._st.get, {"id": license_id})
-        return None if row is None else license_from_row(row)
+        found = self._licenses(self._st.get, {"id": license_id})
+        return found[0] if found else None
 
     def add(self, license: License) -> None:
         self._cursor.execute(self._st.insert, _values(self._sql, license))
@@ -239,11 +265,9 @@ class SqlLicenses:
             params["policy_id"] = policy_id
         condition = " AND ".join(where)
         query = f"{_SELECT} WHERE {condition} ORDER BY l.created, l.id LIMIT :limit OFFSET :offset"
-        self._cursor.execute(self._sql.style(query), params)
-        items = [license_from_row(r) for r in self._cursor.fetchall()]
-        count = f"{_COUNT} WHERE {condition}"
-        total = self._one(self._sql.style(count), params)
-        return items, int(total["total"])
+        items = self._licenses(self._sql.style(query), params)
+        self._cursor.execute(self._sql.style(f"{_COUNT} WHERE {condition}"), params)
+        return items, total(self._cursor)
 
     # The usage counters -------------------------------------------------------------------
     def try_add_uses(self, license_id: str, delta: int, now: datetime) -> int | None:

@@ -23,7 +23,7 @@ from bridge.domain.delivery import (
 from bridge.domain.model import UsageEntry
 from bridge.store.ledger import SELECT_COLUMNS, entry_from_row
 from bridge.store.licenses import facts_from_row
-from bridge.store.sql import Sql, read_ts
+from bridge.store.sql import Sql, every, read_ts, total
 
 _INSERT = """
 INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created)
@@ -113,7 +113,7 @@ class SqlOutbox:
         relay runs per database file."""
         cursor, sql = self._cursor, self._sql
         cursor.execute(self._st.claim, {"sink": sink, "now": sql.ts(now), "limit": limit})
-        rows = cursor.fetchall()
+        rows = every(cursor)
         if not rows:
             return []
         ids = [r["item_id"] for r in rows]
@@ -147,7 +147,7 @@ class SqlOutbox:
 
     def pending_count(self) -> int:
         self._cursor.execute(self._st.pending)
-        return int(self._cursor.fetchone()["total"])
+        return total(self._cursor)
 
     def status(self) -> list[SinkStatus]:
         """Counts per sink and status, and the creation time of the oldest undelivered item."""
@@ -160,7 +160,7 @@ class SqlOutbox:
                 read_ts(r["oldest"]),
                 int(r["missing"] or 0),
             )
-            for r in self._cursor.fetchall()
+            for r in every(self._cursor)
         ]
 
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
@@ -171,7 +171,7 @@ class SqlOutbox:
                 OutboxItem(r["item_id"], r["sink"], r["attempts"], entry_from_row(r)),
                 r["last_error"],
             )
-            for r in self._cursor.fetchall()
+            for r in every(self._cursor)
         ]
 
     def requeue_dead(self, sink: str | None, ids: Sequence[int] | None, now: datetime) -> int:

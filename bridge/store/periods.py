@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge.domain.periods import PeriodState, Rollover, rule_from_json
 from bridge.domain.ports import StoreConflict
-from bridge.store.sql import Sql, read_ts
+from bridge.store.sql import Sql, every, read_ts
 
 PERIOD_ACTOR = "period"
 
@@ -192,7 +192,7 @@ class PeriodSql:
         for sql, moves in ((_PG_MOVE_CLOSED, rows.closed_moves), (_PG_MOVE_OPENED, rows.opened)):
             if moves:
                 cursor.execute(sql, _columns(moves, _MOVE_FIELDS), binary=True)
-                moved.update(row["id"] for row in cursor.fetchall())
+                moved.update(row["id"] for row in every(cursor))
         rows = self._moved_only(rows, moved, skip_moved)
         self._write_postgres(cursor, rows.records, closed_by, now)
         return len(rows.records)
@@ -246,11 +246,11 @@ class PeriodSql:
             "after_id": after_id,
         }
         cursor.execute(self._due, params)
-        return [self._state(row) for row in cursor.fetchall()]
+        return [self._state(row) for row in every(cursor)]
 
     def unopened(self, cursor: Any, policy_id: str) -> list[PeriodState]:
         cursor.execute(self._unopened, {"policy_id": policy_id})
-        return [self._state(row) for row in cursor.fetchall()]
+        return [self._state(row) for row in every(cursor)]
 
     @staticmethod
     def _state(row: Any) -> PeriodState:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -41,16 +40,6 @@ class Sql:
             return sql.replace("::JSON", "")
         return _pyformat(sql.replace("::JSON", "::json"))
 
-    def cursor(self, driver_connection: Any) -> Any:
-        """A cursor whose rows are mappings from column name to value."""
-        if self.sqlite:
-            cursor = driver_connection.cursor()
-            cursor.row_factory = sqlite3.Row
-            return cursor
-        from psycopg.rows import dict_row  # only with the postgres extra
-
-        return driver_connection.cursor(row_factory=dict_row)
-
     # Encodings --------------------------------------------------------------------------------
     def ts(self, value: datetime | None) -> Any:
         if value is None:
@@ -62,6 +51,32 @@ class Sql:
 
     def ids(self, ids: Sequence[int]) -> Any:
         return json.dumps(list(ids)) if self.sqlite else list(ids)
+
+
+def one(cursor: Any) -> dict[str, Any] | None:
+    """The next row of ``cursor`` by column name, or None."""
+    row = cursor.fetchone()
+    return None if row is None else dict(zip(_names(cursor), row, strict=True))
+
+
+def every(cursor: Any) -> list[dict[str, Any]]:
+    """The remaining rows of ``cursor``, each by column name."""
+    rows = cursor.fetchall()
+    if not rows:
+        return []
+    names = _names(cursor)
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def total(cursor: Any) -> int:
+    """The ``total`` column of a one-row aggregate (``SELECT COUNT(*) AS total ...``)."""
+    row = one(cursor)
+    assert row is not None, "an aggregate has a row"
+    return int(row["total"])
+
+
+def _names(cursor: Any) -> list[str]:
+    return [column[0] for column in cursor.description]
 
 
 def read_ts(value: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bridge.store.sql import Sql
+from bridge.store.sql import Sql, one
 
 _ADD = """
 INSERT INTO tokens (id, digest, role, bearer_id, created)
@@ -45,12 +45,12 @@ class SqlTokens:
     def find(self, digest: str) -> tuple[str, str] | None:
         """(role, bearer id) of the token with this digest."""
         self._cursor.execute(self._st.find, {"digest": digest})
-        row = self._cursor.fetchone()
+        row = one(self._cursor)
         return None if row is None else (row["role"], row["bearer_id"])
 
     def any_admin(self) -> bool:
         self._cursor.execute(self._st.any_admin)
-        return self._cursor.fetchone() is not None
+        return one(self._cursor) is not None
 
     def delete_for(self, bearer_id: str) -> None:
         self._cursor.execute(self._st.delete_for, {"bearer_id": bearer_id})

@@ -84,7 +84,7 @@ class SqlUnitOfWork:
             self._writer.acquire()
         try:
             self._raw = raw = self._engine.raw_connection()
-            cursor = self._st.sql.cursor(raw.driver_connection)
+            cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
             if self._st.sql.sqlite:  # PostgreSQL's driver begins at the first statement
                 cursor.execute("BEGIN IMMEDIATE" if self._write else "BEGIN DEFERRED")
         except BaseException as exc:
