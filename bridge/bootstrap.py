@@ -54,7 +54,7 @@ class Container:
         return Relay(self.uows, self.sinks, self.clock, policy)
 
     def reconciler(self) -> Reconciler:
-        return Reconciler(self.uows, self.clock, [s.name for s in self.sinks], self.readers)
+        return Reconciler(self.uows, self.clock, self.sinks, self.readers)
 
     def jobs(self) -> Jobs:
         sqlite = self.engine.dialect.name == "sqlite"

@@ -152,16 +152,18 @@ def worker(
 
 @outbox_app.command("status")
 def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Per sink: pending, in flight, delivered and dead items, and the oldest undelivered."""
+    """Per sink: pending, in flight, delivered and dead items, counted by reason, and the
+    oldest undelivered."""
     with _container(config) as c:
         rows = outbox_status(c.uows)
         now = c.clock.now()
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "sink": r.sink,
             "status": r.status.value,
             "count": r.count,
             "mapping_missing": r.mapping_missing,
+            "reasons": {reason.value: n for reason, n in sorted(r.reasons.items())},
             "oldest_age_s": (
                 round((now - r.oldest_created).total_seconds(), 1)
                 if r.oldest_created is not None and r.status.value != "delivered"
@@ -170,7 +172,10 @@ def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
         }
         for r in rows
     ]
-    columns = ["sink", "status", "count", "mapping_missing", "oldest_age_s"]
+    if not as_json:  # one readable cell: "mapping_missing=2 rate_limited=5"
+        for row in records:
+            row["reasons"] = " ".join(f"{k}={v}" for k, v in row["reasons"].items())
+    columns = ["sink", "status", "count", "reasons", "oldest_age_s"]
     _show(records, columns, as_json, "Outbox")
 
 
@@ -195,11 +200,12 @@ def outbox_dead_letters(
             "license_id": d.item.entry.license_id,
             "delta": d.item.entry.delta,
             "attempts": d.item.attempts,
+            "reason": d.reason.value if d.reason is not None else None,
             "error": d.error,
         }
         for d in letters
     ]
-    columns = ["id", "sink", "entry_id", "license_id", "delta", "attempts", "error"]
+    columns = ["id", "sink", "entry_id", "license_id", "delta", "attempts", "reason", "error"]
     _show(rows, columns, as_json, f"Dead letters ({len(rows)})")
 
 

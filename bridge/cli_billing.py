@@ -117,7 +117,8 @@ def reconcile(
             f"{summary.periods} periods, {summary.checked} checks: "
             f"[green]{summary.ok} {OK}[/green], [red]{summary.mismatched} {MISMATCH}[/red], "
             f"{summary.unchecked} {UNCHECKED}; resent {summary.resent}, "
-            f"beyond the dedupe window {summary.unrepairable}"
+            + ("" if repair else f"--repair would resend {summary.resendable}, ")
+            + f"beyond the dedupe window {summary.unrepairable}"
         )
     if summary.mismatched:
         raise typer.Exit(3)  # scripts and cron see a discrepancy

@@ -105,6 +105,7 @@ def test_worker_once_forwards_to_the_file_sink(
             "status": "pending",
             "count": 1,
             "mapping_missing": 0,
+            "reasons": {},
             "oldest_age_s": pytest.approx(0, abs=60),
         }
     ]
@@ -118,6 +119,7 @@ def test_worker_once_forwards_to_the_file_sink(
             "status": "delivered",
             "count": 1,
             "mapping_missing": 0,
+            "reasons": {},
             "oldest_age_s": None,
         }
     ]

@@ -61,6 +61,16 @@ from typing import ClassVar
 INT4_MAX = 2_147_483_647
 
 
+class Transient:
+    """Marker of an error that trying again later may cure (an outage, a lost race, a rate
+    limit): whether to retry is one ``isinstance(error, Transient)`` check."""
+
+
+class Terminal:
+    """Marker of an error that the same attempt will always meet again (bad input, a refusal
+    for good): never retried as is."""
+
+
 class BridgeError(Exception):
     """Base of every client-visible error."""
 
@@ -84,7 +94,7 @@ class BridgeError(Exception):
 
 
 # 400 ----------------------------------------------------------------------------------------
-class BadRequest(BridgeError):
+class BadRequest(BridgeError, Terminal):
     status = 400
     title = "Bad request"
     code = "BAD_REQUEST"
@@ -129,28 +139,28 @@ class ReconcileWindowInvalid(BadRequest):
 
 
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
-class TokenMissing(BridgeError):
+class TokenMissing(BridgeError, Terminal):
     status = 401
     title = "Unauthorized"
     code = "TOKEN_MISSING"
     default_detail = "You must be authenticated to complete the request"
 
 
-class TokenInvalid(BridgeError):
+class TokenInvalid(BridgeError, Terminal):
     status = 401
     title = "Unauthorized"
     code = "TOKEN_INVALID"
     default_detail = "Token format is invalid or the token does not exist"
 
 
-class AccessDenied(BridgeError):
+class AccessDenied(BridgeError, Terminal):
     status = 403
     title = "Access denied"
     code = "ACCESS_DENIED"
     default_detail = "You do not have permission to complete the request"
 
 
-class NotFound(BridgeError):
+class NotFound(BridgeError, Terminal):
     status = 404
     title = "Not found"
     code = "NOT_FOUND"
@@ -167,20 +177,20 @@ class RouteNotFound(NotFound):
     default_detail = "The requested endpoint was not found"
 
 
-class MethodNotAllowed(BridgeError):
+class MethodNotAllowed(BridgeError, Terminal):
     status = 405
     title = "Method not allowed"
     code = "METHOD_NOT_ALLOWED"
     default_detail = "The requested method is not allowed on this endpoint"
 
 
-class PayloadTooLarge(BridgeError):
+class PayloadTooLarge(BridgeError, Terminal):
     status = 413
     title = "Payload too large"
     code = "PAYLOAD_TOO_LARGE"
 
 
-class ContentTypeUnsupported(BridgeError):
+class ContentTypeUnsupported(BridgeError, Terminal):
     status = 415
     title = "Unsupported media type"
     code = "CONTENT_TYPE_UNSUPPORTED"
@@ -188,7 +198,7 @@ class ContentTypeUnsupported(BridgeError):
 
 
 # 422 ----------------------------------------------------------------------------------------
-class Unprocessable(BridgeError):
+class Unprocessable(BridgeError, Terminal):
     status = 422
     title = "Unprocessable resource"
     code = "UNPROCESSABLE"
@@ -356,7 +366,7 @@ class IdempotencyKeyReused(Unprocessable):
 
 
 # 503 ----------------------------------------------------------------------------------------
-class ServiceUnavailable(BridgeError):
+class ServiceUnavailable(BridgeError, Transient):
     status = 503
     title = "Service unavailable"
     code = "SERVICE_UNAVAILABLE"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.domain.access import LicenseAction, Principal
-from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
+from bridge.domain.delivery import forwarded
+from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable, Transient
 from bridge.domain.limits import next_uses
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.ports import (
@@ -52,7 +53,7 @@ class UsageOutcome:
     replayed: bool
 
 
-class RaceLost(Exception):
+class RaceLost(Exception, Transient):
     """The conditional update failed but a fresh read says it would pass: try again."""
 
 
@@ -121,9 +122,7 @@ class UsageService:
             occurred_at=now,
         )
         uow.ledger.add(entry)
-        # A change of 0 is history, not usage; a reset is the end of a count, not usage either
-        # (billing platforms reset per period themselves): neither is forwarded.
-        if entry.delta != 0 and change.kind is not UsageKind.RESET:
+        if forwarded(entry):
             uow.outbox.add(entry, self._sinks)
         expiry = license.expiry
         if change.kind is UsageKind.INCREMENT:

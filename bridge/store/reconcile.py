@@ -136,7 +136,9 @@ class SqlReconciliation:
                 outbox.c.entry_id.in_(list(entry_ids)),
                 outbox.c.status == OutboxStatus.DELIVERED.value,
             )
-            .values(status=OutboxStatus.PENDING.value, next_attempt_at=now, last_error=None)
+            .values(
+                status=OutboxStatus.PENDING.value, next_attempt_at=now, last_error=None, reason=None
+            )
         )
         return int(self._conn.execute(query).rowcount)
 

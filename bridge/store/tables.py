@@ -177,6 +177,7 @@ class OutboxRow(SQLModel, table=True):
     next_attempt_at: datetime = _utc()
     last_error: str | None = None
     created: datetime = _utc()
+    reason: str | None = Field(default=None, max_length=32)  # bridge.domain.delivery.Reason
 
 
 class IdempotencyRow(SQLModel, table=True):
