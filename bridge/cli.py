@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -76,7 +76,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
 ) -> None:
-    """Apply migrations and run the HTTP API (SQLite by default)."""
+    """Apply migrations and run the HTTP API (SQLite by default). SIGTERM or Ctrl-C stops it
+    gracefully: open requests are answered, the relay finishes its batch, the scheduler stops,
+    then it exits 0."""
     import uvicorn
 
     with _container(config, migrate=True) as container:
@@ -85,31 +87,54 @@ def serve(
             if secret is not None:
                 out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
                 out.print(secret, soft_wrap=True)
-        with _relay_thread(container), _scheduler(container):
-            uvicorn.run(
+        server = uvicorn.Server(
+            uvicorn.Config(
                 build_app(container),
                 host=host or container.settings.host,
                 port=port or container.settings.port,
                 log_level=container.settings.log_level,
             )
+        )
+        # uvicorn takes the signals while it runs and then raises them again, for the handlers
+        # it found: these, so that the relay and the scheduler still stop in order below.
+        _on_stop_signals(lambda: setattr(server, "should_exit", True))
+        with _relay_thread(container), _scheduler(container):
+            server.run()
+            log.info("serve_stopping")
+    log.info("serve_stopped")
+
+
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call ``stop`` (once is enough: the stop is bounded)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 @contextmanager
 def _relay_thread(container: Container) -> Iterator[None]:
-    """The outbox relay beside the API, stopped (after its current batch) when serve ends."""
+    """The outbox relay in a thread, stopped when the block ends: it finishes the batch in
+    flight and records it; if that takes longer than ``relay.stop_timeout_s`` (a platform
+    holding the request), what it holds is handed back, due again at once."""
     if not container.sinks:
         yield
         return
+    relay = container.relay()
     stop = threading.Event()
-    thread = threading.Thread(
-        target=container.relay().run, args=(stop,), name="bridge-relay", daemon=True
-    )
+    thread = threading.Thread(target=relay.run, args=(stop,), name="bridge-relay", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=relay.policy.stop_timeout_s)
+        if thread.is_alive():
+            log.warning("relay_stop_timed_out", timeout_s=relay.policy.stop_timeout_s)
+            relay.flush()
+            relay.release_held()
 
 
 @contextmanager
@@ -125,7 +150,8 @@ def _scheduler(container: Container) -> Iterator[None]:
     try:
         yield
     finally:
-        jobs.shutdown(wait=True)
+        jobs.shutdown(wait=True)  # a running job finishes first
+        log.info("scheduler_stopped")
 
 
 @app.command()
@@ -135,19 +161,22 @@ def worker(
         bool, typer.Option("--once", help="Deliver what is due now, then exit")
     ] = False,
 ) -> None:
-    """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file)."""
+    """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file). SIGTERM or
+    Ctrl-C stops it after its batch in flight, recorded, then it exits 0."""
     with _container(config) as container:
-        relay = container.relay()
         if once:
+            relay = container.relay()
             total = 0
             while handled := sum(r.handled for r in relay.run_once().values()):
                 total += handled
             out.print(f"handled {total} outbox items")
             return
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        relay.run(stop)
+        stopping = threading.Event()
+        _on_stop_signals(stopping.set)
+        with _relay_thread(container):
+            stopping.wait()
+            log.info("worker_stopping")
+    log.info("worker_stopped")
 
 
 @outbox_app.command("status")

@@ -6,6 +6,7 @@ import csv
 import json
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -57,11 +58,17 @@ def scheduler(config: ConfigOpt = None) -> None:
     from bridge.scheduling import build_scheduler
 
     with container(config) as c:
-        jobs = build_scheduler(c.jobs(), c.settings, blocking=True)
+        jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
+        # SIGTERM or Ctrl-C: stop taking jobs, let a running one finish, then exit 0.
+        stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: jobs.shutdown(wait=False))
-        out.print("scheduler running; Ctrl-C stops it")
+            signal.signal(sig, lambda *_: stopping.set())
         jobs.start()
+        out.print("scheduler running; Ctrl-C stops it")
+        stopping.wait()
+        log.info("scheduler_stopping")
+        jobs.shutdown(wait=True)
+    log.info("scheduler_stopped")
 
 
 @periods_app.command("close")
