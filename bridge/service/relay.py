@@ -87,10 +87,17 @@ class DrainResult:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    unmapped: int = 0  # of ``retried``, those waiting for a mapping (not the platform's fault)
 
     @property
     def handled(self) -> int:
         return self.delivered + self.retried + self.dead
+
+    @property
+    def failed(self) -> bool:
+        """Whether the platform failed this batch: nothing delivered, something refused or
+        retried for another reason than a missing mapping (what the circuit breaker counts)."""
+        return not self.delivered and self.handled > self.unmapped
 
 
 @dataclass
@@ -188,7 +195,12 @@ class Relay:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
         for reason, count in by_reason.items():
             log.warning("outbox_retry_scheduled", sink=sink, count=count, reason=reason)
-        return DrainResult(len(delivered), len(retry), sum(len(ids) for ids in dead.values()))
+        return DrainResult(
+            len(delivered),
+            len(retry),
+            sum(len(ids) for ids in dead.values()),
+            by_reason.get(Reason.MAPPING_MISSING, 0),
+        )
 
     def _record_delivered(self, ids: list[int]) -> None:
         with self.uows(write=True) as uow:
@@ -235,7 +247,7 @@ class Relay:
         return results
 
     def _record(self, sink: str, breaker: _Breaker, result: DrainResult) -> None:
-        if result.delivered or not result.handled:
+        if not result.failed:
             if breaker.open_until is not None:
                 log.info("sink_circuit_closed", sink=sink)
             breaker.failures, breaker.open_until = 0, None
