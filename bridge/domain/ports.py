@@ -47,10 +47,12 @@ class Sink(Protocol):
       once by the platform (it is the platform's dedupe key).
     - It returns once every item is durably accepted except those it names in the returned
       failures (e.g. one event of a batch the platform rejected, or a license whose mapping is
-      missing); the relay records the rest as delivered.
-    - For the whole batch it raises only ``TransientDeliveryError`` (retry later) or
-      ``PermanentDeliveryError`` (dead-letter) from ``bridge.domain.delivery``; anything else is
-      a bug and is treated as transient.
+      missing); the relay records the rest as delivered. Each failure is the error of the
+      request that item was in (or its own, before sending): an outcome belongs to the items it
+      is about, and ``bridge.domain.delivery.decide`` turns it into retry or dead, by reason.
+    - An error about every item may be raised for the whole batch instead: only
+      ``TransientDeliveryError`` (retry later) or ``PermanentDeliveryError`` (dead-letter) from
+      ``bridge.domain.delivery``; anything else is a bug and is treated as transient.
     - It runs in the outbox relay, never in the request path, so it may block on I/O.
     - ``accepts`` is the sink's one answer to "is this change sent here at all?" (its policy and
       decrement filters), asked by the relay before ``deliver`` and by reconciliation alike; an
