@@ -142,11 +142,10 @@ class Relay:
     def _deliver(self, sink: Sink, items: Sequence[OutboxItem]) -> dict[int, BaseException]:
         """The error each item met (none: delivered). Items the sink does not accept are not
         sent; an error raised for the whole batch is each sent item's."""
-        sent = [i for i in items if sink.accepts(i.entry, i.license)]
-        if not sent:
-            return {}
+        sent: Sequence[OutboxItem] = items
         try:
-            return {f.item_id: f.error for f in sink.deliver(sent)}
+            sent = [i for i in items if sink.accepts(i.entry, i.license)]
+            return {f.item_id: f.error for f in sink.deliver(sent)} if sent else {}
         except Exception as exc:  # a sink bug must not lose items: ``decide`` retries them
             if not isinstance(exc, DeliveryError):
                 log.exception("sink_failed", sink=sink.name, count=len(sent))
@@ -188,13 +187,13 @@ class Relay:
             log.info("outbox_delivered", sink=sink, count=len(delivered))
         for (reason, error), ids in dead.items():
             log.warning(
-                "outbox_dead_lettered", sink=sink, count=len(ids), reason=reason, error=error
+                "outbox_dead_lettered", sink=sink, count=len(ids), reason=reason.value, error=error
             )
         by_reason: dict[Reason, int] = {}
         for _id, r in retry:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
         for reason, count in by_reason.items():
-            log.warning("outbox_retry_scheduled", sink=sink, count=count, reason=reason)
+            log.warning("outbox_retry_scheduled", sink=sink, count=count, reason=reason.value)
         return DrainResult(
             len(delivered),
             len(retry),
