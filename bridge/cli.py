@@ -91,6 +91,10 @@ def serve(
                 host=host or container.settings.host,
                 port=port or container.settings.port,
                 log_level=container.settings.log_level,
+                # uvicorn's records go through bridge.logging (context, redaction, format);
+                # the middleware logs each request as request_completed, with its id.
+                log_config=None,
+                access_log=False,
             )
 
 

@@ -181,7 +181,7 @@ def _log_progress() -> ProgressFn:
 
     def report(done: int, total: int) -> None:
         if total and done / total >= step["next"]:
-            log.info("reconcile.progress", periods=done, of=total)
+            log.info("reconciliation_progressed", periods=done, of=total)
             step["next"] = done / total + 0.1
 
     return report

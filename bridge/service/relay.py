@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -94,6 +95,8 @@ class Relay:
         self._unrecorded.pop(sink.name, None)
         if not items:
             return DrainResult()
+        # Every line about this batch, the connector's included, carries the same batch id.
+        structlog.contextvars.bind_contextvars(batch=uuid.uuid4().hex[:12])
         try:
             failures = sink.deliver(items)
         except PermanentDeliveryError as exc:
@@ -183,7 +186,11 @@ class Relay:
             breaker = self._breakers.setdefault(sink.name, _Breaker())
             if breaker.open_until is not None and now < breaker.open_until:
                 continue
-            result = self.drain_once(sink)
+            with structlog.contextvars.bound_contextvars(sink=sink.name):
+                try:
+                    result = self.drain_once(sink)
+                finally:
+                    structlog.contextvars.unbind_contextvars("batch")
             results[sink.name] = result
             self._record(sink.name, breaker, result)
         return results
