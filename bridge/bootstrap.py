@@ -13,9 +13,9 @@ from bridge.api.render import Renderer
 from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock, PlatformReader, Sink
+from bridge.jobs.jobs import Jobs
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
-from bridge.service.jobs import Jobs
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy

@@ -122,7 +122,7 @@ def _scheduler(container: Container) -> Iterator[None]:
     if not container.settings.scheduler.enabled:
         yield
         return
-    from bridge.scheduling import build_scheduler
+    from bridge.jobs.scheduler import build_scheduler
 
     jobs = build_scheduler(container.jobs(), container.settings, blocking=False)
     jobs.start()

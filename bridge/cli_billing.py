@@ -54,7 +54,7 @@ _REPORT_COLUMNS = (
 def scheduler(config: ConfigOpt = None) -> None:
     """Run the scheduled jobs alone: period closing, machine reaping and the daily
     reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
-    from bridge.scheduling import build_scheduler
+    from bridge.jobs.scheduler import build_scheduler
 
     with container(config) as c:
         jobs = build_scheduler(c.jobs(), c.settings, blocking=True)

@@ -18,7 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bridge.service.jobs import Jobs
+from bridge.jobs.jobs import Jobs
 from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
