@@ -157,7 +157,7 @@ def worker(
 @outbox_app.command("status")
 def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Per sink: pending, in flight, delivered and dead items, and the oldest undelivered."""
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         rows = outbox_status(c.uows)
         now = c.clock.now()
     records = [
@@ -189,7 +189,7 @@ def outbox_dead_letters(
     as_json: JsonOpt = False,
 ) -> None:
     """Items that will not be retried, with the platform's error."""
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         letters = dead_letters(c.uows, sink, PageRequest(page, 100))
     rows = [
         {
@@ -240,7 +240,7 @@ def product_create(
 
 @product_app.command("list")
 def product_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         page = products.list_products(c.uows, ADMIN, PageRequest(1, 100))
     _show(page.items, ["id", "name", "created"], as_json, f"Products ({page.total})")
 
@@ -287,7 +287,7 @@ def policy_create(
 
 @policy_app.command("list")
 def policy_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         page = policies.list_policies(c.uows, ADMIN, PageRequest(1, 100), None)
     _show(page.items, _POLICY_COLUMNS, as_json, f"Policies ({page.total})")
 
@@ -321,7 +321,7 @@ def license_list(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         found = licenses.list_licenses(c.uows, ADMIN, PageRequest(page, 100), policy)
     rows = [_license_row(lic) for lic in found.items]
     _show(rows, _LICENSE_COLUMNS, as_json, f"Licenses ({found.total})")
@@ -333,7 +333,7 @@ def license_show(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
     columns = [*_LICENSE_COLUMNS, "created", "updated"]
     _show([_license_row(lic)], columns, as_json, "License", one=True)
@@ -392,7 +392,7 @@ def usage_history_cmd(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         _, entries = usage_history(c.uows, ADMIN, license, PageRequest(page, 100))
     columns = ["occurred_at", "kind", "delta", "uses_before", "uses_after", "actor", "id"]
     _show(entries.items, columns, as_json, f"Usage ledger ({entries.total} entries)")
@@ -428,7 +428,7 @@ def machine_list(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         found = c.machines().list(ADMIN, PageRequest(page, 100), license)
     _show(found.items, _MACHINE_COLUMNS, as_json, f"Machines ({found.total})")
 

@@ -138,7 +138,7 @@ def report(
 ) -> None:
     """The stored findings, period by period (all of them without a window)."""
     window = _window(period, start, end) if (period or start or end) else None
-    with container(config) as c:
+    with container(config, migrate=False) as c:
         findings = _findings(c.uows, window, sink, status)
         if as_csv:  # streamed: a month of a large fleet is many rows
             writer = csv.DictWriter(
