@@ -84,6 +84,23 @@ def test_secrets_are_redacted_by_pattern_in_fields_text_and_exceptions(
     assert len(lines) == 4  # the standard library's records went through the same pipeline
 
 
+SOURCES = Path(__file__).resolve().parents[1]
+EVENT = re.compile(r"\blog\.(?:debug|info|warning|error|exception|critical)\(\s*\"([^\"]*)\"")
+
+
+def test_every_event_name_follows_the_convention() -> None:
+    """Each event the code logs is snake_case, a noun then what happened to it (two words at
+    least), never a sentence or a dotted name."""
+    names = {
+        name
+        for package in ("bridge", "connectors")
+        for path in (SOURCES / package).rglob("*.py")
+        for name in EVENT.findall(path.read_text())
+    }
+    assert len(names) > 20  # the pattern finds them
+    assert sorted(n for n in names if not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", n)) == []
+
+
 # Context ---------------------------------------------------------------------------------------
 class _LoggingUsage(UsageService):
     def apply_in(self, uow: Any, principal: Principal, change: UsageChange) -> UsageOutcome:
