@@ -100,7 +100,10 @@ def serve(db: Path, port: int, log_level: str, lifetime: float) -> None:
     )
     app.add_api_route(f"{NOOP}-async", bench_noop_async, methods=["POST"], include_in_schema=False)
     _watchdog(lifetime)
-    uvicorn.run(app, host=HOST, port=port, log_level=log_level)
+    from bridge.logging import configure
+
+    configure(log_level)  # as serve: uvicorn's records and request_completed through structlog
+    uvicorn.run(app, host=HOST, port=port, log_level=log_level, log_config=None, access_log=False)
     container.dispose()
 
 
