@@ -23,6 +23,7 @@ keys in API paths and in "license 'KEY'" details, and the values in database err
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -113,16 +114,13 @@ _SCRUBS: tuple[_Scrub, ...] = (
         rf"\1{REDACTED}",
     ),
 )
-_TRIGGERS = tuple(dict.fromkeys(word for words, _, _ in _SCRUBS for word in words))
+_TRIGGER = re.compile("|".join(re.escape(w) for ws, _, _ in _SCRUBS for w in dict.fromkeys(ws)))
 
 
 def scrub(text: str) -> str:
     """``text`` with every credential the patterns know replaced by ``[redacted]``."""
     low = text.lower()
-    for word in _TRIGGERS:
-        if word in low:
-            break
-    else:
+    if _TRIGGER.search(low) is None:
         return text
     for words, pattern, replacement in _SCRUBS:
         if any(word in low for word in words):
@@ -133,15 +131,16 @@ def scrub(text: str) -> str:
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return scrub(value)
+    if value is None or isinstance(value, int | float):  # bool is an int
+        return value
     if isinstance(value, dict):
         return {k: REDACTED if _secret_field(k) else _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_clean(v) for v in value]
-    if isinstance(value, int | float | bool) or value is None:
-        return value
     return scrub(str(value))  # whatever it is, it is rendered as text: scrub that text
 
 
+@functools.lru_cache(maxsize=1024)  # field names are few: decided once each
 def _secret_field(name: Any) -> bool:
     return (
         isinstance(name, str)
@@ -153,8 +152,12 @@ def _secret_field(name: Any) -> bool:
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop secret fields and scrub every other value (run after exceptions are formatted)."""
     for name, value in event.items():
-        event[name] = REDACTED if _secret_field(name) else _clean(value)
+        if name not in _OWN:
+            event[name] = REDACTED if _secret_field(name) else _clean(value)
     return event
+
+
+_OWN = frozenset({"level", "timestamp", "logger"})  # written by the processors before redact
 
 
 class _Stderr:
