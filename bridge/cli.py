@@ -93,6 +93,10 @@ def serve(
                 host=host or container.settings.host,
                 port=port or container.settings.port,
                 log_level=container.settings.log_level,
+                # uvicorn's records go through bridge.logging (context, redaction, format);
+                # the middleware logs each request as request_completed, with its id.
+                log_config=None,
+                access_log=False,
             )
         )
         # uvicorn takes the signals while it runs and then raises them again, for the handlers
@@ -100,7 +104,7 @@ def serve(
         _on_stop_signals(lambda: setattr(server, "should_exit", True))
         with _relay_thread(container), _scheduler(container):
             server.run()
-            log.info("serve_stopping")
+            log.info("shutdown_started", command="serve")
     log.info("serve_stopped")
 
 
@@ -143,7 +147,7 @@ def _scheduler(container: Container) -> Iterator[None]:
     if not container.settings.scheduler.enabled:
         yield
         return
-    from bridge.scheduling import build_scheduler
+    from bridge.jobs.scheduler import build_scheduler
 
     jobs = build_scheduler(container.jobs(), container.settings, blocking=False)
     jobs.start()
@@ -175,7 +179,7 @@ def worker(
         _on_stop_signals(stopping.set)
         with _relay_thread(container):
             stopping.wait()
-            log.info("worker_stopping")
+            log.info("shutdown_started", command="worker")
     log.info("worker_stopped")
 
 
@@ -183,7 +187,7 @@ def worker(
 def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Per sink: pending, in flight, delivered and dead items, counted by reason, and the
     oldest undelivered."""
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         rows = outbox_status(c.uows)
         now = c.clock.now()
     records: list[dict[str, Any]] = [
@@ -219,7 +223,7 @@ def outbox_dead_letters(
     as_json: JsonOpt = False,
 ) -> None:
     """Items that will not be retried, with the platform's error."""
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         letters = dead_letters(c.uows, sink, PageRequest(page, 100))
     rows = [
         {
@@ -271,7 +275,7 @@ def product_create(
 
 @product_app.command("list")
 def product_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         page = products.list_products(c.uows, ADMIN, PageRequest(1, 100))
     _show(page.items, ["id", "name", "created"], as_json, f"Products ({page.total})")
 
@@ -318,7 +322,7 @@ def policy_create(
 
 @policy_app.command("list")
 def policy_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         page = policies.list_policies(c.uows, ADMIN, PageRequest(1, 100), None)
     _show(page.items, _POLICY_COLUMNS, as_json, f"Policies ({page.total})")
 
@@ -352,7 +356,7 @@ def license_list(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         found = licenses.list_licenses(c.uows, ADMIN, PageRequest(page, 100), policy)
     rows = [_license_row(lic) for lic in found.items]
     _show(rows, _LICENSE_COLUMNS, as_json, f"Licenses ({found.total})")
@@ -364,7 +368,7 @@ def license_show(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
     columns = [*_LICENSE_COLUMNS, "created", "updated"]
     _show([_license_row(lic)], columns, as_json, "License", one=True)
@@ -423,7 +427,7 @@ def usage_history_cmd(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         _, entries = usage_history(c.uows, ADMIN, license, PageRequest(page, 100))
     columns = ["occurred_at", "kind", "delta", "uses_before", "uses_after", "actor", "id"]
     _show(entries.items, columns, as_json, f"Usage ledger ({entries.total} entries)")
@@ -459,7 +463,7 @@ def machine_list(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         found = c.machines().list(ADMIN, PageRequest(page, 100), license)
     _show(found.items, _MACHINE_COLUMNS, as_json, f"Machines ({found.total})")
 

@@ -55,7 +55,7 @@ _REPORT_COLUMNS = (
 def scheduler(config: ConfigOpt = None) -> None:
     """Run the scheduled jobs alone: period closing, machine reaping and the daily
     reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
-    from bridge.scheduling import build_scheduler
+    from bridge.jobs.scheduler import build_scheduler
 
     with container(config) as c:
         jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
@@ -66,7 +66,7 @@ def scheduler(config: ConfigOpt = None) -> None:
         jobs.start()
         out.print("scheduler running; Ctrl-C stops it")
         stopping.wait()
-        log.info("scheduler_stopping")
+        log.info("shutdown_started", command="scheduler")
         jobs.shutdown(wait=True)
     log.info("scheduler_stopped")
 
@@ -146,7 +146,7 @@ def report(
 ) -> None:
     """The stored findings, period by period (all of them without a window)."""
     window = _window(period, start, end) if (period or start or end) else None
-    with container(config) as c:
+    with container(config, migrate=False) as c:
         findings = _findings(c.uows, window, sink, status)
         if as_csv:  # streamed: a month of a large fleet is many rows
             writer = csv.DictWriter(
@@ -189,7 +189,7 @@ def _log_progress() -> ProgressFn:
 
     def report(done: int, total: int) -> None:
         if total and done / total >= step["next"]:
-            log.info("reconcile.progress", periods=done, of=total)
+            log.info("reconciliation_progressed", periods=done, of=total)
             step["next"] = done / total + 0.1
 
     return report

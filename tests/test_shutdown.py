@@ -167,7 +167,7 @@ def test_sigterm_finishes_the_batch_in_flight(
     try:
         assert hold.arrived.wait(DEADLINE_S), process.output
         process.proc.send_signal(signal.SIGTERM)
-        process.wait_for(f"{name}_stopping")  # the stop has begun with the request in flight
+        process.wait_for("shutdown_started")  # the stop has begun with the request in flight
         hold.release()
         assert process.wait() == 0, process.output
     finally:

@@ -52,6 +52,8 @@ source pointers; the others are ours.
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
     │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
+        ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
+        └── SchemaUnknown               SCHEMA_UNKNOWN           (read-only commands)
 """
 
 from __future__ import annotations
@@ -371,6 +373,21 @@ class ServiceUnavailable(BridgeError, Transient):
     title = "Service unavailable"
     code = "SERVICE_UNAVAILABLE"
     default_detail = "The store is temporarily unavailable; retry with the same Idempotency-Key"
+
+
+class SchemaBehind(ServiceUnavailable):
+    """The database is not migrated to this version's schema (read-only commands never
+    migrate; ``meterbridge db upgrade`` does)."""
+
+    code = "SCHEMA_BEHIND"
+    default_detail = "the database schema is behind this version: run `meterbridge db upgrade`"
+
+
+class SchemaUnknown(ServiceUnavailable):
+    """The database was migrated by a newer version than this one."""
+
+    code = "SCHEMA_UNKNOWN"
+    default_detail = "the database schema is newer than this version"
 
 
 def all_error_classes() -> list[type[BridgeError]]:

@@ -101,7 +101,7 @@ class Reconciler:
             if progress is not None:
                 progress(summary.periods, total)
         log.info(
-            "reconcile.done",
+            "reconciliation_finished",
             window_start=window.start.isoformat(),
             window_end=window.end.isoformat(),
             periods=summary.periods,
@@ -132,7 +132,9 @@ class Reconciler:
                 platform = reader.read(period.license, period.start, period.end)
             except PlatformUnavailable as exc:
                 unchecked = True
-                log.warning("reconcile.unchecked", sink=sink, period=period.id, reason=str(exc))
+                log.warning(
+                    "reconciliation_unchecked", sink=sink, period=period.id, reason=str(exc)
+                )
         finding = compare(
             changes,
             platform,
@@ -142,7 +144,7 @@ class Reconciler:
         )
         if finding.status == MISMATCH:
             log.warning(
-                "reconcile.mismatch",
+                "reconciliation_mismatched",
                 sink=sink,
                 license=period.license_id,
                 period_start=period.start.isoformat(),

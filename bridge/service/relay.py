@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,6 +127,8 @@ class Relay:
         self._unrecorded.pop(sink.name, None)
         if not items:
             return DrainResult()
+        # Every line about this batch, the connector's included, carries the same batch id.
+        structlog.contextvars.bind_contextvars(batch=uuid.uuid4().hex[:12])
         with self._lock:
             self._held[sink.name] = [i.id for i in items]
         errors = self._deliver(sink, items)
@@ -240,7 +243,11 @@ class Relay:
                 if now < paused:
                     continue
                 del self._paused[sink.name]
-            result = self.drain_once(sink)
+            with structlog.contextvars.bound_contextvars(sink=sink.name):
+                try:
+                    result = self.drain_once(sink)
+                finally:
+                    structlog.contextvars.unbind_contextvars("batch")
             results[sink.name] = result
             self._record(sink.name, breaker, result)
         return results

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
+
 from bridge.domain.access import LicenseAction, Principal
 from bridge.domain.delivery import forwarded
 from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable, Transient
@@ -89,6 +91,7 @@ class UsageService:
         """Apply one change inside the caller's unit of work, without committing. Besides the
         domain errors it may raise ``StoreConflict`` or ``RaceLost``: run it again alone."""
         license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
+        structlog.contextvars.bind_contextvars(license_id=license.id)  # known from here on
         now = self._clock.now()
         if license.period_start is not None and now < license.period_start:
             # This clock is behind the one that opened the period: count the change at the
