@@ -48,6 +48,7 @@ _REPORT_COLUMNS = (
     "missing",
     "unknown",
     "repaired",
+    "resendable",
     "unrepairable",
 )
 

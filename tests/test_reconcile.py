@@ -220,7 +220,9 @@ def test_a_report_only_run_applies_the_same_window_as_a_repair(world: World) -> 
     world.m3ter.lose(ids[3])
     report = world.reconcile()  # the day after the period closed: well inside both windows
     assert (report.resent, report.resendable, report.unrepairable) == (0, 1 + 5, 0)
-    assert (world.report("lago").unrepairable, world.report("m3ter").unrepairable) == (0, 0)
+    lago, m3ter = world.report("lago"), world.report("m3ter")
+    assert (lago.missing, lago.resendable, lago.unrepairable) == ((ids[3],), 1, 0)
+    assert (m3ter.resendable, m3ter.unrepairable) == (5, 0)  # totals only: the whole period
     assert world.lago.ingested.count(ids[3]) == 1  # a report resends nothing
     assert world.reconcile(repair=True).resent == report.resendable
     world.drain()
@@ -230,7 +232,13 @@ def test_a_report_only_run_applies_the_same_window_as_a_repair(world: World) -> 
     world.clock.set(datetime(2026, 3, 20, tzinfo=UTC))  # 74 days after the change
     late = world.reconcile()
     assert (late.resent, late.resendable, late.unrepairable) == (0, 0, 1 + 5)
-    assert (world.report("lago").unrepairable, world.report("m3ter").unrepairable) == (1, 5)
+    lago, m3ter = world.report("lago"), world.report("m3ter")
+    assert (lago.resendable, lago.unrepairable, m3ter.resendable, m3ter.unrepairable) == (
+        0,
+        1,
+        0,
+        5,
+    )
 
 
 def test_undelivered_changes_are_a_mismatch_until_delivered(world: World) -> None:

@@ -543,6 +543,7 @@ class ReconciliationAttributes(Out):
     unknown: list[str]
     repaired: int
     unrepairable: int
+    resendable: int
     checked_at: datetime
 
 

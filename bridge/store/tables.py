@@ -245,5 +245,6 @@ class ReconciliationRow(SQLModel, table=True):
     unknown: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     repaired: int = 0
     unrepairable: int = 0
+    resendable: int = 0  # lost changes inside the platform's dedupe window
     status: str = Field(max_length=16)  # "ok" or "mismatch"
     checked_at: datetime = _utc()

@@ -1,4 +1,5 @@
-"""outbox: the reason an item waits or is dead, as a column (was parsed out of last_error)
+"""outbox: the reason an item waits or is dead, as a column (was parsed out of last_error);
+reconciliations: how many lost changes a repair would resend
 
 Revision ID: 0005
 Revises: 0004
@@ -34,8 +35,14 @@ def upgrade() -> None:
         "WHERE status = 'dead' AND last_error LIKE 'retry horizon passed%'"
     )
     op.execute("UPDATE outbox SET reason = 'rejected' WHERE status = 'dead' AND reason IS NULL")
+    with op.batch_alter_table("reconciliations", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("resendable", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("reconciliations", schema=None) as batch_op:
+        batch_op.drop_column("resendable")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_column("reason")
