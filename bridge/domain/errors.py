@@ -5,6 +5,10 @@ HTTP ``status`` and a JSON:API ``title``. They are rendered in exactly one place
 (``bridge.api.errors``). Codes that Keygen defines keep Keygen's spelling, detail strings and
 source pointers; the others are ours.
 
+Every internal error type, these and the others (delivery errors, store conflicts, platform
+reads), carries one of two markers: ``Transient`` (trying again later may succeed: 503) or
+``Terminal`` (it never will: every 4xx here), so "retry or not" is one ``isinstance`` check.
+
     BridgeError (500)                   INTERNAL_ERROR           (a bug; never expected)
     ├── BadRequest (400)                BAD_REQUEST
     │   ├── JsonInvalid                 JSON_INVALID
