@@ -65,11 +65,15 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # The unit of work begins its own transactions (BEGIN IMMEDIATE for writes); this is
-        # for every other connection (migrations, job locks, readiness, tests).
-        if conn.get_execution_options().get("bridge_begun"):
+        # for every other connection (migrations, job locks, readiness, tests), which ask for
+        # a write transaction with the ``bridge_write`` execution option.
+        options = conn.get_execution_options()
+        if options.get("bridge_begun"):
             return
         # Straight to the driver: exec_driver_sql would cost more than the BEGIN itself.
-        conn.connection.driver_connection.execute("BEGIN DEFERRED")  # type: ignore[union-attr]
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "BEGIN IMMEDIATE" if options.get("bridge_write") else "BEGIN DEFERRED"
+        )
 
     return engine
 

@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from bridge.domain.delivery import (
-    MAPPING_MISSING,
     DeadLetter,
     LicenseFacts,
     OutboxItem,
     OutboxStatus,
+    Reason,
     SinkStatus,
 )
 from bridge.domain.model import UsageEntry
@@ -47,28 +47,32 @@ _LEASE = """
 UPDATE outbox SET status = 'inflight', next_attempt_at = :lease_until, attempts = attempts + 1
 WHERE id IN_IDS
 """
-_MARK = "UPDATE outbox SET status = :status, last_error = :error WHERE id IN_IDS"
+_MARK = "UPDATE outbox SET status = :status, last_error = :error, reason = :reason WHERE id IN_IDS"
 _MARK_AT = """
-UPDATE outbox SET status = :status, last_error = :error, next_attempt_at = :at WHERE id IN_IDS
+UPDATE outbox SET status = :status, last_error = :error, reason = :reason, next_attempt_at = :at
+WHERE id IN_IDS
+"""
+_RELEASE = """
+UPDATE outbox SET status = 'pending', next_attempt_at = :now WHERE id IN_IDS AND status = 'inflight'
 """
 _PENDING = "SELECT COUNT(*) AS total FROM outbox WHERE status = 'pending'"
-_STATUS = f"""
-SELECT sink, status, COUNT(*) AS count, MIN(created) AS oldest,
-       SUM(CASE WHEN last_error LIKE '{MAPPING_MISSING}%' THEN 1 ELSE 0 END) AS missing
-FROM outbox GROUP BY sink, status ORDER BY sink, status
-"""  # noqa: S608 - only module constants are interpolated
+_STATUS = """
+SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
+FROM outbox GROUP BY sink, status, reason ORDER BY sink, status
+"""
 _DEAD = f"""
-SELECT outbox.id AS item_id, outbox.sink, outbox.attempts, outbox.last_error, {SELECT_COLUMNS}
+SELECT outbox.id AS item_id, outbox.sink, outbox.attempts, outbox.last_error, outbox.reason,
+       {SELECT_COLUMNS}
 FROM outbox JOIN usage_ledger e ON e.id = outbox.entry_id
 WHERE outbox.status = 'dead' AND (CAST(:sink AS VARCHAR) IS NULL OR outbox.sink = :sink)
 ORDER BY outbox.id LIMIT :limit OFFSET :offset
 """  # noqa: S608 - only module constants are interpolated
 _REQUEUE_DEAD = """
-UPDATE outbox SET status = 'pending', next_attempt_at = :now, attempts = 0
+UPDATE outbox SET status = 'pending', next_attempt_at = :now, attempts = 0, reason = NULL
 WHERE status = 'dead' AND (CAST(:sink AS VARCHAR) IS NULL OR sink = :sink)
 """
 _REQUEUE_DELIVERED = """
-UPDATE outbox SET status = 'pending', next_attempt_at = :now, last_error = NULL
+UPDATE outbox SET status = 'pending', next_attempt_at = :now, last_error = NULL, reason = NULL
 WHERE status = 'delivered' AND sink = :sink AND entry_id IN (SELECT value FROM json_each(:ids))
 """
 
@@ -81,6 +85,7 @@ class OutboxStatements:
         self.lease = sql.style(_LEASE)
         self.mark = sql.style(_MARK)
         self.mark_at = sql.style(_MARK_AT)
+        self.release = sql.style(_RELEASE)
         self.pending = sql.style(_PENDING)
         self.status = sql.style(_STATUS)
         self.dead = sql.style(_DEAD)
@@ -137,30 +142,46 @@ class SqlOutbox:
         *,
         next_attempt_at: datetime | None = None,
         error: str | None = None,
+        reason: Reason | None = None,
     ) -> None:
-        params = {"ids": self._sql.ids(ids), "status": status.value, "error": error}
+        params = {
+            "ids": self._sql.ids(ids),
+            "status": status.value,
+            "error": error,
+            "reason": reason.value if reason is not None else None,
+        }
         if next_attempt_at is None:
             self._cursor.execute(self._st.mark, params)
         else:
             params["at"] = self._sql.ts(next_attempt_at)
             self._cursor.execute(self._st.mark_at, params)
 
+    def release(self, ids: Sequence[int], now: datetime) -> None:
+        """Items still in flight back to pending, due ``now`` (their lease given up)."""
+        self._cursor.execute(
+            self._st.release, {"ids": self._sql.ids(ids), "now": self._sql.ts(now)}
+        )
+
     def pending_count(self) -> int:
         self._cursor.execute(self._st.pending)
         return total(self._cursor)
 
     def status(self) -> list[SinkStatus]:
-        """Counts per sink and status, and the creation time of the oldest undelivered item."""
+        """Counts per sink and status, by reason, and the creation time of the oldest
+        undelivered item."""
         self._cursor.execute(self._st.status)
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in every(self._cursor):
+            groups.setdefault((r["sink"], r["status"]), []).append(r)
         return [
             SinkStatus(
-                r["sink"],
-                OutboxStatus(r["status"]),
-                r["count"],
-                read_ts(r["oldest"]),
-                int(r["missing"] or 0),
+                sink,
+                OutboxStatus(status),
+                sum(r["count"] for r in rows),
+                min((read_ts(r["oldest"]) for r in rows if r["oldest"] is not None), default=None),
+                {Reason(r["reason"]): r["count"] for r in rows if r["reason"] is not None},
             )
-            for r in every(self._cursor)
+            for (sink, status), rows in groups.items()
         ]
 
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
@@ -170,6 +191,7 @@ class SqlOutbox:
             DeadLetter(
                 OutboxItem(r["item_id"], r["sink"], r["attempts"], entry_from_row(r)),
                 r["last_error"],
+                Reason(r["reason"]) if r["reason"] else None,
             )
             for r in every(self._cursor)
         ]

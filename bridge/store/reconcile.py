@@ -122,6 +122,7 @@ class SqlReconciliation:
                 unknown=list(finding.unknown),
                 repaired=repaired,
                 unrepairable=finding.unrepairable,
+                resendable=len(finding.to_resend),
                 status=finding.status,
                 checked_at=now,
             )
@@ -179,6 +180,7 @@ class SqlReconciliation:
                 unknown=tuple(r["unknown"]),
                 repaired=r["repaired"],
                 unrepairable=r["unrepairable"],
+                resendable=r["resendable"],
                 checked_at=r["checked_at"],
             )
             for r in self._conn.execute(query).mappings()
