@@ -219,19 +219,26 @@ class SqlLicenses:
         self._cursor.execute(statement, params)
         return one(self._cursor)
 
+    # The projection's names are known (``_SELECT`` lists them): rows are zipped with them
+    # directly, the cheapest way by name for the usage path, which reads one on every change.
     def _licenses(self, statement: str, params: dict[str, Any]) -> list[License]:
-        # The projection's names are known: zipped directly (the usage path reads one per change).
         self._cursor.execute(statement, params)
-        return [license_from_row(dict(zip(_PROJECTION, r, strict=True))) for r in self._cursor]
+        return [
+            license_from_row(dict(zip(_PROJECTION, r, strict=True)))
+            for r in self._cursor.fetchall()
+        ]
+
+    def _license(self, statement: str, params: dict[str, Any]) -> License | None:
+        self._cursor.execute(statement, params)
+        row = self._cursor.fetchone()
+        return None if row is None else license_from_row(dict(zip(_PROJECTION, row, strict=True)))
 
     def find(self, id_or_key: str) -> License | None:
         """By id or key; an id match wins over a key equal to another license's id."""
-        found = self._licenses(self._st.find, {"ref": id_or_key})
-        return found[0] if found else None
+        return self._license(self._st.find, {"ref": id_or_key})
 
     def get(self, license_id: str) -> License | None:
-        found = self._licenses(self._st.get, {"id": license_id})
-        return found[0] if found else None
+        return self._license(self._st.get, {"id": license_id})
 
     def add(self, license: License) -> None:
         self._cursor.execute(self._st.insert, _values(self._sql, license))
