@@ -38,7 +38,7 @@ class SqlIdempotency:
 
     def get(self, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
         self._cursor.execute(self._st.get, {"scope": scope, "key": key})
-        row = one(self._cursor)
+        row = one(self._cursor, ("fingerprint", "result"))
         return None if row is None else (row["fingerprint"], read_json(row["result"]))
 
     def claim(self, scope: str, key: str, fingerprint: str, now: datetime) -> None:

@@ -102,7 +102,7 @@ _KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key = :key"
 _OF_POLICY = "SELECT 1 AS found FROM licenses WHERE policy_id = :policy_id LIMIT 1"
 _DELETE = "DELETE FROM licenses WHERE id = :id"
 _COUNT = "SELECT COUNT(*) AS total FROM licenses l JOIN policies p ON p.id = l.policy_id"
-_LOCK = "SELECT id FROM licenses WHERE id = :id"
+_LOCK = "SELECT id AS found FROM licenses WHERE id = :id"
 
 
 # Memoized: a store has few policies, and the usage path maps a license on every change.
@@ -215,9 +215,11 @@ class SqlLicenses:
     def __init__(self, st: LicenseStatements, cursor: Any) -> None:
         self._st, self._sql, self._cursor = st, st.sql, cursor
 
-    def _one(self, statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    def _one(
+        self, statement: str, params: dict[str, Any], names: tuple[str, ...] = ("found",)
+    ) -> dict[str, Any] | None:
         self._cursor.execute(statement, params)
-        return one(self._cursor)
+        return one(self._cursor, names)
 
     # The projection's names are known (``_SELECT`` lists them): rows are zipped with them
     # directly, the cheapest way by name for the usage path, which reads one on every change.
@@ -286,11 +288,11 @@ class SqlLicenses:
             "now": self._sql.ts(now),
             "unchecked": delta == 0,
         }
-        row = self._one(self._st.try_add, params)
+        row = self._one(self._st.try_add, params, ("uses",))
         return None if row is None else int(row["uses"])
 
     def lock_uses(self, license_id: str) -> int | None:
-        row = self._one(self._st.lock_uses, {"id": license_id})
+        row = self._one(self._st.lock_uses, {"id": license_id}, ("uses",))
         return None if row is None else int(row["uses"])
 
     def set_uses(self, license_id: str, uses: int, now: datetime) -> bool:

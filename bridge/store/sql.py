@@ -53,10 +53,13 @@ class Sql:
         return json.dumps(list(ids)) if self.sqlite else list(ids)
 
 
-def one(cursor: Any) -> dict[str, Any] | None:
-    """The next row of ``cursor`` by column name, or None."""
+def one(cursor: Any, names: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The next row of ``cursor`` by column name, or None. A statement on the usage path passes
+    the ``names`` it selects: psycopg builds its column descriptions anew on every call."""
     row = cursor.fetchone()
-    return None if row is None else dict(zip(_names(cursor), row, strict=True))
+    if row is None:
+        return None
+    return dict(zip(_names(cursor) if names is None else names, row, strict=True))
 
 
 def every(cursor: Any) -> list[dict[str, Any]]:

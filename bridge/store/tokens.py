@@ -45,12 +45,12 @@ class SqlTokens:
     def find(self, digest: str) -> tuple[str, str] | None:
         """(role, bearer id) of the token with this digest."""
         self._cursor.execute(self._st.find, {"digest": digest})
-        row = one(self._cursor)
+        row = one(self._cursor, ("role", "bearer_id"))
         return None if row is None else (row["role"], row["bearer_id"])
 
     def any_admin(self) -> bool:
         self._cursor.execute(self._st.any_admin)
-        return one(self._cursor) is not None
+        return one(self._cursor, ("found",)) is not None
 
     def delete_for(self, bearer_id: str) -> None:
         self._cursor.execute(self._st.delete_for, {"bearer_id": bearer_id})
