@@ -61,18 +61,23 @@ ORDER BY CASE WHEN l.id = :ref THEN 0 ELSE 1 END
 LIMIT 1
 """
 _GET = f"{_SELECT} WHERE l.id = :id"
+
+
+def _param(column: str) -> str:
+    """The column's parameter (JSON is cast from text on PostgreSQL, see ``sql.py``)."""
+    return f":{column}::JSON" if column == "metadata" else f":{column}"
+
+
 _INSERT = f"""
-INSERT INTO licenses ({", ".join(COLUMNS)})
-VALUES ({", ".join(f":{c}::JSON" if c == "metadata" else f":{c}" for c in COLUMNS)})
+INSERT INTO licenses ({", ".join(COLUMNS)}) VALUES ({", ".join(map(_param, COLUMNS))})
 """  # noqa: S608 - only module constants are interpolated
 # Only the usage actions and period rollovers write the counter and the open period.
 _UPDATABLE = tuple(
     c for c in COLUMNS if c not in ("id", "uses", "period_start", "period_end", "period_open_uses")
 )
 _UPDATE = f"""
-UPDATE licenses SET {", ".join(f"{c} = :{c}::JSON" if c == "metadata" else f"{c} = :{c}" for c in _UPDATABLE)}
-WHERE id = :id
-"""  # noqa: E501, S608 - only module constants are interpolated
+UPDATE licenses SET {", ".join(f"{c} = {_param(c)}" for c in _UPDATABLE)} WHERE id = :id
+"""  # noqa: S608 - only module constants are interpolated
 
 # Keygen's rule (bridge.domain.limits.next_uses) as one conditional UPDATE: the database
 # serializes concurrent changes on the row, and each caller gets its own exact answer. The
