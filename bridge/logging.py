@@ -31,7 +31,11 @@ class _Stderr:
 
 def configure(level: str = "info", fmt: str = "console") -> None:
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.plain_traceback  # no local variables (secrets)
+        )
     )
     structlog.configure(
         processors=[

@@ -6,11 +6,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from bridge.domain.errors import PageInvalid
+from bridge.domain.errors import INT4_MAX, PageInvalid
 
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100
+MAX_PAGE_NUMBER = INT4_MAX  # bounds the SQL OFFSET (at most about 2**38)
 
 
 def new_id() -> str:
@@ -27,6 +28,10 @@ class PageRequest:
     def __post_init__(self) -> None:
         if self.number < 1:
             raise PageInvalid("page number must be greater than or equal to 1", parameter="page")
+        if self.number > MAX_PAGE_NUMBER:
+            raise PageInvalid(
+                f"page number must be less than or equal to {MAX_PAGE_NUMBER}", parameter="page"
+            )
         if not 1 <= self.size <= MAX_PAGE_SIZE:
             raise PageInvalid("page size must be a number between 1 and 100", parameter="page")
 

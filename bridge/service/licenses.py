@@ -23,13 +23,20 @@ from bridge.domain.errors import (
 from bridge.domain.limits import check_int4
 from bridge.domain.model import ExpirationBasis, License, Policy, UsageKind
 from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
-from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
+from bridge.domain.validation import (
+    NOT_FOUND,
+    ValidationResult,
+    ValidationScope,
+    instant_in_range,
+    validate_license,
+)
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Page, PageRequest, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
 from bridge.service.periods import parse_rule, roll_period
 
 KEY_MIN, KEY_MAX = 6, 255
+_RANGE = "must lie between 1900-01-01 and 9000-01-01 UTC"
 
 
 def generate_key() -> str:
@@ -66,6 +73,16 @@ def _check_override(value: int | None) -> int | None:
 def _check_anchor(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise PeriodAnchorInvalid
+    if value is not None and not instant_in_range(value):
+        raise PeriodAnchorInvalid(_RANGE)
+    return value
+
+
+def _check_expiry(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ExpiryInvalid("must include a timezone offset")
+    if value is not None and not instant_in_range(value):
+        raise ExpiryInvalid(_RANGE)
     return value
 
 
@@ -108,9 +125,7 @@ def create_license(
         if policy is None or (principal.role is Role.PRODUCT and policy.product_id != principal.id):
             raise PolicyNotFound
         key = attrs.get("key")
-        expiry = attrs.get("expiry")
-        if expiry is not None and expiry.tzinfo is None:
-            raise ExpiryInvalid("must include a timezone offset")
+        expiry = _check_expiry(attrs.get("expiry"))
         machine_overrides = _machine_overrides(policy, attrs)
         license = License(
             id=new_id(),
@@ -186,10 +201,7 @@ def update_license(
             # null removes the override and falls back to the policy value (Keygen).
             values["max_uses_override"] = _check_override(changes["max_uses"])
         if "expiry" in changes:
-            expiry = changes["expiry"]
-            if expiry is not None and expiry.tzinfo is None:
-                raise ExpiryInvalid("must include a timezone offset")
-            values["expiry"] = expiry
+            values["expiry"] = _check_expiry(changes["expiry"])
         if "key" in changes and changes["key"] != license.key:
             values["key"] = _check_key(uow, changes["key"])
         # A changed rule or anchor applies from the end of the open period.

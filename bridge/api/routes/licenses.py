@@ -8,13 +8,14 @@ from fastapi import APIRouter, Body, Query, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.access import LicenseAction
 from bridge.domain.model import License
 from bridge.domain.validation import ValidationResult, ValidationScope
 from bridge.service import licenses as uc
 
-router = APIRouter(tags=["licenses"])
+router = APIRouter(tags=["licenses"], route_class=JsonApiRoute)
 
 
 def _doc(ctx: Ctx, license: License, status: int = 200) -> JsonApiResponse:

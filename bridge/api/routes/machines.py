@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, Query, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging, RequestId
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.model import Machine
 from bridge.service.machines import Activation
 
-router = APIRouter(tags=["machines"])
+router = APIRouter(tags=["machines"], route_class=JsonApiRoute)
 
 
 def _doc(ctx: Ctx, machine: Machine, status: int = 200) -> JsonApiResponse:

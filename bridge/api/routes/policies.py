@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.service import policies as uc
 
-router = APIRouter(tags=["policies"])
+router = APIRouter(tags=["policies"], route_class=JsonApiRoute)
 
 
 @router.post("/policies", status_code=201, response_model=s.PolicyDocument)

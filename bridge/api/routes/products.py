@@ -6,10 +6,11 @@ from fastapi import APIRouter, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.service import products as uc
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=JsonApiRoute)
 
 
 @router.post("/products", status_code=201, response_model=s.ProductDocument)

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging, Usage, UsageCall
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.model import UsageKind
 from bridge.service.usage import UsageChange, usage_history
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(tags=["usage"], route_class=JsonApiRoute)
 
 
 async def _apply(call: UsageCall, kind: UsageKind, license_id: str, amount: int) -> JsonApiResponse:
