@@ -20,6 +20,7 @@ import structlog
 
 from bridge.domain.access import Principal
 from bridge.domain.ports import StoreConflict, UsageUnitOfWorkFactory
+from bridge.service.common import Answer, ignore
 from bridge.service.usage import RaceLost, UsageChange, UsageOutcome, UsageService
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,7 @@ log = structlog.get_logger(__name__)
 class _Job:
     principal: Principal
     change: UsageChange
+    answer: Answer[UsageOutcome]
     future: Future[UsageOutcome] = field(default_factory=Future)
     outcome: UsageOutcome | None = None
     error: BaseException | None = None
@@ -49,8 +51,10 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, principal: Principal, change: UsageChange) -> Future[UsageOutcome]:
-        job = _Job(principal, change)
+    def submit(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> Future[UsageOutcome]:
+        job = _Job(principal, change, answer)
         self._queue.put(job)
         return job.future
 
@@ -84,7 +88,9 @@ class BatchWriter:
                 for job in batch:
                     try:
                         with uow.savepoint():
-                            job.outcome = self._service.apply_in(uow, job.principal, job.change)
+                            outcome = self._service.apply_in(uow, job.principal, job.change)
+                            job.answer(outcome)  # inside the savepoint: a failure undoes it
+                            job.outcome = outcome
                     except (RaceLost, StoreConflict):
                         job.alone = True
                     except Exception as exc:  # the caller's to handle, like any rejection
@@ -97,7 +103,7 @@ class BatchWriter:
         for job in batch:
             if job.alone:
                 try:
-                    job.outcome = self._service.apply(job.principal, job.change)
+                    job.outcome = self._service.apply(job.principal, job.change, job.answer)
                 except Exception as exc:
                     job.error = exc
             if job.error is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -12,6 +13,16 @@ T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100
 MAX_PAGE_NUMBER = INT4_MAX  # bounds the SQL OFFSET (at most about 2**38)
+
+
+def ignore(_value: object) -> None:
+    """The default ``answer`` of a write use case: nothing to render."""
+
+
+# Every write use case takes ``answer``, called with its result inside the transaction, just
+# before the commit: the API renders its response there, so a response that cannot be rendered
+# rolls the change back and no error answer ever follows a commit.
+Answer = Callable[[T], object]
 
 
 def new_id() -> str:

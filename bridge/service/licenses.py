@@ -31,7 +31,7 @@ from bridge.domain.validation import (
     validate_license,
 )
 from bridge.service.auth import IssuedToken, issue_token
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
 from bridge.service.periods import parse_rule, roll_period
 
@@ -116,6 +116,7 @@ def create_license(
     principal: Principal,
     policy_id: str | None,
     attrs: Mapping[str, Any],
+    answer: Answer[License] = ignore,
 ) -> License:
     if principal.role is Role.LICENSE:
         require_admin(principal)
@@ -157,6 +158,7 @@ def create_license(
         )
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
+        answer(license)
         uow.commit()
     return license
 
@@ -187,6 +189,7 @@ def update_license(
     principal: Principal,
     ref: str,
     changes: Mapping[str, Any],
+    answer: Answer[License] = ignore,
 ) -> License:
     """Descriptive fields, expiry, suspension and the ``maxUses`` override; never ``uses``."""
     with uows(write=True) as uow:
@@ -217,6 +220,7 @@ def update_license(
         uow.licenses.update(license)
         if license.period_end is None:
             license = roll_period(uow.periods, license, values["updated"], closed_by="usage")
+        answer(license)
         uow.commit()
     return license
 
@@ -244,9 +248,14 @@ def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, 
 
 
 def set_suspended(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, suspended: bool
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    suspended: bool,
+    answer: Answer[License] = ignore,
 ) -> License:
-    return update_license(uows, clock, principal, ref, {"suspended": suspended})
+    return update_license(uows, clock, principal, ref, {"suspended": suspended}, answer)
 
 
 def validate(
@@ -271,10 +280,15 @@ def validate_key(
 
 
 def create_license_token(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    answer: Answer[IssuedToken] = ignore,
 ) -> IssuedToken:
     with uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.CREATE_TOKEN)
         token = issue_token(uow, clock, Role.LICENSE, license.id)
+        answer(token)
         uow.commit()
     return token
