@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,13 @@ from bridge.domain.errors import (
 )
 from bridge.domain.limits import check_int4
 from bridge.domain.model import ExpirationBasis, License, Policy, UsageKind
-from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
+from bridge.domain.ports import (
+    Clock,
+    LicenseLookup,
+    StoreConflict,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from bridge.domain.validation import (
     NOT_FOUND,
     ValidationResult,
@@ -62,6 +69,15 @@ def _check_key(uow: UnitOfWork, key: str) -> str:
     if uow.licenses.key_exists(key):
         raise KeyTaken
     return key
+
+
+@contextmanager
+def _key_race() -> Iterator[None]:
+    """A key that races the check into the unique index is ``KEY_TAKEN`` all the same."""
+    try:
+        yield
+    except StoreConflict:
+        raise KeyTaken from None
 
 
 def _check_override(value: int | None) -> int | None:
@@ -121,7 +137,7 @@ def create_license(
     if principal.role is Role.LICENSE:
         require_admin(principal)
     now = clock.now()
-    with uows(write=True) as uow:
+    with _key_race(), uows(write=True) as uow:
         policy = uow.policies.get(policy_id) if policy_id else None
         if policy is None or (principal.role is Role.PRODUCT and policy.product_id != principal.id):
             raise PolicyNotFound
@@ -192,7 +208,7 @@ def update_license(
     answer: Answer[License] = ignore,
 ) -> License:
     """Descriptive fields, expiry, suspension and the ``maxUses`` override; never ``uses``."""
-    with uows(write=True) as uow:
+    with _key_race(), uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.UPDATE)
         values: dict[str, Any] = {"updated": clock.now()}
         for name in ("name", "protected", "suspended"):

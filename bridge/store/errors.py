@@ -31,13 +31,24 @@ def _is_unique_violation(exc: BaseException, state: str | None) -> bool:
     return any(marker in str(exc) for marker in _SQLITE_UNIQUE)
 
 
+def _constraint(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    name = getattr(getattr(orig, "diag", None), "constraint_name", None)
+    if name is None:  # SQLite names the columns, never the values
+        return str(orig).partition(":")[2].strip() or "?"
+    return str(name)
+
+
 def raise_translated(exc: BaseException, dbapi: Any) -> None:
     """Raise the domain error for ``exc`` (chained), or return if it is no database error."""
     state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
     if isinstance(exc, IntegrityError | dbapi.IntegrityError):
+        # Not chained: PostgreSQL's DETAIL quotes the offending value (a license key, say),
+        # and a chained error would carry it into the log of an unexpected error.
+        constraint = _constraint(exc)
         if _is_unique_violation(exc, state):
-            raise StoreConflict(str(exc)) from exc
-        raise ValueInvalid("a value breaks a constraint of the store") from exc
+            raise StoreConflict(f"unique constraint {constraint} violated") from None
+        raise ValueInvalid("a value breaks a constraint of the store") from None
     if isinstance(exc, UnicodeEncodeError):
         raise StringInvalid from exc
     if isinstance(exc, OverflowError | DataError | dbapi.DataError):
