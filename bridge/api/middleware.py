@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
+import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +17,8 @@ from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge, String
 
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+
+log = structlog.get_logger(__name__)
 
 
 def _bad_text(scope: Scope) -> StringInvalid | None:
@@ -28,9 +32,10 @@ def _bad_text(scope: Scope) -> StringInvalid | None:
 
 
 class RequestGuard:
-    """Tags each request with an id (``X-Request-Id``), rejects non-JSON bodies with 415,
-    bodies over ``max_body`` bytes with 413, whether or not they declare a Content-Length, and
-    a NUL in the path or the query with 400 ``STRING_INVALID``."""
+    """Tags each request with an id (``X-Request-Id``), bound into the log context of every
+    line the request logs and logged with the answer's status (``request_completed``); rejects
+    non-JSON bodies with 415, bodies over ``max_body`` bytes with 413, whether or not they
+    declare a Content-Length, and a NUL in the path or the query with 400 ``STRING_INVALID``."""
 
     def __init__(self, app: ASGIApp, *, max_body: int) -> None:
         self.app = app
@@ -44,11 +49,24 @@ class RequestGuard:
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
         request_id = request_id[:64]
         scope.setdefault("state", {})["request_id"] = request_id
+        # Each request runs in a task of its own, so the binding ends with it; it is not reset
+        # on the way out, so the 500 handler outside this middleware still logs under it.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append(
                     (b"x-request-id", request_id.encode("latin-1"))
+                )
+                log.info(
+                    "request_completed",
+                    method=scope["method"],
+                    # The route's template, not the path: a path may carry a license key.
+                    route=getattr(scope.get("route"), "path", None),
+                    status=message["status"],
+                    ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             await send(message)
 
