@@ -63,8 +63,7 @@ class RequestGuard:
                 log.info(
                     "request_completed",
                     method=scope["method"],
-                    # The route's template, not the path: a path may carry a license key.
-                    route=getattr(scope.get("route"), "path", None),
+                    path=scope["path"],
                     status=message["status"],
                     ms=round((time.perf_counter() - started) * 1000, 1),
                 )
