@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.render import JSONAPI, JsonApiResponse
+from bridge.api.sources import Source, source_of
 from bridge.domain.errors import (
     AttributeInvalid,
     BadRequest,
@@ -61,50 +62,53 @@ def _received(value: Any) -> str:
     return next((name for kind, name in _JSON_NAMES if isinstance(value, kind)), "unknown")
 
 
-def error_from_validation(errors: Sequence[Any]) -> BridgeError:
-    """Translate the first pydantic/FastAPI validation error into one of ours."""
+def error_from_validation(errors: Sequence[Any]) -> tuple[BridgeError, Source]:
+    """Translate the first pydantic/FastAPI validation error into one of ours, at its place in
+    the request."""
     err = errors[0]
     where, *path = err["loc"]
     kind = err["type"]
     location = "/" + "/".join(str(p) for p in path) if where == "body" else None
     parameter = str(path[-1]) if where in ("query", "header", "path") and path else None
+    source = Source(pointer=location, parameter=parameter)
     if kind == "json_invalid":
-        return JsonInvalid(
-            f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}".rstrip(
-                ": "
-            )
-        )
+        detail = f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}"
+        return JsonInvalid(detail.rstrip(": ")), source
     if kind == "extra_forbidden":
-        return ParameterUnpermitted(pointer=location, parameter=parameter)
+        return ParameterUnpermitted(), source
     if kind == "missing":
         if location == "/":
-            return ParameterMissing("request body is missing", pointer="/data")
-        return ParameterMissing(pointer=location, parameter=parameter)
+            return ParameterMissing("request body is missing"), Source(pointer="/data")
+        return ParameterMissing(), source
     if kind in _EXPECTED:
         detail = (
             f"type mismatch (received {_received(err.get('input'))} expected {_EXPECTED[kind]})"
         )
         if kind == "literal_error":
             detail = f"must be {err.get('ctx', {}).get('expected', 'an allowed value')}"
-        return TypeMismatch(detail, pointer=location, parameter=parameter)
+        return TypeMismatch(detail), source
     if where == "body":
-        return AttributeInvalid(str(err.get("msg", "is invalid")), pointer=location)
-    return BadRequest(str(err.get("msg", "is invalid")), parameter=parameter)
+        return AttributeInvalid(str(err.get("msg", "is invalid"))), Source(pointer=location)
+    return BadRequest(str(err.get("msg", "is invalid"))), Source(parameter=parameter)
 
 
-def error_document(error: BridgeError, request_id: str | None) -> dict[str, Any]:
+def error_document(
+    error: BridgeError, request_id: str | None, source: Source | None = None
+) -> dict[str, Any]:
+    """The error at ``source``, else where its domain field is (``bridge.api.sources``)."""
     item: dict[str, Any] = {"title": error.title, "detail": error.detail, "code": error.code}
-    if error.pointer is not None:
-        item["source"] = {"pointer": error.pointer}
-    elif error.parameter is not None:
-        item["source"] = {"parameter": error.parameter}
+    where = (source or source_of(error) or Source()).document()
+    if where:
+        item["source"] = where
     return {"meta": {"id": request_id}, "errors": [item]}
 
 
-def error_response(error: BridgeError, request_id: str | None) -> JsonApiResponse:
+def error_response(
+    error: BridgeError, request_id: str | None, source: Source | None = None
+) -> JsonApiResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="meterbridge"'} if error.status == 401 else None
     return JsonApiResponse(
-        error_document(error, request_id), status_code=error.status, headers=headers
+        error_document(error, request_id, source), status_code=error.status, headers=headers
     )
 
 
@@ -121,7 +125,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JsonApiResponse:
-        return error_response(error_from_validation(exc.errors()), _request_id(request))
+        error, source = error_from_validation(exc.errors())
+        return error_response(error, _request_id(request), source)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonApiResponse:

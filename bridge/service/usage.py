@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.domain.access import LicenseAction, Principal
-from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
+from bridge.domain.errors import Field, IdempotencyKeyReused, ServiceUnavailable
 from bridge.domain.limits import next_uses
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.ports import (
@@ -33,7 +33,7 @@ _ACTION = {
     UsageKind.DECREMENT: LicenseAction.DECREMENT,
     UsageKind.RESET: LicenseAction.RESET,
 }
-_POINTER = {UsageKind.INCREMENT: "/meta/increment", UsageKind.DECREMENT: "/meta/decrement"}
+_AMOUNT = {UsageKind.INCREMENT: Field.INCREMENT, UsageKind.DECREMENT: Field.DECREMENT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +155,7 @@ class UsageService:
         current = uow.licenses.find(license.id)
         if current is None:
             raise RaceLost
-        next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
+        next_uses(current.uses, delta, current.max_uses, amount=_AMOUNT[change.kind])
         raise RaceLost
 
 

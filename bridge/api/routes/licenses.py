@@ -23,9 +23,7 @@ def _doc(ctx: Ctx, license: License, status: int = 200) -> JsonApiResponse:
 
 @router.post("/licenses", status_code=201, response_model=s.LicenseDocument)
 def create_license(ctx: Ctx, bearer: Bearer, body: s.LicenseCreate) -> JsonApiResponse:
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    policy_id = body.data.relationships.policy.data.id
-    license = uc.create_license(ctx.uows, ctx.clock, bearer, policy_id, attrs)
+    license = uc.create_license(ctx.uows, ctx.clock, bearer, body.command())
     return _doc(ctx, license, 201)
 
 
@@ -55,8 +53,7 @@ def get_license(ctx: Ctx, bearer: Bearer, license_id: str) -> JsonApiResponse:
 def update_license(
     ctx: Ctx, bearer: Bearer, license_id: str, body: s.LicenseUpdate
 ) -> JsonApiResponse:
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    return _doc(ctx, uc.update_license(ctx.uows, ctx.clock, bearer, license_id, changes))
+    return _doc(ctx, uc.update_license(ctx.uows, ctx.clock, bearer, license_id, body.command()))
 
 
 @router.delete("/licenses/{license_id}", status_code=204, response_class=Response)

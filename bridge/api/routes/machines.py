@@ -10,7 +10,6 @@ from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging, RequestId
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.model import Machine
-from bridge.service.machines import Activation
 
 router = APIRouter(tags=["machines"])
 
@@ -24,9 +23,7 @@ def activate_machine(
     ctx: Ctx, bearer: Bearer, request_id: RequestId, body: s.MachineCreate
 ) -> JsonApiResponse:
     """Activate a machine on a license, within its maxMachines and maxCores."""
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    license_ref = body.data.relationships.license.data.id
-    machine = ctx.machines.activate(bearer, Activation(license_ref, attrs, request_id))
+    machine = ctx.machines.activate(bearer, body.command(), request_id)
     return _doc(ctx, machine, 201)
 
 
@@ -56,8 +53,7 @@ def update_machine(
     ctx: Ctx, bearer: Bearer, request_id: RequestId, machine_id: str, body: s.MachineUpdate
 ) -> JsonApiResponse:
     """Descriptive fields, or ``cores`` (admin and product only; a raise is limit-checked)."""
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    return _doc(ctx, ctx.machines.update(bearer, machine_id, changes, request_id))
+    return _doc(ctx, ctx.machines.update(bearer, machine_id, body.command(), request_id))
 
 
 @router.delete("/machines/{machine_id}", status_code=204, response_class=Response)

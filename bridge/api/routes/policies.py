@@ -16,9 +16,7 @@ router = APIRouter(tags=["policies"])
 
 @router.post("/policies", status_code=201, response_model=s.PolicyDocument)
 def create_policy(ctx: Ctx, bearer: Bearer, body: s.PolicyCreate) -> JsonApiResponse:
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    product_id = body.data.relationships.product.data.id
-    policy = uc.create_policy(ctx.uows, ctx.clock, bearer, product_id, attrs)
+    policy = uc.create_policy(ctx.uows, ctx.clock, bearer, body.command())
     return respond(s.PolicyDocument(data=ctx.render.policy(policy)), 201)
 
 
@@ -45,8 +43,7 @@ def get_policy(ctx: Ctx, bearer: Bearer, policy_id: str) -> JsonApiResponse:
 def update_policy(
     ctx: Ctx, bearer: Bearer, policy_id: str, body: s.PolicyUpdate
 ) -> JsonApiResponse:
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    policy = uc.update_policy(ctx.uows, ctx.clock, bearer, policy_id, changes)
+    policy = uc.update_policy(ctx.uows, ctx.clock, bearer, policy_id, body.command())
     return respond(s.PolicyDocument(data=ctx.render.policy(policy)))
 
 

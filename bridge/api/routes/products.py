@@ -14,8 +14,7 @@ router = APIRouter(tags=["products"])
 
 @router.post("/products", status_code=201, response_model=s.ProductDocument)
 def create_product(ctx: Ctx, bearer: Bearer, body: s.ProductIn) -> JsonApiResponse:
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    product = uc.create_product(ctx.uows, ctx.clock, bearer, attrs)
+    product = uc.create_product(ctx.uows, ctx.clock, bearer, body.new())
     return respond(s.ProductDocument(data=ctx.render.product(product)), 201)
 
 
@@ -34,8 +33,7 @@ def get_product(ctx: Ctx, bearer: Bearer, product_id: str) -> JsonApiResponse:
 
 @router.patch("/products/{product_id}", response_model=s.ProductDocument)
 def update_product(ctx: Ctx, bearer: Bearer, product_id: str, body: s.ProductIn) -> JsonApiResponse:
-    changes = body.data.attributes.model_dump(exclude_unset=True)
-    product = uc.update_product(ctx.uows, ctx.clock, bearer, product_id, changes)
+    product = uc.update_product(ctx.uows, ctx.clock, bearer, product_id, body.patch())
     return respond(s.ProductDocument(data=ctx.render.product(product)))
 
 
