@@ -6,8 +6,9 @@ checked by the domain inside the use case (``bridge.domain.attributes``), so the
 checks, and of the not-found and access errors around them, is the use case's.
 
 A patch leaves every field it does not name ``UNSET``. ``None`` is JSON's ``null``: it clears a
-nullable value; on a value that cannot be null (``floating``, ``overage_strategy``, ...) it is
-ignored, as Keygen ignores it. In a create command ``None`` means "not sent": the default.
+nullable value; a value that cannot be null keeps its current one (a policy's ``floating``, a
+license's ``suspended``, ...) unless a check requires it (a blank ``name`` is ``NAME_MISSING``).
+In a create command ``None`` means "not sent": the default.
 """
 
 from __future__ import annotations
