@@ -19,7 +19,7 @@ from bridge.cli import app
 from bridge.domain.access import Principal, Role
 from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
-from bridge.scheduling import build_scheduler
+from bridge.jobs.scheduler import build_scheduler
 from bridge.service.licenses import create_license
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
+import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -14,10 +16,14 @@ from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
+log = structlog.get_logger(__name__)
+
 
 class RequestGuard:
-    """Tags each request with an id (``X-Request-Id``), rejects non-JSON bodies with 415 and
-    bodies over ``max_body`` bytes with 413, whether or not they declare a Content-Length."""
+    """Tags each request with an id (``X-Request-Id``), bound into the log context of every
+    line the request logs and logged with the answer's status (``request_completed``); rejects
+    non-JSON bodies with 415 and bodies over ``max_body`` bytes with 413, whether or not they
+    declare a Content-Length."""
 
     def __init__(self, app: ASGIApp, *, max_body: int) -> None:
         self.app = app
@@ -31,11 +37,23 @@ class RequestGuard:
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
         request_id = request_id[:64]
         scope.setdefault("state", {})["request_id"] = request_id
+        # Each request runs in a task of its own, so the binding ends with it; it is not reset
+        # on the way out, so the 500 handler outside this middleware still logs under it.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append(
                     (b"x-request-id", request_id.encode("latin-1"))
+                )
+                log.info(
+                    "request_completed",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=message["status"],
+                    ms=round((time.perf_counter() - started) * 1000, 1),
                 )
             await send(message)
 

@@ -602,6 +602,7 @@ class OutboxStatusAttributes(Out):
     status: str
     count: int
     mapping_missing: int  # of count, items waiting for their license's mapping
+    reasons: dict[str, int]  # of count, by reason (bridge.domain.delivery.Reason)
     oldest_created: datetime | None
 
 
@@ -618,6 +619,7 @@ class OutboxStatusList(Out):
 class DeadLetterAttributes(Out):
     sink: str
     attempts: int
+    reason: str | None
     error: str | None
     entry_id: str
     license_id: str
@@ -671,6 +673,7 @@ class ReconciliationAttributes(Out):
     unknown: list[str]
     repaired: int
     unrepairable: int
+    resendable: int
     checked_at: datetime
 
 

@@ -6,6 +6,10 @@ the API turns the field into a JSON:API source pointer or parameter (``bridge.ap
 renders the error in exactly one place (``bridge.api.errors``). Codes that Keygen defines keep
 Keygen's spelling, detail strings and source pointers; the others are ours.
 
+Every internal error type, these and the others (delivery errors, store conflicts, platform
+reads), carries one of two markers: ``Transient`` (trying again later may succeed: 503) or
+``Terminal`` (it never will: every 4xx here), so "retry or not" is one ``isinstance`` check.
+
     BridgeError (500)                   INTERNAL_ERROR           (a bug; never expected)
     ├── BadRequest (400)                BAD_REQUEST
     │   ├── JsonInvalid                 JSON_INVALID
@@ -53,6 +57,8 @@ Keygen's spelling, detail strings and source pointers; the others are ours.
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
     │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
+        ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
+        └── SchemaUnknown               SCHEMA_UNKNOWN           (read-only commands)
 """
 
 from __future__ import annotations
@@ -93,6 +99,16 @@ class Field(StrEnum):
     IDEMPOTENCY_KEY = "idempotency_key"
 
 
+class Transient:
+    """Marker of an error that trying again later may cure (an outage, a lost race, a rate
+    limit): whether to retry is one ``isinstance(error, Transient)`` check."""
+
+
+class Terminal:
+    """Marker of an error that the same attempt will always meet again (bad input, a refusal
+    for good): never retried as is."""
+
+
 class BridgeError(Exception):
     """Base of every client-visible error."""
 
@@ -109,7 +125,7 @@ class BridgeError(Exception):
 
 
 # 400 ----------------------------------------------------------------------------------------
-class BadRequest(BridgeError):
+class BadRequest(BridgeError, Terminal):
     status = 400
     title = "Bad request"
     code = "BAD_REQUEST"
@@ -156,28 +172,28 @@ class ReconcileWindowInvalid(BadRequest):
 
 
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
-class TokenMissing(BridgeError):
+class TokenMissing(BridgeError, Terminal):
     status = 401
     title = "Unauthorized"
     code = "TOKEN_MISSING"
     default_detail = "You must be authenticated to complete the request"
 
 
-class TokenInvalid(BridgeError):
+class TokenInvalid(BridgeError, Terminal):
     status = 401
     title = "Unauthorized"
     code = "TOKEN_INVALID"
     default_detail = "Token format is invalid or the token does not exist"
 
 
-class AccessDenied(BridgeError):
+class AccessDenied(BridgeError, Terminal):
     status = 403
     title = "Access denied"
     code = "ACCESS_DENIED"
     default_detail = "You do not have permission to complete the request"
 
 
-class NotFound(BridgeError):
+class NotFound(BridgeError, Terminal):
     status = 404
     title = "Not found"
     code = "NOT_FOUND"
@@ -194,20 +210,20 @@ class RouteNotFound(NotFound):
     default_detail = "The requested endpoint was not found"
 
 
-class MethodNotAllowed(BridgeError):
+class MethodNotAllowed(BridgeError, Terminal):
     status = 405
     title = "Method not allowed"
     code = "METHOD_NOT_ALLOWED"
     default_detail = "The requested method is not allowed on this endpoint"
 
 
-class PayloadTooLarge(BridgeError):
+class PayloadTooLarge(BridgeError, Terminal):
     status = 413
     title = "Payload too large"
     code = "PAYLOAD_TOO_LARGE"
 
 
-class ContentTypeUnsupported(BridgeError):
+class ContentTypeUnsupported(BridgeError, Terminal):
     status = 415
     title = "Unsupported media type"
     code = "CONTENT_TYPE_UNSUPPORTED"
@@ -215,7 +231,7 @@ class ContentTypeUnsupported(BridgeError):
 
 
 # 422 ----------------------------------------------------------------------------------------
-class Unprocessable(BridgeError):
+class Unprocessable(BridgeError, Terminal):
     status = 422
     title = "Unprocessable resource"
     code = "UNPROCESSABLE"
@@ -383,11 +399,26 @@ class IdempotencyKeyReused(Unprocessable):
 
 
 # 503 ----------------------------------------------------------------------------------------
-class ServiceUnavailable(BridgeError):
+class ServiceUnavailable(BridgeError, Transient):
     status = 503
     title = "Service unavailable"
     code = "SERVICE_UNAVAILABLE"
     default_detail = "The store is temporarily unavailable; retry with the same Idempotency-Key"
+
+
+class SchemaBehind(ServiceUnavailable):
+    """The database is not migrated to this version's schema (read-only commands never
+    migrate; ``meterbridge db upgrade`` does)."""
+
+    code = "SCHEMA_BEHIND"
+    default_detail = "the database schema is behind this version: run `meterbridge db upgrade`"
+
+
+class SchemaUnknown(ServiceUnavailable):
+    """The database was migrated by a newer version than this one."""
+
+    code = "SCHEMA_UNKNOWN"
+    default_detail = "the database schema is newer than this version"
 
 
 def all_error_classes() -> list[type[BridgeError]]:

@@ -151,8 +151,9 @@ class Reconciliation:
     missing: tuple[str, ...]
     unknown: tuple[str, ...]
     repaired: int
-    unrepairable: int
+    unrepairable: int  # lost changes outside the platform's dedupe window: never resent
     checked_at: datetime
+    resendable: int = 0  # lost changes inside it: what a repair resends (or resent)
 
 
 def compare(

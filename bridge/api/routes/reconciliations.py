@@ -56,6 +56,7 @@ def _resource(r: Reconciliation) -> s.ReconciliationResource:
             unknown=list(r.unknown),
             repaired=r.repaired,
             unrepairable=r.unrepairable,
+            resendable=r.resendable,
             checked_at=r.checked_at,
         ),
     )
