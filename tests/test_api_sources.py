@@ -48,10 +48,10 @@ def test_attribute_pointers_name_request_attributes() -> None:
 
 def _sample(annotation: Any) -> Any:
     """A non-null value of an attribute's type."""
-    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    kind = typing.get_origin(kinds[0]) or kinds[0]
-    if kind is typing.Annotated:
-        kind = typing.get_args(kinds[0])[0]
+    kind = next(a for a in typing.get_args(annotation) or [annotation] if a is not type(None))
+    while typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    kind = typing.get_origin(kind) or kind
     samples: dict[Any, Any] = {
         int: 7,
         bool: True,
