@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.render import JSONAPI, JsonApiResponse
-from bridge.api.sources import Source, source_of
+from bridge.api.sources import Located, Source, source_of
 from bridge.domain.errors import (
     AttributeInvalid,
     BadRequest,
@@ -62,7 +62,7 @@ def _received(value: Any) -> str:
     return next((name for kind, name in _JSON_NAMES if isinstance(value, kind)), "unknown")
 
 
-def error_from_validation(errors: Sequence[Any]) -> tuple[BridgeError, Source]:
+def error_from_validation(errors: Sequence[Any]) -> Located:
     """Translate the first pydantic/FastAPI validation error into one of ours, at its place in
     the request."""
     err = errors[0]
@@ -70,26 +70,27 @@ def error_from_validation(errors: Sequence[Any]) -> tuple[BridgeError, Source]:
     kind = err["type"]
     location = "/" + "/".join(str(p) for p in path) if where == "body" else None
     parameter = str(path[-1]) if where in ("query", "header", "path") and path else None
-    source = Source(pointer=location, parameter=parameter)
+    at = Source(pointer=location, parameter=parameter)
     if kind == "json_invalid":
         detail = f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}"
-        return JsonInvalid(detail.rstrip(": ")), source
+        return Located(JsonInvalid(detail.rstrip(": ")), at)
     if kind == "extra_forbidden":
-        return ParameterUnpermitted(), source
+        return Located(ParameterUnpermitted(), at)
     if kind == "missing":
         if location == "/":
-            return ParameterMissing("request body is missing"), Source(pointer="/data")
-        return ParameterMissing(), source
+            return Located(ParameterMissing("request body is missing"), Source(pointer="/data"))
+        return Located(ParameterMissing(), at)
     if kind in _EXPECTED:
         detail = (
             f"type mismatch (received {_received(err.get('input'))} expected {_EXPECTED[kind]})"
         )
         if kind == "literal_error":
             detail = f"must be {err.get('ctx', {}).get('expected', 'an allowed value')}"
-        return TypeMismatch(detail), source
+        return Located(TypeMismatch(detail), at)
     if where == "body":
-        return AttributeInvalid(str(err.get("msg", "is invalid"))), Source(pointer=location)
-    return BadRequest(str(err.get("msg", "is invalid"))), Source(parameter=parameter)
+        message = str(err.get("msg", "is invalid"))
+        return Located(AttributeInvalid(message), Source(pointer=location))
+    return Located(BadRequest(str(err.get("msg", "is invalid"))), Source(parameter=parameter))
 
 
 def error_document(
@@ -104,8 +105,13 @@ def error_document(
 
 
 def error_response(
-    error: BridgeError, request_id: str | None, source: Source | None = None
+    error: BridgeError | Located, request_id: str | None, source: Source | None = None
 ) -> JsonApiResponse:
+    """The error document of ``error``: a domain error where its field is, or an error the API
+    found where it found it (``Located``)."""
+    if isinstance(error, Located):
+        source = error.source
+        error = error.error
     headers = {"WWW-Authenticate": 'Bearer realm="meterbridge"'} if error.status == 401 else None
     return JsonApiResponse(
         error_document(error, request_id, source), status_code=error.status, headers=headers
@@ -123,15 +129,18 @@ def install(app: FastAPI) -> None:
     async def _bridge(request: Request, exc: BridgeError) -> JsonApiResponse:
         return error_response(exc, _request_id(request))
 
+    @app.exception_handler(Located)
+    async def _located(request: Request, exc: Located) -> JsonApiResponse:
+        return error_response(exc, _request_id(request))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JsonApiResponse:
-        error, source = error_from_validation(exc.errors())
-        return error_response(error, _request_id(request), source)
+        return error_response(error_from_validation(exc.errors()), _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonApiResponse:
-        error: BridgeError
-        if isinstance(exc.__cause__, BridgeError):  # e.g. the body guard, via FastAPI's parser
+        error: BridgeError | Located
+        if isinstance(exc.__cause__, BridgeError | Located):  # the body guard, via FastAPI's parser
             error = exc.__cause__
         elif exc.status_code == 404:
             error = RouteNotFound()

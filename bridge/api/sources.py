@@ -26,6 +26,16 @@ class Source:
         return {"parameter": self.parameter} if self.parameter is not None else {}
 
 
+class Located(Exception):
+    """An error the API finds at a place in the request itself (a type mismatch, an unknown
+    key, a query parameter), not about a domain field: rendered at ``source``."""
+
+    def __init__(self, error: BridgeError, source: Source) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        self.source = source
+
+
 def _attribute(field: Field) -> Source:
     """An attribute, spelled as the request schemas spell it (their alias generator)."""
     return Source(pointer=f"/data/attributes/{to_camel(field.value)}")
