@@ -181,7 +181,11 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     APScheduler, httpx) through the same context, redaction and renderer."""
     global _handler  # noqa: PLW0603 (one configuration per process; a rerun replaces it)
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.plain_traceback  # no local variables (secrets)
+        )
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

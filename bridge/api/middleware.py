@@ -5,13 +5,16 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api.errors import error_response
-from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge
+from bridge.api.parsing import text_ok
+from bridge.api.sources import Located, Source
+from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge, StringInvalid
 
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -19,11 +22,21 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 log = structlog.get_logger(__name__)
 
 
+def _bad_text(scope: Scope) -> Located | None:
+    """A path or query with text the store cannot hold (a percent-encoded NUL): 400."""
+    if not text_ok(scope["path"]):
+        return Located(StringInvalid("the path must not contain NUL characters"), Source())
+    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if not (text_ok(name) and text_ok(value)):
+            return Located(StringInvalid(), Source(parameter=name if text_ok(name) else None))
+    return None
+
+
 class RequestGuard:
     """Tags each request with an id (``X-Request-Id``), bound into the log context of every
     line the request logs and logged with the answer's status (``request_completed``); rejects
-    non-JSON bodies with 415 and bodies over ``max_body`` bytes with 413, whether or not they
-    declare a Content-Length."""
+    non-JSON bodies with 415, bodies over ``max_body`` bytes with 413, whether or not they
+    declare a Content-Length, and a NUL in the path or the query with 400 ``STRING_INVALID``."""
 
     def __init__(self, app: ASGIApp, *, max_body: int) -> None:
         self.app = app
@@ -57,7 +70,7 @@ class RequestGuard:
                 )
             await send(message)
 
-        error = self._reject(scope["method"], headers)
+        error = self._reject(scope["method"], headers) or _bad_text(scope)
         if error is not None:
             await error_response(error, request_id)(scope, receive, send_with_id)
             return

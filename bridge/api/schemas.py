@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
+from bridge.api.parsing import Metadata
 from bridge.domain.commands import (
     UNSET,
     LicensePatch,
@@ -31,6 +33,16 @@ T = TypeVar("T")
 # Timestamps arrive as ISO-8601 strings inside parsed JSON, so they are the one lax type.
 Timestamp = Annotated[datetime, Field(strict=False)]
 Meta = dict[str, Any]
+ID_MAX = 2**63 - 1  # outbox ids are 64-bit
+
+
+def _row_id(value: int) -> int:
+    if not 1 <= value <= ID_MAX:
+        raise PydanticCustomError("id_invalid", f"ids must be integers between 1 and {ID_MAX}")
+    return value
+
+
+RowId = Annotated[int, AfterValidator(_row_id)]
 
 
 class Strict(BaseModel):
@@ -77,7 +89,7 @@ class MachineRelationships(Strict):
 class ProductAttributesIn(Strict):
     name: str | None = None
     url: str | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class ProductDataIn(Strict):
@@ -116,7 +128,7 @@ class PolicyAttributesIn(Strict):
     heartbeat_duration: int | None = None
     expiration_basis: str | None = None
     usage_period: Meta | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class PolicyCreateData(Strict):
@@ -177,7 +189,20 @@ class PolicyUpdate(Strict):
 
 
 # Licenses -----------------------------------------------------------------------------------
+_NULL_IS_ABSENT = frozenset({"key", "protected", "suspended"})
+
+
 class LicenseAttributesIn(Strict):
+    """``null`` for ``key``, ``protected`` or ``suspended`` (which have no null state) is taken
+    as not sent: a generated key, the policy's protection, not suspended, or no change."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in _NULL_IS_ABSENT}
+        return data
+
     name: str | None = None
     key: str | None = None
     expiry: Timestamp | None = None
@@ -188,7 +213,7 @@ class LicenseAttributesIn(Strict):
     suspended: bool | None = None
     usage_period: Meta | None = None
     period_anchor: Timestamp | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class LicenseCreateData(Strict):
@@ -251,7 +276,7 @@ class MachineAttributesIn(Strict):
     name: str | None = None
     platform: str | None = None
     hostname: str | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class MachineCreateData(Strict):
@@ -283,7 +308,7 @@ class MachineUpdateAttributesIn(Strict):
     name: str | None = None
     platform: str | None = None
     hostname: str | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class MachineUpdateData(Strict):
@@ -640,7 +665,7 @@ class DeadLetterList(Out):
 
 class RetryMeta(Strict):
     sink: str | None = None
-    ids: list[int] | None = None
+    ids: list[RowId] | None = None
 
 
 class RetryIn(Strict):

@@ -27,8 +27,8 @@ class Source:
 
 
 class Located(Exception):
-    """An error the API finds at a place in the request itself (a type mismatch, an unknown
-    key, a query parameter), not about a domain field: rendered at ``source``."""
+    """An error the API finds at a place in the request itself (a string in the body, a query
+    parameter, a type mismatch), not about a domain field: rendered at ``source``."""
 
     def __init__(self, error: BridgeError, source: Source) -> None:
         super().__init__(error.detail)
@@ -59,6 +59,7 @@ _ATTRIBUTES = (
     Field.EXPIRY,
     Field.USAGE_PERIOD,
     Field.PERIOD_ANCHOR,
+    Field.METADATA,
     Field.FINGERPRINT,
     Field.CORES,
     Field.PLATFORM,

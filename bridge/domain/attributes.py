@@ -33,6 +33,7 @@ from bridge.domain.limits import check_int4
 from bridge.domain.machines import check_overage_compatible
 from bridge.domain.model import ExpirationBasis, OverageStrategy, Policy
 from bridge.domain.periods import PeriodRule
+from bridge.domain.validation import instant_in_range
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -40,6 +41,7 @@ U = TypeVar("U")
 MIN_HEARTBEAT_S = 60  # Keygen's minimum heartbeat duration
 KEY_MIN, KEY_MAX = 6, 255
 MAX_TEXT = 255  # machine fingerprint, name, platform and hostname
+_RANGE = "must lie between 1900-01-01 and 9000-01-01 UTC"
 
 
 def given(value: Maybe[T], current: U) -> T | U:
@@ -155,12 +157,16 @@ def check_key(key: str) -> str:
 def check_expiry(expiry: datetime | None) -> datetime | None:
     if expiry is not None and expiry.tzinfo is None:
         raise ExpiryInvalid("must include a timezone offset")
+    if expiry is not None and not instant_in_range(expiry):
+        raise ExpiryInvalid(_RANGE)
     return expiry
 
 
 def check_period_anchor(anchor: datetime | None) -> datetime | None:
     if anchor is not None and anchor.tzinfo is None:
         raise PeriodAnchorInvalid
+    if anchor is not None and not instant_in_range(anchor):
+        raise PeriodAnchorInvalid(_RANGE)
     return anchor
 
 

@@ -19,7 +19,9 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── IntegerTooLarge             INTEGER_TOO_LARGE        (Keygen: no code)
     │   ├── IdempotencyKeyInvalid       IDEMPOTENCY_KEY_INVALID
     │   ├── PageInvalid                 PAGE_INVALID
-    │   └── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
+    │   ├── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
+    │   ├── StringInvalid               STRING_INVALID           (NUL or a lone surrogate)
+    │   └── IdInvalid                   ID_INVALID
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
@@ -55,6 +57,8 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── ProductInUse                PRODUCT_IN_USE
     │   ├── UsagePeriodInvalid          USAGE_PERIOD_INVALID
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
+    │   ├── MetadataInvalid             METADATA_INVALID
+    │   ├── ValueInvalid                VALUE_INVALID            (the store cannot hold it)
     │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
         ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
@@ -86,6 +90,7 @@ class Field(StrEnum):
     EXPIRY = "expiry"
     USAGE_PERIOD = "usage_period"
     PERIOD_ANCHOR = "period_anchor"
+    METADATA = "metadata"
     FINGERPRINT = "fingerprint"
     CORES = "cores"
     PLATFORM = "platform"
@@ -169,6 +174,18 @@ class PageInvalid(BadRequest):
 class ReconcileWindowInvalid(BadRequest):
     code = "RECONCILE_WINDOW_INVALID"
     default_detail = "give a period as YYYY-MM, or from and to as ISO-8601 dates with from < to"
+
+
+class StringInvalid(BadRequest):
+    """Text the store cannot encode: a NUL character or a lone UTF-16 surrogate."""
+
+    code = "STRING_INVALID"
+    default_detail = "must be Unicode text without NUL characters or lone surrogates"
+
+
+class IdInvalid(BadRequest):
+    code = "ID_INVALID"
+    default_detail = "ids must be integers between 1 and 9223372036854775807"
 
 
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
@@ -343,6 +360,19 @@ class PeriodAnchorInvalid(Unprocessable):
     code = "PERIOD_ANCHOR_INVALID"
     default_field = Field.PERIOD_ANCHOR
     default_detail = "must be a date-time with a timezone offset"
+
+
+class MetadataInvalid(Unprocessable):
+    code = "METADATA_INVALID"
+    default_field = Field.METADATA
+
+
+class ValueInvalid(Unprocessable):
+    """A value the validation let through but the store refused (out of its range, or against
+    one of its constraints); the transaction was rolled back."""
+
+    code = "VALUE_INVALID"
+    default_detail = "a value is outside what the store can hold"
 
 
 class LicenseNotFound(Unprocessable):

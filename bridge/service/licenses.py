@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bridge.domain.access import LicenseAction, Principal, Role, authorize_license, require_admin
 from bridge.domain.attributes import (
@@ -19,10 +21,16 @@ from bridge.domain.attributes import (
 from bridge.domain.commands import UNSET, LicensePatch, NewLicense
 from bridge.domain.errors import KeyTaken, NotFound, PolicyNotFound
 from bridge.domain.model import ExpirationBasis, License, UsageKind
-from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
+from bridge.domain.ports import (
+    Clock,
+    LicenseLookup,
+    StoreConflict,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
 from bridge.service.auth import IssuedToken, issue_token
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
 from bridge.service.periods import roll_period
 
@@ -51,13 +59,26 @@ def _new_key(uow: UnitOfWork, key: str) -> str:
     return key
 
 
+@contextmanager
+def _key_race() -> Iterator[None]:
+    """A key that races the check into the unique index is ``KEY_TAKEN`` all the same."""
+    try:
+        yield
+    except StoreConflict:
+        raise KeyTaken from None
+
+
 def create_license(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, command: NewLicense
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    command: NewLicense,
+    answer: Answer[License] = ignore,
 ) -> License:
     if principal.role is Role.LICENSE:
         require_admin(principal)
     now = clock.now()
-    with uows(write=True) as uow:
+    with _key_race(), uows(write=True) as uow:
         policy = uow.policies.get(command.policy_id) if command.policy_id else None
         if policy is None or (principal.role is Role.PRODUCT and policy.product_id != principal.id):
             raise PolicyNotFound
@@ -98,6 +119,7 @@ def create_license(
         )
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
+        answer(license)
         uow.commit()
     return license
 
@@ -128,9 +150,10 @@ def update_license(
     principal: Principal,
     ref: str,
     patch: LicensePatch,
+    answer: Answer[License] = ignore,
 ) -> License:
     """Descriptive fields, expiry, suspension and the limit overrides; never ``uses``."""
-    with uows(write=True) as uow:
+    with _key_race(), uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.UPDATE)
         now = clock.now()
         # Checked in Keygen's order; null removes an override (the policy's value applies).
@@ -174,6 +197,7 @@ def update_license(
         uow.licenses.update(license)
         if license.period_end is None:
             license = roll_period(uow.periods, license, now, closed_by="usage")
+        answer(license)
         uow.commit()
     return license
 
@@ -201,9 +225,15 @@ def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, 
 
 
 def set_suspended(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, suspended: bool
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    suspended: bool,
+    answer: Answer[License] = ignore,
 ) -> License:
-    return update_license(uows, clock, principal, ref, LicensePatch(suspended=suspended))
+    patch = LicensePatch(suspended=suspended)
+    return update_license(uows, clock, principal, ref, patch, answer)
 
 
 def validate(
@@ -228,10 +258,15 @@ def validate_key(
 
 
 def create_license_token(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    answer: Answer[IssuedToken] = ignore,
 ) -> IssuedToken:
     with uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.CREATE_TOKEN)
         token = issue_token(uow, clock, Role.LICENSE, license.id)
+        answer(token)
         uow.commit()
     return token

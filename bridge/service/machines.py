@@ -27,7 +27,7 @@ from bridge.domain.errors import Field, FingerprintTaken, LicenseNotFound, NotFo
 from bridge.domain.machines import check_activation, check_core_total, check_cores
 from bridge.domain.model import License, Machine, UsageKind
 from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, limits_of, record_core_change
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,11 @@ class MachineService:
 
     # Writes -----------------------------------------------------------------------------------
     def activate(
-        self, principal: Principal, command: NewMachine, request_id: str | None = None
+        self,
+        principal: Principal,
+        command: NewMachine,
+        request_id: str | None = None,
+        answer: Answer[Machine] = ignore,
     ) -> Machine:
         fingerprint = check_fingerprint(command.fingerprint)
         cores = check_cores(command.cores)
@@ -83,6 +87,7 @@ class MachineService:
                     request_id,
                 )
                 record_core_change(uow, change, now, self._sinks)
+                answer(machine)
                 uow.commit()
         except StoreConflict:  # the unique index, should a fingerprint race the lock
             raise FingerprintTaken from None
@@ -95,6 +100,7 @@ class MachineService:
         machine_id: str,
         patch: MachinePatch,
         request_id: str | None = None,
+        answer: Answer[Machine] = ignore,
     ) -> Machine:
         """Descriptive fields and ``cores``; raising the cores is checked against the limit."""
         action = MachineAction.UPDATE if patch.cores is UNSET else MachineAction.CHANGE_CORES
@@ -135,6 +141,7 @@ class MachineService:
                 updated=now,
             )
             uow.machines.update(machine)
+            answer(machine)
             uow.commit()
         return machine
 
@@ -150,7 +157,9 @@ class MachineService:
             uow.commit()
         log.debug("machine_deactivated", license_id=license.id, machine_id=machine.id)
 
-    def ping(self, principal: Principal, machine_id: str) -> Machine:
+    def ping(
+        self, principal: Principal, machine_id: str, answer: Answer[Machine] = ignore
+    ) -> Machine:
         """A heartbeat: the machine must ping again within its policy's heartbeatDuration."""
         now = self._clock.now()
         with self._uows(write=True) as uow:
@@ -160,6 +169,7 @@ class MachineService:
             due = now + timedelta(seconds=duration) if duration is not None else None
             machine = machine.replace(last_heartbeat=now, next_heartbeat=due, updated=now)
             uow.machines.update(machine)
+            answer(machine)
             uow.commit()
         return machine
 

@@ -8,7 +8,7 @@ from bridge.domain.commands import NewPolicy, PolicyPatch
 from bridge.domain.errors import NotFound, PolicyInUse, ProductNotFound
 from bridge.domain.model import Policy
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.periods import open_periods
 
 
@@ -22,7 +22,11 @@ def _load(uow: UnitOfWork, principal: Principal, policy_id: str) -> Policy:
 
 
 def create_policy(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, command: NewPolicy
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    command: NewPolicy,
+    answer: Answer[Policy] = ignore,
 ) -> Policy:
     if principal.role is Role.LICENSE:
         require_admin(principal)
@@ -34,6 +38,7 @@ def create_policy(
         require_product_scope(principal, product_id)
         policy = policy_with(blank_policy(new_id(), product_id, now), command, now)
         uow.policies.add(policy)
+        answer(policy)
         uow.commit()
     return policy
 
@@ -61,6 +66,7 @@ def update_policy(
     principal: Principal,
     policy_id: str,
     patch: PolicyPatch,
+    answer: Answer[Policy] = ignore,
 ) -> Policy:
     with uows(write=True) as uow:
         policy = _load(uow, principal, policy_id)
@@ -71,6 +77,7 @@ def update_policy(
             # Licenses without a period open one now; a changed rule applies to each license
             # from the end of its open period.
             open_periods(uow.periods, uow.periods.unopened(policy.id), now)
+        answer(policy)
         uow.commit()
     return policy
 

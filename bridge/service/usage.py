@@ -27,7 +27,7 @@ from bridge.domain.ports import (
     UsageUnitOfWork,
     UsageUnitOfWorkFactory,
 )
-from bridge.service.common import Page, PageRequest
+from bridge.service.common import Answer, Page, PageRequest, ignore
 from bridge.service.licenses import load_license
 from bridge.service.periods import roll_period
 
@@ -69,19 +69,24 @@ class UsageService:
         self._clock = clock
         self._sinks = tuple(sinks)
 
-    def apply(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+    def apply(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> UsageOutcome:
         # A lost race (the row changed between a failed conditional update and its re-read) or a
         # concurrent first use of the same Idempotency-Key is resolved by running again.
         for _ in range(8):
             try:
-                return self._apply_once(principal, change)
+                return self._apply_once(principal, change, answer)
             except (RaceLost, StoreConflict):
                 continue
         raise ServiceUnavailable("the license is too contended right now; retry")
 
-    def _apply_once(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+    def _apply_once(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome]
+    ) -> UsageOutcome:
         with self._uows() as uow:
             outcome = self.apply_in(uow, principal, change)
+            answer(outcome)
             uow.commit()
             return outcome
 

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, Query
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.access import require_admin
 from bridge.service import relay
 
-router = APIRouter(tags=["outbox"])
+router = APIRouter(tags=["outbox"], route_class=JsonApiRoute)
 Sink = Annotated[str | None, Query(description="only this sink")]
 
 
