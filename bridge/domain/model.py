@@ -107,7 +107,7 @@ class Terms:
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> Terms:
         rule = data.get("usage_period")
-        return cls(**{**data, "usage_period": PeriodRule.parse(rule, "/") if rule else None})
+        return cls(**{**data, "usage_period": PeriodRule.parse(rule) if rule else None})
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +261,7 @@ class License:
             raw = values.get(name)
             values[name] = datetime.fromisoformat(raw) if raw is not None else None
         raw_rule = values.get("usage_period_override")
-        values["usage_period_override"] = PeriodRule.parse(raw_rule, "/") if raw_rule else None
+        values["usage_period_override"] = PeriodRule.parse(raw_rule) if raw_rule else None
         values["terms"] = Terms.from_snapshot(values["terms"])
         return cls(**values)
 
