@@ -1,0 +1,148 @@
+"""``meterbridge serve``, ``worker`` and ``scheduler``: the long-running processes (the commands
+without a group). Each stops gracefully on SIGTERM or Ctrl-C and exits 0."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import structlog
+import typer
+
+from bridge.bootstrap import Container, build_app
+from bridge.cli.support import ConfigOpt, container, out
+from bridge.service.auth import ensure_admin_token
+
+log = structlog.get_logger(__name__)
+
+
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+) -> None:
+    """Apply migrations and run the HTTP API (SQLite by default). SIGTERM or Ctrl-C stops it
+    gracefully: open requests are answered, the relay finishes its batch, the scheduler stops,
+    then it exits 0."""
+    import uvicorn
+
+    with container(config, migrate=True) as c:
+        if c.settings.admin_token is None:
+            secret = ensure_admin_token(c.uows, c.clock)
+            if secret is not None:
+                out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
+                out.print(secret, soft_wrap=True)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                build_app(c),
+                host=host or c.settings.host,
+                port=port or c.settings.port,
+                log_level=c.settings.log_level,
+                # uvicorn's records go through bridge.logging (context, redaction, format);
+                # the middleware logs each request as request_completed, with its id.
+                log_config=None,
+                access_log=False,
+            )
+        )
+        # uvicorn takes the signals while it runs and then raises them again, for the handlers
+        # it found: these, so that the relay and the scheduler still stop in order below.
+        _on_stop_signals(lambda: setattr(server, "should_exit", True))
+        with _relay_thread(c), _scheduler(c):
+            server.run()
+            log.info("shutdown_started", command="serve")
+    log.info("serve_stopped")
+
+
+def worker(
+    config: ConfigOpt = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver what is due now, then exit")
+    ] = False,
+) -> None:
+    """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file). SIGTERM or
+    Ctrl-C stops it after its batch in flight, recorded, then it exits 0."""
+    with container(config) as c:
+        if once:
+            relay = c.relay()
+            total = 0
+            while handled := sum(r.handled for r in relay.run_once().values()):
+                total += handled
+            out.print(f"handled {total} outbox items")
+            return
+        stopping = threading.Event()
+        _on_stop_signals(stopping.set)
+        with _relay_thread(c):
+            stopping.wait()
+            log.info("shutdown_started", command="worker")
+    log.info("worker_stopped")
+
+
+def scheduler(config: ConfigOpt = None) -> None:
+    """Run the scheduled jobs alone: period closing, machine reaping and the daily
+    reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
+    from bridge.jobs.scheduler import build_scheduler
+
+    with container(config) as c:
+        jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
+        # SIGTERM or Ctrl-C: stop taking jobs, let a running one finish, then exit 0.
+        stopping = threading.Event()
+        _on_stop_signals(stopping.set)
+        jobs.start()
+        out.print("scheduler running; Ctrl-C stops it")
+        stopping.wait()
+        log.info("shutdown_started", command="scheduler")
+        jobs.shutdown(wait=True)
+    log.info("scheduler_stopped")
+
+
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call ``stop`` (once is enough: the stop is bounded)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+@contextmanager
+def _relay_thread(c: Container) -> Iterator[None]:
+    """The outbox relay in a thread, stopped when the block ends: it finishes the batch in
+    flight and records it; if that takes longer than ``relay.stop_timeout_s`` (a platform
+    holding the request), what it holds is handed back, due again at once."""
+    if not c.sinks:
+        yield
+        return
+    relay = c.relay()
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), name="bridge-relay", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=relay.policy.stop_timeout_s)
+        if thread.is_alive():
+            log.warning("relay_stop_timed_out", timeout_s=relay.policy.stop_timeout_s)
+            relay.flush()
+            relay.release_held()
+
+
+@contextmanager
+def _scheduler(c: Container) -> Iterator[None]:
+    """The scheduled jobs beside the API (unless ``scheduler.enabled`` is false)."""
+    if not c.settings.scheduler.enabled:
+        yield
+        return
+    from bridge.jobs.scheduler import build_scheduler
+
+    jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
+    jobs.start()
+    try:
+        yield
+    finally:
+        jobs.shutdown(wait=True)  # a running job finishes first
+        log.info("scheduler_stopped")
