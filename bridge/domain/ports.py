@@ -197,23 +197,24 @@ class TokenRepository(Protocol):
 
 
 class PeriodWriter(Protocol):
-    def roll(
+    def write(
         self,
         rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
-        skip_moved: bool = False,
+        skip_stale: bool = False,
     ) -> int:
-        """Close and open usage periods as planned; how many periods were closed. A license
-        that moved since it was read raises ``StoreConflict``, or is left out (``skip_moved``)."""
+        """Write the rollovers (close and open usage periods as planned); how many periods were
+        closed. A stale license (its count or period changed since it was read) raises
+        ``StoreConflict``, or is left out (``skip_stale``)."""
         ...
 
     def due(
         self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[PeriodState]:
-        """Licenses whose usage period ended by ``now``, by (period end, id), after ``after``
-        (keyset paging)."""
+        """Licenses whose usage period is due (ended by ``now``), by (period end, id), after
+        ``after`` (keyset paging)."""
         ...
 
     def unopened(self, policy_id: str) -> list[PeriodState]:
