@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -26,9 +27,19 @@ from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
+from bridge.webhooks.endpoints import (
+    LagoPublicKey,
+    LagoReceiver,
+    M3terReceiver,
+    Receiver,
+    Receivers,
+    StandardReceiver,
+    StripeReceiver,
+)
 from connectors.file import FileSink
 from connectors.lago import LagoSink
 from connectors.lago.reader import LagoReader
+from connectors.lago.webhook_key import fetch_public_key
 from connectors.m3ter import M3terSink
 from connectors.m3ter.reader import M3terReader
 
@@ -129,6 +140,26 @@ def build_sinks(
     return tuple(sinks), readers
 
 
+def build_receivers(settings: Settings) -> Receivers:
+    """A receiver for each configured webhook provider (the others answer 404)."""
+    hooks = settings.webhooks
+    receivers: dict[str, Receiver] = {}
+    if hooks.lago.enabled:
+        fetch = None
+        if hooks.lago.public_key_url:
+            url, key = hooks.lago.public_key_url, settings.sinks.lago.api_key
+            fetch = partial(fetch_public_key, url, key.get_secret_value() if key else None)
+        receivers["lago"] = LagoReceiver(hooks.lago, LagoPublicKey(hooks.lago.public_key, fetch))
+    if hooks.stripe.enabled:
+        receivers["stripe"] = StripeReceiver(hooks.stripe)
+    if hooks.m3ter.enabled:
+        receivers["m3ter"] = M3terReceiver(hooks.m3ter)
+    for source, standard in hooks.standard.items():
+        receiver = StandardReceiver(source, standard)
+        receivers[receiver.provider] = receiver
+    return Receivers(receivers)
+
+
 def build_app(container: Container) -> FastAPI:
     service = container.usage()
     # SQLite has one writer: a writer thread commits concurrent changes in groups.
@@ -143,5 +174,6 @@ def build_app(container: Container) -> FastAPI:
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,
+        webhooks=build_receivers(container.settings),
     )
     return create_app(context)

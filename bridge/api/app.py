@@ -21,6 +21,7 @@ from bridge.api.routes import (
     products,
     reconciliations,
     usage,
+    webhooks,
 )
 from bridge.api.schemas import ErrorDocument
 
@@ -34,7 +35,16 @@ _ERRORS = {
 
 def _resources() -> APIRouter:
     router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
-    for module in (products, policies, licenses, usage, machines, outbox, reconciliations):
+    for module in (
+        products,
+        policies,
+        licenses,
+        usage,
+        machines,
+        outbox,
+        reconciliations,
+        webhooks,
+    ):
         router.include_router(module.router)
     return router
 
@@ -66,5 +76,7 @@ def create_app(context: ApiContext) -> FastAPI:
         resources, prefix="/v1", generate_unique_id_function=lambda route: route.name
     )
     app.include_router(health.router)
+    # Webhooks are signed, not authenticated by token, and served under /v1 only.
+    app.include_router(webhooks.inbound, prefix="/v1", responses=_ERRORS)  # type: ignore[arg-type]
     app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
     return app

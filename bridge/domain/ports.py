@@ -31,6 +31,7 @@ from bridge.domain.reconcile import (
     Reconciliation,
     Window,
 )
+from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery
 
 
 class Clock(Protocol):
@@ -281,6 +282,43 @@ class IdempotencyRetention(Protocol):
         ...
 
 
+class WebhookInbox(Protocol):
+    """Verified webhook deliveries, unique per (provider, delivery id)."""
+
+    def record(self, delivery: NewDelivery, now: datetime) -> WebhookDelivery:
+        """Store ``delivery`` unless one with its key is stored; either way return the stored
+        one (a redelivery is answered from the store)."""
+        ...
+
+    def get(self, id: int) -> WebhookDelivery | None: ...
+
+    def search(
+        self, provider: str | None, status: DeliveryStatus | None, *, offset: int, limit: int
+    ) -> list[WebhookDelivery]:
+        """Newest first."""
+        ...
+
+    def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[WebhookDelivery]:
+        """Take up to ``limit`` due deliveries (received, or in flight with an expired lease),
+        leased until ``lease_until``; concurrent workers on PostgreSQL skip each other's."""
+        ...
+
+    def finish(
+        self,
+        id: int,
+        status: DeliveryStatus,
+        *,
+        now: datetime,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+        effects: Sequence[str] = (),
+    ) -> None: ...
+
+    def requeue(self, id: int, now: datetime) -> bool:
+        """Make a delivery due again now (``webhooks replay``); False if there is none."""
+        ...
+
+
 class Transaction(Protocol):
     """A ``with`` block around one transaction: leaving it without ``commit()`` rolls back."""
 
@@ -317,6 +355,8 @@ class UnitOfWork(Transaction, Protocol):
     def reconciliation(self) -> ReconciliationRepository: ...
     @property
     def idempotency_keys(self) -> IdempotencyRetention: ...
+    @property
+    def webhooks(self) -> WebhookInbox: ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from bridge.store.types import UtcDateTime
@@ -248,3 +258,35 @@ class ReconciliationRow(SQLModel, table=True):
     resendable: int = 0  # lost changes inside the platform's dedupe window
     status: str = Field(max_length=16)  # "ok" or "mismatch"
     checked_at: datetime = _utc()
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """A verified webhook delivery (the inbox). The unique key makes a redelivery a no-op."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("provider", "delivery_id", name="uq_webhook_deliveries_provider_delivery"),
+        # Only deliveries waiting to be handled, in the order the worker claims them.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            "id",
+            sqlite_where=text("status IN ('received', 'inflight')"),
+            postgresql_where=text("status IN ('received', 'inflight')"),
+        ),
+        Index("ix_webhook_deliveries_received", "received_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    provider: str = Field(max_length=64)  # lago, stripe, m3ter, standard/<source>
+    delivery_id: str = Field(max_length=255)
+    event_type: str = Field(max_length=128)
+    status: str = Field(default="received", max_length=16)
+    subject: str | None = Field(default=None, max_length=255)  # the platform's subscription
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = _utc()
+    last_error: str | None = None
+    effects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = _utc()
+    handled_at: datetime | None = _utc(nullable=True)

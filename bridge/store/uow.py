@@ -27,6 +27,7 @@ from bridge.store.repositories import (
     SqlProducts,
     SqlTokens,
 )
+from bridge.store.webhooks import SqlWebhookInbox
 
 
 class SqlUnitOfWork:
@@ -40,6 +41,7 @@ class SqlUnitOfWork:
     outbox: SqlOutbox
     periods: CursorPeriods
     reconciliation: SqlReconciliation
+    webhooks: SqlWebhookInbox
 
     def __init__(
         self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
@@ -76,6 +78,7 @@ class SqlUnitOfWork:
         self.outbox = SqlOutbox(conn, self._hot, cursor)
         self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
         self.reconciliation = SqlReconciliation(conn)
+        self.webhooks = SqlWebhookInbox(conn)
         return self
 
     def _release(self) -> None:

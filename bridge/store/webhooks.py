@@ -1,0 +1,129 @@
+"""The webhook inbox: verified deliveries, unique per (provider, delivery id)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+
+from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery
+from bridge.store.tables import WebhookDeliveryRow
+
+deliveries: Table = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
+
+
+def _delivery(row: RowMapping) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["id"],
+        provider=row["provider"],
+        delivery_id=row["delivery_id"],
+        event_type=row["event_type"],
+        status=DeliveryStatus(row["status"]),
+        subject=row["subject"],
+        body=row["body"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        received_at=row["received_at"],
+        handled_at=row["handled_at"],
+        effects=tuple(row["effects"] or ()),
+    )
+
+
+class SqlWebhookInbox:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def record(self, delivery: NewDelivery, now: datetime) -> WebhookDelivery:
+        values: dict[str, Any] = {
+            "provider": delivery.provider,
+            "delivery_id": delivery.delivery_id,
+            "event_type": delivery.event_type,
+            "status": DeliveryStatus.RECEIVED,
+            "subject": delivery.subject,
+            "body": delivery.body,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "effects": [],
+            "received_at": now,
+        }
+        dialect = postgresql if self._conn.dialect.name == "postgresql" else sqlite
+        # A concurrent insert of the same key waits for the first, then does nothing.
+        self._conn.execute(dialect.insert(deliveries).values(values).on_conflict_do_nothing())
+        query = select(deliveries).where(
+            deliveries.c.provider == delivery.provider,
+            deliveries.c.delivery_id == delivery.delivery_id,
+        )
+        return _delivery(self._conn.execute(query).mappings().one())
+
+    def get(self, id: int) -> WebhookDelivery | None:
+        row = self._conn.execute(select(deliveries).where(deliveries.c.id == id)).mappings().first()
+        return _delivery(row) if row is not None else None
+
+    def search(
+        self, provider: str | None, status: DeliveryStatus | None, *, offset: int, limit: int
+    ) -> list[WebhookDelivery]:
+        query = select(deliveries)
+        if provider is not None:
+            query = query.where(deliveries.c.provider == provider)
+        if status is not None:
+            query = query.where(deliveries.c.status == status)
+        query = query.order_by(deliveries.c.id.desc()).offset(offset).limit(limit)
+        return [_delivery(r) for r in self._conn.execute(query).mappings()]
+
+    def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[WebhookDelivery]:
+        due = or_(
+            deliveries.c.status == DeliveryStatus.RECEIVED,
+            deliveries.c.status == DeliveryStatus.INFLIGHT,
+        )
+        ids = list(
+            self._conn.execute(
+                select(deliveries.c.id)
+                .where(and_(due, deliveries.c.next_attempt_at <= now))
+                .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not ids:
+            return []
+        self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(
+                status=DeliveryStatus.INFLIGHT,
+                next_attempt_at=lease_until,
+                attempts=deliveries.c.attempts + 1,
+            )
+        )
+        query = select(deliveries).where(deliveries.c.id.in_(ids)).order_by(deliveries.c.id)
+        return [_delivery(r) for r in self._conn.execute(query).mappings()]
+
+    def finish(
+        self,
+        id: int,
+        status: DeliveryStatus,
+        *,
+        now: datetime,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+        effects: Sequence[str] = (),
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "last_error": error, "effects": list(effects)}
+        if status == DeliveryStatus.RECEIVED:
+            values["next_attempt_at"] = next_attempt_at or now
+        else:
+            values["handled_at"] = now
+        self._conn.execute(update(deliveries).where(deliveries.c.id == id).values(values))
+
+    def requeue(self, id: int, now: datetime) -> bool:
+        result = self._conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == id, deliveries.c.status != DeliveryStatus.INFLIGHT)
+            .values(status=DeliveryStatus.RECEIVED, next_attempt_at=now, attempts=0)
+        )
+        return bool(result.rowcount)
