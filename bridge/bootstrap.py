@@ -21,6 +21,8 @@ from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
+from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
+from bridge.service.webhooks import reindex
 from bridge.settings import Settings
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
@@ -36,6 +38,7 @@ from bridge.webhooks.endpoints import (
     StandardReceiver,
     StripeReceiver,
 )
+from bridge.webhooks.subject_map import TemplateSubjects
 from connectors.file import FileSink
 from connectors.lago import LagoSink
 from connectors.lago.reader import LagoReader
@@ -59,6 +62,25 @@ class Container:
 
     def machines(self) -> MachineService:
         return MachineService(self.uows, self.clock, [s.name for s in self.sinks])
+
+    def webhook_worker(self) -> WebhookWorker:
+        hooks = self.settings.webhooks
+        rules = {"lago": hooks.lago.rules, "stripe": hooks.stripe.rules, "m3ter": hooks.m3ter.rules}
+        policy = WebhookPolicy(
+            max_attempts=hooks.max_attempts,
+            retry_base_s=hooks.retry_base_s,
+            retry_cap_s=hooks.retry_cap_s,
+            idle_s=self.settings.relay.idle_s,
+        )
+        readers = {}
+        lago = self.readers.get("lago")
+        if isinstance(lago, LagoReader):
+            readers["lago"] = lago.subscription_period
+        return WebhookWorker(self.uows, self.clock, rules, policy, readers=readers)
+
+    def reindex_webhook_subjects(self) -> int:
+        """Rebuild the subject index from every license (after a template changed)."""
+        return reindex(self.uows)
 
     def relay(self) -> Relay:
         policy = RelayPolicy(**self.settings.relay.model_dump())  # the same fields, by design
@@ -112,7 +134,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Container:
     return Container(
         settings,
         engine,
-        SqlUnitOfWorkFactory(engine),
+        SqlUnitOfWorkFactory(engine, webhook_subjects(settings)),
         UsageUnitOfWorkFactory(engine),
         clock,
         sinks,
@@ -138,6 +160,21 @@ def build_sinks(
         sinks.append(m3ter)
         readers[m3ter.name] = M3terReader(settings.sinks.m3ter, m3ter.client, m3ter.auth)
     return tuple(sinks), readers
+
+
+def webhook_subjects(settings: Settings) -> TemplateSubjects | None:
+    """The templates that map a license to each configured provider's subscription (or
+    account), each defaulting to its sink's; ``None`` when no webhook provider is configured."""
+    hooks = settings.webhooks
+    templates: dict[str, str] = {}
+    if hooks.lago.enabled:
+        lago = hooks.lago.subscription_template or settings.sinks.lago.subscription_template
+        templates["lago"] = lago
+    if hooks.stripe.enabled:
+        templates["stripe"] = hooks.stripe.subscription_template
+    if hooks.m3ter.enabled:
+        templates["m3ter"] = hooks.m3ter.account_template or settings.sinks.m3ter.account_template
+    return TemplateSubjects(templates) if templates else None
 
 
 def build_receivers(settings: Settings) -> Receivers:

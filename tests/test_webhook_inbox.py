@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 from bridge.bootstrap import Container, build_app
 from bridge.testing import FakeClock
 from tests import webhook_signing as sign
-from tests.conftest import ADMIN_TOKEN, error_of, make_container
+from tests.conftest import ADMIN_TOKEN, Api, error_of, make_container
+from tests.fakes.lago import FakeLago
+from tests.fakes.loopback import LoopbackServer
 from tests.webhook_server import ServedApp
 
 LAGO_KEY = "3f2a4b5c-hmac-token"
@@ -197,22 +199,64 @@ def test_secrets_never_reach_the_logs(
     assert good["X-Lago-Signature"] not in out.out + out.err
 
 
-def test_a_redelivery_storm_is_stored_once(hooks: Container) -> None:
-    """The same delivery 50 times at once over a real socket: 50 answers 200, one row."""
-    body = _lago_event()
+def test_a_redelivery_storm_is_stored_and_applied_once(hooks: Container) -> None:
+    """The same termination 50 times at once over a real socket: 50 answers 200, one stored
+    delivery, and, handled by two workers, one suspension in the license's history."""
+    body = _lago_event("subscription.terminated")
     headers = sign.lago_hmac(LAGO_KEY, body, "storm-1")
     with (
         ServedApp(build_app(hooks)) as served,
         httpx.Client(base_url=served.url, timeout=30) as http,
     ):
+        api = Api(http)  # type: ignore[arg-type]
+        lic = api.license(metadata={"lago_subscription_id": "sub-1"})["id"]
+
+        def post(_: int) -> httpx.Response:
+            return http.post("/v1/webhooks/lago", content=body, headers=headers)
+
         with ThreadPoolExecutor(max_workers=50) as pool:
-            answers = list(
-                pool.map(
-                    lambda _: http.post("/v1/webhooks/lago", content=body, headers=headers),
-                    range(50),
-                )
-            )
+            answers = list(pool.map(post, range(50)))
         assert {a.status_code for a in answers} == {200}
         assert len({a.json()["data"]["id"] for a in answers}) == 1
         listed = http.get("/v1/webhook-deliveries", headers=ADMIN).json()["data"]
-    assert len(listed) == 1
+        assert len(listed) == 1
+        workers = [hooks.webhook_worker(), hooks.webhook_worker()]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda w: w.run_once(), workers))
+        with hooks.uows() as uow:
+            effects = uow.webhook_licenses.effects(lic)
+        assert [(e.action, e.delivery_id) for e in effects] == [("suspend", "storm-1")]
+        assert api.ok("GET", f"/v1/licenses/{lic}")["data"]["attributes"]["suspended"] is True
+
+
+def test_lago_jwt_with_the_key_fetched_once_from_lago(db_url: str, clock: FakeClock) -> None:
+    """JWT scheme with public_key_url: the key is read from (the fake) Lago on the first
+    delivery and cached; a JWT signed by another key is refused."""
+    keys, other = sign.RsaKeys(), sign.RsaKeys()
+    lago = FakeLago("lago-key")
+    lago.webhook_public_key = keys.public_pem
+    with LoopbackServer(lago) as lago_http:
+        c = make_container(
+            db_url,
+            clock,
+            sinks={"lago": {"api_url": lago_http.url, "api_key": "lago-key"}},
+            webhooks={
+                "lago": {
+                    "public_key_url": f"{lago_http.url}/api/v1/webhooks/json_public_key",
+                    "issuer": "https://lago.example",
+                }
+            },
+        )
+        try:
+            with TestClient(build_app(c), raise_server_exceptions=False) as client:
+                for n in range(3):
+                    body = _lago_event()
+                    headers = keys.lago_jwt(body, f"jwt-{n}", "https://lago.example")
+                    ok = client.post("/v1/webhooks/lago", content=body, headers=headers)
+                    assert ok.status_code == 200, ok.text
+                forged = other.lago_jwt(_lago_event(), "jwt-x", "https://lago.example")
+                refused = client.post("/v1/webhooks/lago", content=_lago_event(), headers=forged)
+                assert error_of(refused)["code"] == "WEBHOOK_SIGNATURE_INVALID"
+        finally:
+            c.dispose()
+    assert lago.key_reads == 1

@@ -31,7 +31,7 @@ from bridge.domain.reconcile import (
     Reconciliation,
     Window,
 )
-from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery
+from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery, WebhookEffect
 
 
 class Clock(Protocol):
@@ -312,11 +312,38 @@ class WebhookInbox(Protocol):
         next_attempt_at: datetime | None = None,
         error: str | None = None,
         effects: Sequence[str] = (),
-    ) -> None: ...
+        attempt: int | None = None,
+    ) -> bool:
+        """Record the outcome; with ``attempt``, only if the delivery is still in flight under
+        that claim (False: another worker took it over after the lease)."""
+        ...
 
     def requeue(self, id: int, now: datetime) -> bool:
         """Make a delivery due again now (``webhooks replay``); False if there is none."""
         ...
+
+
+class WebhookLicenses(Protocol):
+    """What webhook handling reads and writes about licenses."""
+
+    def licenses_for(self, provider: str, subject: str) -> list[str]:
+        """The ids of the licenses whose mapping for ``provider`` resolves to ``subject``
+        (through the subject index, not a scan)."""
+        ...
+
+    def reindex(self, licenses: Sequence[License]) -> None: ...
+
+    def move_period(
+        self, license_id: str, old_end: datetime | None, start: datetime, end: datetime
+    ) -> bool:
+        """Set the open period's bounds, guarded by its old end; False if it moved."""
+        ...
+
+    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> int: ...
+
+    def record_effect(self, effect: WebhookEffect) -> None: ...
+
+    def effects(self, license_id: str) -> list[WebhookEffect]: ...
 
 
 class Transaction(Protocol):
@@ -357,6 +384,8 @@ class UnitOfWork(Transaction, Protocol):
     def idempotency_keys(self) -> IdempotencyRetention: ...
     @property
     def webhooks(self) -> WebhookInbox: ...
+    @property
+    def webhook_licenses(self) -> WebhookLicenses: ...
 
 
 class UnitOfWorkFactory(Protocol):

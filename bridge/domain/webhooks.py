@@ -10,9 +10,12 @@ A delivery is unique per (provider, delivery id): a redelivery finds the stored 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+
+from bridge.domain.model import License
 
 
 class DeliveryStatus(StrEnum):
@@ -50,3 +53,21 @@ class WebhookDelivery:
     received_at: datetime
     handled_at: datetime | None
     effects: tuple[str, ...] = field(default=())
+
+
+# A license's subjects: (provider, the platform's subscription or account id) pairs, from the
+# providers' templates; a license lacking a template's value has no subject for that provider.
+SubjectMapper = Callable[[License], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEffect:
+    """What a delivery did to a license (its webhook history)."""
+
+    license_id: str
+    delivery: int  # the stored delivery's id
+    provider: str
+    delivery_id: str
+    action: str
+    detail: str | None
+    at: datetime

@@ -54,3 +54,19 @@ def replay(uows: UnitOfWorkFactory, clock: Clock, id: int) -> WebhookDelivery:
         assert stored is not None
         uow.commit()
     return stored
+
+
+def reindex(uows: UnitOfWorkFactory, batch: int = 1000) -> int:
+    """Rebuild the webhook subject index from every license, a batch per transaction (after
+    a template changed, or when webhooks are first configured); returns the licenses read."""
+    offset = 0
+    while True:
+        with uows(write=True) as uow:
+            licenses, _ = uow.licenses.list(
+                offset=offset, limit=batch, product_id=None, policy_id=None
+            )
+            uow.webhook_licenses.reindex(licenses)
+            uow.commit()
+        offset += len(licenses)
+        if len(licenses) < batch:
+            return offset

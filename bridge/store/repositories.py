@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Table,
@@ -52,6 +52,11 @@ from bridge.store.tables import (
     TokenRow,
     UsageEntryRow,
 )
+
+
+class SubjectIndex(Protocol):
+    def put(self, license: License) -> None: ...
+    def drop(self, license_id: str) -> None: ...
 
 
 def _table(model: Any) -> Table:
@@ -278,13 +283,18 @@ def _license_values(lic: License) -> dict[str, Any]:
 
 
 class SqlLicenses:
-    def __init__(self, conn: Connection, hot: HotPath, cursor: Any) -> None:
+    def __init__(
+        self, conn: Connection, hot: HotPath, cursor: Any, subjects: SubjectIndex | None = None
+    ) -> None:
         self._conn = conn
         self._hot = hot
         self._cursor = cursor
+        self._subjects = subjects  # the webhook subject index, written with each license
 
     def add(self, license: License) -> None:
         self._conn.execute(insert(licenses).values(_license_values(license)))
+        if self._subjects is not None:
+            self._subjects.put(license)
 
     def get(self, license_id: str) -> License | None:
         query = _license_select.where(licenses.c.id == license_id)
@@ -323,8 +333,12 @@ class SqlLicenses:
         for name in ("uses", "period_start", "period_end", "period_open_uses"):
             del values[name]
         self._conn.execute(update(licenses).where(licenses.c.id == license.id).values(values))
+        if self._subjects is not None:
+            self._subjects.put(license)
 
     def delete(self, license_id: str) -> None:
+        if self._subjects is not None:
+            self._subjects.drop(license_id)
         self._conn.execute(tokens.delete().where(tokens.c.bearer_id == license_id))
         self._conn.execute(delete(machines).where(machines.c.license_id == license_id))
         self._conn.execute(delete(licenses).where(licenses.c.id == license_id))

@@ -290,3 +290,31 @@ class WebhookDeliveryRow(SQLModel, table=True):
     effects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     received_at: datetime = _utc()
     handled_at: datetime | None = _utc(nullable=True)
+
+
+class WebhookSubjectRow(SQLModel, table=True):
+    """Which licenses a platform's subscription (or account) maps to, per webhook provider:
+    kept current whenever a license is written, so a webhook finds its licenses by key."""
+
+    __tablename__ = "webhook_subjects"
+    __table_args__ = (Index("ix_webhook_subjects_license", "license_id"),)
+
+    provider: str = Field(primary_key=True, max_length=64)
+    subject: str = Field(primary_key=True, max_length=255)
+    license_id: str = Field(primary_key=True, max_length=36)
+
+
+class WebhookEffectRow(SQLModel, table=True):
+    """What a webhook delivery did to a license: the license's webhook history."""
+
+    __tablename__ = "webhook_effects"
+    __table_args__ = (Index("ix_webhook_effects_license", "license_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    license_id: str = Field(max_length=36)
+    delivery: int = Field(sa_column=Column(BigInteger, nullable=False))  # webhook_deliveries.id
+    provider: str = Field(max_length=64)
+    delivery_id: str = Field(max_length=255)
+    action: str = Field(max_length=32)
+    detail: str | None = None
+    at: datetime = _utc()

@@ -12,6 +12,7 @@ from typing import Self
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection, RootTransaction
 
+from bridge.domain.webhooks import SubjectMapper
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
 from bridge.store.hotpath import HotPath
@@ -27,7 +28,7 @@ from bridge.store.repositories import (
     SqlProducts,
     SqlTokens,
 )
-from bridge.store.webhooks import SqlWebhookInbox
+from bridge.store.webhooks import SqlSubjectIndex, SqlWebhookInbox, SqlWebhookLicenses
 
 
 class SqlUnitOfWork:
@@ -42,10 +43,18 @@ class SqlUnitOfWork:
     periods: CursorPeriods
     reconciliation: SqlReconciliation
     webhooks: SqlWebhookInbox
+    webhook_licenses: SqlWebhookLicenses
 
     def __init__(
-        self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
+        self,
+        engine: Engine,
+        hot: HotPath,
+        *,
+        write: bool = False,
+        writer: Lock | None = None,
+        subjects: SubjectMapper | None = None,
     ) -> None:
+        self._subjects = subjects
         self._engine = engine
         self._dbapi = engine.dialect.dbapi
         self._hot = hot
@@ -70,7 +79,8 @@ class SqlUnitOfWork:
         self._conn = conn
         self.products = SqlProducts(conn)
         self.policies = SqlPolicies(conn)
-        self.licenses = SqlLicenses(conn, self._hot, cursor)
+        index = SqlSubjectIndex(conn, self._subjects)
+        self.licenses = SqlLicenses(conn, self._hot, cursor, index)
         self.machines = SqlMachines(conn)
         self.tokens = SqlTokens(conn, self._hot, cursor)
         self.ledger = SqlLedger(conn)
@@ -79,6 +89,7 @@ class SqlUnitOfWork:
         self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
         self.reconciliation = SqlReconciliation(conn)
         self.webhooks = SqlWebhookInbox(conn)
+        self.webhook_licenses = SqlWebhookLicenses(conn, index)
         return self
 
     def _release(self) -> None:
@@ -113,11 +124,14 @@ class SqlUnitOfWork:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, subjects: SubjectMapper | None = None) -> None:
         self.engine = engine
+        self._subjects = subjects  # keeps webhook_subjects current as licenses are written
         self._hot = HotPath(engine.dialect.name)
         self._writer = writer_lock(engine)
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         writer = self._writer if write else None
-        return SqlUnitOfWork(self.engine, self._hot, write=write, writer=writer)
+        return SqlUnitOfWork(
+            self.engine, self._hot, write=write, writer=writer, subjects=self._subjects
+        )

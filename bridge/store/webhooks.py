@@ -6,14 +6,32 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
-from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery
-from bridge.store.tables import WebhookDeliveryRow
+from bridge.domain.delivery import OutboxStatus, Reason
+from bridge.domain.model import License
+from bridge.domain.webhooks import (
+    DeliveryStatus,
+    NewDelivery,
+    SubjectMapper,
+    WebhookDelivery,
+    WebhookEffect,
+)
+from bridge.store.tables import (
+    LicenseRow,
+    OutboxRow,
+    WebhookDeliveryRow,
+    WebhookEffectRow,
+    WebhookSubjectRow,
+)
 
 deliveries: Table = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
+subjects: Table = WebhookSubjectRow.__table__  # type: ignore[attr-defined]
+effects: Table = WebhookEffectRow.__table__  # type: ignore[attr-defined]
+license_table: Table = LicenseRow.__table__  # type: ignore[attr-defined]
+outbox: Table = OutboxRow.__table__  # type: ignore[attr-defined]
 
 
 def _delivery(row: RowMapping) -> WebhookDelivery:
@@ -112,13 +130,19 @@ class SqlWebhookInbox:
         next_attempt_at: datetime | None = None,
         error: str | None = None,
         effects: Sequence[str] = (),
-    ) -> None:
+        attempt: int | None = None,
+    ) -> bool:
         values: dict[str, Any] = {"status": status, "last_error": error, "effects": list(effects)}
         if status == DeliveryStatus.RECEIVED:
             values["next_attempt_at"] = next_attempt_at or now
         else:
             values["handled_at"] = now
-        self._conn.execute(update(deliveries).where(deliveries.c.id == id).values(values))
+        query = update(deliveries).where(deliveries.c.id == id)
+        if attempt is not None:  # the claim's fence: still ours, not re-claimed after its lease
+            query = query.where(
+                deliveries.c.status == DeliveryStatus.INFLIGHT, deliveries.c.attempts == attempt
+            )
+        return bool(self._conn.execute(query.values(values)).rowcount)
 
     def requeue(self, id: int, now: datetime) -> bool:
         result = self._conn.execute(
@@ -127,3 +151,106 @@ class SqlWebhookInbox:
             .values(status=DeliveryStatus.RECEIVED, next_attempt_at=now, attempts=0)
         )
         return bool(result.rowcount)
+
+
+class SqlSubjectIndex:
+    """webhook_subjects, written with each license (``put``/``drop``), read by key."""
+
+    def __init__(self, conn: Connection, mapper: SubjectMapper | None) -> None:
+        self._conn = conn
+        self._mapper = mapper
+
+    def put(self, license: License) -> None:
+        if self._mapper is None:
+            return
+        self.drop(license.id)
+        rows = [
+            {"provider": p, "subject": s[:255], "license_id": license.id}
+            for p, s in dict.fromkeys(self._mapper(license))
+        ]
+        if rows:
+            self._conn.execute(insert(subjects), rows)
+
+    def drop(self, license_id: str) -> None:
+        if self._mapper is not None:
+            self._conn.execute(delete(subjects).where(subjects.c.license_id == license_id))
+
+
+class SqlWebhookLicenses:
+    """What the webhook handler reads and writes about licenses."""
+
+    def __init__(self, conn: Connection, index: SqlSubjectIndex) -> None:
+        self._conn = conn
+        self._index = index
+
+    def licenses_for(self, provider: str, subject: str) -> list[str]:
+        query = (
+            select(subjects.c.license_id)
+            .where(subjects.c.provider == provider, subjects.c.subject == subject)
+            .order_by(subjects.c.license_id)
+        )
+        return list(self._conn.execute(query).scalars())
+
+    def reindex(self, licenses: Sequence[License]) -> None:
+        for license in licenses:
+            self._index.put(license)
+
+    def move_period(
+        self, license_id: str, old_end: datetime | None, start: datetime, end: datetime
+    ) -> bool:
+        """Set an open period's bounds (no period is closed), guarded by the old end."""
+        guard = (
+            license_table.c.period_end.is_(None)
+            if old_end is None
+            else license_table.c.period_end == old_end
+        )
+        result = self._conn.execute(
+            update(license_table)
+            .where(license_table.c.id == license_id, guard)
+            .values(period_start=start, period_end=end)
+        )
+        return bool(result.rowcount)
+
+    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> int:
+        """The platform took these ledger entries but will not bill them: their items become
+        dead letters with the reason ``rejected_after_acceptance``."""
+        if not entry_ids:
+            return 0
+        result = self._conn.execute(
+            update(outbox)
+            .where(outbox.c.sink == sink, outbox.c.entry_id.in_(list(entry_ids)))
+            .values(
+                status=OutboxStatus.DEAD,
+                reason=Reason.REJECTED_AFTER_ACCEPTANCE,
+                last_error=error[:1000],
+            )
+        )
+        return int(result.rowcount)
+
+    def record_effect(self, effect: WebhookEffect) -> None:
+        self._conn.execute(
+            insert(effects).values(
+                license_id=effect.license_id,
+                delivery=effect.delivery,
+                provider=effect.provider,
+                delivery_id=effect.delivery_id,
+                action=effect.action,
+                detail=effect.detail,
+                at=effect.at,
+            )
+        )
+
+    def effects(self, license_id: str) -> list[WebhookEffect]:
+        query = select(effects).where(effects.c.license_id == license_id).order_by(effects.c.id)
+        return [
+            WebhookEffect(
+                r["license_id"],
+                r["delivery"],
+                r["provider"],
+                r["delivery_id"],
+                r["action"],
+                r["detail"],
+                r["at"],
+            )
+            for r in self._conn.execute(query).mappings()
+        ]

@@ -5,11 +5,22 @@ Each endpoint is off (404) until its secret or key is set.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from typing import Annotated
 
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator
+
+from bridge.webhooks.rules import parse_actions
 from bridge.webhooks.verify import standard_secret
 
-Rules = dict[str, str]  # event type -> action (see bridge.webhooks.rules); overrides the defaults
+
+def _check_rules(rules: dict[str, str]) -> dict[str, str]:
+    for value in rules.values():
+        parse_actions(value)  # raises ValueError naming the unknown action
+    return rules
+
+
+# Event type -> actions ("suspend", "align_period,reinstate", "none"): bridge.webhooks.rules
+Rules = Annotated[dict[str, str], AfterValidator(_check_rules)]
 
 
 class LagoWebhookSettings(BaseModel):

@@ -1,4 +1,6 @@
-"""webhook_deliveries: the inbox of verified webhook deliveries, unique per (provider, id)
+"""webhook_deliveries: the inbox of verified webhook deliveries, unique per (provider, id);
+webhook_subjects: the index from a platform's subscription to its licenses; webhook_effects:
+what each delivery did to a license
 
 Revision ID: 0006
 Revises: 0005
@@ -56,9 +58,38 @@ def upgrade() -> None:
         postgresql_where=sa.text(_DUE),
     )
     op.create_index("ix_webhook_deliveries_received", "webhook_deliveries", ["received_at"])
+    op.create_table(
+        "webhook_subjects",
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=255), nullable=False),
+        sa.Column("license_id", sa.String(length=36), nullable=False),
+        sa.PrimaryKeyConstraint("provider", "subject", "license_id"),
+    )
+    op.create_index("ix_webhook_subjects_license", "webhook_subjects", ["license_id"])
+    op.create_table(
+        "webhook_effects",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("license_id", sa.String(length=36), nullable=False),
+        sa.Column("delivery", sa.BigInteger(), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("delivery_id", sa.String(length=255), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("detail", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("at", UtcDateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_webhook_effects_license", "webhook_effects", ["license_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_webhook_effects_license", table_name="webhook_effects")
+    op.drop_table("webhook_effects")
+    op.drop_index("ix_webhook_subjects_license", table_name="webhook_subjects")
+    op.drop_table("webhook_subjects")
     op.drop_index("ix_webhook_deliveries_received", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
