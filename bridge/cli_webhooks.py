@@ -106,6 +106,15 @@ def webhooks_replay(id: int, config: ConfigOpt = None) -> None:
     out.print(f"delivery {id}: {d.status.value}")
 
 
+@webhooks_app.command("history")
+def webhooks_history(license: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """What webhooks did to a license (by id or key), with the delivery behind each effect."""
+    with container(config, migrate=False) as c:
+        found = uc.license_effects(c.uows, license)
+    columns = ["at", "provider", "delivery_id", "delivery", "action", "detail"]
+    show(found, columns, as_json, f"Webhook history of {license}")
+
+
 @webhooks_app.command("reindex")
 def webhooks_reindex(config: ConfigOpt = None) -> None:
     """Rebuild the index from subscriptions to licenses (the worker does it when it starts)."""

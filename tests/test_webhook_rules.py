@@ -94,8 +94,9 @@ class Hooks:
             return [tuple(r) for r in rows]
 
     def effects(self, license_id: str) -> list[tuple[str, str]]:
-        with self.c.uows() as uow:
-            return [(e.action, e.delivery_id) for e in uow.webhook_licenses.effects(license_id)]
+        """The license's webhook history, as the API shows it."""
+        doc = self.api.ok("GET", f"/v1/licenses/{license_id}/webhook-effects")
+        return [(e["attributes"]["action"], e["attributes"]["deliveryId"]) for e in doc["data"]]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bridge.domain.errors import NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
-from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery
+from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery, WebhookEffect
 from bridge.service.common import Answer, ignore
 
 
@@ -70,3 +70,12 @@ def reindex(uows: UnitOfWorkFactory, batch: int = 1000) -> int:
         offset += len(licenses)
         if len(licenses) < batch:
             return offset
+
+
+def license_effects(uows: UnitOfWorkFactory, ref: str) -> list[WebhookEffect]:
+    """What webhooks did to a license (by id or key), oldest first."""
+    with uows() as uow:
+        license = uow.licenses.find(ref)
+        if license is None:
+            raise NotFound.resource("license", ref)
+        return uow.webhook_licenses.effects(license.id)

@@ -51,6 +51,25 @@ class DeliveryList(Out):
     meta: DeliveryListMeta
 
 
+class EffectAttributes(Out):
+    provider: str
+    delivery_id: str  # the provider's id of the delivery
+    delivery: str  # the stored delivery (GET /v1/webhook-deliveries/{id})
+    action: str
+    detail: str | None
+    at: datetime
+
+
+class EffectResource(Out):
+    id: str
+    type: Literal["webhook-effects"] = "webhook-effects"
+    attributes: EffectAttributes
+
+
+class EffectList(Out):
+    data: list[EffectResource]
+
+
 def resource(d: WebhookDelivery) -> DeliveryResource:
     return DeliveryResource(
         id=str(d.id),
@@ -138,3 +157,25 @@ def list_webhook_deliveries(
 def get_webhook_delivery(ctx: Ctx, bearer: Bearer, delivery_id: int) -> JsonApiResponse:
     require_admin(bearer)
     return respond(DeliveryDocument(data=resource(uc.get_delivery(ctx.uows, delivery_id))))
+
+
+@router.get("/licenses/{license_id}/webhook-effects", response_model=EffectList)
+def license_webhook_effects(ctx: Ctx, bearer: Bearer, license_id: str) -> JsonApiResponse:
+    """The license's webhook history: each effect with the delivery that caused it."""
+    require_admin(bearer)
+    found = uc.license_effects(ctx.uows, license_id)
+    data = [
+        EffectResource(
+            id=f"{e.delivery}:{n}",
+            attributes=EffectAttributes(
+                provider=e.provider,
+                delivery_id=e.delivery_id,
+                delivery=str(e.delivery),
+                action=e.action,
+                detail=e.detail,
+                at=e.at,
+            ),
+        )
+        for n, e in enumerate(found)
+    ]
+    return respond(EffectList(data=data))
