@@ -46,6 +46,7 @@ def _resources() -> APIRouter:
         webhooks,
     ):
         router.include_router(module.router)
+    router.include_router(webhooks.inbound)  # signed by the platform, not token-authenticated
     return router
 
 
@@ -76,7 +77,5 @@ def create_app(context: ApiContext) -> FastAPI:
         resources, prefix="/v1", generate_unique_id_function=lambda route: route.name
     )
     app.include_router(health.router)
-    # Webhooks are signed, not authenticated by token, and served under /v1 only.
-    app.include_router(webhooks.inbound, prefix="/v1", responses=_ERRORS)  # type: ignore[arg-type]
     app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
     return app
