@@ -11,6 +11,7 @@ import pytest
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import UsesLimitExceeded
 from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
@@ -46,11 +47,11 @@ def wait_for(condition: Callable[[], bool]) -> None:
 
 
 def setup_license(container: Container, max_uses: int) -> str:
-    product = products.create_product(container.uows, container.clock, ADMIN, {"name": "p"})
+    product = products.create_product(container.uows, container.clock, ADMIN, NewProduct(name="p"))
     policy = policies.create_policy(
-        container.uows, container.clock, ADMIN, product.id, {"name": "p", "max_uses": max_uses}
+        container.uows, container.clock, ADMIN, NewPolicy(product.id, name="p", max_uses=max_uses)
     )
-    return licenses.create_license(container.uows, container.clock, ADMIN, policy.id, {}).id
+    return licenses.create_license(container.uows, container.clock, ADMIN, NewLicense(policy.id)).id
 
 
 def run_queued(

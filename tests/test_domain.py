@@ -9,6 +9,7 @@ import pytest
 from bridge.domain.access import LicenseAction, Principal, Role, authorize_license
 from bridge.domain.errors import (
     AccessDenied,
+    Field,
     IntegerTooLarge,
     NotFound,
     UsesInvalid,
@@ -19,7 +20,6 @@ from bridge.domain.model import License
 from bridge.domain.validation import ValidationScope, validate_license
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-P = "/meta/increment"
 
 
 def make_license(**changes: object) -> License:
@@ -57,7 +57,7 @@ def make_license(**changes: object) -> License:
 )
 def test_next_uses_accepts(uses: int, delta: int, max_uses: int | None, expected: int) -> None:
     """Accepted changes give the new count."""
-    assert next_uses(uses, delta, max_uses, pointer=P) == expected
+    assert next_uses(uses, delta, max_uses, amount=Field.INCREMENT) == expected
 
 
 @pytest.mark.parametrize(
@@ -75,18 +75,18 @@ def test_next_uses_accepts(uses: int, delta: int, max_uses: int | None, expected
 def test_next_uses_rejects(uses: int, delta: int, max_uses: int | None, error: type) -> None:
     """Rejections follow Keygen's order: limit, then negative, then too large."""
     with pytest.raises(error):
-        next_uses(uses, delta, max_uses, pointer=P)
+        next_uses(uses, delta, max_uses, amount=Field.INCREMENT)
 
 
-def test_limit_error_names_the_maximum_and_pointer() -> None:
-    """The limit error carries Keygen's detail and pointer."""
+def test_limit_error_names_the_maximum_and_field() -> None:
+    """The limit error carries Keygen's detail and names the field it is about."""
     with pytest.raises(UsesLimitExceeded) as caught:
-        next_uses(5, 1, 5, pointer=P)
+        next_uses(5, 1, 5, amount=Field.INCREMENT)
     assert caught.value.detail == "usage exceeds maximum allowed for license (5)"
-    assert caught.value.pointer == "/data/attributes/uses"
+    assert caught.value.field is Field.USES
     with pytest.raises(IntegerTooLarge) as too_large:
-        next_uses(1, 2_147_483_647, None, pointer="/meta/decrement")
-    assert too_large.value.pointer == "/meta/decrement"
+        next_uses(1, 2_147_483_647, None, amount=Field.DECREMENT)
+    assert too_large.value.field is Field.DECREMENT
 
 
 @pytest.mark.parametrize(

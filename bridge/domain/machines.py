@@ -64,7 +64,7 @@ def within_overage(strategy: OverageStrategy, value: int, maximum: int) -> bool:
 def check_cores(cores: int | None) -> int | None:
     """Keygen's ``cores`` validation: 1..2147483647, or null."""
     if cores is not None:
-        check_int4(cores, minimum=1, pointer="/data/attributes/cores", error=CoresInvalid)
+        check_int4(cores, minimum=1, error=CoresInvalid)
     return cores
 
 

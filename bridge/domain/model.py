@@ -208,7 +208,7 @@ class License:
             values[name] = datetime.fromisoformat(raw) if raw is not None else None
         for name in _SNAPSHOT_RULES:
             raw = values.get(name)
-            values[name] = PeriodRule.parse(raw, "/") if raw is not None else None
+            values[name] = PeriodRule.parse(raw) if raw is not None else None
         return cls(**values)
 
 
