@@ -163,6 +163,16 @@ def test_lago_termination_suspends_and_a_new_start_reinstates(hooks: Hooks) -> N
     ]
 
 
+def test_a_new_start_does_not_lift_a_suspension_made_by_hand(hooks: Hooks) -> None:
+    """An operator's suspension stays: only a suspension this provider's webhook made is
+    lifted by subscription.started."""
+    lic = hooks.license(lago_subscription_id="sub-1")
+    hooks.api.ok("POST", f"/v1/licenses/{lic}/actions/suspend")
+    hooks.lago("subscription.started", "subscription", {"external_id": "sub-1"})
+    hooks.handle()
+    assert hooks.attrs(lic)["suspended"] is True
+
+
 def test_a_redelivered_termination_is_applied_once(hooks: Hooks) -> None:
     """The same X-Lago-Unique-Key three times: one delivery, one effect."""
     lic = hooks.license(lago_subscription_id="sub-1")

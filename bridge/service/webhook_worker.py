@@ -186,6 +186,8 @@ class WebhookWorker:
             suspended = action is Action.SUSPEND
             if license.suspended == suspended:
                 return ("already suspended" if suspended else "not suspended"), license
+            if not suspended and not self._suspended_by(uow, license, d):
+                return "suspended by hand or another provider; left suspended", license
             license = dataclasses.replace(license, suspended=suspended, updated=now)
             uow.licenses.update(license)
             return ("suspended" if suspended else "reinstated"), license
@@ -202,6 +204,15 @@ class WebhookWorker:
             if read is not None:
                 start, end = read
         return self._align(uow, license, start, end, now)
+
+    @staticmethod
+    def _suspended_by(uow: UnitOfWork, license: License, d: WebhookDelivery) -> bool:
+        """Whether this provider's webhook suspended the license (its latest change of
+        suspension): a reinstatement never lifts a suspension an operator made."""
+        for effect in reversed(uow.webhook_licenses.effects(license.id)):
+            if effect.detail in ("suspended", "reinstated"):
+                return effect.detail == "suspended" and effect.provider == d.provider
+        return False
 
     def _close(
         self,
