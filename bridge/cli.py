@@ -345,7 +345,7 @@ def policy_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _license_row(lic: Any) -> dict[str, Any]:
-    return {**_record(lic), "max_uses": lic.max_uses}
+    return {**_record(lic), "max_uses": lic.terms.max_uses}
 
 
 _LICENSE_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended"]

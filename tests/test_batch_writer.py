@@ -17,7 +17,7 @@ from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
-from bridge.store.usage_uow import UsageUnitOfWork
+from bridge.store.uow import SqlUnitOfWork
 
 ADMIN = Principal(Role.ADMIN, "test")
 DEADLINE_S = 10.0
@@ -32,7 +32,7 @@ class GatedUnitsOfWork:
         self.gate = threading.Event()
         self.opened = 0
 
-    def __call__(self) -> UsageUnitOfWork:
+    def __call__(self) -> SqlUnitOfWork:
         self.opened += 1
         if self.opened == 1:
             assert self.gate.wait(DEADLINE_S)
@@ -114,16 +114,16 @@ def test_a_failed_commit_fails_every_change_of_the_batch(
 ) -> None:
     """When a batch cannot commit, no caller is told its change was accepted."""
     license_id = setup_license(container, max_uses=10)
-    original = UsageUnitOfWork.commit
+    original = SqlUnitOfWork.commit
     calls = {"n": 0}
 
-    def failing_commit(self: UsageUnitOfWork) -> None:
+    def failing_commit(self: SqlUnitOfWork) -> None:
         calls["n"] += 1
         if calls["n"] == 2:  # the batch of queued changes
             raise OSError("disk full")
         original(self)
 
-    monkeypatch.setattr(UsageUnitOfWork, "commit", failing_commit)
+    monkeypatch.setattr(SqlUnitOfWork, "commit", failing_commit)
     changes = [UsageChange(license_id, UsageKind.INCREMENT, 1) for _ in range(4)]
     _, futures = run_queued(container, changes)
 

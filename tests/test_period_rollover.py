@@ -28,8 +28,7 @@ from bridge.service.periods import close_due_periods
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product
 from bridge.service.usage import UsageChange
-from bridge.store.repositories import ledger, licenses
-from bridge.store.tables import UsagePeriodRow
+from bridge.store.tables import UsagePeriodRow, ledger, licenses
 from bridge.testing import FakeClock
 from tests.conftest import make_container
 

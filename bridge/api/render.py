@@ -93,7 +93,7 @@ class Renderer:
 
     def license(self, lic: License, now: datetime) -> s.LicenseResource:
         lic = lic.current(now)
-        rule = lic.usage_period
+        terms = lic.terms
         return s.LicenseResource(
             id=lic.id,
             attributes=s.LicenseAttributes(
@@ -102,12 +102,12 @@ class Renderer:
                 expiry=lic.expiry,
                 status=lic.status(now).value,
                 uses=lic.uses,
-                max_uses=lic.max_uses,
-                max_machines=lic.max_machines,
-                max_cores=lic.max_cores,
+                max_uses=terms.max_uses,
+                max_machines=terms.max_machines,
+                max_cores=terms.max_cores,
                 protected=lic.protected,
                 suspended=lic.suspended,
-                usage_period=rule.to_api() if rule else None,
+                usage_period=terms.usage_period.to_api() if terms.usage_period else None,
                 period_anchor=lic.period_anchor,
                 period_start=lic.period_start,
                 period_end=lic.period_end,

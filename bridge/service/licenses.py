@@ -20,7 +20,7 @@ from bridge.domain.attributes import (
 )
 from bridge.domain.commands import UNSET, LicensePatch, NewLicense
 from bridge.domain.errors import KeyTaken, NotFound, PolicyNotFound
-from bridge.domain.model import ExpirationBasis, License, UsageKind
+from bridge.domain.model import License, UsageKind
 from bridge.domain.ports import (
     Clock,
     LicenseLookup,
@@ -97,26 +97,18 @@ def create_license(
             product_id=policy.product_id,
             uses=0,
             max_uses_override=max_uses,
-            policy_max_uses=policy.max_uses,
-            policy_first_use_duration=(
-                policy.duration
-                if policy.expiration_basis is ExpirationBasis.FROM_FIRST_USE
-                else None
-            ),
             protected=policy.protected if command.protected is None else command.protected,
             suspended=bool(command.suspended),
             expiry=expiry if expiry is not None else policy.expiry_at_creation(now),
             metadata=command.metadata or {},
             created=now,
             updated=now,
+            terms=policy.terms,
             usage_period_override=usage_period,
-            policy_usage_period=policy.usage_period,
             period_anchor=check_period_anchor(command.period_anchor),
-            policy_max_machines=policy.max_machines,
-            policy_max_cores=policy.max_cores,
             max_machines_override=max_machines,
             max_cores_override=max_cores,
-        )
+        ).under(policy.terms)
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
         answer(license)
@@ -179,7 +171,7 @@ def update_license(
                 max_machines = check_max_machines_override(policy, patch.max_machines)
             if patch.max_cores is not UNSET:
                 max_cores = check_max_cores_override(patch.max_cores)
-        license = dataclasses.replace(
+        changed = dataclasses.replace(
             license,
             name=given(patch.name, license.name),
             protected=given(patch.protected, license.protected),
@@ -194,7 +186,11 @@ def update_license(
             max_cores_override=max_cores,
             updated=now,
         )
-        uow.licenses.update(license)
+        uow.licenses.update(changed)
+        # Read back through the projection: the effective terms follow the new overrides.
+        updated = uow.licenses.get(license.id)
+        assert updated is not None, "the license is held by this write transaction"
+        license = updated
         if license.period_end is None:
             license = roll_period(uow.periods, license, now, closed_by="usage")
         answer(license)
@@ -219,7 +215,9 @@ def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, 
                 license.id, machine.id, UsageKind.DEACTIVATE, total, after, principal.actor
             )
             record_core_change(uow, change, now, sinks=())
+            uow.machines.delete(machine.id)
             total = after
+        uow.tokens.delete_for(license.id)
         uow.licenses.delete(license.id)
         uow.commit()
 

@@ -85,7 +85,7 @@ def update_policy(
 def delete_policy(uows: UnitOfWorkFactory, principal: Principal, policy_id: str) -> None:
     with uows(write=True) as uow:
         _load(uow, principal, policy_id)
-        if uow.policies.has_licenses(policy_id):
+        if uow.licenses.any_of_policy(policy_id):
             raise PolicyInUse
         uow.policies.delete(policy_id)
         uow.commit()

@@ -96,6 +96,7 @@ def delete_product(uows: UnitOfWorkFactory, principal: Principal, product_id: st
         require_admin(principal)
         if uow.products.has_policies(product_id):
             raise ProductInUse
+        uow.tokens.delete_for(product_id)
         uow.products.delete(product_id)
         uow.commit()
 

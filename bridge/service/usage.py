@@ -162,7 +162,7 @@ class UsageService:
         current = uow.licenses.find(license.id)
         if current is None:
             raise RaceLost
-        next_uses(current.uses, delta, current.max_uses, amount=_AMOUNT[change.kind])
+        next_uses(current.uses, delta, current.terms.max_uses, amount=_AMOUNT[change.kind])
         raise RaceLost
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -318,3 +319,22 @@ class WebhookEffectRow(SQLModel, table=True):
     action: str = Field(max_length=32)
     detail: str | None = None
     at: datetime = _utc()
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+# The Core handles of the tables, for the modules that use SQLAlchemy Core.
+products = _table(ProductRow)
+policies = _table(PolicyRow)
+licenses = _table(LicenseRow)
+machines = _table(MachineRow)
+ledger = _table(UsageEntryRow)
+outbox = _table(OutboxRow)
+periods = _table(UsagePeriodRow)
+reconciliations = _table(ReconciliationRow)
+webhook_deliveries = _table(WebhookDeliveryRow)
+webhook_subjects = _table(WebhookSubjectRow)
+webhook_effects = _table(WebhookEffectRow)

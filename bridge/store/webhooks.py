@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -19,19 +19,11 @@ from bridge.domain.webhooks import (
     WebhookDelivery,
     WebhookEffect,
 )
-from bridge.store.tables import (
-    LicenseRow,
-    OutboxRow,
-    WebhookDeliveryRow,
-    WebhookEffectRow,
-    WebhookSubjectRow,
-)
-
-deliveries: Table = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
-subjects: Table = WebhookSubjectRow.__table__  # type: ignore[attr-defined]
-effects: Table = WebhookEffectRow.__table__  # type: ignore[attr-defined]
-license_table: Table = LicenseRow.__table__  # type: ignore[attr-defined]
-outbox: Table = OutboxRow.__table__  # type: ignore[attr-defined]
+from bridge.store.tables import licenses as license_table
+from bridge.store.tables import outbox
+from bridge.store.tables import webhook_deliveries as deliveries
+from bridge.store.tables import webhook_effects as effects
+from bridge.store.tables import webhook_subjects as subjects
 
 
 def _delivery(row: RowMapping) -> WebhookDelivery:
@@ -156,7 +148,7 @@ class SqlWebhookInbox:
 class SqlSubjectIndex:
     """webhook_subjects, written with each license (``put``/``drop``), read by key."""
 
-    def __init__(self, conn: Connection, mapper: SubjectMapper | None) -> None:
+    def __init__(self, conn: Connection, *, mapper: SubjectMapper | None) -> None:
         self._conn = conn
         self._mapper = mapper
 
@@ -179,7 +171,7 @@ class SqlSubjectIndex:
 class SqlWebhookLicenses:
     """What the webhook handler reads and writes about licenses."""
 
-    def __init__(self, conn: Connection, index: SqlSubjectIndex) -> None:
+    def __init__(self, conn: Connection, *, index: SqlSubjectIndex) -> None:
         self._conn = conn
         self._index = index
 
