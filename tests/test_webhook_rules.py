@@ -323,19 +323,21 @@ def test_subscription_started_aligns_the_period_with_lago(hooks: Hooks, lago: Fa
 
 def test_events_errors_mark_the_entries_rejected_after_acceptance(hooks: Hooks) -> None:
     """Lago's events.errors names transaction ids (ledger entry ids) it will not bill: their
-    outbox items become dead letters with the reason, shown by the outbox status."""
+    outbox items become dead letters with the reason, shown by the outbox status, and the
+    license's history names the delivery."""
     lic = hooks.license(lago_subscription_id="sub-1")
     entry = hooks.api.increment(lic, 1)
     assert entry.status_code == 200
     history = hooks.api.ok("GET", f"/v1/licenses/{lic}/usage")["data"]
     txn = history[0]["id"]
-    hooks.lago("events.errors", "events_errors", {"invalid_code": [txn, "not-ours"]})
+    hooks.lago("events.errors", "events_errors", {"invalid_code": [txn, "not-ours"]}, key="err-1")
     hooks.handle()
     letters = hooks.api.ok("GET", "/v1/outbox/dead-letters")["data"]
     assert [(d["attributes"]["entryId"], d["attributes"]["reason"]) for d in letters] == [
         (txn, "rejected_after_acceptance")
     ]
     assert "invalid_code" in letters[0]["attributes"]["error"]
+    assert hooks.effects(lic) == [("reject_entries", "err-1")]  # in the license's history
 
 
 def test_a_delivery_that_keeps_failing_is_parked(hooks: Hooks, lago: FakeLago) -> None:

@@ -144,9 +144,23 @@ class WebhookWorker:
         effects: list[str] = []
         if Action.REJECT_ENTRIES in actions:
             reason = f"{d.provider} {d.event_type} ({d.delivery_id}): {ins.note}"
-            count = uow.webhook_licenses.reject_entries(kind, ins.transaction_ids, reason)
+            per_license = uow.webhook_licenses.reject_entries(kind, ins.transaction_ids, reason)
+            now = self.clock.now()
+            for license_id, count in sorted(per_license.items()):
+                detail = f"{count} delivered items rejected after acceptance: {ins.note}"
+                uow.webhook_licenses.record_effect(
+                    WebhookEffect(
+                        license_id,
+                        d.id,
+                        d.provider,
+                        d.delivery_id,
+                        Action.REJECT_ENTRIES.value,
+                        detail,
+                        now,
+                    )
+                )
             effects.append(
-                f"rejected_after_acceptance: {count} outbox items of "
+                f"rejected_after_acceptance: {sum(per_license.values())} outbox items of "
                 f"{len(ins.transaction_ids)} transaction ids"
             )
         on_license = [a for a in actions if a in LICENSE_ACTIONS]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -19,6 +19,7 @@ from bridge.domain.webhooks import (
     WebhookDelivery,
     WebhookEffect,
 )
+from bridge.store.tables import ledger
 from bridge.store.tables import licenses as license_table
 from bridge.store.tables import outbox
 from bridge.store.tables import webhook_deliveries as deliveries
@@ -203,21 +204,31 @@ class SqlWebhookLicenses:
         )
         return bool(result.rowcount)
 
-    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> int:
+    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> dict[str, int]:
         """The platform took these ledger entries but will not bill them: their items become
-        dead letters with the reason ``rejected_after_acceptance``."""
+        dead letters with the reason ``rejected_after_acceptance``. Returns how many items each
+        license had among them, for its history."""
         if not entry_ids:
-            return 0
-        result = self._conn.execute(
+            return {}
+        ids = list(entry_ids)
+        mine = and_(outbox.c.sink == sink, outbox.c.entry_id.in_(ids))
+        per_license = self._conn.execute(
+            select(ledger.c.license_id, func.count())
+            .select_from(outbox.join(ledger, ledger.c.id == outbox.c.entry_id))
+            .where(mine)
+            .group_by(ledger.c.license_id)
+        )
+        counts = {str(license_id): int(n) for license_id, n in per_license}
+        self._conn.execute(
             update(outbox)
-            .where(outbox.c.sink == sink, outbox.c.entry_id.in_(list(entry_ids)))
+            .where(mine)
             .values(
                 status=OutboxStatus.DEAD,
                 reason=Reason.REJECTED_AFTER_ACCEPTANCE,
                 last_error=error[:1000],
             )
         )
-        return int(result.rowcount)
+        return counts
 
     def record_effect(self, effect: WebhookEffect) -> None:
         self._conn.execute(
