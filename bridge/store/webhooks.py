@@ -19,9 +19,8 @@ from bridge.domain.webhooks import (
     WebhookDelivery,
     WebhookEffect,
 )
-from bridge.store.tables import ledger
+from bridge.store.tables import ledger, outbox
 from bridge.store.tables import licenses as license_table
-from bridge.store.tables import outbox
 from bridge.store.tables import webhook_deliveries as deliveries
 from bridge.store.tables import webhook_effects as effects
 from bridge.store.tables import webhook_subjects as subjects
