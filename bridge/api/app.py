@@ -21,6 +21,7 @@ from bridge.api.routes import (
     products,
     reconciliations,
     usage,
+    webhooks,
 )
 from bridge.api.schemas import ErrorDocument
 
@@ -34,8 +35,18 @@ _ERRORS = {
 
 def _resources() -> APIRouter:
     router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
-    for module in (products, policies, licenses, usage, machines, outbox, reconciliations):
+    for module in (
+        products,
+        policies,
+        licenses,
+        usage,
+        machines,
+        outbox,
+        reconciliations,
+        webhooks,
+    ):
         router.include_router(module.router)
+    router.include_router(webhooks.inbound)  # signed by the platform, not token-authenticated
     return router
 
 

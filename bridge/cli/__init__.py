@@ -27,6 +27,7 @@ from bridge.cli import (
     product,
     reconcile,
     usage,
+    webhooks,
 )
 
 app = typer.Typer(
@@ -36,7 +37,8 @@ app = typer.Typer(
 for command in (processes.scheduler, processes.serve, processes.worker):
     app.command()(command)
 
-GROUPS = (db, product, policy, license, usage, outbox, periods, reconcile, machine)  # help order
+# In the order of --help.
+GROUPS = (db, product, policy, license, usage, outbox, periods, webhooks, reconcile, machine)
 for group in GROUPS:
     app.add_typer(group.app, name=group.__name__.rpartition(".")[2])
 

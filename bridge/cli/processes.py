@@ -1,5 +1,6 @@
 """``meterbridge serve``, ``worker`` and ``scheduler``: the long-running processes (the commands
-without a group). Each stops gracefully on SIGTERM or Ctrl-C and exits 0."""
+without a group), and the threads they run beside (the outbox relay, the webhook worker, the
+scheduled jobs). Each stops gracefully on SIGTERM or Ctrl-C and exits 0."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bridge.cli.support import ConfigOpt, container, out
 from bridge.service.auth import ensure_admin_token
 
 log = structlog.get_logger(__name__)
+WEBHOOK_STOP_TIMEOUT_S = 10.0
 
 
 def serve(
@@ -50,7 +52,7 @@ def serve(
         # uvicorn takes the signals while it runs and then raises them again, for the handlers
         # it found: these, so that the relay and the scheduler still stop in order below.
         _on_stop_signals(lambda: setattr(server, "should_exit", True))
-        with _relay_thread(c), _scheduler(c):
+        with _relay_thread(c), _webhook_thread(c), _scheduler(c):
             server.run()
             log.info("shutdown_started", command="serve")
     log.info("serve_stopped")
@@ -71,10 +73,16 @@ def worker(
             while handled := sum(r.handled for r in relay.run_once().values()):
                 total += handled
             out.print(f"handled {total} outbox items")
+            hooks = c.webhook_worker()
+            handled_hooks = 0
+            while claimed := hooks.run_once():
+                handled_hooks += claimed
+            if handled_hooks:
+                out.print(f"handled {handled_hooks} webhook deliveries")
             return
         stopping = threading.Event()
         _on_stop_signals(stopping.set)
-        with _relay_thread(c):
+        with _relay_thread(c), _webhook_thread(c):
             stopping.wait()
             log.info("shutdown_started", command="worker")
     log.info("worker_stopped")
@@ -129,6 +137,37 @@ def _relay_thread(c: Container) -> Iterator[None]:
             log.warning("relay_stop_timed_out", timeout_s=relay.policy.stop_timeout_s)
             relay.flush()
             relay.release_held()
+
+
+def _webhooks_configured(c: Container) -> bool:
+    hooks = c.settings.webhooks
+    return bool(hooks.lago.enabled or hooks.stripe.enabled or hooks.m3ter.enabled or hooks.standard)
+
+
+@contextmanager
+def _webhook_thread(c: Container) -> Iterator[None]:
+    """The webhook worker in a thread (when a provider is configured), stopped when the block
+    ends after the delivery in hand. It first brings the subject index up to date."""
+    if not _webhooks_configured(c):
+        yield
+        return
+    worker = c.webhook_worker()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            c.reindex_webhook_subjects()
+        except Exception:  # the store is down: lookups use the index as it is
+            log.exception("webhook_reindex_failed")
+        worker.run(stop)
+
+    thread = threading.Thread(target=run, name="bridge-webhooks", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=WEBHOOK_STOP_TIMEOUT_S)
 
 
 @contextmanager

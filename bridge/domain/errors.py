@@ -21,9 +21,14 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── PageInvalid                 PAGE_INVALID
     │   ├── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
     │   ├── StringInvalid               STRING_INVALID           (NUL or a lone surrogate)
-    │   └── IdInvalid                   ID_INVALID
+    │   ├── IdInvalid                   ID_INVALID
+    │   └── WebhookPayloadInvalid       WEBHOOK_PAYLOAD_INVALID  (signed, but not a usable event)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
+    ├── WebhookUnverified (401)         WEBHOOK_UNVERIFIED       (base; not sent itself)
+    │   ├── WebhookSignatureMissing     WEBHOOK_SIGNATURE_MISSING
+    │   ├── WebhookSignatureInvalid     WEBHOOK_SIGNATURE_INVALID
+    │   └── WebhookTimestampStale       WEBHOOK_TIMESTAMP_STALE
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
     ├── NotFound (404)                  NOT_FOUND
     │   └── RouteNotFound               ROUTE_NOT_FOUND
@@ -188,6 +193,13 @@ class IdInvalid(BadRequest):
     default_detail = "ids must be integers between 1 and 9223372036854775807"
 
 
+class WebhookPayloadInvalid(BadRequest):
+    """A webhook whose signature is valid but whose body is not an event the bridge can read."""
+
+    code = "WEBHOOK_PAYLOAD_INVALID"
+    default_detail = "the webhook body is not a JSON object with an id and a type"
+
+
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
 class TokenMissing(BridgeError, Terminal):
     status = 401
@@ -201,6 +213,30 @@ class TokenInvalid(BridgeError, Terminal):
     title = "Unauthorized"
     code = "TOKEN_INVALID"
     default_detail = "Token format is invalid or the token does not exist"
+
+
+class WebhookUnverified(BridgeError, Terminal):
+    """A webhook delivery that cannot be trusted: nothing is stored or changed."""
+
+    status = 401
+    title = "Unauthorized"
+    code = "WEBHOOK_UNVERIFIED"
+    default_detail = "the webhook delivery could not be verified"
+
+
+class WebhookSignatureMissing(WebhookUnverified):
+    code = "WEBHOOK_SIGNATURE_MISSING"
+    default_detail = "the webhook delivery is not signed"
+
+
+class WebhookSignatureInvalid(WebhookUnverified):
+    code = "WEBHOOK_SIGNATURE_INVALID"
+    default_detail = "the webhook signature does not match the body"
+
+
+class WebhookTimestampStale(WebhookUnverified):
+    code = "WEBHOOK_TIMESTAMP_STALE"
+    default_detail = "the signed timestamp is outside the accepted window"
 
 
 class AccessDenied(BridgeError, Terminal):

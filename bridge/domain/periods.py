@@ -23,24 +23,28 @@ The words, one per concept (code, log events and the README use these, and no ot
 - *due*: a period whose end has passed and that is not closed yet.
 - *close*: a period ends, at its end and never earlier: its record (``usage_periods``) and its
   ``period_reset`` ledger entry, timestamped at the end. That entry is the *period reset*; a
-  *reset* alone is the manual usage action, counted inside the period.
+  *reset* alone is the manual usage action, counted inside the period. A billing platform's
+  webhook may name an earlier boundary (``close_period``): that boundary becomes the end.
 - *rollover*: what brings a license's period up to now: it closes every due period in order
   (after the first, those with no usage at 0), then opens the period now falls in (none if the
   license lost its rule); a license with a rule and no period only opens one. ``plan_rollover``
   computes it, a store *writes* it (``PeriodWriter.write``), and a license is *rolled over*:
-  lazily by the first usage change after a boundary (``closed_by`` ``usage``), or by the
-  scheduled job that closes due periods (``scheduler``).
+  lazily by the first usage change after a boundary (``closed_by`` ``usage``), by the
+  scheduled job that closes due periods (``scheduler``), or by a webhook (``webhook``).
 - *stale*: a license whose count or period changed between the read a rollover was planned
   from and its write; the write's guard refuses it (a conflict, or left out for the next run).
 - *apply*: a changed rule applies from the next boundary: the open period keeps its end, and
   the new rule's first period opens there.
+- *align*: a webhook (``align_period``) sets the open period's bounds to the platform's billing
+  period, closing nothing (``PeriodWriter.align``).
 
 Names that are an API keep theirs even where they read otherwise: the CLI command
 ``meterbridge periods close``; the HTTP attributes ``usagePeriod``, ``periodAnchor``,
 ``periodStart``, ``periodEnd``; the error codes ``USAGE_PERIOD_INVALID`` and
 ``PERIOD_ANCHOR_INVALID``; the stored columns (``period_open_uses``, ``uses_at_open``,
 ``uses_at_close``, ``closed_by``, ``closed_at``, ...) and values (``period_reset``, ``usage``,
-``scheduler``); the job and lock name ``close-periods``.
+``scheduler``, ``webhook``); the webhook actions ``close_period`` and ``align_period``; the job
+and lock name ``close-periods``.
 """
 
 from __future__ import annotations

@@ -137,6 +137,11 @@ LIMIT :limit
 """  # noqa: S608 - only module constants are interpolated
 _BEFORE_ALL = datetime(1, 1, 2, tzinfo=UTC)  # keyset start: before any period end
 
+_ALIGN = """
+UPDATE licenses SET period_start = :start, period_end = :end
+WHERE id = :id AND period_end = :old_end
+"""
+
 _UNOPENED = f"""
 SELECT {_STATE_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
@@ -161,6 +166,7 @@ class PeriodSql:
         self.sql = sql
         self._due = sql.style(_DUE)
         self._unopened = sql.style(_UNOPENED)
+        self._align = sql.style(_ALIGN)
         self._fill_licenses = sql.style(_SQ_FILL_LICENSES)
         self._fill_closed = sql.style(_SQ_FILL_CLOSED)
         self._close = sql.style(_SQ_CLOSE)
@@ -255,6 +261,14 @@ class PeriodSql:
     def unopened(self, cursor: Any, policy_id: str) -> list[PeriodState]:
         cursor.execute(self._unopened, {"policy_id": policy_id})
         return [self._state(row) for row in every(cursor)]
+
+    def align(
+        self, cursor: Any, license_id: str, old_end: datetime, start: datetime, end: datetime
+    ) -> bool:
+        ts = self.sql.ts
+        params = {"id": license_id, "old_end": ts(old_end), "start": ts(start), "end": ts(end)}
+        cursor.execute(self._align, params)
+        return bool(cursor.rowcount)
 
     @staticmethod
     def _state(row: Any) -> PeriodState:
@@ -357,3 +371,6 @@ class SqlPeriods:
 
     def unopened(self, policy_id: str) -> list[PeriodState]:
         return self._sql.unopened(self._cursor, policy_id)
+
+    def align(self, license_id: str, old_end: datetime, start: datetime, end: datetime) -> bool:
+        return self._sql.align(self._cursor, license_id, old_end, start, end)
