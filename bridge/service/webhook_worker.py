@@ -144,7 +144,7 @@ class WebhookWorker:
         effects: list[str] = []
         if Action.REJECT_ENTRIES in actions:
             reason = f"{d.provider} {d.event_type} ({d.delivery_id}): {ins.note}"
-            per_license = uow.webhook_licenses.reject_entries(kind, ins.transaction_ids, reason)
+            per_license = uow.outbox.reject_after_acceptance(ins.transaction_ids, kind, reason)
             now = self.clock.now()
             for license_id, count in sorted(per_license.items()):
                 detail = f"{count} delivered items rejected after acceptance: {ins.note}"

@@ -10,7 +10,7 @@ The only package that imports SQLAlchemy. Its layout:
   read by one projection; the usage counters), ``ledger.py``, ``outbox.py``,
   ``idempotency.py``, ``tokens.py``, ``periods.py`` (rollovers, set-based), ``catalog.py``
   (products, policies), ``machines.py``, ``reconcile.py``, ``webhooks.py`` (the webhook inbox,
-  subject index and effects; its ``reject_entries`` still updates outbox rows, in Core).
+  subject index and effects).
 - ``sql.py``: the one SQL helper of the cursor-level modules (parameter style, the SQLite
   datetime text and JSON encodings, rows as mappings); ``tables.py`` and ``types.py``: the
   SQLModel tables and their column types; ``migrations/``: Alembic.
