@@ -18,11 +18,13 @@ import typer
 
 from bridge.bootstrap import Container, build_app
 from bridge.cli_billing import periods_app, reconcile_app, scheduler
+from bridge.cli_keys import keys_app
 from bridge.cli_support import (
     ADMIN,
     ConfigOpt,
     JsonOpt,
     container,
+    err,
     out,
     plain,
     record,
@@ -30,6 +32,7 @@ from bridge.cli_support import (
 )
 from bridge.domain.access import LicenseAction
 from bridge.domain.model import UsageKind
+from bridge.keys import SigningKeyInvalid, ensure_key
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
@@ -61,6 +64,7 @@ app.command()(scheduler)
 
 machine_app = typer.Typer(help="Machine activations and their cores.", no_args_is_help=True)
 app.add_typer(machine_app, name="machine")
+app.add_typer(keys_app, name="keys")
 
 log = structlog.get_logger(__name__)
 PageOpt = Annotated[int, typer.Option(help="Page number (100 per page)")]
@@ -85,12 +89,21 @@ def serve(
             if secret is not None:
                 out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
                 out.print(secret, soft_wrap=True)
+        try:
+            key, created = ensure_key(container.settings)
+        except SigningKeyInvalid as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        if created is not None:
+            out.print(f"Response-signing key created in {created} (mode 0600); public key (hex):")
+            out.print(key.public_hex(), soft_wrap=True)
         with _relay_thread(container), _scheduler(container):
             uvicorn.run(
                 build_app(container),
                 host=host or container.settings.host,
                 port=port or container.settings.port,
                 log_level=container.settings.log_level,
+                date_header=False,  # the signer sets the one Date header it signs
             )
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp
 
 from bridge import __version__
 from bridge.api import errors
@@ -15,6 +16,7 @@ from bridge.api.routes import (
     health,
     licenses,
     machines,
+    me,
     outbox,
     policies,
     products,
@@ -22,6 +24,7 @@ from bridge.api.routes import (
     usage,
 )
 from bridge.api.schemas import ErrorDocument
+from bridge.api.signing import ResponseSigner, Signing
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -33,24 +36,34 @@ _ERRORS = {
 
 def _resources() -> APIRouter:
     router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
-    for module in (products, policies, licenses, usage, machines, outbox, reconciliations):
+    for module in (products, policies, licenses, usage, machines, outbox, reconciliations, me):
         router.include_router(module.router)
     return router
 
 
-def create_app(context: ApiContext) -> FastAPI:
+class _SignedApp(FastAPI):
+    """Signs responses outside Starlette's error middleware, so that a 500 is signed too."""
+
+    signing: Signing
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ResponseSigner(super().build_middleware_stack(), self.signing)
+
+
+def create_app(context: ApiContext, signing: Signing) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         context.usage.close()
 
-    app = FastAPI(
+    app = _SignedApp(
         lifespan=lifespan,
         title="Metering Bridge",
         version=__version__,
         description="Keygen-compatible metered-license API with an append-only usage ledger.",
     )
     app.state.context = context
+    app.signing = signing
     errors.install(app)
     resources = _resources()
     # Every route is served both under /v1/accounts/{account}/... and /v1/...

@@ -14,7 +14,8 @@ source pointers; the others are ours.
     │   ├── IntegerTooLarge             INTEGER_TOO_LARGE        (Keygen: no code)
     │   ├── IdempotencyKeyInvalid       IDEMPOTENCY_KEY_INVALID
     │   ├── PageInvalid                 PAGE_INVALID
-    │   └── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
+    │   ├── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
+    │   └── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
@@ -126,6 +127,14 @@ class PageInvalid(BadRequest):
 class ReconcileWindowInvalid(BadRequest):
     code = "RECONCILE_WINDOW_INVALID"
     default_detail = "give a period as YYYY-MM, or from and to as ISO-8601 dates with from < to"
+
+
+class AcceptSignatureInvalid(BadRequest):
+    """``Keygen-Accept-Signature`` is malformed, names an algorithm the bridge does not sign
+    with, or a key id that is not the account's; Keygen's details."""
+
+    code = "ACCEPT_SIGNATURE_INVALID"
+    default_detail = "invalid accept-signature header (malformed)"
 
 
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
