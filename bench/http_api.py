@@ -100,7 +100,7 @@ def serve(db: Path, port: int, log_level: str, lifetime: float) -> None:
     )
     app.add_api_route(f"{NOOP}-async", bench_noop_async, methods=["POST"], include_in_schema=False)
     _watchdog(lifetime)
-    uvicorn.run(app, host=HOST, port=port, log_level=log_level)
+    uvicorn.run(app, host=HOST, port=port, log_level=log_level, date_header=False)  # as serve
     container.dispose()
 
 
