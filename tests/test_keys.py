@@ -44,7 +44,7 @@ def test_created_once_beside_the_sqlite_file_mode_0600(tmp_path: Path) -> None:
     assert sorted(p.name for p in created.parent.iterdir()) == ["meterbridge-signing.key"]
 
 
-def test_processes_starting_together_agree_on_one_key(tmp_path: Path) -> None:
+def test_concurrent_first_starts_agree_on_one_key(tmp_path: Path) -> None:
     """Concurrent first starts publish one key: every caller gets the same one."""
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'b.db'}")
     barrier = threading.Barrier(8)
