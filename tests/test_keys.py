@@ -96,3 +96,16 @@ def test_keys_show_prints_both_forms_and_refuses_without_a_key(tmp_path: Path) -
     assert PUBLIC in shown.stdout
     assert AccountKey.from_hex(SEED, source="t").public_base64() in shown.stdout
     assert list(tmp_path.iterdir()) == []  # showing creates nothing
+
+
+def test_the_key_survives_a_restart(tmp_path: Path) -> None:
+    """A second ``serve`` on the same data directory signs with the key the first one created."""
+    from tests.served import Served
+    from tests.test_signatures import verify_raw
+
+    with Served(tmp_path) as first:
+        created = first.public_key
+    with Served(tmp_path) as second:
+        assert second.public_key == created
+        response = second.raw("GET", "/healthz")
+        verify_raw(second, response, "GET", "/healthz")
