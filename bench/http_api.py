@@ -1,8 +1,9 @@
 """Increments per second over HTTP, next to a no-op endpoint of the same app and server.
 
 The server is the real stack ``meterbridge serve`` runs: uvicorn (same ``uvicorn.run`` call and
-defaults: uvloop, httptools, access log at level info) serving the FastAPI app that
-``bridge.bootstrap.build_app`` builds, on a SQLite file (WAL, synchronous=FULL), one process,
+defaults: uvloop, httptools; logs through ``bridge.logging``, one ``request_completed`` line per
+answer at level info) serving the FastAPI app that ``bridge.bootstrap.build_app`` builds, on a
+SQLite file (WAL, synchronous=FULL), one process,
 in a subprocess on 127.0.0.1 and a free port. The bench adds one route to the built app,
 ``POST /bench/noop``: a plain ``def`` returning ``{"ok": true}``, so it goes through the same
 middleware (RequestGuard), routing and threadpool dispatch as the usage routes, and does no
@@ -100,7 +101,18 @@ def serve(db: Path, port: int, log_level: str, lifetime: float) -> None:
     )
     app.add_api_route(f"{NOOP}-async", bench_noop_async, methods=["POST"], include_in_schema=False)
     _watchdog(lifetime)
-    uvicorn.run(app, host=HOST, port=port, log_level=log_level, date_header=False)  # as serve
+    from bridge.logging import configure
+
+    configure(log_level)  # as serve: uvicorn's records and request_completed through structlog
+    uvicorn.run(
+        app,
+        host=HOST,
+        port=port,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        date_header=False,  # as serve: the signer sets the one Date header it signs
+    )
     container.dispose()
 
 

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 
 import _setup as s
 
-from bridge.domain.delivery import ItemFailure, OutboxItem
+from bridge.domain.delivery import ItemFailure, LicenseFacts, OutboxItem
+from bridge.domain.model import UsageEntry
 from bridge.logging import configure
 from bridge.service.relay import Relay, RelayPolicy
 
@@ -31,6 +32,9 @@ class CountingSink:
 
     def __init__(self) -> None:
         self.count = 0
+
+    def accepts(self, entry: UsageEntry, license: LicenseFacts | None) -> bool:
+        return True
 
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]:
         self.count += len(items)

@@ -15,10 +15,10 @@ from bridge.api.signing import Signing
 from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock, PlatformReader, Sink
+from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
-from bridge.service.jobs import Jobs
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
@@ -26,7 +26,7 @@ from bridge.service.usage import UsageService
 from bridge.settings import Settings
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
-from bridge.store.migrate import upgrade
+from bridge.store.migrate import ensure_current, upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.store.usage_uow import UsageUnitOfWorkFactory
 from connectors.file import FileSink
@@ -57,7 +57,7 @@ class Container:
         return Relay(self.uows, self.sinks, self.clock, policy)
 
     def reconciler(self) -> Reconciler:
-        return Reconciler(self.uows, self.clock, [s.name for s in self.sinks], self.readers)
+        return Reconciler(self.uows, self.clock, self.sinks, self.readers)
 
     def jobs(self) -> Jobs:
         sqlite = self.engine.dialect.name == "sqlite"
@@ -91,7 +91,12 @@ class Container:
         return ping(self.engine)
 
     def migrate(self) -> None:
+        """Bring the schema to head, under a lock (several processes may start at once)."""
         upgrade(self.engine)
+
+    def check_schema(self) -> None:
+        """Raise ``SchemaBehind``/``SchemaUnknown`` unless the schema is at head; no migration."""
+        ensure_current(self.engine)
 
     def dispose(self) -> None:
         for sink in self.sinks:

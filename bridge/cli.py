@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,7 +80,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
 ) -> None:
-    """Apply migrations and run the HTTP API (SQLite by default)."""
+    """Apply migrations and run the HTTP API (SQLite by default). SIGTERM or Ctrl-C stops it
+    gracefully: open requests are answered, the relay finishes its batch, the scheduler stops,
+    then it exits 0."""
     import uvicorn
 
     with _container(config, migrate=True) as container:
@@ -97,32 +99,59 @@ def serve(
         if created is not None:
             out.print(f"Response-signing key created in {created} (mode 0600); public key (hex):")
             out.print(key.public_hex(), soft_wrap=True)
-        with _relay_thread(container), _scheduler(container):
-            uvicorn.run(
+        server = uvicorn.Server(
+            uvicorn.Config(
                 build_app(container),
                 host=host or container.settings.host,
                 port=port or container.settings.port,
                 log_level=container.settings.log_level,
                 date_header=False,  # the signer sets the one Date header it signs
+                # uvicorn's records go through bridge.logging (context, redaction, format);
+                # the middleware logs each request as request_completed, with its id.
+                log_config=None,
+                access_log=False,
             )
+        )
+        # uvicorn takes the signals while it runs and then raises them again, for the handlers
+        # it found: these, so that the relay and the scheduler still stop in order below.
+        _on_stop_signals(lambda: setattr(server, "should_exit", True))
+        with _relay_thread(container), _scheduler(container):
+            server.run()
+            log.info("shutdown_started", command="serve")
+    log.info("serve_stopped")
+
+
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call ``stop`` (once is enough: the stop is bounded)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 @contextmanager
 def _relay_thread(container: Container) -> Iterator[None]:
-    """The outbox relay beside the API, stopped (after its current batch) when serve ends."""
+    """The outbox relay in a thread, stopped when the block ends: it finishes the batch in
+    flight and records it; if that takes longer than ``relay.stop_timeout_s`` (a platform
+    holding the request), what it holds is handed back, due again at once."""
     if not container.sinks:
         yield
         return
+    relay = container.relay()
     stop = threading.Event()
-    thread = threading.Thread(
-        target=container.relay().run, args=(stop,), name="bridge-relay", daemon=True
-    )
+    thread = threading.Thread(target=relay.run, args=(stop,), name="bridge-relay", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=relay.policy.stop_timeout_s)
+        if thread.is_alive():
+            log.warning("relay_stop_timed_out", timeout_s=relay.policy.stop_timeout_s)
+            relay.flush()
+            relay.release_held()
 
 
 @contextmanager
@@ -131,14 +160,15 @@ def _scheduler(container: Container) -> Iterator[None]:
     if not container.settings.scheduler.enabled:
         yield
         return
-    from bridge.scheduling import build_scheduler
+    from bridge.jobs.scheduler import build_scheduler
 
     jobs = build_scheduler(container.jobs(), container.settings, blocking=False)
     jobs.start()
     try:
         yield
     finally:
-        jobs.shutdown(wait=True)
+        jobs.shutdown(wait=True)  # a running job finishes first
+        log.info("scheduler_stopped")
 
 
 @app.command()
@@ -148,33 +178,38 @@ def worker(
         bool, typer.Option("--once", help="Deliver what is due now, then exit")
     ] = False,
 ) -> None:
-    """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file)."""
+    """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file). SIGTERM or
+    Ctrl-C stops it after its batch in flight, recorded, then it exits 0."""
     with _container(config) as container:
-        relay = container.relay()
         if once:
+            relay = container.relay()
             total = 0
             while handled := sum(r.handled for r in relay.run_once().values()):
                 total += handled
             out.print(f"handled {total} outbox items")
             return
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        relay.run(stop)
+        stopping = threading.Event()
+        _on_stop_signals(stopping.set)
+        with _relay_thread(container):
+            stopping.wait()
+            log.info("shutdown_started", command="worker")
+    log.info("worker_stopped")
 
 
 @outbox_app.command("status")
 def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Per sink: pending, in flight, delivered and dead items, and the oldest undelivered."""
-    with _container(config) as c:
+    """Per sink: pending, in flight, delivered and dead items, counted by reason, and the
+    oldest undelivered."""
+    with _container(config, migrate=False) as c:
         rows = outbox_status(c.uows)
         now = c.clock.now()
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "sink": r.sink,
             "status": r.status.value,
             "count": r.count,
             "mapping_missing": r.mapping_missing,
+            "reasons": {reason.value: n for reason, n in sorted(r.reasons.items())},
             "oldest_age_s": (
                 round((now - r.oldest_created).total_seconds(), 1)
                 if r.oldest_created is not None and r.status.value != "delivered"
@@ -183,7 +218,10 @@ def outbox_status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
         }
         for r in rows
     ]
-    columns = ["sink", "status", "count", "mapping_missing", "oldest_age_s"]
+    if not as_json:  # one readable cell: "mapping_missing=2 rate_limited=5"
+        for row in records:
+            row["reasons"] = " ".join(f"{k}={v}" for k, v in row["reasons"].items())
+    columns = ["sink", "status", "count", "reasons", "oldest_age_s"]
     _show(records, columns, as_json, "Outbox")
 
 
@@ -198,7 +236,7 @@ def outbox_dead_letters(
     as_json: JsonOpt = False,
 ) -> None:
     """Items that will not be retried, with the platform's error."""
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         letters = dead_letters(c.uows, sink, PageRequest(page, 100))
     rows = [
         {
@@ -208,11 +246,12 @@ def outbox_dead_letters(
             "license_id": d.item.entry.license_id,
             "delta": d.item.entry.delta,
             "attempts": d.item.attempts,
+            "reason": d.reason.value if d.reason is not None else None,
             "error": d.error,
         }
         for d in letters
     ]
-    columns = ["id", "sink", "entry_id", "license_id", "delta", "attempts", "error"]
+    columns = ["id", "sink", "entry_id", "license_id", "delta", "attempts", "reason", "error"]
     _show(rows, columns, as_json, f"Dead letters ({len(rows)})")
 
 
@@ -249,7 +288,7 @@ def product_create(
 
 @product_app.command("list")
 def product_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         page = products.list_products(c.uows, ADMIN, PageRequest(1, 100))
     _show(page.items, ["id", "name", "created"], as_json, f"Products ({page.total})")
 
@@ -296,7 +335,7 @@ def policy_create(
 
 @policy_app.command("list")
 def policy_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         page = policies.list_policies(c.uows, ADMIN, PageRequest(1, 100), None)
     _show(page.items, _POLICY_COLUMNS, as_json, f"Policies ({page.total})")
 
@@ -330,7 +369,7 @@ def license_list(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         found = licenses.list_licenses(c.uows, ADMIN, PageRequest(page, 100), policy)
     rows = [_license_row(lic) for lic in found.items]
     _show(rows, _LICENSE_COLUMNS, as_json, f"Licenses ({found.total})")
@@ -342,7 +381,7 @@ def license_show(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
     columns = [*_LICENSE_COLUMNS, "created", "updated"]
     _show([_license_row(lic)], columns, as_json, "License", one=True)
@@ -401,7 +440,7 @@ def usage_history_cmd(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         _, entries = usage_history(c.uows, ADMIN, license, PageRequest(page, 100))
     columns = ["occurred_at", "kind", "delta", "uses_before", "uses_after", "actor", "id"]
     _show(entries.items, columns, as_json, f"Usage ledger ({entries.total} entries)")
@@ -437,7 +476,7 @@ def machine_list(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    with _container(config) as c:
+    with _container(config, migrate=False) as c:
         found = c.machines().list(ADMIN, PageRequest(page, 100), license)
     _show(found.items, _MACHINE_COLUMNS, as_json, f"Machines ({found.total})")
 

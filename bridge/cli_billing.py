@@ -6,6 +6,7 @@ import csv
 import json
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -47,6 +48,7 @@ _REPORT_COLUMNS = (
     "missing",
     "unknown",
     "repaired",
+    "resendable",
     "unrepairable",
 )
 
@@ -54,14 +56,20 @@ _REPORT_COLUMNS = (
 def scheduler(config: ConfigOpt = None) -> None:
     """Run the scheduled jobs alone: period closing, machine reaping and the daily
     reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
-    from bridge.scheduling import build_scheduler
+    from bridge.jobs.scheduler import build_scheduler
 
     with container(config) as c:
-        jobs = build_scheduler(c.jobs(), c.settings, blocking=True)
+        jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
+        # SIGTERM or Ctrl-C: stop taking jobs, let a running one finish, then exit 0.
+        stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: jobs.shutdown(wait=False))
-        out.print("scheduler running; Ctrl-C stops it")
+            signal.signal(sig, lambda *_: stopping.set())
         jobs.start()
+        out.print("scheduler running; Ctrl-C stops it")
+        stopping.wait()
+        log.info("shutdown_started", command="scheduler")
+        jobs.shutdown(wait=True)
+    log.info("scheduler_stopped")
 
 
 @periods_app.command("close")
@@ -117,7 +125,8 @@ def reconcile(
             f"{summary.periods} periods, {summary.checked} checks: "
             f"[green]{summary.ok} {OK}[/green], [red]{summary.mismatched} {MISMATCH}[/red], "
             f"{summary.unchecked} {UNCHECKED}; resent {summary.resent}, "
-            f"beyond the dedupe window {summary.unrepairable}"
+            + ("" if repair else f"--repair would resend {summary.resendable}, ")
+            + f"beyond the dedupe window {summary.unrepairable}"
         )
     if summary.mismatched:
         raise typer.Exit(3)  # scripts and cron see a discrepancy
@@ -138,7 +147,7 @@ def report(
 ) -> None:
     """The stored findings, period by period (all of them without a window)."""
     window = _window(period, start, end) if (period or start or end) else None
-    with container(config) as c:
+    with container(config, migrate=False) as c:
         findings = _findings(c.uows, window, sink, status)
         if as_csv:  # streamed: a month of a large fleet is many rows
             writer = csv.DictWriter(
@@ -181,7 +190,7 @@ def _log_progress() -> ProgressFn:
 
     def report(done: int, total: int) -> None:
         if total and done / total >= step["next"]:
-            log.info("reconcile.progress", periods=done, of=total)
+            log.info("reconciliation_progressed", periods=done, of=total)
             step["next"] = done / total + 0.1
 
     return report

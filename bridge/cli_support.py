@@ -33,6 +33,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 
 @contextmanager
 def container(config: Path | None, *, migrate: bool = True) -> Iterator[Container]:
+    """The wired bridge for one command. ``migrate``: bring the schema to head first (under a
+    lock); read-only commands pass False and fail with ``SCHEMA_BEHIND`` instead."""
     try:
         settings = load_settings(config)
     except ConfigFileMissing as exc:
@@ -43,6 +45,8 @@ def container(config: Path | None, *, migrate: bool = True) -> Iterator[Containe
     try:
         if migrate:
             built.migrate()
+        else:
+            built.check_schema()
         yield built
     except BridgeError as exc:
         err.print(f"[red]error {exc.code}:[/red] {exc.detail}")

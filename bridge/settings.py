@@ -18,12 +18,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.domain.errors import Terminal
 from connectors.file import FileSinkSettings
 from connectors.lago import LagoSinkSettings
 from connectors.m3ter import M3terSinkSettings
 
 
-class ConfigFileMissing(Exception):
+class ConfigFileMissing(Exception, Terminal):
     """``BRIDGE_CONFIG`` or ``--config`` names a file that does not exist."""
 
 
@@ -50,6 +51,14 @@ class RelaySettings(BaseModel):
         5, ge=1, description="Consecutive failed batches that pause a sink (circuit open)"
     )
     breaker_cooldown_s: float = Field(30.0, gt=0, description="How long an open circuit waits")
+    stop_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        description=(
+            "On SIGTERM, how long the batch in flight may take to finish; then it is handed "
+            "back (due again at once)"
+        ),
+    )
 
 
 class SchedulerSettings(BaseModel):

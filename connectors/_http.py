@@ -7,7 +7,7 @@ every other 4xx is permanent and carries the platform's error body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from bridge.domain.delivery import PermanentDeliveryError, TransientDeliveryError
+from bridge.domain.delivery import (
+    ItemFailure,
+    OutboxItem,
+    PermanentDeliveryError,
+    Reason,
+    TransientDeliveryError,
+)
 from bridge.domain.ports import PlatformUnavailable
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -48,8 +54,11 @@ def raise_for_delivery(platform: str, response: httpx.Response) -> None:
     body = response.text[:_BODY_LIMIT]
     message = f"{platform} answered {response.status_code}: {body}"
     if response.status_code >= 500 or response.status_code in _TRANSIENT_STATUSES:
-        raise TransientDeliveryError(message, retry_after=retry_after_seconds(response))
-    raise PermanentDeliveryError(message)
+        reason = Reason.RATE_LIMITED if response.status_code == 429 else Reason.SERVER_ERROR
+        raise TransientDeliveryError(
+            message, reason=reason, retry_after=retry_after_seconds(response)
+        )
+    raise PermanentDeliveryError(message, reason=Reason.REJECTED)
 
 
 @contextmanager
@@ -58,9 +67,26 @@ def transport_errors(platform: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise TransientDeliveryError(f"{platform} timed out: {exc!r}") from exc
+        message = f"{platform} timed out: {exc!r}"
+        raise TransientDeliveryError(message, reason=Reason.TIMEOUT) from exc
     except httpx.TransportError as exc:
-        raise TransientDeliveryError(f"{platform} unreachable: {exc!r}") from exc
+        message = f"{platform} unreachable: {exc!r}"
+        raise TransientDeliveryError(message, reason=Reason.UNREACHABLE) from exc
+
+
+def one_error_for_all(
+    items: Sequence[OutboxItem], failures: list[ItemFailure]
+) -> list[ItemFailure]:
+    """The failures, or the one error they share raised for the batch when it failed every
+    item (the Sink contract's whole-batch error)."""
+    first = failures[0].error if failures else None
+    if (
+        first is not None
+        and len(failures) == len(items)
+        and all(f.error is first for f in failures)
+    ):
+        raise first
+    return failures
 
 
 def read_json(

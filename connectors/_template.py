@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 
 from bridge.domain.delivery import LicenseFacts
+from bridge.domain.errors import Transient
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FIELD = re.compile(r"license\.(?:id|key|metadata\.[^{}]+)")
 
 
-class MappingMissing(Exception):
+class MappingMissing(Exception, Transient):
     """An item cannot be mapped yet (no metadata value, no code, no license): it waits in the
     outbox, reported as ``MAPPING_MISSING``, until the mapping exists."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from bridge.domain.delivery import ItemFailure, OutboxItem
+from bridge.domain.delivery import ItemFailure, LicenseFacts, OutboxItem, forwarded
+from bridge.domain.model import UsageEntry
 
 
 class InMemorySink:
@@ -25,6 +26,9 @@ class InMemorySink:
         self.received: dict[str, OutboxItem] = {}
         self.deliveries = 0  # items received, duplicates included
         self._lock = threading.Lock()
+
+    def accepts(self, entry: UsageEntry, license: LicenseFacts | None) -> bool:
+        return forwarded(entry)
 
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]:
         failures = list((self.fail(items) if self.fail is not None else None) or ())

@@ -48,3 +48,31 @@ def test_outbox_is_admin_only(api: Api) -> None:
         response = api.request(method, path, token=token)
         assert response.status_code == 403
         assert error_of(response)["code"] == "ACCESS_DENIED"
+
+
+def test_status_counts_by_reason_and_dead_letters_show_theirs(api: Api) -> None:
+    """GET /v1/outbox counts each status by reason (read from the stored column); a dead
+    letter carries its reason next to the platform's error."""
+    from bridge.domain.delivery import ItemFailure, mapping_missing
+
+    context = api.client.app.state.context  # type: ignore[attr-defined]
+    lic = api.license(api.policy())
+    entry_ids = [api.increment(lic["id"]).headers["Usage-Entry-Id"] for _ in range(3)]
+
+    def outcomes(items: Sequence[OutboxItem]) -> list[ItemFailure]:
+        first, *rest = items
+        rejected = ItemFailure(first.id, PermanentDeliveryError("400 bad"))
+        return [rejected, *(ItemFailure(i.id, mapping_missing("no code")) for i in rest)]
+
+    Relay(context.uows, [InMemorySink("file", outcomes)], context.clock, RelayPolicy()).run_once()
+    status = {
+        r["attributes"]["status"]: r["attributes"] for r in api.ok("GET", "/v1/outbox")["data"]
+    }
+    assert status["pending"]["reasons"] == {"mapping_missing": 2}
+    assert status["pending"]["mappingMissing"] == 2
+    assert status["dead"]["reasons"] == {"rejected": 1}
+    (letter,) = api.ok("GET", "/v1/outbox/dead-letters")["data"]
+    assert (letter["attributes"]["entryId"], letter["attributes"]["reason"]) == (
+        entry_ids[0],
+        "rejected",
+    )

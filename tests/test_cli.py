@@ -85,8 +85,58 @@ def test_tables_are_the_default_output(run: Any) -> None:
 
 def test_unknown_license_and_missing_config(run: Any, tmp_path: Path) -> None:
     """Errors print their stable code and exit non-zero; a missing config file exits 2."""
+    run("db", "upgrade")  # read-only commands do not migrate
     assert "NOT_FOUND" in run("license", "show", "nope", code=1).output
     assert "not found" in run("db", "upgrade", "--config", str(tmp_path / "x.toml"), code=2).output
+
+
+READ_ONLY = [
+    ["outbox", "status"],
+    ["outbox", "dead-letters"],
+    ["product", "list"],
+    ["policy", "list"],
+    ["license", "list"],
+    ["license", "show", "some-key"],
+    ["usage", "history", "some-key"],
+    ["machine", "list"],
+    ["reconcile", "report"],
+]
+
+
+def test_read_only_commands_never_migrate_and_say_when_the_schema_is_behind(
+    run: Any, tmp_path: Path
+) -> None:
+    """On a database that is empty, or one migration behind, every read-only command exits 1
+    with SCHEMA_BEHIND and leaves the schema as it was; at head they answer; a database
+    migrated by a newer version is SCHEMA_UNKNOWN."""
+    from bridge.store.engine import make_engine
+    from bridge.store.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+
+    def revision() -> str | None:
+        with engine.connect() as conn:
+            tables = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")
+            if "alembic_version" not in tables.scalars().all():
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+    try:
+        for command in READ_ONLY:
+            failed = run(*command, code=1)
+            assert "error SCHEMA_BEHIND" in failed.output, command
+            assert "db upgrade" in failed.output
+        assert revision() is None
+        upgrade(engine, "0002")
+        assert "SCHEMA_BEHIND" in run("outbox", "status", code=1).output
+        assert revision() == "0002"
+        run("db", "upgrade")
+        assert "Licenses (0)" in run("license", "list").stdout
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00d'")
+        assert "error SCHEMA_UNKNOWN" in run("license", "list", code=1).output
+    finally:
+        engine.dispose()
 
 
 def test_worker_once_forwards_to_the_file_sink(
@@ -105,6 +155,7 @@ def test_worker_once_forwards_to_the_file_sink(
             "status": "pending",
             "count": 1,
             "mapping_missing": 0,
+            "reasons": {},
             "oldest_age_s": pytest.approx(0, abs=60),
         }
     ]
@@ -118,6 +169,7 @@ def test_worker_once_forwards_to_the_file_sink(
             "status": "delivered",
             "count": 1,
             "mapping_missing": 0,
+            "reasons": {},
             "oldest_age_s": None,
         }
     ]

@@ -24,7 +24,7 @@ from bridge.service import licenses, policies, products
 from bridge.service.relay import Relay, RelayPolicy, outbox_status
 from bridge.service.usage import UsageChange, UsageService
 from bridge.testing import FakeClock
-from connectors.lago import LagoSink, LagoSinkSettings, MappingMissing, event, should_send
+from connectors.lago import LagoSink, LagoSinkSettings, MappingMissing, accepts, event
 from connectors.lago.mapping import timestamp
 from tests.builders import outbox_item
 from tests.conftest import make_container
@@ -168,14 +168,18 @@ def test_missing_mapping_raises(built: OutboxItem, config: LagoSinkSettings) -> 
         event(built, config)
 
 
+def sends(it: OutboxItem, config: LagoSinkSettings) -> bool:
+    return accepts(it.entry, it.license, config)
+
+
 def test_skip_rules() -> None:
     """Other policies, and decrements when not forwarded, are skipped; by default decrements go
     as negative deltas."""
-    assert should_send(item(policy="a"), settings(policies=["a"]))
-    assert not should_send(item(policy="b"), settings(policies=["a"]))
-    assert should_send(item(policy="b"), settings())
-    assert not should_send(item(delta=-2), settings(forward_decrements=False))
-    assert should_send(item(delta=-2), settings())
+    assert sends(item(policy="a"), settings(policies=["a"]))
+    assert not sends(item(policy="b"), settings(policies=["a"]))
+    assert sends(item(policy="b"), settings())
+    assert not sends(item(delta=-2), settings(forward_decrements=False))
+    assert sends(item(delta=-2), settings())
     assert event(item(delta=-2), settings())["properties"] == {"units": -2}
 
 

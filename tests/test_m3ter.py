@@ -30,7 +30,7 @@ from bridge.service.usage import UsageChange, UsageService
 from bridge.testing import FakeClock
 from connectors.m3ter import M3terAuth, M3terSink, M3terSinkSettings, MappingMissing
 from connectors.m3ter.auth import TokenRequestFailed
-from connectors.m3ter.mapping import body_size, encode, measurement, split, wanted
+from connectors.m3ter.mapping import accepts, body_size, encode, measurement, split
 from tests.builders import outbox_item
 from tests.conftest import make_container
 from tests.fakes.loopback import LoopbackServer
@@ -148,13 +148,18 @@ def test_missing_mapping_raises(it: OutboxItem, overrides: dict[str, Any]) -> No
         measurement(it, settings(**overrides))
 
 
+def wanted(it: OutboxItem, config: M3terSinkSettings) -> bool:
+    return accepts(it.entry, it.license, config)
+
+
 def test_policy_filter_and_decrements() -> None:
     """Items outside ``policies`` and, if so configured, decrements are not sent."""
     only = settings(policies=["pol-2"])
     assert not wanted(item(policy="pol-1"), only)
     assert wanted(item(policy="pol-2"), only)
-    with pytest.raises(MappingMissing):  # a gone license's policy is unknown
-        wanted(item(gone=True), only)
+    assert wanted(item(gone=True), only)  # its policy is unknown: it waits for its mapping
+    with pytest.raises(MappingMissing):
+        measurement(item(gone=True), only)
     assert wanted(item(delta=-2), settings())
     assert measurement(item(delta=-2), settings())["measure"] == {"units": -2}
     assert not wanted(item(delta=-2), settings(forward_decrements=False))

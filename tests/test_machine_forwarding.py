@@ -13,17 +13,19 @@ from pydantic import SecretStr
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
-from bridge.domain.delivery import OutboxItem
-from bridge.domain.model import UsageKind
+from bridge.domain.delivery import LicenseFacts, OutboxItem
+from bridge.domain.model import UsageEntry, UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.machines import Activation, MachineService
 from bridge.service.relay import Relay
 from bridge.service.usage import UsageChange, UsageService
 from bridge.testing import FakeClock
 from connectors.file.sink import record
-from connectors.lago import LagoSink, LagoSinkSettings, MappingMissing, event, should_send
+from connectors.lago import LagoSink, LagoSinkSettings, MappingMissing, event
+from connectors.lago import accepts as lago_accepts
 from connectors.m3ter import M3terSink, M3terSinkSettings
-from connectors.m3ter.mapping import measurement, wanted
+from connectors.m3ter.mapping import accepts as m3ter_accepts
+from connectors.m3ter.mapping import measurement
 from tests.builders import outbox_item
 from tests.conftest import make_container
 from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
@@ -33,6 +35,11 @@ from tests.test_m3ter import settings as m3ter_settings
 ADMIN = Principal(Role.ADMIN, "test")
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 META = {"lago_subscription_id": "sub_1", "m3ter_account_code": "acme"}
+
+
+def facts(item: OutboxItem) -> tuple[UsageEntry, LicenseFacts | None]:
+    """What a sink's ``accepts`` is asked about an item."""
+    return item.entry, item.license
 
 
 def core_item(kind: UsageKind = UsageKind.ACTIVATE, before: int = 2, after: int = 6) -> OutboxItem:
@@ -67,18 +74,18 @@ def test_lago_event_carries_the_core_total() -> None:
         "timestamp": "1767225600.000",
         "properties": {"cores": 2},
     }
-    assert should_send(core_item(UsageKind.DEACTIVATE), config)
+    assert lago_accepts(*facts(core_item(UsageKind.DEACTIVATE)), config)
 
 
 def test_lago_skips_core_totals_without_a_cores_metric() -> None:
     """No cores metric for the policy: machine entries are skipped, usage still goes."""
     config = lago_settings(forward_decrements=False)
-    assert not should_send(core_item(), config)
+    assert not lago_accepts(*facts(core_item()), config)
     with pytest.raises(MappingMissing):
         event(core_item(), config)
-    assert should_send(core_item(), lago_settings(default_cores_metric_code="cores"))
+    assert lago_accepts(*facts(core_item()), lago_settings(default_cores_metric_code="cores"))
     other_policy = lago_settings(default_cores_metric_code="cores", policies=["other"])
-    assert not should_send(core_item(), other_policy)
+    assert not lago_accepts(*facts(core_item()), other_policy)
 
 
 def test_m3ter_measurement_carries_the_core_total() -> None:
@@ -86,14 +93,14 @@ def test_m3ter_measurement_carries_the_core_total() -> None:
     is sent even when decrements are not."""
     config = m3ter_settings(default_cores_meter_code="cores_gauge", forward_decrements=False)
     item = core_item(UsageKind.DEACTIVATE, before=6, after=2)
-    assert wanted(item, config)
+    assert m3ter_accepts(*facts(item), config)
     found = measurement(item, config)
     assert (found["meter"], found["measure"], found["account"]) == (
         "cores_gauge",
         {"cores": 2},
         "acme",
     )
-    assert not wanted(item, m3ter_settings())
+    assert not m3ter_accepts(*facts(item), m3ter_settings())
 
 
 def test_file_record_names_core_totals() -> None:

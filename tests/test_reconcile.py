@@ -211,6 +211,36 @@ def test_nothing_is_resent_outside_the_dedupe_window(world: World) -> None:
     assert ids[0] not in world.m3ter.accepted
 
 
+def test_a_report_only_run_applies_the_same_window_as_a_repair(world: World) -> None:
+    """A run without --repair (the daily job) says what a repair would resend: a change lost
+    inside the platform's dedupe window is resendable, not unrepairable; only changes outside
+    the window are counted as beyond it, in the summary and in the stored finding alike."""
+    ids = january(world)
+    world.lago.delete(ids[3])
+    world.m3ter.lose(ids[3])
+    report = world.reconcile()  # the day after the period closed: well inside both windows
+    assert (report.resent, report.resendable, report.unrepairable) == (0, 1 + 5, 0)
+    lago, m3ter = world.report("lago"), world.report("m3ter")
+    assert (lago.missing, lago.resendable, lago.unrepairable) == ((ids[3],), 1, 0)
+    assert (m3ter.resendable, m3ter.unrepairable) == (5, 0)  # totals only: the whole period
+    assert world.lago.ingested.count(ids[3]) == 1  # a report resends nothing
+    assert world.reconcile(repair=True).resent == report.resendable
+    world.drain()
+
+    world.lago.delete(ids[3])
+    world.m3ter.lose(ids[3])
+    world.clock.set(datetime(2026, 3, 20, tzinfo=UTC))  # 74 days after the change
+    late = world.reconcile()
+    assert (late.resent, late.resendable, late.unrepairable) == (0, 0, 1 + 5)
+    lago, m3ter = world.report("lago"), world.report("m3ter")
+    assert (lago.resendable, lago.unrepairable, m3ter.resendable, m3ter.unrepairable) == (
+        0,
+        1,
+        0,
+        5,
+    )
+
+
 def test_undelivered_changes_are_a_mismatch_until_delivered(world: World) -> None:
     world.clock.set(datetime(2026, 1, 10, tzinfo=UTC))
     world.use(UsageKind.INCREMENT, 2)  # not drained: still in the outbox

@@ -400,3 +400,24 @@ def test_status_counts_items_waiting_for_a_mapping(store: Container) -> None:
     drain(relay(store, InMemorySink("lago", unmapped)))
     (row,) = outbox_status(store.uows)
     assert (row.status, row.count, row.mapping_missing) == (OutboxStatus.PENDING, 2, 2)
+
+
+def test_items_waiting_for_a_mapping_do_not_open_the_circuit(
+    store: Container, clock: FakeClock
+) -> None:
+    """Batches that only wait for mappings are no platform failure: the sink stays asked."""
+    from bridge.domain.delivery import ItemFailure, mapping_missing
+
+    changes(store, ["lago"], 2)
+    calls = 0
+
+    def unmapped(items: Sequence[OutboxItem]) -> list[ItemFailure]:
+        nonlocal calls
+        calls += 1
+        return [ItemFailure(i.id, mapping_missing("no lago_subscription_id")) for i in items]
+
+    r = relay(store, InMemorySink("lago", unmapped), breaker_failures=2, retry_cap_s=0.001)
+    for _ in range(4):
+        clock.advance(seconds=1)  # every item is due again
+        r.run_once()
+    assert calls == 4

@@ -18,7 +18,7 @@ from bridge.bootstrap import Container
 from bridge.cli import app
 from bridge.domain.access import Principal, Role
 from bridge.domain.model import UsageKind
-from bridge.scheduling import build_scheduler
+from bridge.jobs.scheduler import build_scheduler
 from bridge.service.licenses import create_license
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product

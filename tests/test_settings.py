@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,25 @@ def test_example_file_loads_and_documents_every_setting() -> None:
     text = EXAMPLE.read_text()
     for name in Settings.model_fields:
         assert name in text, f"{name} is not documented in {EXAMPLE.name}"
+
+
+def test_the_image_keeps_the_database_and_the_file_sink_in_its_data_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the Dockerfile's environment, the SQLite file and the file sink's NDJSON both lie
+    inside its VOLUME, as does its working directory (a relative path's base)."""
+    dockerfile = (EXAMPLE.parents[1] / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    env = dict(re.findall(r"(BRIDGE_\w+)=(\S+)", final_stage))
+    (volume,) = re.findall(r'VOLUME \["([^"]+)"\]', final_stage)
+    (workdir,) = re.findall(r"^WORKDIR (\S+)", final_stage, re.MULTILINE)
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    assert settings.database_url.startswith("sqlite:///")
+    for path in (database, settings.sinks.file.path, Path(workdir)):
+        assert path.is_relative_to(volume), path

@@ -12,6 +12,7 @@ from bridge import __version__
 from bridge.api import errors
 from bridge.api.deps import ApiContext, check_account
 from bridge.api.middleware import RequestGuard
+from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
     health,
     licenses,
@@ -61,6 +62,7 @@ def create_app(context: ApiContext, signing: Signing) -> FastAPI:
         title="Metering Bridge",
         version=__version__,
         description="Keygen-compatible metered-license API with an append-only usage ledger.",
+        default_response_class=JsonApiResponse,  # the OpenAPI document declares vnd.api+json
     )
     app.state.context = context
     app.signing = signing

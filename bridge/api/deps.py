@@ -16,7 +16,7 @@ from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
-from bridge.service.common import PageRequest
+from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, PageRequest
 from bridge.service.machines import MachineService
 
 
@@ -76,8 +76,8 @@ async def check_account(ctx: Ctx, account: str) -> None:
 
 
 async def page(
-    number: Annotated[int, Query(alias="page[number]", ge=1)] = 1,
-    size: Annotated[int, Query(alias="page[size]", ge=1, le=100)] = 10,
+    number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
+    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = 10,
 ) -> PageRequest:
     return PageRequest(number=number, size=size)
 

@@ -15,8 +15,11 @@ from bridge.domain.errors import (
     AttributeInvalid,
     BadRequest,
     BridgeError,
+    IdInvalid,
     JsonInvalid,
+    MetadataInvalid,
     MethodNotAllowed,
+    PageInvalid,
     ParameterMissing,
     ParameterUnpermitted,
     PayloadTooLarge,
@@ -24,6 +27,7 @@ from bridge.domain.errors import (
     TokenMissing,
     TypeMismatch,
 )
+from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +65,12 @@ def _received(value: Any) -> str:
     return next((name for kind, name in _JSON_NAMES if isinstance(value, kind)), "unknown")
 
 
+_PAGE_DETAIL = {
+    "page[number]": f"page number must be a number between 1 and {MAX_PAGE_NUMBER}",
+    "page[size]": f"page size must be a number between 1 and {MAX_PAGE_SIZE}",
+}
+
+
 def error_from_validation(errors: Sequence[Any]) -> BridgeError:
     """Translate the first pydantic/FastAPI validation error into one of ours."""
     err = errors[0]
@@ -68,6 +78,12 @@ def error_from_validation(errors: Sequence[Any]) -> BridgeError:
     kind = err["type"]
     location = "/" + "/".join(str(p) for p in path) if where == "body" else None
     parameter = str(path[-1]) if where in ("query", "header", "path") and path else None
+    if where == "query" and parameter in _PAGE_DETAIL:
+        return PageInvalid(_PAGE_DETAIL[parameter], parameter=parameter)
+    if kind == "metadata_invalid":
+        return MetadataInvalid(str(err.get("msg")), pointer=location)
+    if kind == "id_invalid":
+        return IdInvalid(str(err.get("msg")), pointer=location)
     if kind == "json_invalid":
         return JsonInvalid(
             f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}".rstrip(
@@ -142,7 +158,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonApiResponse:
-        log.exception("request_failed", path=request.url.path)
+        # The route's template, not the path: a path may carry a license key.
+        route = getattr(request.scope.get("route"), "path", None)
+        log.exception("request_failed", method=request.method, route=route)
         return error_response(BridgeError(), _request_id(request))
 
 

@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
+import structlog
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api.errors import error_response
-from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge
+from bridge.api.parsing import text_ok
+from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge, StringInvalid
 
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
+log = structlog.get_logger(__name__)
+
+
+def _bad_text(scope: Scope) -> StringInvalid | None:
+    """A path or query with text the store cannot hold (a percent-encoded NUL): 400."""
+    if not text_ok(scope["path"]):
+        return StringInvalid("the path must not contain NUL characters")
+    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if not (text_ok(name) and text_ok(value)):
+            return StringInvalid(parameter=name if text_ok(name) else None)
+    return None
+
 
 class RequestGuard:
-    """Tags each request with an id (``X-Request-Id``), rejects non-JSON bodies with 415 and
-    bodies over ``max_body`` bytes with 413, whether or not they declare a Content-Length."""
+    """Tags each request with an id (``X-Request-Id``), bound into the log context of every
+    line the request logs and logged with the answer's status (``request_completed``); rejects
+    non-JSON bodies with 415, bodies over ``max_body`` bytes with 413, whether or not they
+    declare a Content-Length, and a NUL in the path or the query with 400 ``STRING_INVALID``."""
 
     def __init__(self, app: ASGIApp, *, max_body: int) -> None:
         self.app = app
@@ -31,15 +49,27 @@ class RequestGuard:
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
         request_id = request_id[:64]
         scope.setdefault("state", {})["request_id"] = request_id
+        # Each request runs in a task of its own, so the binding ends with it; it is not reset
+        # on the way out, so the 500 handler outside this middleware still logs under it.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append(
                     (b"x-request-id", request_id.encode("latin-1"))
                 )
+                log.info(
+                    "request_completed",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=message["status"],
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                )
             await send(message)
 
-        error = self._reject(scope["method"], headers)
+        error = self._reject(scope["method"], headers) or _bad_text(scope)
         if error is not None:
             await error_response(error, request_id)(scope, receive, send_with_id)
             return

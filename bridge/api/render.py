@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 from fastapi.responses import JSONResponse
@@ -25,6 +25,25 @@ class JsonApiResponse(JSONResponse):
 
 def respond(document: BaseModel, status: int = 200) -> JsonApiResponse:
     return JsonApiResponse(document.model_dump(mode="json", by_alias=True), status_code=status)
+
+
+class Rendered(Generic[T]):
+    """A write's response, rendered by its use case inside the transaction, just before the
+    commit (the use case's ``answer``): a response that cannot be rendered or encoded fails
+    the request and rolls the change back, so no error answer ever follows a commit."""
+
+    def __init__(self, build: Callable[[T], BaseModel], status: int = 200) -> None:
+        self._build = build
+        self._status = status
+        self._response: JsonApiResponse | None = None
+
+    def __call__(self, value: T) -> None:
+        self._response = respond(self._build(value), self._status)
+
+    @property
+    def response(self) -> JsonApiResponse:
+        assert self._response is not None, "the use case did not render its answer"
+        return self._response
 
 
 class Renderer:

@@ -9,12 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from bridge.api.parsing import Metadata
 
 # Timestamps arrive as ISO-8601 strings inside parsed JSON, so they are the one lax type.
 Timestamp = Annotated[datetime, Field(strict=False)]
 Meta = dict[str, Any]
+ID_MAX = 2**63 - 1  # outbox ids are 64-bit
+
+
+def _row_id(value: int) -> int:
+    if not 1 <= value <= ID_MAX:
+        raise PydanticCustomError("id_invalid", f"ids must be integers between 1 and {ID_MAX}")
+    return value
+
+
+RowId = Annotated[int, AfterValidator(_row_id)]
 
 
 class Strict(BaseModel):
@@ -51,7 +64,7 @@ class MachineRelationships(Strict):
 class ProductAttributesIn(Strict):
     name: str | None = None
     url: str | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class ProductDataIn(Strict):
@@ -78,7 +91,7 @@ class PolicyAttributesIn(Strict):
     heartbeat_duration: int | None = None
     expiration_basis: str | None = None
     usage_period: Meta | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class PolicyCreateData(Strict):
@@ -102,7 +115,20 @@ class PolicyUpdate(Strict):
 
 
 # Licenses -----------------------------------------------------------------------------------
+_NULL_IS_ABSENT = frozenset({"key", "protected", "suspended"})
+
+
 class LicenseAttributesIn(Strict):
+    """``null`` for ``key``, ``protected`` or ``suspended`` (which have no null state) is taken
+    as not sent: a generated key, the policy's protection, not suspended, or no change."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in _NULL_IS_ABSENT}
+        return data
+
     name: str | None = None
     key: str | None = None
     expiry: Timestamp | None = None
@@ -113,7 +139,7 @@ class LicenseAttributesIn(Strict):
     suspended: bool | None = None
     usage_period: Meta | None = None
     period_anchor: Timestamp | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class LicenseCreateData(Strict):
@@ -143,7 +169,7 @@ class MachineAttributesIn(Strict):
     name: str | None = None
     platform: str | None = None
     hostname: str | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class MachineCreateData(Strict):
@@ -163,7 +189,7 @@ class MachineUpdateAttributesIn(Strict):
     name: str | None = None
     platform: str | None = None
     hostname: str | None = None
-    metadata: Meta | None = None
+    metadata: Metadata | None = None
 
 
 class MachineUpdateData(Strict):
@@ -472,6 +498,7 @@ class OutboxStatusAttributes(Out):
     status: str
     count: int
     mapping_missing: int  # of count, items waiting for their license's mapping
+    reasons: dict[str, int]  # of count, by reason (bridge.domain.delivery.Reason)
     oldest_created: datetime | None
 
 
@@ -488,6 +515,7 @@ class OutboxStatusList(Out):
 class DeadLetterAttributes(Out):
     sink: str
     attempts: int
+    reason: str | None
     error: str | None
     entry_id: str
     license_id: str
@@ -508,7 +536,7 @@ class DeadLetterList(Out):
 
 class RetryMeta(Strict):
     sink: str | None = None
-    ids: list[int] | None = None
+    ids: list[RowId] | None = None
 
 
 class RetryIn(Strict):
@@ -541,6 +569,7 @@ class ReconciliationAttributes(Out):
     unknown: list[str]
     repaired: int
     unrepairable: int
+    resendable: int
     checked_at: datetime
 
 

@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from bridge.domain.access import Principal
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.common import Answer, ignore
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 
 
@@ -20,10 +21,12 @@ class UsageWrites:
         self._service = service
         self._batch = batch
 
-    async def apply(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+    async def apply(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> UsageOutcome:
         if self._batch is None:
-            return await run_in_threadpool(self._service.apply, principal, change)
-        return await asyncio.wrap_future(self._batch.submit(principal, change))
+            return await run_in_threadpool(self._service.apply, principal, change, answer)
+        return await asyncio.wrap_future(self._batch.submit(principal, change, answer))
 
     def close(self) -> None:
         if self._batch is not None:

@@ -5,6 +5,10 @@ HTTP ``status`` and a JSON:API ``title``. They are rendered in exactly one place
 (``bridge.api.errors``). Codes that Keygen defines keep Keygen's spelling, detail strings and
 source pointers; the others are ours.
 
+Every internal error type, these and the others (delivery errors, store conflicts, platform
+reads), carries one of two markers: ``Transient`` (trying again later may succeed: 503) or
+``Terminal`` (it never will: every 4xx here), so "retry or not" is one ``isinstance`` check.
+
     BridgeError (500)                   INTERNAL_ERROR           (a bug; never expected)
     ├── BadRequest (400)                BAD_REQUEST
     │   ├── JsonInvalid                 JSON_INVALID
@@ -15,6 +19,8 @@ source pointers; the others are ours.
     │   ├── IdempotencyKeyInvalid       IDEMPOTENCY_KEY_INVALID
     │   ├── PageInvalid                 PAGE_INVALID
     │   ├── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
+    │   ├── StringInvalid               STRING_INVALID           (NUL or a lone surrogate)
+    │   ├── IdInvalid                   ID_INVALID
     │   └── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
@@ -51,8 +57,12 @@ source pointers; the others are ours.
     │   ├── ProductInUse                PRODUCT_IN_USE
     │   ├── UsagePeriodInvalid          USAGE_PERIOD_INVALID
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
+    │   ├── MetadataInvalid             METADATA_INVALID
+    │   ├── ValueInvalid                VALUE_INVALID            (the store cannot hold it)
     │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
+        ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
+        └── SchemaUnknown               SCHEMA_UNKNOWN           (read-only commands)
 """
 
 from __future__ import annotations
@@ -60,6 +70,16 @@ from __future__ import annotations
 from typing import ClassVar
 
 INT4_MAX = 2_147_483_647
+
+
+class Transient:
+    """Marker of an error that trying again later may cure (an outage, a lost race, a rate
+    limit): whether to retry is one ``isinstance(error, Transient)`` check."""
+
+
+class Terminal:
+    """Marker of an error that the same attempt will always meet again (bad input, a refusal
+    for good): never retried as is."""
 
 
 class BridgeError(Exception):
@@ -85,7 +105,7 @@ class BridgeError(Exception):
 
 
 # 400 ----------------------------------------------------------------------------------------
-class BadRequest(BridgeError):
+class BadRequest(BridgeError, Terminal):
     status = 400
     title = "Bad request"
     code = "BAD_REQUEST"
@@ -129,6 +149,18 @@ class ReconcileWindowInvalid(BadRequest):
     default_detail = "give a period as YYYY-MM, or from and to as ISO-8601 dates with from < to"
 
 
+class StringInvalid(BadRequest):
+    """Text the store cannot encode: a NUL character or a lone UTF-16 surrogate."""
+
+    code = "STRING_INVALID"
+    default_detail = "must be Unicode text without NUL characters or lone surrogates"
+
+
+class IdInvalid(BadRequest):
+    code = "ID_INVALID"
+    default_detail = "ids must be integers between 1 and 9223372036854775807"
+
+
 class AcceptSignatureInvalid(BadRequest):
     """``Keygen-Accept-Signature`` is malformed, names an algorithm the bridge does not sign
     with, or a key id that is not the account's; Keygen's details."""
@@ -138,28 +170,28 @@ class AcceptSignatureInvalid(BadRequest):
 
 
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
-class TokenMissing(BridgeError):
+class TokenMissing(BridgeError, Terminal):
     status = 401
     title = "Unauthorized"
     code = "TOKEN_MISSING"
     default_detail = "You must be authenticated to complete the request"
 
 
-class TokenInvalid(BridgeError):
+class TokenInvalid(BridgeError, Terminal):
     status = 401
     title = "Unauthorized"
     code = "TOKEN_INVALID"
     default_detail = "Token format is invalid or the token does not exist"
 
 
-class AccessDenied(BridgeError):
+class AccessDenied(BridgeError, Terminal):
     status = 403
     title = "Access denied"
     code = "ACCESS_DENIED"
     default_detail = "You do not have permission to complete the request"
 
 
-class NotFound(BridgeError):
+class NotFound(BridgeError, Terminal):
     status = 404
     title = "Not found"
     code = "NOT_FOUND"
@@ -176,20 +208,20 @@ class RouteNotFound(NotFound):
     default_detail = "The requested endpoint was not found"
 
 
-class MethodNotAllowed(BridgeError):
+class MethodNotAllowed(BridgeError, Terminal):
     status = 405
     title = "Method not allowed"
     code = "METHOD_NOT_ALLOWED"
     default_detail = "The requested method is not allowed on this endpoint"
 
 
-class PayloadTooLarge(BridgeError):
+class PayloadTooLarge(BridgeError, Terminal):
     status = 413
     title = "Payload too large"
     code = "PAYLOAD_TOO_LARGE"
 
 
-class ContentTypeUnsupported(BridgeError):
+class ContentTypeUnsupported(BridgeError, Terminal):
     status = 415
     title = "Unsupported media type"
     code = "CONTENT_TYPE_UNSUPPORTED"
@@ -197,7 +229,7 @@ class ContentTypeUnsupported(BridgeError):
 
 
 # 422 ----------------------------------------------------------------------------------------
-class Unprocessable(BridgeError):
+class Unprocessable(BridgeError, Terminal):
     status = 422
     title = "Unprocessable resource"
     code = "UNPROCESSABLE"
@@ -311,6 +343,19 @@ class PeriodAnchorInvalid(Unprocessable):
     default_detail = "must be a date-time with a timezone offset"
 
 
+class MetadataInvalid(Unprocessable):
+    code = "METADATA_INVALID"
+    default_pointer = "/data/attributes/metadata"
+
+
+class ValueInvalid(Unprocessable):
+    """A value the validation let through but the store refused (out of its range, or against
+    one of its constraints); the transaction was rolled back."""
+
+    code = "VALUE_INVALID"
+    default_detail = "a value is outside what the store can hold"
+
+
 class LicenseNotFound(Unprocessable):
     code = "LICENSE_NOT_FOUND"
     default_pointer = "/data/relationships/license"
@@ -365,11 +410,26 @@ class IdempotencyKeyReused(Unprocessable):
 
 
 # 503 ----------------------------------------------------------------------------------------
-class ServiceUnavailable(BridgeError):
+class ServiceUnavailable(BridgeError, Transient):
     status = 503
     title = "Service unavailable"
     code = "SERVICE_UNAVAILABLE"
     default_detail = "The store is temporarily unavailable; retry with the same Idempotency-Key"
+
+
+class SchemaBehind(ServiceUnavailable):
+    """The database is not migrated to this version's schema (read-only commands never
+    migrate; ``meterbridge db upgrade`` does)."""
+
+    code = "SCHEMA_BEHIND"
+    default_detail = "the database schema is behind this version: run `meterbridge db upgrade`"
+
+
+class SchemaUnknown(ServiceUnavailable):
+    """The database was migrated by a newer version than this one."""
+
+    code = "SCHEMA_UNKNOWN"
+    default_detail = "the database schema is newer than this version"
 
 
 def all_error_classes() -> list[type[BridgeError]]:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from bridge.domain.errors import UsagePeriodInvalid
 
@@ -116,10 +116,21 @@ def rule_from_json(raw: str | None) -> PeriodRule | None:
     return PeriodRule.parse(json.loads(raw), "/")
 
 
+MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def _known_zone(name: str) -> bool:
+    """An IANA zone name (not a path, not a file of the zone database that is no zone)."""
+    if len(name) > MAX_ZONE_NAME or name not in _zone_names():
+        return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 

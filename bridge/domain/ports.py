@@ -17,8 +17,10 @@ from bridge.domain.delivery import (
     LicenseFacts,
     OutboxItem,
     OutboxStatus,
+    Reason,
     SinkStatus,
 )
+from bridge.domain.errors import Transient
 from bridge.domain.machines import MachineTally
 from bridge.domain.model import License, Machine, Policy, Product, UsageEntry
 from bridge.domain.periods import PeriodState, Rollover
@@ -45,14 +47,21 @@ class Sink(Protocol):
       once by the platform (it is the platform's dedupe key).
     - It returns once every item is durably accepted except those it names in the returned
       failures (e.g. one event of a batch the platform rejected, or a license whose mapping is
-      missing); the relay records the rest as delivered.
-    - For the whole batch it raises only ``TransientDeliveryError`` (retry later) or
-      ``PermanentDeliveryError`` (dead-letter) from ``bridge.domain.delivery``; anything else is
-      a bug and is treated as transient.
+      missing); the relay records the rest as delivered. Each failure is the error of the
+      request that item was in (or its own, before sending): an outcome belongs to the items it
+      is about, and ``bridge.domain.delivery.decide`` turns it into retry or dead, by reason.
+    - An error about every item may be raised for the whole batch instead: only
+      ``TransientDeliveryError`` (retry later) or ``PermanentDeliveryError`` (dead-letter) from
+      ``bridge.domain.delivery``; anything else is a bug and is treated as transient.
     - It runs in the outbox relay, never in the request path, so it may block on I/O.
+    - ``accepts`` is the sink's one answer to "is this change sent here at all?" (its policy and
+      decrement filters), asked by the relay before ``deliver`` and by reconciliation alike; an
+      item it does not accept counts as delivered. It is pure and never raises.
     """
 
     name: str
+
+    def accepts(self, entry: UsageEntry, license: LicenseFacts | None) -> bool: ...
 
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]: ...
 
@@ -65,18 +74,13 @@ class PlatformReader(Protocol):
         """How long the platform deduplicates a resent id (``None``: never resend)."""
         ...
 
-    def bills(self, item: OutboxItem) -> bool:
-        """Whether the sink sends this change to the platform at all (its policy and
-        decrement filters)."""
-        ...
-
     def read(self, license: LicenseFacts, start: datetime, end: datetime) -> PlatformView:
         """The usage the platform holds for ``license`` timestamped in ``[start, end)``.
         Raises ``PlatformUnavailable`` when it cannot be read now."""
         ...
 
 
-class PlatformUnavailable(Exception):
+class PlatformUnavailable(Exception, Transient):
     """A platform's usage could not be read (a transport error, an error answer, no mapping)."""
 
 
@@ -243,7 +247,12 @@ class OutboxRepository(OutboxWriter, Protocol):
         *,
         next_attempt_at: datetime | None = None,
         error: str | None = None,
+        reason: Reason | None = None,
     ) -> None: ...
+    def release(self, ids: Sequence[int], now: datetime) -> None:
+        """Items of these ids still in flight back to pending, due ``now``."""
+        ...
+
     def status(self) -> list[SinkStatus]: ...
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]: ...
     def requeue_dead(self, sink: str | None, ids: Sequence[int] | None, now: datetime) -> int:
@@ -340,5 +349,5 @@ class UsageUnitOfWorkFactory(Protocol):
     def __call__(self) -> UsageUnitOfWork: ...
 
 
-class StoreConflict(Exception):
+class StoreConflict(Exception, Transient):
     """A unique key was taken by a concurrent transaction; the use case may retry once."""

@@ -25,6 +25,7 @@ from enum import StrEnum
 
 from bridge.domain.delivery import LicenseFacts
 from bridge.domain.errors import ReconcileWindowInvalid
+from bridge.domain.validation import instant_in_range
 
 MAX_LISTED = 1000  # ids kept per finding; the counts stay exact
 
@@ -51,12 +52,15 @@ class Window:
                 year, month = (int(part) for part in period.split("-"))
                 first = datetime(year, month, 1, tzinfo=UTC)
                 days = calendar.monthrange(year, month)[1]
-                return cls(first, first + timedelta(days=days))
-            if start is None or end is None:
+                window = cls(first, first + timedelta(days=days))
+            elif start is None or end is None:
                 raise ValueError("both from and to are needed")
-            window = cls(_instant(start), _instant(end))
-        except ValueError:
+            else:
+                window = cls(_instant(start), _instant(end))
+        except (ValueError, OverflowError):
             raise ReconcileWindowInvalid from None
+        if not (instant_in_range(window.start) and instant_in_range(window.end)):
+            raise ReconcileWindowInvalid("from and to must lie between the years 1900 and 9000")
         if window.start >= window.end:
             raise ReconcileWindowInvalid("from must be before to")
         return window
@@ -151,8 +155,9 @@ class Reconciliation:
     missing: tuple[str, ...]
     unknown: tuple[str, ...]
     repaired: int
-    unrepairable: int
+    unrepairable: int  # lost changes outside the platform's dedupe window: never resent
     checked_at: datetime
+    resendable: int = 0  # lost changes inside it: what a repair resends (or resent)
 
 
 def compare(

@@ -7,10 +7,24 @@ and with a fingerprint scope.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bridge.domain.machines import MachineLimits, MachineTally, within_overage
 from bridge.domain.model import License, LicenseStatus
+
+# Date-times a client may send: convertible to UTC, and far enough from the calendar's ends
+# (years 1 and 9999) that period and duration arithmetic on them cannot overflow.
+MIN_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def instant_in_range(value: datetime) -> bool:
+    """An aware date-time within ``MIN_INSTANT``..``MAX_INSTANT`` once converted to UTC."""
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return False
+    return MIN_INSTANT <= utc <= MAX_INSTANT
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ leaves no trace, and no caller hears of a change before it is durable.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from concurrent.futures import Future
@@ -20,6 +21,7 @@ import structlog
 
 from bridge.domain.access import Principal
 from bridge.domain.ports import StoreConflict, UsageUnitOfWorkFactory
+from bridge.service.common import Answer, ignore
 from bridge.service.usage import RaceLost, UsageChange, UsageOutcome, UsageService
 
 log = structlog.get_logger(__name__)
@@ -29,7 +31,10 @@ log = structlog.get_logger(__name__)
 class _Job:
     principal: Principal
     change: UsageChange
+    answer: Answer[UsageOutcome]
     future: Future[UsageOutcome] = field(default_factory=Future)
+    # The submitter's context (its request id for the logs): contextvars do not cross threads.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     outcome: UsageOutcome | None = None
     error: BaseException | None = None
     alone: bool = False  # lost a race or a key conflict: run again in its own transaction
@@ -49,8 +54,10 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, principal: Principal, change: UsageChange) -> Future[UsageOutcome]:
-        job = _Job(principal, change)
+    def submit(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> Future[UsageOutcome]:
+        job = _Job(principal, change, answer)
         self._queue.put(job)
         return job.future
 
@@ -84,20 +91,26 @@ class BatchWriter:
                 for job in batch:
                     try:
                         with uow.savepoint():
-                            job.outcome = self._service.apply_in(uow, job.principal, job.change)
+                            outcome = job.context.run(
+                                self._service.apply_in, uow, job.principal, job.change
+                            )
+                            job.context.run(job.answer, outcome)  # a failure undoes the savepoint
+                            job.outcome = outcome
                     except (RaceLost, StoreConflict):
                         job.alone = True
                     except Exception as exc:  # the caller's to handle, like any rejection
                         job.error = exc
                 uow.commit()
         except Exception as exc:  # nothing of the batch is durable: every caller learns it
-            log.warning("usage_batch_failed", size=len(batch), error=str(exc))
             for job in batch:
+                job.context.run(log.warning, "usage_batch_failed", size=len(batch), error=str(exc))
                 job.outcome, job.alone, job.error = None, False, exc
         for job in batch:
             if job.alone:
                 try:
-                    job.outcome = self._service.apply(job.principal, job.change)
+                    job.outcome = job.context.run(
+                        self._service.apply, job.principal, job.change, job.answer
+                    )
                 except Exception as exc:
                     job.error = exc
             if job.error is not None:

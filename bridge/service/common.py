@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from bridge.domain.errors import PageInvalid
+from bridge.domain.errors import INT4_MAX, PageInvalid
 
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100
+MAX_PAGE_NUMBER = INT4_MAX  # bounds the SQL OFFSET (at most about 2**38)
+
+
+def ignore(_value: object) -> None:
+    """The default ``answer`` of a write use case: nothing to render."""
+
+
+# Every write use case takes ``answer``, called with its result inside the transaction, just
+# before the commit: the API renders its response there, so a response that cannot be rendered
+# rolls the change back and no error answer ever follows a commit.
+Answer = Callable[[T], object]
 
 
 def new_id() -> str:
@@ -27,6 +39,10 @@ class PageRequest:
     def __post_init__(self) -> None:
         if self.number < 1:
             raise PageInvalid("page number must be greater than or equal to 1", parameter="page")
+        if self.number > MAX_PAGE_NUMBER:
+            raise PageInvalid(
+                f"page number must be less than or equal to {MAX_PAGE_NUMBER}", parameter="page"
+            )
         if not 1 <= self.size <= MAX_PAGE_SIZE:
             raise PageInvalid("page size must be a number between 1 and 100", parameter="page")
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from bridge.domain.delivery import forwarded
 from bridge.domain.machines import MachineLimits
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.ports import UnitOfWork
@@ -46,7 +47,7 @@ def record_core_change(
         machine_id=change.machine_id,
     )
     uow.ledger.add(entry)
-    if entry.delta != 0:
+    if forwarded(entry):
         uow.outbox.add(entry, sinks)
     return entry
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -22,14 +23,27 @@ from bridge.domain.errors import (
 )
 from bridge.domain.limits import check_int4
 from bridge.domain.model import ExpirationBasis, License, Policy, UsageKind
-from bridge.domain.ports import Clock, LicenseLookup, UnitOfWork, UnitOfWorkFactory
-from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
+from bridge.domain.ports import (
+    Clock,
+    LicenseLookup,
+    StoreConflict,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from bridge.domain.validation import (
+    NOT_FOUND,
+    ValidationResult,
+    ValidationScope,
+    instant_in_range,
+    validate_license,
+)
 from bridge.service.auth import IssuedToken, issue_token
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
 from bridge.service.periods import parse_rule, roll_period
 
 KEY_MIN, KEY_MAX = 6, 255
+_RANGE = "must lie between 1900-01-01 and 9000-01-01 UTC"
 
 
 def generate_key() -> str:
@@ -57,6 +71,15 @@ def _check_key(uow: UnitOfWork, key: str) -> str:
     return key
 
 
+@contextmanager
+def _key_race() -> Iterator[None]:
+    """A key that races the check into the unique index is ``KEY_TAKEN`` all the same."""
+    try:
+        yield
+    except StoreConflict:
+        raise KeyTaken from None
+
+
 def _check_override(value: int | None) -> int | None:
     if value is not None:
         check_int4(value, minimum=0, pointer="/data/attributes/maxUses", error=MaxUsesInvalid)
@@ -66,6 +89,16 @@ def _check_override(value: int | None) -> int | None:
 def _check_anchor(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise PeriodAnchorInvalid
+    if value is not None and not instant_in_range(value):
+        raise PeriodAnchorInvalid(_RANGE)
+    return value
+
+
+def _check_expiry(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ExpiryInvalid("must include a timezone offset")
+    if value is not None and not instant_in_range(value):
+        raise ExpiryInvalid(_RANGE)
     return value
 
 
@@ -99,18 +132,17 @@ def create_license(
     principal: Principal,
     policy_id: str | None,
     attrs: Mapping[str, Any],
+    answer: Answer[License] = ignore,
 ) -> License:
     if principal.role is Role.LICENSE:
         require_admin(principal)
     now = clock.now()
-    with uows(write=True) as uow:
+    with _key_race(), uows(write=True) as uow:
         policy = uow.policies.get(policy_id) if policy_id else None
         if policy is None or (principal.role is Role.PRODUCT and policy.product_id != principal.id):
             raise PolicyNotFound
         key = attrs.get("key")
-        expiry = attrs.get("expiry")
-        if expiry is not None and expiry.tzinfo is None:
-            raise ExpiryInvalid("must include a timezone offset")
+        expiry = _check_expiry(attrs.get("expiry"))
         machine_overrides = _machine_overrides(policy, attrs)
         license = License(
             id=new_id(),
@@ -142,6 +174,7 @@ def create_license(
         )
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
+        answer(license)
         uow.commit()
     return license
 
@@ -172,9 +205,10 @@ def update_license(
     principal: Principal,
     ref: str,
     changes: Mapping[str, Any],
+    answer: Answer[License] = ignore,
 ) -> License:
     """Descriptive fields, expiry, suspension and the ``maxUses`` override; never ``uses``."""
-    with uows(write=True) as uow:
+    with _key_race(), uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.UPDATE)
         values: dict[str, Any] = {"updated": clock.now()}
         for name in ("name", "protected", "suspended"):
@@ -186,10 +220,7 @@ def update_license(
             # null removes the override and falls back to the policy value (Keygen).
             values["max_uses_override"] = _check_override(changes["max_uses"])
         if "expiry" in changes:
-            expiry = changes["expiry"]
-            if expiry is not None and expiry.tzinfo is None:
-                raise ExpiryInvalid("must include a timezone offset")
-            values["expiry"] = expiry
+            values["expiry"] = _check_expiry(changes["expiry"])
         if "key" in changes and changes["key"] != license.key:
             values["key"] = _check_key(uow, changes["key"])
         # A changed rule or anchor applies from the end of the open period.
@@ -205,6 +236,7 @@ def update_license(
         uow.licenses.update(license)
         if license.period_end is None:
             license = roll_period(uow.periods, license, values["updated"], closed_by="usage")
+        answer(license)
         uow.commit()
     return license
 
@@ -232,9 +264,14 @@ def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, 
 
 
 def set_suspended(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, suspended: bool
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    suspended: bool,
+    answer: Answer[License] = ignore,
 ) -> License:
-    return update_license(uows, clock, principal, ref, {"suspended": suspended})
+    return update_license(uows, clock, principal, ref, {"suspended": suspended}, answer)
 
 
 def validate(
@@ -259,10 +296,15 @@ def validate_key(
 
 
 def create_license_token(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    answer: Answer[IssuedToken] = ignore,
 ) -> IssuedToken:
     with uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.CREATE_TOKEN)
         token = issue_token(uow, clock, Role.LICENSE, license.id)
+        answer(token)
         uow.commit()
     return token

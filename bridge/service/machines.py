@@ -32,7 +32,7 @@ from bridge.domain.errors import (
 from bridge.domain.machines import check_activation, check_core_total, check_cores
 from bridge.domain.model import License, Machine, UsageKind
 from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, limits_of, record_core_change
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,9 @@ class MachineService:
         self._sinks = tuple(sinks)
 
     # Writes -----------------------------------------------------------------------------------
-    def activate(self, principal: Principal, request: Activation) -> Machine:
+    def activate(
+        self, principal: Principal, request: Activation, answer: Answer[Machine] = ignore
+    ) -> Machine:
         attrs = request.attributes
         fingerprint = _fingerprint(attrs)
         cores = check_cores(attrs.get("cores"))
@@ -112,6 +114,7 @@ class MachineService:
                     request.request_id,
                 )
                 record_core_change(uow, change, now, self._sinks)
+                answer(machine)
                 uow.commit()
         except StoreConflict:  # the unique index, should a fingerprint race the lock
             raise FingerprintTaken from None
@@ -124,6 +127,7 @@ class MachineService:
         machine_id: str,
         changes: Mapping[str, Any],
         request_id: str | None = None,
+        answer: Answer[Machine] = ignore,
     ) -> Machine:
         """Descriptive fields and ``cores``; raising the cores is checked against the limit."""
         action = MachineAction.CHANGE_CORES if "cores" in changes else MachineAction.UPDATE
@@ -154,6 +158,7 @@ class MachineService:
                 record_core_change(uow, change, now, self._sinks)
             machine = machine.replace(updated=now, **values)
             uow.machines.update(machine)
+            answer(machine)
             uow.commit()
         return machine
 
@@ -169,7 +174,9 @@ class MachineService:
             uow.commit()
         log.debug("machine_deactivated", license_id=license.id, machine_id=machine.id)
 
-    def ping(self, principal: Principal, machine_id: str) -> Machine:
+    def ping(
+        self, principal: Principal, machine_id: str, answer: Answer[Machine] = ignore
+    ) -> Machine:
         """A heartbeat: the machine must ping again within its policy's heartbeatDuration."""
         now = self._clock.now()
         with self._uows(write=True) as uow:
@@ -179,6 +186,7 @@ class MachineService:
             due = now + timedelta(seconds=duration) if duration is not None else None
             machine = machine.replace(last_heartbeat=now, next_heartbeat=due, updated=now)
             uow.machines.update(machine)
+            answer(machine)
             uow.commit()
         return machine
 

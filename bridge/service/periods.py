@@ -91,5 +91,5 @@ def close_due_periods(
         while pending:
             closed += pending.popleft().result()
     if closed:
-        log.info("periods.closed", periods=closed)
+        log.info("periods_closed", periods=closed)
     return closed

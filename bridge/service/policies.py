@@ -24,7 +24,7 @@ from bridge.domain.limits import check_int4
 from bridge.domain.machines import check_overage_compatible
 from bridge.domain.model import ExpirationBasis, OverageStrategy, Policy
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.periods import open_periods, parse_rule
 
 _DEFAULTS: dict[str, Any] = {
@@ -139,6 +139,7 @@ def create_policy(
     principal: Principal,
     product_id: str | None,
     attrs: Mapping[str, Any],
+    answer: Answer[Policy] = ignore,
 ) -> Policy:
     if principal.role is Role.LICENSE:
         require_admin(principal)
@@ -150,6 +151,7 @@ def create_policy(
         values = _checked({**_DEFAULTS, **_given(attrs)})
         policy = Policy(id=new_id(), product_id=product_id, created=now, updated=now, **values)
         uow.policies.add(policy)
+        answer(policy)
         uow.commit()
     return policy
 
@@ -177,6 +179,7 @@ def update_policy(
     principal: Principal,
     policy_id: str,
     changes: Mapping[str, Any],
+    answer: Answer[Policy] = ignore,
 ) -> Policy:
     with uows(write=True) as uow:
         policy = _load(uow, principal, policy_id)
@@ -189,6 +192,7 @@ def update_policy(
             # Licenses without a period open one now; a changed rule applies to each license
             # from the end of its open period.
             open_periods(uow.periods, uow.periods.unopened(policy.id), now)
+        answer(policy)
         uow.commit()
     return policy
 

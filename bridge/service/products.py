@@ -11,7 +11,7 @@ from bridge.domain.errors import NameMissing, NotFound, ProductInUse
 from bridge.domain.model import Product
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.auth import IssuedToken, issue_token
-from bridge.service.common import Page, PageRequest, new_id
+from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 
 
 def _load(uow: UnitOfWork, principal: Principal, product_id: str) -> Product:
@@ -33,7 +33,11 @@ def _check_name(name: str | None) -> str:
 
 
 def create_product(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, attrs: Mapping[str, Any]
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    attrs: Mapping[str, Any],
+    answer: Answer[Product] = ignore,
 ) -> Product:
     require_admin(principal)
     now = clock.now()
@@ -47,6 +51,7 @@ def create_product(
     )
     with uows(write=True) as uow:
         uow.products.add(product)
+        answer(product)
         uow.commit()
     return product
 
@@ -73,6 +78,7 @@ def update_product(
     principal: Principal,
     product_id: str,
     changes: Mapping[str, Any],
+    answer: Answer[Product] = ignore,
 ) -> Product:
     with uows(write=True) as uow:
         product = _load(uow, principal, product_id)
@@ -86,6 +92,7 @@ def update_product(
             values["metadata"] = changes["metadata"] or {}
         product = dataclasses.replace(product, **values)
         uow.products.update(product)
+        answer(product)
         uow.commit()
     return product
 
@@ -101,11 +108,16 @@ def delete_product(uows: UnitOfWorkFactory, principal: Principal, product_id: st
 
 
 def create_product_token(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, product_id: str
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    product_id: str,
+    answer: Answer[IssuedToken] = ignore,
 ) -> IssuedToken:
     with uows(write=True) as uow:
         _load(uow, principal, product_id)
         require_admin(principal)
         token = issue_token(uow, clock, Role.PRODUCT, product_id)
+        answer(token)
         uow.commit()
     return token

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bridge.domain.delivery import OutboxItem
 from bridge.domain.errors import NotFound
 from bridge.domain.model import UsageEntry
-from bridge.domain.ports import Clock, PlatformReader, PlatformUnavailable, UnitOfWorkFactory
+from bridge.domain.ports import Clock, PlatformReader, PlatformUnavailable, Sink, UnitOfWorkFactory
 from bridge.domain.reconcile import (
     MISMATCH,
     UNCHECKED,
@@ -42,7 +41,8 @@ class RunSummary:
     mismatched: int = 0
     unchecked: int = 0
     resent: int = 0
-    unrepairable: int = 0
+    resendable: int = 0  # lost changes inside the dedupe window: what --repair resends
+    unrepairable: int = 0  # lost changes outside it
     by_sink: dict[str, int] = field(default_factory=dict)  # mismatches per sink
 
 
@@ -51,14 +51,15 @@ class Reconciler:
         self,
         uows: UnitOfWorkFactory,
         clock: Clock,
-        sinks: Sequence[str],
+        sinks: Sequence[Sink],
         readers: Mapping[str, PlatformReader],
         *,
         batch: int = 500,
     ) -> None:
         self._uows = uows
         self._clock = clock
-        self._sinks = tuple(sinks)
+        self._accepts = {s.name: s.accepts for s in sinks}  # the relay's own filter
+        self._sinks = tuple(self._accepts)
         self._readers = dict(readers)
         self._batch = batch
 
@@ -85,7 +86,7 @@ class Reconciler:
                 break
             after = batch[-1].id
             findings = [
-                (period, s, self._check(period, s, changes[s].get(period.id, []), repair))
+                (period, s, self._check(period, s, changes[s].get(period.id, [])))
                 for period in batch
                 for s in sinks
             ]
@@ -94,30 +95,34 @@ class Reconciler:
                 for period, s, finding in findings:
                     resent = uow.reconciliation.requeue(finding.to_resend, s, now) if repair else 0
                     uow.reconciliation.save(period, s, finding, resent, now)
-                    _count(summary, s, finding, resent)
+                    _count(summary, s, finding, resent, repair)
                 uow.commit()
             summary.periods += len(batch)
             if progress is not None:
                 progress(summary.periods, total)
         log.info(
-            "reconcile.done",
+            "reconciliation_finished",
             window_start=window.start.isoformat(),
             window_end=window.end.isoformat(),
             periods=summary.periods,
             mismatched=summary.mismatched,
             unchecked=summary.unchecked,
             resent=summary.resent,
+            resendable=summary.resendable,
+            unrepairable=summary.unrepairable,
         )
         return summary
 
     def _check(
-        self, period: ClosedPeriodRef, sink: str, rows: list[tuple[UsageEntry, bool]], repair: bool
+        self, period: ClosedPeriodRef, sink: str, rows: list[tuple[UsageEntry, bool]]
     ) -> Finding:
         reader = self._readers.get(sink)
-        changes = []
-        for entry, delivered in rows:
-            if reader is None or reader.bills(OutboxItem(0, sink, 0, entry, period.license)):
-                changes.append(LedgerChange(entry.id, entry.delta, entry.occurred_at, delivered))
+        accepts = self._accepts[sink]
+        changes = [
+            LedgerChange(entry.id, entry.delta, entry.occurred_at, delivered)
+            for entry, delivered in rows
+            if accepts(entry, period.license)
+        ]
         platform: PlatformView | None = None
         unchecked = False
         if reader is not None:
@@ -127,17 +132,19 @@ class Reconciler:
                 platform = reader.read(period.license, period.start, period.end)
             except PlatformUnavailable as exc:
                 unchecked = True
-                log.warning("reconcile.unchecked", sink=sink, period=period.id, reason=str(exc))
+                log.warning(
+                    "reconciliation_unchecked", sink=sink, period=period.id, reason=str(exc)
+                )
         finding = compare(
             changes,
             platform,
             now=self._clock.now(),
-            dedupe_window=reader.dedupe_window if reader is not None and repair else None,
+            dedupe_window=reader.dedupe_window if reader is not None else None,
             unchecked=unchecked,
         )
         if finding.status == MISMATCH:
             log.warning(
-                "reconcile.mismatch",
+                "reconciliation_mismatched",
                 sink=sink,
                 license=period.license_id,
                 period_start=period.start.isoformat(),
@@ -150,9 +157,11 @@ class Reconciler:
         return finding
 
 
-def _count(summary: RunSummary, sink: str, finding: Finding, resent: int) -> None:
+def _count(summary: RunSummary, sink: str, finding: Finding, resent: int, repair: bool) -> None:
     summary.checked += 1
     summary.resent += resent
+    if not repair:
+        summary.resendable += len(finding.to_resend)
     summary.unrepairable += finding.unrepairable
     if finding.status == MISMATCH:
         summary.mismatched += 1

@@ -12,15 +12,27 @@ one of their own: one commit per batch instead of two. ``run`` records what is s
 it stops; a relay killed before that resends the batch after its lease, which the platform
 deduplicates, exactly as if it had died before its recording transaction.
 
-Outcomes: delivered; a transient error reschedules the items with exponential backoff and full
-jitter (at least the platform's Retry-After); a permanent error, or an item older than the
-sink's retry horizon (set it shorter than the platform's dedupe window), goes to dead letter.
+Each item's outcome is ``bridge.domain.delivery.decide`` of the error the sink reported for that
+item (or for the whole batch): delivered; retry at a time, for a reason (exponential backoff and
+full jitter, at least the platform's Retry-After); or dead for a reason (a permanent error, or
+past the sink's retry horizon, which should be shorter than the platform's dedupe window). Items
+the sink does not ``accept`` count as delivered without being sent. The reason is stored with
+the item.
+
+When a platform asks to wait (a 429, Lago's X-RateLimit-Reset, a 503 with Retry-After), the
+sink is paused: nothing more is sent to it until that time has passed, whatever else is due.
+After ``breaker_failures`` failed batches in a row its circuit opens for ``breaker_cooldown_s``.
+
+Stopping (``run``'s event): the batch in flight is finished and recorded, then the deliveries
+held for a next claim. ``release_held`` hands back a batch whose delivery did not finish in time
+(its items due again at once, for whichever relay runs next).
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,13 +40,19 @@ from datetime import datetime, timedelta
 import structlog
 
 from bridge.domain.delivery import (
+    Dead,
     DeadLetter,
+    Delivered,
+    DeliveryError,
     OutboxItem,
     OutboxStatus,
-    PermanentDeliveryError,
+    Outcome,
+    Reason,
+    Retry,
+    RetryPolicy,
     SinkStatus,
-    TransientDeliveryError,
-    backoff_seconds,
+    decide,
+    pause_until,
 )
 from bridge.domain.ports import Clock, Sink, UnitOfWorkFactory
 from bridge.service.common import PageRequest
@@ -52,6 +70,11 @@ class RelayPolicy:
     idle_s: float = 0.5  # pause when there was nothing to do
     breaker_failures: int = 5  # consecutive failed batches that open a sink's circuit
     breaker_cooldown_s: float = 30.0  # then one trial batch after this long
+    stop_timeout_s: float = 8.0  # how long a stop waits for the batch in flight
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_base_s, self.retry_cap_s, self.retry_horizon_s)
 
 
 @dataclass(slots=True)
@@ -65,10 +88,17 @@ class DrainResult:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    unmapped: int = 0  # of ``retried``, those waiting for a mapping (not the platform's fault)
 
     @property
     def handled(self) -> int:
         return self.delivered + self.retried + self.dead
+
+    @property
+    def failed(self) -> bool:
+        """Whether the platform failed this batch: nothing delivered, something refused or
+        retried for another reason than a missing mapping (what the circuit breaker counts)."""
+        return not self.delivered and self.handled > self.unmapped
 
 
 @dataclass
@@ -80,6 +110,9 @@ class Relay:
     rng: random.Random = field(default_factory=random.Random)
     _breakers: dict[str, _Breaker] = field(default_factory=dict, init=False)
     _unrecorded: dict[str, list[int]] = field(default_factory=dict, init=False)  # by sink
+    _paused: dict[str, datetime] = field(default_factory=dict, init=False)  # by sink
+    _held: dict[str, list[int]] = field(default_factory=dict, init=False)  # claimed, by sink
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def drain_once(self, sink: Sink) -> DrainResult:
         """One batch of one sink."""
@@ -94,39 +127,101 @@ class Relay:
         self._unrecorded.pop(sink.name, None)
         if not items:
             return DrainResult()
+        # Every line about this batch, the connector's included, carries the same batch id.
+        structlog.contextvars.bind_contextvars(batch=uuid.uuid4().hex[:12])
+        with self._lock:
+            self._held[sink.name] = [i.id for i in items]
+        errors = self._deliver(sink, items)
+        now = self.clock.now()
+        paused = pause_until(errors.values(), now)
+        if paused is not None:
+            self._paused[sink.name] = max(paused, self._paused.get(sink.name, paused))
+            log.warning("sink_paused", sink=sink.name, until=paused.isoformat())
+        outcomes = {
+            i.id: decide(errors.get(i.id), i, now, self.policy.retry, self.rng) for i in items
+        }
+        return self._record_outcomes(sink.name, items, outcomes)
+
+    def _deliver(self, sink: Sink, items: Sequence[OutboxItem]) -> dict[int, BaseException]:
+        """The error each item met (none: delivered). Items the sink does not accept are not
+        sent; an error raised for the whole batch is each sent item's."""
+        sent: Sequence[OutboxItem] = items
         try:
-            failures = sink.deliver(items)
-        except PermanentDeliveryError as exc:
-            return self._dead(items, f"{type(exc).__name__}: {exc}")
-        except TransientDeliveryError as exc:
-            return self._retry(items, str(exc), exc.retry_after)
-        except Exception as exc:  # a sink bug must not lose items: retry like a transient error
-            log.exception("sink_failed", sink=sink.name, count=len(items))
-            return self._retry(items, f"{type(exc).__name__}: {exc}", None)
-        failed = {f.item_id: f.error for f in failures}
-        delivered = [i for i in items if i.id not in failed]
-        result = DrainResult(delivered=len(delivered))
+            sent = [i for i in items if sink.accepts(i.entry, i.license)]
+            return {f.item_id: f.error for f in sink.deliver(sent)} if sent else {}
+        except Exception as exc:  # a sink bug must not lose items: ``decide`` retries them
+            if not isinstance(exc, DeliveryError):
+                log.exception("sink_failed", sink=sink.name, count=len(sent))
+            return {i.id: exc for i in sent}
+
+    def _record_outcomes(
+        self, sink: str, items: Sequence[OutboxItem], outcomes: dict[int, Outcome]
+    ) -> DrainResult:
+        """One transaction for the batch's outcomes (none for a full batch delivered whole:
+        the next claim records it)."""
+        delivered = [i.id for i in items if isinstance(outcomes[i.id], Delivered)]
+        dead: dict[tuple[Reason, str], list[int]] = {}
+        retry = [(i.id, o) for i in items if isinstance(o := outcomes[i.id], Retry)]
+        for item in items:
+            outcome = outcomes[item.id]
+            if isinstance(outcome, Dead):
+                dead.setdefault((outcome.reason, outcome.error[:2000]), []).append(item.id)
+        held_over = len(delivered) == len(items) == self.policy.batch_size
+        if held_over:
+            self._unrecorded[sink] = delivered  # recorded by this sink's next claim
+        else:
+            with self.uows(write=True) as uow:
+                if delivered:
+                    uow.outbox.mark(delivered, OutboxStatus.DELIVERED)
+                for (reason, error), ids in dead.items():
+                    uow.outbox.mark(ids, OutboxStatus.DEAD, error=error, reason=reason)
+                for item_id, r in retry:
+                    uow.outbox.mark(
+                        [item_id],
+                        OutboxStatus.PENDING,
+                        next_attempt_at=r.at,
+                        error=r.error[:2000],
+                        reason=r.reason,
+                    )
+                uow.commit()
+        with self._lock:
+            self._held.pop(sink, None)
         if delivered:
-            ids = [i.id for i in delivered]
-            if not failed and len(items) == self.policy.batch_size:
-                self._unrecorded[sink.name] = ids  # recorded by this sink's next claim
-            else:
-                self._record_delivered(ids)
-            log.info("outbox_delivered", sink=sink.name, count=len(delivered))
-        for item in items:  # each failed item keeps its own reason
-            error = failed.get(item.id)
-            if isinstance(error, PermanentDeliveryError):
-                result.dead += self._dead([item], f"{type(error).__name__}: {error}").dead
-            elif error is not None:
-                outcome = self._retry([item], str(error), error.retry_after)
-                result.retried += outcome.retried
-                result.dead += outcome.dead
-        return result
+            log.info("outbox_delivered", sink=sink, count=len(delivered))
+        for (reason, error), ids in dead.items():
+            log.warning(
+                "outbox_dead_lettered", sink=sink, count=len(ids), reason=reason.value, error=error
+            )
+        by_reason: dict[Reason, int] = {}
+        for _id, r in retry:
+            by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+        for reason, count in by_reason.items():
+            log.warning("outbox_retry_scheduled", sink=sink, count=count, reason=reason.value)
+        return DrainResult(
+            len(delivered),
+            len(retry),
+            sum(len(ids) for ids in dead.values()),
+            by_reason.get(Reason.MAPPING_MISSING, 0),
+        )
 
     def _record_delivered(self, ids: list[int]) -> None:
         with self.uows(write=True) as uow:
             uow.outbox.mark(ids, OutboxStatus.DELIVERED)
             uow.commit()
+
+    def release_held(self) -> int:
+        """Hand back the batches claimed and not recorded yet (a delivery still in flight when
+        a stop ran out of time): due again now, for whichever relay runs next. If the platform
+        took them after all, it deduplicates the resend on the entry ids."""
+        with self._lock:
+            held, self._held = self._held, {}
+        ids = [i for batch in held.values() for i in batch]
+        if ids:
+            with self.uows(write=True) as uow:
+                uow.outbox.release(ids, self.clock.now())
+                uow.commit()
+            log.warning("outbox_handed_back", count=len(ids), sinks=sorted(held))
+        return len(ids)
 
     def flush(self) -> None:
         """Record the deliveries held for a following claim (``run`` does it when it stops)."""
@@ -134,62 +229,31 @@ class Relay:
             self._record_delivered(self._unrecorded[sink])
             del self._unrecorded[sink]
 
-    def _dead(self, items: Sequence[OutboxItem], reason: str) -> DrainResult:
-        with self.uows(write=True) as uow:
-            uow.outbox.mark([i.id for i in items], OutboxStatus.DEAD, error=reason[:2000])
-            uow.commit()
-        log.warning("outbox_dead_lettered", sink=items[0].sink, count=len(items), reason=reason)
-        return DrainResult(dead=len(items))
-
-    def _retry(
-        self, items: Sequence[OutboxItem], reason: str, retry_after: float | None
-    ) -> DrainResult:
-        now = self.clock.now()
-        horizon = timedelta(seconds=self.policy.retry_horizon_s)
-        expired = [i for i in items if now - i.entry.occurred_at > horizon]
-        retry = [i for i in items if now - i.entry.occurred_at <= horizon]
-        result = DrainResult()
-        if expired:
-            result.dead = self._dead(expired, f"retry horizon passed; last error: {reason}").dead
-        with self.uows(write=True) as uow:
-            for item in retry:
-                wait = backoff_seconds(
-                    item.attempts,
-                    base=self.policy.retry_base_s,
-                    cap=self.policy.retry_cap_s,
-                    rng=self.rng,
-                )
-                wait = max(wait, retry_after or 0.0)
-                uow.outbox.mark(
-                    [item.id],
-                    OutboxStatus.PENDING,
-                    next_attempt_at=now + timedelta(seconds=wait),
-                    error=reason[:2000],
-                )
-            uow.commit()
-        if retry:
-            log.warning(
-                "outbox_retry_scheduled", sink=retry[0].sink, count=len(retry), reason=reason
-            )
-        result.retried = len(retry)
-        return result
-
     def run_once(self) -> dict[str, DrainResult]:
-        """One batch per sink whose circuit is closed: a failing sink never holds up the others
-        (and, while its circuit is open, is not even asked)."""
+        """One batch per sink whose circuit is closed and that no platform asked to wait: a
+        failing sink never holds up the others (and, while paused, is not even asked)."""
         results: dict[str, DrainResult] = {}
         now = self.clock.now()
         for sink in self.sinks:
             breaker = self._breakers.setdefault(sink.name, _Breaker())
             if breaker.open_until is not None and now < breaker.open_until:
                 continue
-            result = self.drain_once(sink)
+            paused = self._paused.get(sink.name)
+            if paused is not None:
+                if now < paused:
+                    continue
+                del self._paused[sink.name]
+            with structlog.contextvars.bound_contextvars(sink=sink.name):
+                try:
+                    result = self.drain_once(sink)
+                finally:
+                    structlog.contextvars.unbind_contextvars("batch")
             results[sink.name] = result
             self._record(sink.name, breaker, result)
         return results
 
     def _record(self, sink: str, breaker: _Breaker, result: DrainResult) -> None:
-        if result.delivered or not result.handled:
+        if not result.failed:
             if breaker.open_until is not None:
                 log.info("sink_circuit_closed", sink=sink)
             breaker.failures, breaker.open_until = 0, None

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
+
 from bridge.domain.access import LicenseAction, Principal
-from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable
+from bridge.domain.delivery import forwarded
+from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable, Transient
 from bridge.domain.limits import next_uses
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.ports import (
@@ -24,7 +27,7 @@ from bridge.domain.ports import (
     UsageUnitOfWork,
     UsageUnitOfWorkFactory,
 )
-from bridge.service.common import Page, PageRequest
+from bridge.service.common import Answer, Page, PageRequest, ignore
 from bridge.service.licenses import load_license
 from bridge.service.periods import roll_period
 
@@ -52,7 +55,7 @@ class UsageOutcome:
     replayed: bool
 
 
-class RaceLost(Exception):
+class RaceLost(Exception, Transient):
     """The conditional update failed but a fresh read says it would pass: try again."""
 
 
@@ -66,19 +69,24 @@ class UsageService:
         self._clock = clock
         self._sinks = tuple(sinks)
 
-    def apply(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+    def apply(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> UsageOutcome:
         # A lost race (the row changed between a failed conditional update and its re-read) or a
         # concurrent first use of the same Idempotency-Key is resolved by running again.
         for _ in range(8):
             try:
-                return self._apply_once(principal, change)
+                return self._apply_once(principal, change, answer)
             except (RaceLost, StoreConflict):
                 continue
         raise ServiceUnavailable("the license is too contended right now; retry")
 
-    def _apply_once(self, principal: Principal, change: UsageChange) -> UsageOutcome:
+    def _apply_once(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome]
+    ) -> UsageOutcome:
         with self._uows() as uow:
             outcome = self.apply_in(uow, principal, change)
+            answer(outcome)
             uow.commit()
             return outcome
 
@@ -88,6 +96,7 @@ class UsageService:
         """Apply one change inside the caller's unit of work, without committing. Besides the
         domain errors it may raise ``StoreConflict`` or ``RaceLost``: run it again alone."""
         license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
+        structlog.contextvars.bind_contextvars(license_id=license.id)  # known from here on
         now = self._clock.now()
         if license.period_start is not None and now < license.period_start:
             # This clock is behind the one that opened the period: count the change at the
@@ -121,9 +130,7 @@ class UsageService:
             occurred_at=now,
         )
         uow.ledger.add(entry)
-        # A change of 0 is history, not usage; a reset is the end of a count, not usage either
-        # (billing platforms reset per period themselves): neither is forwarded.
-        if entry.delta != 0 and change.kind is not UsageKind.RESET:
+        if forwarded(entry):
             uow.outbox.add(entry, self._sinks)
         expiry = license.expiry
         if change.kind is UsageKind.INCREMENT:

@@ -36,7 +36,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return _sqlite_engine(url)
     # No pool_pre_ping: it costs a round trip per checkout. A connection broken by a server
     # restart fails its statement (503, retry), and SQLAlchemy then invalidates the pool.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        hide_parameters=True,  # errors never quote parameters (license keys, token digests)
+    )
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -45,6 +51,7 @@ def _sqlite_engine(url: str) -> Engine:
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         pool_size=20,
         max_overflow=20,
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "connect")

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from bridge.domain.delivery import LicenseFacts, OutboxItem, OutboxStatus
+from bridge.domain.delivery import LicenseFacts, OutboxItem, OutboxStatus, Reason
 from bridge.domain.errors import INT4_MAX
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.periods import rule_from_json
@@ -100,9 +100,10 @@ _LEASE = """
 UPDATE outbox SET status = 'inflight', next_attempt_at = :lease_until, attempts = attempts + 1
 WHERE id IN_IDS
 """
-_MARK = "UPDATE outbox SET status = :status, last_error = :error WHERE id IN_IDS"
+_MARK = "UPDATE outbox SET status = :status, last_error = :error, reason = :reason WHERE id IN_IDS"
 _MARK_AT = """
-UPDATE outbox SET status = :status, last_error = :error, next_attempt_at = :at WHERE id IN_IDS
+UPDATE outbox SET status = :status, last_error = :error, reason = :reason, next_attempt_at = :at
+WHERE id IN_IDS
 """
 _IN_IDS = {"sqlite": "IN (SELECT value FROM json_each(:ids))", "postgresql": "= ANY(:ids)"}
 _KINDS = {kind.value: kind for kind in UsageKind}
@@ -298,8 +299,9 @@ class HotPath:
         status: OutboxStatus,
         next_attempt_at: datetime | None,
         error: str | None,
+        reason: Reason | None = None,
     ) -> None:
-        params = {"ids": self._ids(ids), "status": status.value, "error": error}
+        params = {"ids": self._ids(ids), "status": status.value, "error": error, "reason": reason}
         if next_attempt_at is None:
             cursor.execute(self._mark, params)
         else:

@@ -20,7 +20,8 @@ _local: dict[tuple[str, str], Lock] = {}
 _local_guard = Lock()
 
 
-def _advisory_key(name: str) -> int:
+def advisory_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of the lock named ``name``."""
     return int.from_bytes(
         hashlib.sha256(f"meterbridge:{name}".encode()).digest()[:8], "big", signed=True
     )
@@ -43,7 +44,7 @@ class JobLocks:
                 if acquired:
                     lock.release()
             return
-        key = _advisory_key(name)
+        key = advisory_key(name)
         with self._engine.connect() as conn:
             held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
             conn.commit()  # the lock is the session's, not the transaction's

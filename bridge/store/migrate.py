@@ -1,4 +1,12 @@
-"""Apply Alembic migrations programmatically (``meterbridge db upgrade`` and ``serve``)."""
+"""Alembic migrations, applied programmatically, and the schema check of read-only commands.
+
+``upgrade`` (``serve``, ``worker``, ``scheduler``, ``db upgrade`` and the write commands) runs
+under a lock, so any number of processes may start at once against one database: on PostgreSQL a
+transaction-level advisory lock taken before Alembic reads the version (the others wait, then
+find the schema at head and do nothing); on SQLite the write lock itself (``BEGIN IMMEDIATE``
+through the busy timeout). ``ensure_current`` (read-only commands) never migrates: it raises
+``SchemaBehind`` or ``SchemaUnknown`` when the database is not at this version's head.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from bridge.domain.errors import SchemaBehind, SchemaUnknown
+from bridge.store.locks import advisory_key
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -19,10 +32,36 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision``, one process at a time."""
     config = alembic_config(engine)
-    with engine.begin() as conn:
+    # bridge_write: SQLite's BEGIN IMMEDIATE, so a second process waits for the first instead of
+    # failing to upgrade its read snapshot once the first has created the tables.
+    with engine.execution_options(bridge_write=True).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key("migrate")})
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+def ensure_current(engine: Engine) -> None:
+    """Raise unless the database schema is at this version's head (no migration is run)."""
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    head = script.get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current == head:
+        return
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current is None or current in known:
+        at = f"at revision {current}" if current else "empty"
+        raise SchemaBehind(
+            f"the database schema is {at}, this version needs {head}: "
+            "run `meterbridge db upgrade` (serve, worker and scheduler also migrate)"
+        )
+    raise SchemaUnknown(
+        f"the database schema is at revision {current}, which this version ({head}) does not "
+        "know: a newer version has migrated it"
+    )
 
 
 def revision(engine: Engine, message: str) -> None:

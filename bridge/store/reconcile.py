@@ -119,6 +119,7 @@ class SqlReconciliation:
                 unknown=list(finding.unknown),
                 repaired=repaired,
                 unrepairable=finding.unrepairable,
+                resendable=len(finding.to_resend),
                 status=finding.status,
                 checked_at=now,
             )
@@ -136,7 +137,9 @@ class SqlReconciliation:
                 outbox.c.entry_id.in_(list(entry_ids)),
                 outbox.c.status == OutboxStatus.DELIVERED.value,
             )
-            .values(status=OutboxStatus.PENDING.value, next_attempt_at=now, last_error=None)
+            .values(
+                status=OutboxStatus.PENDING.value, next_attempt_at=now, last_error=None, reason=None
+            )
         )
         return int(self._conn.execute(query).rowcount)
 
@@ -188,6 +191,7 @@ class SqlReconciliation:
                 unknown=tuple(r["unknown"]),
                 repaired=r["repaired"],
                 unrepairable=r["unrepairable"],
+                resendable=r["resendable"],
                 checked_at=r["checked_at"],
             )
             for r in self._conn.execute(query).mappings()

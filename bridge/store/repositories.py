@@ -22,10 +22,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, RowMapping
 
 from bridge.domain.delivery import (
-    MAPPING_MISSING,
     DeadLetter,
     OutboxItem,
     OutboxStatus,
+    Reason,
     SinkStatus,
 )
 from bridge.domain.machines import MachineTally
@@ -569,8 +569,18 @@ class SqlOutbox:
         *,
         next_attempt_at: datetime | None = None,
         error: str | None = None,
+        reason: Reason | None = None,
     ) -> None:
-        self._hot.mark_outbox(self._cursor, ids, status, next_attempt_at, error)
+        self._hot.mark_outbox(self._cursor, ids, status, next_attempt_at, error, reason)
+
+    def release(self, ids: Sequence[int], now: datetime) -> None:
+        """Items still in flight back to pending, due ``now`` (their lease given up)."""
+        query = (
+            update(outbox)
+            .where(outbox.c.id.in_(list(ids)), outbox.c.status == OutboxStatus.INFLIGHT)
+            .values(status=OutboxStatus.PENDING, next_attempt_at=now)
+        )
+        self._conn.execute(query)
 
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
         """Dead-lettered items, oldest first, with the error that sent them there."""
@@ -583,6 +593,7 @@ class SqlOutbox:
                 outbox.c.sink,
                 outbox.c.attempts,
                 outbox.c.last_error,
+                outbox.c.reason,
                 ledger,
             )
             .join(ledger, ledger.c.id == outbox.c.entry_id)
@@ -595,6 +606,7 @@ class SqlOutbox:
             DeadLetter(
                 OutboxItem(r["item_id"], r["sink"], r["attempts"], entry_from_row(r)),
                 r["last_error"],
+                Reason(r["reason"]) if r["reason"] else None,
             )
             for r in self._conn.execute(query).mappings()
         ]
@@ -609,24 +621,34 @@ class SqlOutbox:
         query = (
             update(outbox)
             .where(where)
-            .values(status=OutboxStatus.PENDING, next_attempt_at=now, attempts=0)
+            .values(status=OutboxStatus.PENDING, next_attempt_at=now, attempts=0, reason=None)
         )
         return int(self._conn.execute(query).rowcount)
 
     def status(self) -> list[SinkStatus]:
-        """Counts per sink and status, and the creation time of the oldest undelivered item."""
+        """Counts per sink and status, by reason, and the creation time of the oldest
+        undelivered item."""
         query = (
             select(
                 outbox.c.sink,
                 outbox.c.status,
+                outbox.c.reason,
                 func.count(),
                 func.min(outbox.c.created),
-                func.sum(case((outbox.c.last_error.like(f"{MAPPING_MISSING}%"), 1), else_=0)),
             )
-            .group_by(outbox.c.sink, outbox.c.status)
+            .group_by(outbox.c.sink, outbox.c.status, outbox.c.reason)
             .order_by(outbox.c.sink, outbox.c.status)
         )
+        groups: dict[tuple[str, str], list[tuple[str | None, int, datetime | None]]] = {}
+        for sink, status, reason, count, oldest in self._conn.execute(query):
+            groups.setdefault((sink, status), []).append((reason, count, oldest))
         return [
-            SinkStatus(sink, OutboxStatus(status), count, oldest, int(missing or 0))
-            for sink, status, count, oldest, missing in self._conn.execute(query)
+            SinkStatus(
+                sink,
+                OutboxStatus(status),
+                sum(count for _r, count, _o in rows),
+                min((oldest for _r, _c, oldest in rows if oldest is not None), default=None),
+                {Reason(reason): count for reason, count, _o in rows if reason is not None},
+            )
+            for (sink, status), rows in groups.items()
         ]

@@ -177,6 +177,7 @@ class OutboxRow(SQLModel, table=True):
     next_attempt_at: datetime = _utc()
     last_error: str | None = None
     created: datetime = _utc()
+    reason: str | None = Field(default=None, max_length=32)  # bridge.domain.delivery.Reason
 
 
 class IdempotencyRow(SQLModel, table=True):
@@ -244,5 +245,6 @@ class ReconciliationRow(SQLModel, table=True):
     unknown: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     repaired: int = 0
     unrepairable: int = 0
+    resendable: int = 0  # lost changes inside the platform's dedupe window
     status: str = Field(max_length=16)  # "ok" or "mismatch"
     checked_at: datetime = _utc()

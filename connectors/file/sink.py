@@ -14,7 +14,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from bridge.domain.delivery import ItemFailure, OutboxItem, TransientDeliveryError
+from bridge.domain.delivery import (
+    ItemFailure,
+    LicenseFacts,
+    OutboxItem,
+    Reason,
+    TransientDeliveryError,
+    forwarded,
+)
+from bridge.domain.model import UsageEntry
 
 
 class FileSinkSettings(BaseModel):
@@ -47,6 +55,10 @@ class FileSink:
         self.name = name
         self.path = path
 
+    def accepts(self, entry: UsageEntry, license: LicenseFacts | None) -> bool:
+        """Every forwarded change: the file keeps them all."""
+        return forwarded(entry)
+
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]:
         lines = "".join(json.dumps(record(i), separators=(",", ":")) + "\n" for i in items)
         try:
@@ -56,5 +68,6 @@ class FileSink:
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:  # disk full, permissions: may heal, so retry
-            raise TransientDeliveryError(f"cannot append to {self.path}: {exc}") from exc
+            message = f"cannot append to {self.path}: {exc}"
+            raise TransientDeliveryError(message, reason=Reason.UNAVAILABLE) from exc
         return ()

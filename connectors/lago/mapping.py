@@ -25,25 +25,27 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.domain.delivery import OutboxItem
+from bridge.domain.delivery import LicenseFacts, OutboxItem, forwarded
+from bridge.domain.model import UsageEntry
 from connectors._template import MappingMissing, render
 from connectors.lago.settings import LagoSinkSettings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def should_send(item: OutboxItem, settings: LagoSinkSettings) -> bool:
-    """False for items the sink skips (counted as delivered): a policy outside ``policies``, a
-    decrement when ``forward_decrements`` is off, or a machine entry of a policy without a
-    cores metric. An item without license facts is sent (and then fails its mapping), since its
-    policy is unknown."""
-    license = item.license
+def accepts(entry: UsageEntry, license: LicenseFacts | None, settings: LagoSinkSettings) -> bool:
+    """False for changes the sink skips (counted as delivered): one not forwarded at all, a
+    policy outside ``policies``, a decrement when ``forward_decrements`` is off, or a machine
+    entry of a policy without a cores metric. A change without license facts is accepted (and
+    then waits for its mapping), since its policy is unknown."""
+    if not forwarded(entry):
+        return False
     policies = settings.policies
     if policies is not None and license is not None and license.policy_id not in policies:
         return False
-    if item.entry.kind.counts_cores:
+    if entry.kind.counts_cores:
         return license is None or _cores_code(license.policy_id, settings) is not None
-    return item.entry.delta >= 0 or settings.forward_decrements
+    return entry.delta >= 0 or settings.forward_decrements
 
 
 def timestamp(occurred_at: datetime) -> str:

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 
-from bridge.domain.delivery import LicenseFacts, OutboxItem
+from bridge.domain.delivery import LicenseFacts
 from bridge.domain.ports import PlatformUnavailable
 from bridge.domain.reconcile import PlatformView
 from connectors._http import read_json
 from connectors._template import MappingMissing, render
-from connectors.lago.mapping import metric_code, should_send
+from connectors.lago.mapping import metric_code
 from connectors.lago.settings import LagoSinkSettings
 
 
@@ -56,9 +56,6 @@ class LagoReader:
     def dedupe_window(self) -> timedelta | None:
         days = self.settings.dedupe_window_days
         return timedelta(days=days) if days is not None else None
-
-    def bills(self, item: OutboxItem) -> bool:
-        return should_send(item, self.settings)
 
     def read(self, license: LicenseFacts, start: datetime, end: datetime) -> PlatformView:
         try:

@@ -16,9 +16,15 @@ So on a 422 the sink drops the duplicates, fails the invalid events one by one
 Any other answer goes through ``connectors._http``: 429 and 5xx are transient (429 waits
 ``X-RateLimit-Reset``), other 4xx permanent; timeouts and connection errors are transient.
 
-Items the settings skip (other policies, decrements when not forwarded) count as delivered
-without a request. Items whose mapping is missing fail with a transient ``MAPPING_MISSING``
-error, so they wait in the outbox until the mapping is added (or the retry horizon passes).
+Items the settings do not accept (other policies, decrements when not forwarded) count as
+delivered without a request. Items whose mapping is missing fail with a transient
+``mapping_missing`` error, so they wait in the outbox until the mapping is added (or the retry
+horizon passes).
+
+Every outcome belongs to the items it is about: an error answered to one request fails that
+request's items only. A permanent error leaves the other requests to be sent; a transient one
+stops the batch, and the requests not sent yet fail with it (the platform asked to wait, or is
+down). Items failed before (a missing mapping, a rejected event) keep their own error.
 """
 
 from __future__ import annotations
@@ -32,14 +38,16 @@ import structlog
 
 from bridge.domain.delivery import (
     ItemFailure,
+    LicenseFacts,
     OutboxItem,
     PermanentDeliveryError,
     TransientDeliveryError,
     mapping_missing,
 )
-from connectors._http import raise_for_delivery, transport_errors
+from bridge.domain.model import UsageEntry
+from connectors._http import one_error_for_all, raise_for_delivery, transport_errors
 from connectors._template import MappingMissing
-from connectors.lago.mapping import event, should_send
+from connectors.lago.mapping import accepts, event
 from connectors.lago.settings import LagoSinkSettings
 
 log = structlog.get_logger(__name__)
@@ -100,11 +108,14 @@ class LagoSink:
         if self._owns_client:
             self.client.close()
 
+    def accepts(self, entry: UsageEntry, license: LicenseFacts | None) -> bool:
+        return accepts(entry, license, self.settings)
+
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]:
         failures: list[ItemFailure] = []
         pending: Pending = []
         for item in items:
-            if not should_send(item, self.settings):
+            if not self.accepts(item.entry, item.license):
                 continue
             try:
                 pending.append((item, event(item, self.settings)))
@@ -116,32 +127,33 @@ class LagoSink:
         size = self.settings.batch_size
         chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
         for n, chunk in enumerate(chunks):
-            try:
-                failures.extend(self._send(chunk))
-            except (TransientDeliveryError, PermanentDeliveryError) as exc:
-                if n == 0:  # nothing sent yet: the whole batch fails as one
-                    raise
-                # earlier chunks are in Lago; this one and the rest fail item by item
+            stopped = self._send(chunk, failures)
+            if stopped is not None:  # the requests not sent yet fail with it
                 failures.extend(
-                    ItemFailure(item.id, exc) for rest in chunks[n:] for item, _ in rest
+                    ItemFailure(item.id, stopped) for rest in chunks[n + 1 :] for item, _ in rest
                 )
                 break
-        return failures
+        return one_error_for_all(items, failures)
 
-    def _send(self, chunk: Pending) -> list[ItemFailure]:
+    def _send(self, chunk: Pending, failures: list[ItemFailure]) -> TransientDeliveryError | None:
         """One chunk until Lago takes it: duplicates dropped as ingested, invalid events failed,
-        the rest resent."""
-        failures: list[ItemFailure] = []
+        the rest resent. An error answer fails what is left of the chunk; a transient one is
+        returned, so that the batch stops."""
         while chunk:
-            with transport_errors(PLATFORM):
-                response = self.client.post(
-                    self.url, json={"events": [e for _, e in chunk]}, headers=self._headers
-                )
-            errors = index_errors(response, len(chunk))
+            try:
+                with transport_errors(PLATFORM):
+                    response = self.client.post(
+                        self.url, json={"events": [e for _, e in chunk]}, headers=self._headers
+                    )
+                errors = index_errors(response, len(chunk))
+                if errors is None:
+                    raise_for_delivery(PLATFORM, response)
+            except (TransientDeliveryError, PermanentDeliveryError) as exc:
+                failures.extend(ItemFailure(item.id, exc) for item, _ in chunk)
+                return exc if isinstance(exc, TransientDeliveryError) else None
             if errors is None:
-                raise_for_delivery(PLATFORM, response)
                 log.debug("lago_batch_accepted", sink=self.name, count=len(chunk))
-                return failures
+                return None
             duplicates = [i for i, value in errors.items() if value == _ALREADY_INGESTED]
             rejected = {i: value for i, value in errors.items() if value != _ALREADY_INGESTED}
             for i, value in rejected.items():
@@ -158,4 +170,4 @@ class LagoSink:
                     resent=len(chunk) - len(errors),
                 )
             chunk = [pair for i, pair in enumerate(chunk) if i not in errors]
-        return failures
+        return None

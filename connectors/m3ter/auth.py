@@ -23,12 +23,13 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
+from bridge.domain.errors import Transient
 from bridge.domain.ports import Clock
 
 log = structlog.get_logger(__name__)
 
 
-class TokenRequestFailed(Exception):
+class TokenRequestFailed(Exception, Transient):
     """The token endpoint did not give a usable token; ``response`` is its answer."""
 
     def __init__(self, message: str, response: httpx.Response) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from bridge.domain.delivery import OutboxItem
-from bridge.domain.model import UsageKind
+from bridge.domain.delivery import LicenseFacts, OutboxItem, forwarded
+from bridge.domain.model import UsageEntry
 from connectors._template import MappingMissing, render
 
 if TYPE_CHECKING:
@@ -26,21 +26,20 @@ if TYPE_CHECKING:
 _ENVELOPE = len(b'{"measurements":[]}')
 
 
-def wanted(item: OutboxItem, settings: M3terSinkSettings) -> bool:
-    """Whether the item is sent at all; an unwanted item counts as delivered."""
-    entry = item.entry
-    if entry.delta == 0 or entry.kind is UsageKind.RESET:
+def accepts(entry: UsageEntry, license: LicenseFacts | None, settings: M3terSinkSettings) -> bool:
+    """Whether the change is sent at all; one not accepted counts as delivered. A change
+    without license facts is accepted (and then waits for its mapping), since its policy is
+    unknown."""
+    if not forwarded(entry):
         return False
     cores = entry.kind.counts_cores
     if entry.delta < 0 and not cores and not settings.forward_decrements:
         return False
-    if settings.policies is None and not cores:
+    if license is None:
         return True
-    if item.license is None:  # the policy is unknown: let the item wait for a mapping
-        raise MappingMissing(f"license {entry.license_id} is gone; its policy is unknown")
-    if settings.policies is not None and item.license.policy_id not in settings.policies:
+    if settings.policies is not None and license.policy_id not in settings.policies:
         return False
-    return not cores or _cores_code(item.license.policy_id, settings) is not None
+    return not cores or _cores_code(license.policy_id, settings) is not None
 
 
 def account_code(item: OutboxItem, template: str) -> str:

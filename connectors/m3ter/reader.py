@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 
-from bridge.domain.delivery import LicenseFacts, OutboxItem
+from bridge.domain.delivery import LicenseFacts
 from bridge.domain.ports import PlatformUnavailable
 from bridge.domain.reconcile import PlatformView
 from connectors._http import read_json
 from connectors._template import MappingMissing, render
 from connectors.m3ter.auth import M3terAuth
-from connectors.m3ter.mapping import policy_meter_code, wanted
+from connectors.m3ter.mapping import policy_meter_code
 from connectors.m3ter.settings import M3terSinkSettings
 
 
@@ -44,12 +44,6 @@ class M3terReader:
     def dedupe_window(self) -> timedelta | None:
         days = self.settings.dedupe_window_days
         return timedelta(days=days) if days is not None else None
-
-    def bills(self, item: OutboxItem) -> bool:
-        try:
-            return wanted(item, self.settings)
-        except MappingMissing:
-            return True  # waiting for its mapping: billable, not yet delivered
 
     def read(self, license: LicenseFacts, start: datetime, end: datetime) -> PlatformView:
         try:

@@ -7,8 +7,12 @@ over-size body with 403, not 413 (reference A.1 "Limits"), so a 403 on a request
 measurements halves it and tries again; a 403 on a single measurement is a real refusal.
 Retries resend the same ``uid`` (the ledger entry id), which m3ter ingests once.
 
-If a request fails after earlier ones were accepted, the accepted items are delivered and the
-rest fail one by one with that request's error; if nothing was accepted the batch fails.
+Every outcome belongs to the items it is about: a request's error fails that request's items.
+A permanent error (a 400, say) leaves the other requests to be sent; a transient one stops the
+batch and the requests not sent yet fail with it (m3ter asked to wait, or is down), and so does
+a 403 on a single measurement that fits the size limit (a refusal of the credentials, about
+every request). Items failed before sending (a missing mapping, too large) keep their own error.
+One error about every item is raised for the whole batch.
 """
 
 from __future__ import annotations
@@ -22,22 +26,20 @@ import structlog
 from bridge.clock import SystemClock
 from bridge.domain.delivery import (
     ItemFailure,
+    LicenseFacts,
     OutboxItem,
     PermanentDeliveryError,
+    Reason,
     TransientDeliveryError,
     mapping_missing,
 )
+from bridge.domain.errors import Transient
+from bridge.domain.model import UsageEntry
 from bridge.domain.ports import Clock
-from connectors._http import raise_for_delivery, transport_errors
+from connectors._http import one_error_for_all, raise_for_delivery, transport_errors
 from connectors._template import MappingMissing
 from connectors.m3ter.auth import M3terAuth, TokenRequestFailed
-from connectors.m3ter.mapping import (
-    body_size,
-    encode,
-    measurement,
-    split,
-    wanted,
-)
+from connectors.m3ter.mapping import accepts, body_size, encode, measurement, split
 from connectors.m3ter.settings import M3terSinkSettings
 
 log = structlog.get_logger(__name__)
@@ -71,13 +73,17 @@ class M3terSink:
         if self._owns_client:
             self.client.close()
 
+    def accepts(self, entry: UsageEntry, license: LicenseFacts | None) -> bool:
+        return accepts(entry, license, self.settings)
+
     def deliver(self, items: Sequence[OutboxItem]) -> Sequence[ItemFailure]:
         failures: list[ItemFailure] = []
         pending: _Pending = []
         for item in items:
+            if not self.accepts(item.entry, item.license):
+                continue
             try:
-                if wanted(item, self.settings):
-                    pending.append((item, measurement(item, self.settings)))
+                pending.append((item, measurement(item, self.settings)))
             except MappingMissing as exc:
                 error = mapping_missing(str(exc))
                 failures.append(ItemFailure(item.id, error))
@@ -87,14 +93,14 @@ class M3terSink:
                 fitting.append((item, m))
                 continue
             refused = PermanentDeliveryError(
-                f"MEASUREMENT_TOO_LARGE: over {self.settings.max_bytes} bytes on its own"
+                f"MEASUREMENT_TOO_LARGE: over {self.settings.max_bytes} bytes on its own",
+                reason=Reason.TOO_LARGE,
             )
             failures.append(ItemFailure(item.id, refused))
         if failures:
             log.warning("m3ter_items_not_sent", sink=self.name, count=len(failures))
 
         queue = self._chunks(fitting)
-        accepted = 0
         while queue:
             chunk = queue.pop(0)
             try:
@@ -105,12 +111,11 @@ class M3terSink:
                 queue[:0] = [chunk[:half], chunk[half:]]
                 continue
             except (TransientDeliveryError, PermanentDeliveryError) as exc:
-                if accepted == 0 and not failures:
-                    raise
-                unsent = [item for c in [chunk, *queue] for item, _m in c]
-                return [*failures, *(ItemFailure(i.id, exc) for i in unsent)]
-            accepted += len(chunk)
-        return failures
+                failures.extend(ItemFailure(i.id, exc) for i, _m in chunk)
+                if isinstance(exc, TransientDeliveryError | _Refused):
+                    failures.extend(ItemFailure(i.id, exc) for c in queue for i, _m in c)
+                    break
+        return one_error_for_all(items, failures)
 
     def _chunks(self, pending: _Pending) -> list[_Pending]:
         """``split`` keeps order and contiguity, so its chunks map back to the items."""
@@ -141,8 +146,18 @@ class M3terSink:
                 raise TransientDeliveryError(str(exc)) from exc  # 2xx without a usable token
         if response.status_code == 403 and len(chunk) > 1:
             raise _OverSize
-        raise_for_delivery("m3ter", response)
+        try:
+            raise_for_delivery("m3ter", response)
+        except PermanentDeliveryError as exc:
+            if response.status_code == 403:
+                raise _Refused(str(exc)) from exc
+            raise
 
 
-class _OverSize(Exception):
+class _OverSize(Exception, Transient):
     """A 403 on a request of several measurements: m3ter's answer to a body too large."""
+
+
+class _Refused(PermanentDeliveryError):
+    """A 403 on a single measurement that fits: m3ter refuses the credentials, for every
+    request."""

@@ -8,25 +8,34 @@ from fastapi import APIRouter, Body, Query, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
-from bridge.api.render import JsonApiResponse, respond
+from bridge.api.parsing import JsonApiRoute
+from bridge.api.render import JsonApiResponse, Rendered, respond
 from bridge.domain.access import LicenseAction
 from bridge.domain.model import License
 from bridge.domain.validation import ValidationResult, ValidationScope
 from bridge.service import licenses as uc
+from bridge.service.auth import IssuedToken
 
-router = APIRouter(tags=["licenses"])
+router = APIRouter(tags=["licenses"], route_class=JsonApiRoute)
 
 
 def _doc(ctx: Ctx, license: License, status: int = 200) -> JsonApiResponse:
     return respond(s.LicenseDocument(data=ctx.render.license(license, ctx.clock.now())), status)
 
 
+def _answer(ctx: Ctx, status: int = 200) -> Rendered[License]:
+    return Rendered(
+        lambda lic: s.LicenseDocument(data=ctx.render.license(lic, ctx.clock.now())), status
+    )
+
+
 @router.post("/licenses", status_code=201, response_model=s.LicenseDocument)
 def create_license(ctx: Ctx, bearer: Bearer, body: s.LicenseCreate) -> JsonApiResponse:
     attrs = body.data.attributes.model_dump(exclude_unset=True)
     policy_id = body.data.relationships.policy.data.id
-    license = uc.create_license(ctx.uows, ctx.clock, bearer, policy_id, attrs)
-    return _doc(ctx, license, 201)
+    answer = _answer(ctx, 201)
+    uc.create_license(ctx.uows, ctx.clock, bearer, policy_id, attrs, answer)
+    return answer.response
 
 
 @router.get("/licenses", response_model=s.LicenseList)
@@ -56,10 +65,12 @@ def update_license(
     ctx: Ctx, bearer: Bearer, license_id: str, body: s.LicenseUpdate
 ) -> JsonApiResponse:
     changes = body.data.attributes.model_dump(exclude_unset=True)
-    return _doc(ctx, uc.update_license(ctx.uows, ctx.clock, bearer, license_id, changes))
+    answer = _answer(ctx)
+    uc.update_license(ctx.uows, ctx.clock, bearer, license_id, changes, answer)
+    return answer.response
 
 
-@router.delete("/licenses/{license_id}", status_code=204, response_class=Response)
+@router.delete("/licenses/{license_id}", status_code=204)
 def delete_license(ctx: Ctx, bearer: Bearer, license_id: str) -> Response:
     uc.delete_license(ctx.uows, ctx.clock, bearer, license_id)
     return Response(status_code=204)
@@ -67,22 +78,29 @@ def delete_license(ctx: Ctx, bearer: Bearer, license_id: str) -> Response:
 
 @router.post("/licenses/{license_id}/tokens", status_code=201, response_model=s.TokenDocument)
 def create_license_token(ctx: Ctx, bearer: Bearer, license_id: str) -> JsonApiResponse:
-    token = uc.create_license_token(ctx.uows, ctx.clock, bearer, license_id)
-    return respond(s.TokenDocument(data=ctx.render.token(token)), 201)
+    answer: Rendered[IssuedToken] = Rendered(
+        lambda t: s.TokenDocument(data=ctx.render.token(t)), 201
+    )
+    uc.create_license_token(ctx.uows, ctx.clock, bearer, license_id, answer)
+    return answer.response
 
 
 @router.post("/licenses/{license_id}/actions/suspend", response_model=s.LicenseDocument)
 def suspend(
     ctx: Ctx, bearer: Bearer, license_id: str, body: Annotated[s.NoParams | None, Body()] = None
 ) -> JsonApiResponse:
-    return _doc(ctx, uc.set_suspended(ctx.uows, ctx.clock, bearer, license_id, True))
+    answer = _answer(ctx)
+    uc.set_suspended(ctx.uows, ctx.clock, bearer, license_id, True, answer)
+    return answer.response
 
 
 @router.post("/licenses/{license_id}/actions/reinstate", response_model=s.LicenseDocument)
 def reinstate(
     ctx: Ctx, bearer: Bearer, license_id: str, body: Annotated[s.NoParams | None, Body()] = None
 ) -> JsonApiResponse:
-    return _doc(ctx, uc.set_suspended(ctx.uows, ctx.clock, bearer, license_id, False))
+    answer = _answer(ctx)
+    uc.set_suspended(ctx.uows, ctx.clock, bearer, license_id, False, answer)
+    return answer.response
 
 
 def _validation_doc(

@@ -8,15 +8,22 @@ from fastapi import APIRouter, Body, Query, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging, RequestId
-from bridge.api.render import JsonApiResponse, respond
+from bridge.api.parsing import JsonApiRoute
+from bridge.api.render import JsonApiResponse, Rendered, respond
 from bridge.domain.model import Machine
 from bridge.service.machines import Activation
 
-router = APIRouter(tags=["machines"])
+router = APIRouter(tags=["machines"], route_class=JsonApiRoute)
 
 
 def _doc(ctx: Ctx, machine: Machine, status: int = 200) -> JsonApiResponse:
     return respond(s.MachineDocument(data=ctx.render.machine(machine, ctx.clock.now())), status)
+
+
+def _answer(ctx: Ctx, status: int = 200) -> Rendered[Machine]:
+    return Rendered(
+        lambda m: s.MachineDocument(data=ctx.render.machine(m, ctx.clock.now())), status
+    )
 
 
 @router.post("/machines", status_code=201, response_model=s.MachineDocument)
@@ -26,8 +33,9 @@ def activate_machine(
     """Activate a machine on a license, within its maxMachines and maxCores."""
     attrs = body.data.attributes.model_dump(exclude_unset=True)
     license_ref = body.data.relationships.license.data.id
-    machine = ctx.machines.activate(bearer, Activation(license_ref, attrs, request_id))
-    return _doc(ctx, machine, 201)
+    answer = _answer(ctx, 201)
+    ctx.machines.activate(bearer, Activation(license_ref, attrs, request_id), answer)
+    return answer.response
 
 
 @router.get("/machines", response_model=s.MachineList)
@@ -57,10 +65,12 @@ def update_machine(
 ) -> JsonApiResponse:
     """Descriptive fields, or ``cores`` (admin and product only; a raise is limit-checked)."""
     changes = body.data.attributes.model_dump(exclude_unset=True)
-    return _doc(ctx, ctx.machines.update(bearer, machine_id, changes, request_id))
+    answer = _answer(ctx)
+    ctx.machines.update(bearer, machine_id, changes, request_id, answer)
+    return answer.response
 
 
-@router.delete("/machines/{machine_id}", status_code=204, response_class=Response)
+@router.delete("/machines/{machine_id}", status_code=204)
 def deactivate_machine(
     ctx: Ctx, bearer: Bearer, request_id: RequestId, machine_id: str
 ) -> Response:
@@ -74,4 +84,6 @@ def ping_machine(
     ctx: Ctx, bearer: Bearer, machine_id: str, body: Annotated[s.NoParams | None, Body()] = None
 ) -> JsonApiResponse:
     """A heartbeat: with a policy heartbeatDuration, the next one is due within it."""
-    return _doc(ctx, ctx.machines.ping(bearer, machine_id))
+    answer = _answer(ctx)
+    ctx.machines.ping(bearer, machine_id, answer)
+    return answer.response

@@ -8,17 +8,19 @@ from fastapi import APIRouter, Body, Query
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.access import require_admin
 from bridge.service import relay
 
-router = APIRouter(tags=["outbox"])
+router = APIRouter(tags=["outbox"], route_class=JsonApiRoute)
 Sink = Annotated[str | None, Query(description="only this sink")]
 
 
 @router.get("/outbox", response_model=s.OutboxStatusList)
 def outbox_status(ctx: Ctx, bearer: Bearer) -> JsonApiResponse:
-    """Per sink and status: how many items, and the oldest one's creation time."""
+    """Per sink and status: how many items, how many for each reason, and the oldest one's
+    creation time."""
     require_admin(bearer)
     rows = relay.outbox_status(ctx.uows)
     data = [
@@ -29,6 +31,7 @@ def outbox_status(ctx: Ctx, bearer: Bearer) -> JsonApiResponse:
                 status=r.status.value,
                 count=r.count,
                 mapping_missing=r.mapping_missing,
+                reasons={reason.value: n for reason, n in sorted(r.reasons.items())},
                 oldest_created=r.oldest_created,
             ),
         )
@@ -48,6 +51,7 @@ def dead_letters(ctx: Ctx, bearer: Bearer, paging: Paging, sink: Sink = None) ->
             attributes=s.DeadLetterAttributes(
                 sink=d.item.sink,
                 attempts=d.item.attempts,
+                reason=d.reason.value if d.reason is not None else None,
                 error=d.error,
                 entry_id=d.item.entry.id,
                 license_id=d.item.entry.license_id,

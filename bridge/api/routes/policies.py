@@ -8,18 +8,21 @@ from fastapi import APIRouter, Query, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
-from bridge.api.render import JsonApiResponse, respond
+from bridge.api.parsing import JsonApiRoute
+from bridge.api.render import JsonApiResponse, Rendered, respond
+from bridge.domain.model import Policy
 from bridge.service import policies as uc
 
-router = APIRouter(tags=["policies"])
+router = APIRouter(tags=["policies"], route_class=JsonApiRoute)
 
 
 @router.post("/policies", status_code=201, response_model=s.PolicyDocument)
 def create_policy(ctx: Ctx, bearer: Bearer, body: s.PolicyCreate) -> JsonApiResponse:
     attrs = body.data.attributes.model_dump(exclude_unset=True)
     product_id = body.data.relationships.product.data.id
-    policy = uc.create_policy(ctx.uows, ctx.clock, bearer, product_id, attrs)
-    return respond(s.PolicyDocument(data=ctx.render.policy(policy)), 201)
+    answer: Rendered[Policy] = Rendered(lambda p: s.PolicyDocument(data=ctx.render.policy(p)), 201)
+    uc.create_policy(ctx.uows, ctx.clock, bearer, product_id, attrs, answer)
+    return answer.response
 
 
 @router.get("/policies", response_model=s.PolicyList)
@@ -46,11 +49,12 @@ def update_policy(
     ctx: Ctx, bearer: Bearer, policy_id: str, body: s.PolicyUpdate
 ) -> JsonApiResponse:
     changes = body.data.attributes.model_dump(exclude_unset=True)
-    policy = uc.update_policy(ctx.uows, ctx.clock, bearer, policy_id, changes)
-    return respond(s.PolicyDocument(data=ctx.render.policy(policy)))
+    answer: Rendered[Policy] = Rendered(lambda p: s.PolicyDocument(data=ctx.render.policy(p)))
+    uc.update_policy(ctx.uows, ctx.clock, bearer, policy_id, changes, answer)
+    return answer.response
 
 
-@router.delete("/policies/{policy_id}", status_code=204, response_class=Response)
+@router.delete("/policies/{policy_id}", status_code=204)
 def delete_policy(ctx: Ctx, bearer: Bearer, policy_id: str) -> Response:
     uc.delete_policy(ctx.uows, bearer, policy_id)
     return Response(status_code=204)

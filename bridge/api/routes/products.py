@@ -6,17 +6,23 @@ from fastapi import APIRouter, Response
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
-from bridge.api.render import JsonApiResponse, respond
+from bridge.api.parsing import JsonApiRoute
+from bridge.api.render import JsonApiResponse, Rendered, respond
+from bridge.domain.model import Product
 from bridge.service import products as uc
+from bridge.service.auth import IssuedToken
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=JsonApiRoute)
 
 
 @router.post("/products", status_code=201, response_model=s.ProductDocument)
 def create_product(ctx: Ctx, bearer: Bearer, body: s.ProductIn) -> JsonApiResponse:
     attrs = body.data.attributes.model_dump(exclude_unset=True)
-    product = uc.create_product(ctx.uows, ctx.clock, bearer, attrs)
-    return respond(s.ProductDocument(data=ctx.render.product(product)), 201)
+    answer: Rendered[Product] = Rendered(
+        lambda p: s.ProductDocument(data=ctx.render.product(p)), 201
+    )
+    uc.create_product(ctx.uows, ctx.clock, bearer, attrs, answer)
+    return answer.response
 
 
 @router.get("/products", response_model=s.ProductList)
@@ -35,11 +41,12 @@ def get_product(ctx: Ctx, bearer: Bearer, product_id: str) -> JsonApiResponse:
 @router.patch("/products/{product_id}", response_model=s.ProductDocument)
 def update_product(ctx: Ctx, bearer: Bearer, product_id: str, body: s.ProductIn) -> JsonApiResponse:
     changes = body.data.attributes.model_dump(exclude_unset=True)
-    product = uc.update_product(ctx.uows, ctx.clock, bearer, product_id, changes)
-    return respond(s.ProductDocument(data=ctx.render.product(product)))
+    answer: Rendered[Product] = Rendered(lambda p: s.ProductDocument(data=ctx.render.product(p)))
+    uc.update_product(ctx.uows, ctx.clock, bearer, product_id, changes, answer)
+    return answer.response
 
 
-@router.delete("/products/{product_id}", status_code=204, response_class=Response)
+@router.delete("/products/{product_id}", status_code=204)
 def delete_product(ctx: Ctx, bearer: Bearer, product_id: str) -> Response:
     uc.delete_product(ctx.uows, bearer, product_id)
     return Response(status_code=204)
@@ -47,5 +54,8 @@ def delete_product(ctx: Ctx, bearer: Bearer, product_id: str) -> Response:
 
 @router.post("/products/{product_id}/tokens", status_code=201, response_model=s.TokenDocument)
 def create_product_token(ctx: Ctx, bearer: Bearer, product_id: str) -> JsonApiResponse:
-    token = uc.create_product_token(ctx.uows, ctx.clock, bearer, product_id)
-    return respond(s.TokenDocument(data=ctx.render.token(token)), 201)
+    answer: Rendered[IssuedToken] = Rendered(
+        lambda t: s.TokenDocument(data=ctx.render.token(t)), 201
+    )
+    uc.create_product_token(ctx.uows, ctx.clock, bearer, product_id, answer)
+    return answer.response

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.access import require_admin
 from bridge.domain.reconcile import Reconciliation, Window
 from bridge.service.reconcile import reconciliation_report
 
-router = APIRouter(tags=["reconciliations"])
+router = APIRouter(tags=["reconciliations"], route_class=JsonApiRoute)
 
 
 @router.get("/reconciliations", response_model=s.ReconciliationList)
@@ -56,6 +57,7 @@ def _resource(r: Reconciliation) -> s.ReconciliationResource:
             unknown=list(r.unknown),
             repaired=r.repaired,
             unrepairable=r.unrepairable,
+            resendable=r.resendable,
             checked_at=r.checked_at,
         ),
     )

@@ -8,23 +8,30 @@ from fastapi import APIRouter, Body
 
 from bridge.api import schemas as s
 from bridge.api.deps import Bearer, Ctx, Paging, Usage, UsageCall
+from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, respond
 from bridge.domain.model import UsageKind
-from bridge.service.usage import UsageChange, usage_history
+from bridge.service.usage import UsageChange, UsageOutcome, usage_history
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(tags=["usage"], route_class=JsonApiRoute)
 
 
 async def _apply(call: UsageCall, kind: UsageKind, license_id: str, amount: int) -> JsonApiResponse:
     ctx = call.ctx
     change = UsageChange(license_id, kind, amount, call.idempotency_key, call.request_id)
-    outcome = await ctx.usage.apply(call.principal, change)
-    doc = s.LicenseDocument(data=ctx.render.license(outcome.license, ctx.clock.now()))
-    response = respond(doc)
-    response.headers["Usage-Entry-Id"] = outcome.entry_id
-    if outcome.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    rendered: list[JsonApiResponse] = []
+
+    def answer(outcome: UsageOutcome) -> None:
+        # Called inside the change's transaction, before its commit (see ``Rendered``).
+        doc = s.LicenseDocument(data=ctx.render.license(outcome.license, ctx.clock.now()))
+        response = respond(doc)
+        response.headers["Usage-Entry-Id"] = outcome.entry_id
+        if outcome.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        rendered[:] = [response]
+
+    await ctx.usage.apply(call.principal, change, answer)
+    return rendered[0]
 
 
 @router.post("/licenses/{license_id}/actions/increment-usage", response_model=s.LicenseDocument)

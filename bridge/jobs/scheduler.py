@@ -18,7 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bridge.service.jobs import Jobs
+from bridge.jobs.jobs import Jobs
 from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -26,12 +26,13 @@ log = structlog.get_logger(__name__)
 
 def _logged(name: str, job: Callable[[], Any]) -> Callable[[], None]:
     def run() -> None:
-        try:
-            result = job()
-        except Exception:  # a failed run is logged and retried at the next trigger
-            log.exception("job.failed", job=name)
-            return
-        log.debug("job.done", job=name, result=result)
+        with structlog.contextvars.bound_contextvars(job=name):  # on every line of the run
+            try:
+                result = job()
+            except Exception:  # a failed run is logged and retried at the next trigger
+                log.exception("job_failed")
+                return
+            log.debug("job_finished", result=result)
 
     return run
 

@@ -93,6 +93,6 @@ class Jobs:
     def _exclusive(self, name: str, job: Callable[[], T]) -> T | None:
         with self._locks(name) as mine:
             if not mine:
-                log.info("job.skipped", job=name, reason="another replica is running it")
+                log.info("job_skipped", job=name, reason="another replica is running it")
                 return None
             return job()
