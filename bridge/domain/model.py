@@ -156,6 +156,9 @@ class License:
     max_cores_override: int | None = None
     policy_max_machines: int | None = None
     policy_max_cores: int | None = None
+    # The policy's machine terms, which the license's document shows (Keygen's strict/floating).
+    policy_strict: bool = False
+    policy_floating: bool = False
 
     @property
     def max_uses(self) -> int | None:
@@ -232,6 +235,9 @@ class Machine:
     updated: datetime
     last_heartbeat: datetime | None = None
     next_heartbeat: datetime | None = None  # past it, the reaper deactivates the machine
+    # Read with the machine for its document: its license's product and policy heartbeat terms.
+    product_id: str | None = None
+    policy_heartbeat_duration: int | None = None
 
     def replace(self, **changes: Any) -> Machine:
         return dataclasses.replace(self, **changes)

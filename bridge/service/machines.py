@@ -104,6 +104,7 @@ class MachineService:
                     updated=now,
                 )
                 uow.machines.add(machine)
+                machine = uow.machines.get(machine.id) or machine  # with its policy's terms
                 change = CoreChange(
                     license.id,
                     machine.id,

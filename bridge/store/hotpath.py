@@ -39,7 +39,7 @@ FIND_COLUMNS = """
        CASE WHEN p.expiration_basis = 'FROM_FIRST_USE' THEN p.duration END,
        l.max_machines_override, l.max_cores_override, p.max_machines, p.max_cores,
        l.usage_period, p.usage_period, l.period_anchor, l.period_start, l.period_end,
-       l.period_open_uses
+       l.period_open_uses, p.strict, p.floating
 """
 _FIND = f"""
 SELECT {FIND_COLUMNS}
@@ -194,6 +194,8 @@ class HotPath:
             period_start=self.read_ts(row[22]),
             period_end=self.read_ts(row[23]),
             period_open_uses=row[24],
+            policy_strict=bool(row[25]),
+            policy_floating=bool(row[26]),
         )
 
     def try_add_uses(self, cursor: Any, license_id: str, delta: int, now: datetime) -> int | None:

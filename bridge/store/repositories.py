@@ -219,6 +219,8 @@ _license_columns = (
         else_=None,
     ).label("policy_first_use_duration"),
     policies.c.usage_period.label("policy_usage_period"),
+    policies.c.strict.label("policy_strict"),
+    policies.c.floating.label("policy_floating"),
 )
 _license_select = select(*_license_columns).join(policies, policies.c.id == licenses.c.policy_id)
 
@@ -250,6 +252,8 @@ def _license(row: RowMapping) -> License:
         max_cores_override=row["max_cores_override"],
         policy_max_machines=row["policy_max_machines"],
         policy_max_cores=row["policy_max_cores"],
+        policy_strict=bool(row["policy_strict"]),
+        policy_floating=bool(row["policy_floating"]),
     )
 
 
@@ -336,6 +340,17 @@ class SqlLicenses:
 
 
 # Machines -----------------------------------------------------------------------------------
+# A machine is read with its license's product and policy terms, which its document shows.
+_machine_source = machines.join(licenses, licenses.c.id == machines.c.license_id).join(
+    policies, policies.c.id == licenses.c.policy_id
+)
+_machine_select = select(
+    *machines.c,
+    policies.c.product_id,
+    policies.c.heartbeat_duration.label("policy_heartbeat_duration"),
+).select_from(_machine_source)
+
+
 def _machine(row: RowMapping) -> Machine:
     return Machine(
         id=row["id"],
@@ -350,6 +365,8 @@ def _machine(row: RowMapping) -> Machine:
         updated=row["updated"],
         last_heartbeat=row["last_heartbeat"],
         next_heartbeat=row["next_heartbeat"],
+        product_id=row["product_id"],
+        policy_heartbeat_duration=row["policy_heartbeat_duration"],
     )
 
 
@@ -378,7 +395,7 @@ class SqlMachines:
         self._conn.execute(insert(machines).values(_machine_values(machine)))
 
     def get(self, machine_id: str) -> Machine | None:
-        query = select(machines).where(machines.c.id == machine_id)
+        query = _machine_select.where(machines.c.id == machine_id)
         found = self._conn.execute(query).mappings().first()
         return _machine(found) if found else None
 
@@ -387,7 +404,7 @@ class SqlMachines:
         return bool(self._conn.execute(select(exists().where(where))).scalar_one())
 
     def of_license(self, license_id: str) -> list[Machine]:
-        query = select(machines).where(machines.c.license_id == license_id)
+        query = _machine_select.where(machines.c.license_id == license_id)
         rows = self._conn.execute(query.order_by(machines.c.created)).mappings()
         return [_machine(r) for r in rows]
 
@@ -407,8 +424,7 @@ class SqlMachines:
 
     def dead(self, now: datetime, limit: int) -> list[Machine]:
         query = (
-            select(machines)
-            .where(machines.c.next_heartbeat < now)
+            _machine_select.where(machines.c.next_heartbeat < now)
             .order_by(machines.c.next_heartbeat, machines.c.id)
             .limit(limit)
         )
@@ -417,21 +433,14 @@ class SqlMachines:
     def list(
         self, *, offset: int, limit: int, license_id: str | None, product_id: str | None
     ) -> tuple[list[Machine], int]:
-        source = machines.join(licenses, licenses.c.id == machines.c.license_id).join(
-            policies, policies.c.id == licenses.c.policy_id
-        )
+        source = _machine_source
         conditions = []
         if license_id is not None:
             conditions.append(machines.c.license_id == license_id)
         if product_id is not None:
             conditions.append(policies.c.product_id == product_id)
         where = and_(literal(True), *conditions)
-        query = (
-            select(machines)
-            .select_from(source)
-            .where(where)
-            .order_by(machines.c.created, machines.c.id)
-        )
+        query = _machine_select.where(where).order_by(machines.c.created, machines.c.id)
         rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
         count = select(func.count()).select_from(source).where(where)
         return [_machine(r) for r in rows], self._conn.execute(count).scalar_one()
