@@ -215,25 +215,45 @@ class MachineService:
         return reaped
 
     # Reads ------------------------------------------------------------------------------------
-    def get(self, principal: Principal, machine_id: str) -> Machine:
+    def get(self, principal: Principal, machine_id: str, license_ref: str | None = None) -> Machine:
+        """The machine by id or fingerprint (Keygen's alias), within ``license_ref`` if given."""
         with self._uows() as uow:
-            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ)
+            license_id = None
+            if license_ref is not None:
+                license = uow.licenses.find(license_ref)
+                if license is None or not can_see_license(principal, license):
+                    raise NotFound.resource("license", license_ref)
+                license_id = license.id
+            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ, license_id)
         return machine
 
     def list(
-        self, principal: Principal, page: PageRequest, license_ref: str | None
+        self,
+        principal: Principal,
+        page: PageRequest,
+        license_ref: str | None,
+        *,
+        strict_license: bool = False,
+        fingerprint: str | None = None,
     ) -> Page[Machine]:
-        """Every machine the bearer can see, or one license's (``?license=`` id or key)."""
+        """Every machine the bearer can see, or one license's (``?license=`` id or key; with
+        ``strict_license``, as ``/licenses/{id}/machines``, a license out of scope is 404)."""
         product_id = principal.id if principal.role is Role.PRODUCT else None
         license_id = principal.id if principal.role is Role.LICENSE else None
         with self._uows() as uow:
             if license_ref is not None:
                 license = uow.licenses.find(license_ref)
-                if license is None or (license_id is not None and license.id != license_id):
+                if license is None or not can_see_license(principal, license):
+                    if strict_license:
+                        raise NotFound.resource("license", license_ref)
                     return Page([], 0, page)
                 license_id = license.id
             items, total = uow.machines.list(
-                offset=page.offset, limit=page.size, license_id=license_id, product_id=product_id
+                offset=page.offset,
+                limit=page.size,
+                license_id=license_id,
+                product_id=product_id,
+                fingerprint=fingerprint,
             )
         return Page(items, total, page)
 
@@ -249,24 +269,39 @@ class MachineService:
         return license
 
     def _visible(
-        self, uow: UnitOfWork, principal: Principal, machine_id: str, action: MachineAction
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        machine_ref: str,
+        action: MachineAction,
+        license_id: str | None = None,
     ) -> tuple[Machine, License]:
-        machine = uow.machines.get(machine_id)
+        """The machine by id, else by fingerprint among the machines the bearer can see (Keygen's
+        ``FindByAliasService ... aliases: :fingerprint``), within ``license_id`` if given."""
+        machine = uow.machines.get(machine_ref)
+        if machine is not None and license_id is not None and machine.license_id != license_id:
+            machine = None
+        if machine is None:
+            machine = uow.machines.with_fingerprint(
+                machine_ref,
+                license_id=principal.id if principal.role is Role.LICENSE else license_id,
+                product_id=principal.id if principal.role is Role.PRODUCT else None,
+            )
         license = uow.licenses.get(machine.license_id) if machine is not None else None
         if machine is None or license is None:
-            raise NotFound.resource("machine", machine_id)
-        authorize_machine(principal, license, action, machine_id)
+            raise NotFound.resource("machine", machine_ref)
+        authorize_machine(principal, license, action, machine_ref)
         return machine, license
 
     def _locked_machine(
-        self, uow: UnitOfWork, principal: Principal, machine_id: str, action: MachineAction
+        self, uow: UnitOfWork, principal: Principal, machine_ref: str, action: MachineAction
     ) -> tuple[Machine, License]:
         """The machine, read again once its license is held (it may have changed meanwhile)."""
-        _, license = self._visible(uow, principal, machine_id, action)
+        found, license = self._visible(uow, principal, machine_ref, action)
         uow.licenses.lock(license.id)
-        machine = uow.machines.get(machine_id)
+        machine = uow.machines.get(found.id)
         if machine is None:
-            raise NotFound.resource("machine", machine_id)
+            raise NotFound.resource("machine", machine_ref)
         return machine, license
 
     def _remove(

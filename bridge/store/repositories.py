@@ -403,6 +403,18 @@ class SqlMachines:
         where = and_(machines.c.license_id == license_id, machines.c.fingerprint == fingerprint)
         return bool(self._conn.execute(select(exists().where(where))).scalar_one())
 
+    def with_fingerprint(
+        self, fingerprint: str, *, license_id: str | None, product_id: str | None
+    ) -> Machine | None:
+        query = _machine_select.where(machines.c.fingerprint == fingerprint)
+        if license_id is not None:
+            query = query.where(machines.c.license_id == license_id)
+        if product_id is not None:
+            query = query.where(policies.c.product_id == product_id)
+        query = query.order_by(machines.c.created, machines.c.id).limit(1)
+        found = self._conn.execute(query).mappings().first()
+        return _machine(found) if found else None
+
     def of_license(self, license_id: str) -> list[Machine]:
         query = _machine_select.where(machines.c.license_id == license_id)
         rows = self._conn.execute(query.order_by(machines.c.created)).mappings()
@@ -431,7 +443,13 @@ class SqlMachines:
         return [_machine(r) for r in self._conn.execute(query).mappings()]
 
     def list(
-        self, *, offset: int, limit: int, license_id: str | None, product_id: str | None
+        self,
+        *,
+        offset: int,
+        limit: int,
+        license_id: str | None,
+        product_id: str | None,
+        fingerprint: str | None = None,
     ) -> tuple[list[Machine], int]:
         source = _machine_source
         conditions = []
@@ -439,6 +457,8 @@ class SqlMachines:
             conditions.append(machines.c.license_id == license_id)
         if product_id is not None:
             conditions.append(policies.c.product_id == product_id)
+        if fingerprint is not None:
+            conditions.append(machines.c.fingerprint == fingerprint)
         where = and_(literal(True), *conditions)
         query = _machine_select.where(where).order_by(machines.c.created, machines.c.id)
         rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
