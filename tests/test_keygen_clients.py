@@ -154,14 +154,15 @@ def test_the_client_really_verifies_signatures(served: Served, product: str) -> 
 
 
 def test_a_suspended_license(served: Served, product: str) -> None:
-    """A suspended license validates as SUSPENDED, which the client raises as LicenseSuspended."""
+    """A suspended license's key is refused at ``GET /me`` with 403 LICENSE_SUSPENDED (Keygen's
+    authentication), which the client raises as LicenseSuspended."""
     license = new_license(served, product, "DESK-SUSP-0001")
     with served.admin() as admin:
         suspend = admin.post(f"/v1/licenses/{license['id']}/actions/suspend")
         assert suspend.status_code == 200
     results = client(served, product, "DESK-SUSP-0001", [{"op": "validate", "fingerprints": []}])
     assert results == [
-        {"op": "validate", "ok": False, "error": "LicenseSuspended", "code": "SUSPENDED"}
+        {"op": "validate", "ok": False, "error": "LicenseSuspended", "code": "LICENSE_SUSPENDED"}
     ]
 
 

@@ -24,7 +24,10 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   └── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
+    │   └── LicenseInvalid              LICENSE_INVALID          (``License <key>``: no such key)
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
+    │   ├── LicenseSuspended            LICENSE_SUSPENDED        (``License <key>`` of a suspended)
+    │   └── LicenseExpired              LICENSE_EXPIRED          (... expired, REVOKE_ACCESS)
     ├── NotFound (404)                  NOT_FOUND
     │   └── RouteNotFound               ROUTE_NOT_FOUND
     ├── MethodNotAllowed (405)          METHOD_NOT_ALLOWED
@@ -184,11 +187,32 @@ class TokenInvalid(BridgeError, Terminal):
     default_detail = "Token format is invalid or the token does not exist"
 
 
+class LicenseInvalid(TokenInvalid):
+    """``License <key>`` with no such key (Keygen's detail is its generic one)."""
+
+    code = "LICENSE_INVALID"
+    default_detail = "You must be authenticated to complete the request"
+
+
 class AccessDenied(BridgeError, Terminal):
     status = 403
     title = "Access denied"
     code = "ACCESS_DENIED"
     default_detail = "You do not have permission to complete the request"
+
+
+class LicenseSuspended(AccessDenied):
+    """``License <key>`` of a suspended license: Keygen refuses the bearer on every route."""
+
+    code = "LICENSE_SUSPENDED"
+    default_detail = "License is suspended"
+
+
+class LicenseExpired(AccessDenied):
+    """``License <key>`` of an expired license whose policy revokes access (REVOKE_ACCESS)."""
+
+    code = "LICENSE_EXPIRED"
+    default_detail = "License is expired"
 
 
 class NotFound(BridgeError, Terminal):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.domain.access import Principal, Role
-from bridge.domain.errors import TokenInvalid, TokenMissing
+from bridge.domain.errors import LicenseInvalid, LicenseSuspended, TokenInvalid, TokenMissing
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import new_id
 
@@ -73,7 +73,10 @@ class Authenticator:
         with self._uows() as uow:
             license = uow.licenses.find(key)
         if license is None or license.key != key:
-            raise TokenInvalid("License key is invalid")
+            raise LicenseInvalid
+        # Keygen's http_license_authenticator: a suspended license is refused on every route.
+        if license.suspended:
+            raise LicenseSuspended
         return Principal(Role.LICENSE, license.id)
 
 
