@@ -224,9 +224,19 @@ class NoParams(Strict):
 
 
 class ScopeIn(Strict):
+    """Every scope key Keygen's validate actions take (``environment`` is Keygen EE's)."""
+
     product: str | None = None
     policy: str | None = None
+    user: str | None = None
+    machine: str | None = None
     fingerprint: str | None = None
+    fingerprints: list[str] | None = None
+    components: list[str] | None = None
+    entitlements: list[str] | None = None
+    checksum: str | None = None
+    version: str | None = None
+    environment: str | None = None
 
 
 class ValidateMeta(Strict):
@@ -541,7 +551,7 @@ class ValidationMetaOut(Out):
     code: str
     detail: str
     nonce: int | None = None
-    scope: dict[str, str] | None = None
+    scope: dict[str, str | list[str] | None] | None = None
 
 
 class ValidationDocument(Out):
