@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from bridge.bootstrap import Container, build
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.service import licenses, policies, products
 from bridge.settings import load_settings
 from connectors.memory import InMemorySink
@@ -62,12 +63,13 @@ def seed(container: Container, n_licenses: int, *, max_uses: int | None = None) 
     """One product, one policy (no ``maxUses`` unless given) and ``n_licenses`` licenses,
     created through the bridge's use cases. Returns the license ids."""
     uows, clock = container.uows, container.clock
-    product = products.create_product(uows, clock, ADMIN, {"name": "Bench"})
+    product = products.create_product(uows, clock, ADMIN, NewProduct(name="Bench"))
     policy = policies.create_policy(
-        uows, clock, ADMIN, product.id, {"name": "Metered", "max_uses": max_uses}
+        uows, clock, ADMIN, NewPolicy(product.id, name="Metered", max_uses=max_uses)
     )
     return [
-        licenses.create_license(uows, clock, ADMIN, policy.id, {}).id for _ in range(n_licenses)
+        licenses.create_license(uows, clock, ADMIN, NewLicense(policy.id)).id
+        for _ in range(n_licenses)
     ]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import _setup as s
 import httpx
 
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.logging import configure
 from bridge.service import licenses, policies, products
@@ -61,10 +62,14 @@ def percentile(values: list[float], q: float) -> float:
 def bench(rate: float, seconds: float, idle: float) -> None:
     with s.scratch_dir() as folder:
         store = s.container_for(s.sqlite_url(folder / "lag.db"))
-        product = products.create_product(store.uows, store.clock, s.ADMIN, {"name": "p"})
-        policy = policies.create_policy(store.uows, store.clock, s.ADMIN, product.id, {"name": "p"})
+        product = products.create_product(store.uows, store.clock, s.ADMIN, NewProduct(name="p"))
+        policy = policies.create_policy(
+            store.uows, store.clock, s.ADMIN, NewPolicy(product.id, name="p")
+        )
         attrs: dict[str, Any] = {"metadata": {"lago_subscription_id": "sub_1"}}
-        lic = licenses.create_license(store.uows, store.clock, s.ADMIN, policy.id, attrs)
+        lic = licenses.create_license(
+            store.uows, store.clock, s.ADMIN, NewLicense(policy.id, **attrs)
+        )
         usage = UsageService(store.usage_uows, store.clock, ["lago"])
         writer = BatchWriter(store.usage_uows, usage)
         lago = TimedLago()

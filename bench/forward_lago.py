@@ -29,6 +29,7 @@ from pathlib import Path
 import _setup as s
 import httpx
 
+from bridge.domain.commands import NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.logging import configure
 from bridge.service import licenses, policies, products
@@ -69,8 +70,10 @@ def bench(events: int, batch: int, licenses_n: int, http: bool) -> None:
     with s.scratch_dir() as folder:
         container = s.container_for(s.sqlite_url(folder / "forward.db"))
         store = container
-        product = products.create_product(store.uows, store.clock, s.ADMIN, {"name": "p"})
-        policy = policies.create_policy(store.uows, store.clock, s.ADMIN, product.id, {"name": "p"})
+        product = products.create_product(store.uows, store.clock, s.ADMIN, NewProduct(name="p"))
+        policy = policies.create_policy(
+            store.uows, store.clock, s.ADMIN, NewPolicy(product.id, name="p")
+        )
         ids = [
             licenses.create_license(
                 store.uows,

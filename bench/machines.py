@@ -33,6 +33,7 @@ from pathlib import Path
 import _setup as s
 import http_api
 
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.service import licenses, policies, products
 
 HOST = http_api.HOST
@@ -46,10 +47,13 @@ def seed(db: Path, count: int) -> list[str]:
     """One floating policy without limits and ``count`` licenses, through the use cases."""
     container = s.container_for(s.sqlite_url(db))
     uows, clock = container.uows, container.clock
-    product = products.create_product(uows, clock, s.ADMIN, {"name": "Bench"})
+    product = products.create_product(uows, clock, s.ADMIN, NewProduct(name="Bench"))
     attrs = {"name": "Floating", "floating": True}
-    policy = policies.create_policy(uows, clock, s.ADMIN, product.id, attrs)
-    ids = [licenses.create_license(uows, clock, s.ADMIN, policy.id, {}).id for _ in range(count)]
+    policy = policies.create_policy(uows, clock, s.ADMIN, NewPolicy(product.id, **attrs))
+    ids = [
+        licenses.create_license(uows, clock, s.ADMIN, NewLicense(policy.id)).id
+        for _ in range(count)
+    ]
     container.dispose()
     return ids
 

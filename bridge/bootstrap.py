@@ -14,7 +14,7 @@ from bridge.api.render import Renderer
 from bridge.api.signing import Signing
 from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
-from bridge.domain.ports import Clock, PlatformReader, Sink
+from bridge.domain.ports import Clock, PlatformReader, Sink, UsageUnitOfWorkFactory
 from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
@@ -28,7 +28,6 @@ from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
-from bridge.store.usage_uow import UsageUnitOfWorkFactory
 from connectors.file import FileSink
 from connectors.lago import LagoSink
 from connectors.lago.reader import LagoReader
@@ -41,10 +40,14 @@ class Container:
     settings: Settings
     engine: Engine
     uows: SqlUnitOfWorkFactory
-    usage_uows: UsageUnitOfWorkFactory
     clock: Clock
     sinks: tuple[Sink, ...] = field(default=())
     readers: dict[str, PlatformReader] = field(default_factory=dict)
+
+    @property
+    def usage_uows(self) -> UsageUnitOfWorkFactory:
+        """The same units of work, seen through the usage path's narrower Protocol."""
+        return self.uows.usage
 
     def usage(self) -> UsageService:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
@@ -114,7 +117,6 @@ def build(settings: Settings, clock: Clock | None = None) -> Container:
         settings,
         engine,
         SqlUnitOfWorkFactory(engine),
-        UsageUnitOfWorkFactory(engine),
         clock,
         sinks,
         readers,

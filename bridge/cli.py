@@ -31,12 +31,12 @@ from bridge.cli_support import (
     show,
 )
 from bridge.domain.access import LicenseAction
-from bridge.domain.model import UsageKind
+from bridge.domain.commands import NewLicense, NewMachine, NewPolicy, NewProduct
+from bridge.domain.model import ExpirationBasis, UsageKind
 from bridge.keys import SigningKeyInvalid, ensure_key
 from bridge.service import licenses, policies, products
 from bridge.service.auth import ensure_admin_token
 from bridge.service.common import PageRequest
-from bridge.service.machines import Activation
 from bridge.service.relay import dead_letters, outbox_status, retry_dead_letters
 from bridge.service.usage import UsageChange, usage_history
 
@@ -282,7 +282,7 @@ def product_create(
     as_json: JsonOpt = False,
 ) -> None:
     with _container(config) as c:
-        product = products.create_product(c.uows, c.clock, ADMIN, {"name": name})
+        product = products.create_product(c.uows, c.clock, ADMIN, NewProduct(name=name))
     _show([product], ["id", "name", "created"], as_json, "Product", one=True)
 
 
@@ -317,19 +317,28 @@ def policy_create(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    attrs: dict[str, Any] = {"name": name, "max_uses": max_uses, "duration": duration}
-    attrs |= {"floating": floating, "max_machines": max_machines, "max_cores": max_cores}
-    if first_use:
-        attrs["expiration_basis"] = "FROM_FIRST_USE"
-    if period is not None:
-        attrs["usage_period"] = {
-            "interval": period,
-            "count": period_count,
-            "anchor": period_anchor,
-            "timezone": period_timezone,
-        }
+    command = NewPolicy(
+        product_id=product,
+        name=name,
+        max_uses=max_uses,
+        duration=duration,
+        floating=floating,
+        max_machines=max_machines,
+        max_cores=max_cores,
+        expiration_basis=ExpirationBasis.FROM_FIRST_USE if first_use else None,
+        usage_period=(
+            {
+                "interval": period,
+                "count": period_count,
+                "anchor": period_anchor,
+                "timezone": period_timezone,
+            }
+            if period is not None
+            else None
+        ),
+    )
     with _container(config) as c:
-        policy = policies.create_policy(c.uows, c.clock, ADMIN, product, attrs)
+        policy = policies.create_policy(c.uows, c.clock, ADMIN, command)
     _show([policy], _POLICY_COLUMNS, as_json, "Policy", one=True)
 
 
@@ -341,7 +350,7 @@ def policy_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _license_row(lic: Any) -> dict[str, Any]:
-    return {**_record(lic), "max_uses": lic.max_uses}
+    return {**_record(lic), "max_uses": lic.terms.max_uses}
 
 
 _LICENSE_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended"]
@@ -356,9 +365,12 @@ def license_create(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    attrs = {k: v for k, v in {"key": key, "max_uses": max_uses, "name": name}.items() if v}
+    # An empty option is not sent (the key is generated, the policy's maxUses applies).
+    command = NewLicense(
+        policy_id=policy, key=key or None, max_uses=max_uses or None, name=name or None
+    )
     with _container(config) as c:
-        lic = licenses.create_license(c.uows, c.clock, ADMIN, policy, attrs)
+        lic = licenses.create_license(c.uows, c.clock, ADMIN, command)
     _show([_license_row(lic)], _LICENSE_COLUMNS, as_json, "License", one=True)
 
 
@@ -462,10 +474,16 @@ def machine_activate(
     as_json: JsonOpt = False,
 ) -> None:
     """Activate a machine on a license, within its machine and core limits."""
-    attrs = {"fingerprint": fingerprint, "cores": cores, "name": name}
-    attrs |= {"platform": platform, "hostname": hostname}
+    command = NewMachine(
+        license_ref=license,
+        fingerprint=fingerprint,
+        cores=cores,
+        name=name,
+        platform=platform,
+        hostname=hostname,
+    )
     with _container(config) as c:
-        machine = c.machines().activate(ADMIN, Activation(license, attrs))
+        machine = c.machines().activate(ADMIN, command)
     _show([machine], _MACHINE_COLUMNS, as_json, "Machine", one=True)
 
 

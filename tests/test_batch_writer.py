@@ -11,12 +11,13 @@ import pytest
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import UsesLimitExceeded
 from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
-from bridge.store.usage_uow import UsageUnitOfWork
+from bridge.store.uow import SqlUnitOfWork
 
 ADMIN = Principal(Role.ADMIN, "test")
 DEADLINE_S = 10.0
@@ -31,7 +32,7 @@ class GatedUnitsOfWork:
         self.gate = threading.Event()
         self.opened = 0
 
-    def __call__(self) -> UsageUnitOfWork:
+    def __call__(self) -> SqlUnitOfWork:
         self.opened += 1
         if self.opened == 1:
             assert self.gate.wait(DEADLINE_S)
@@ -46,11 +47,11 @@ def wait_for(condition: Callable[[], bool]) -> None:
 
 
 def setup_license(container: Container, max_uses: int) -> str:
-    product = products.create_product(container.uows, container.clock, ADMIN, {"name": "p"})
+    product = products.create_product(container.uows, container.clock, ADMIN, NewProduct(name="p"))
     policy = policies.create_policy(
-        container.uows, container.clock, ADMIN, product.id, {"name": "p", "max_uses": max_uses}
+        container.uows, container.clock, ADMIN, NewPolicy(product.id, name="p", max_uses=max_uses)
     )
-    return licenses.create_license(container.uows, container.clock, ADMIN, policy.id, {}).id
+    return licenses.create_license(container.uows, container.clock, ADMIN, NewLicense(policy.id)).id
 
 
 def run_queued(
@@ -113,16 +114,16 @@ def test_a_failed_commit_fails_every_change_of_the_batch(
 ) -> None:
     """When a batch cannot commit, no caller is told its change was accepted."""
     license_id = setup_license(container, max_uses=10)
-    original = UsageUnitOfWork.commit
+    original = SqlUnitOfWork.commit
     calls = {"n": 0}
 
-    def failing_commit(self: UsageUnitOfWork) -> None:
+    def failing_commit(self: SqlUnitOfWork) -> None:
         calls["n"] += 1
         if calls["n"] == 2:  # the batch of queued changes
             raise OSError("disk full")
         original(self)
 
-    monkeypatch.setattr(UsageUnitOfWork, "commit", failing_commit)
+    monkeypatch.setattr(SqlUnitOfWork, "commit", failing_commit)
     changes = [UsageChange(license_id, UsageKind.INCREMENT, 1) for _ in range(4)]
     _, futures = run_queued(container, changes)
 

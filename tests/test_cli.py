@@ -217,3 +217,20 @@ def test_machine_commands(run: Any) -> None:
     assert first["id"] in run("machine", "deactivate", first["id"]).output
     assert [m["fingerprint"] for m in _json(run("machine", "list", "--json"))] == ["b"]
     assert "deactivated 0 dead machines" in run("machine", "reap").output
+
+
+def test_create_commands_take_the_api_rules(run: Any) -> None:
+    """The CLI's typed commands are checked as the API's are: a usage period and a license's
+    maxUses override apply, and a bad rule or key fails with its stable code."""
+    product = _json(run("product", "create", "--name", "App", "--json"))["id"]
+    bad = ("--period", "fortnight")
+    failed = run("policy", "create", "--product", product, "--name", "P", *bad, code=1)
+    assert "USAGE_PERIOD_INVALID" in failed.output
+    monthly = ("--period", "month", "--period-timezone", "Europe/Paris", "--max-uses", "9")
+    policy = _json(run("policy", "create", "--product", product, "--name", "P", *monthly, "--json"))
+    lic = _json(run("license", "create", "--policy", policy["id"], "--max-uses", "3", "--json"))
+    assert lic["max_uses"] == 3
+    assert (
+        "KEY_INVALID"
+        in run("license", "create", "--policy", policy["id"], "--key", "x", code=1).output
+    )

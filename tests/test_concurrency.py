@@ -25,6 +25,7 @@ from sqlalchemy import text
 
 from bridge.bootstrap import Container, build
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import UsesInvalid, UsesLimitExceeded
 from bridge.domain.model import UsageEntry, UsageKind
 from bridge.service.licenses import create_license
@@ -53,11 +54,11 @@ def store(db_url: str, clock: FakeClock) -> Iterator[Container]:
 def metered_license(container: Container, max_uses: int | None, *, uses: int = 0) -> str:
     """A new license whose policy has ``max_uses``, already counting ``uses``."""
     uows, clock = container.uows, container.clock
-    product = create_product(uows, clock, ADMIN, {"name": "App"})
+    product = create_product(uows, clock, ADMIN, NewProduct(name="App"))
     policy = create_policy(
-        uows, clock, ADMIN, product.id, {"name": "Metered", "max_uses": max_uses}
+        uows, clock, ADMIN, NewPolicy(product.id, name="Metered", max_uses=max_uses)
     )
-    license = create_license(uows, clock, ADMIN, policy.id, {})
+    license = create_license(uows, clock, ADMIN, NewLicense(policy.id))
     if uses:
         container.usage().apply(ADMIN, UsageChange(license.id, UsageKind.INCREMENT, uses))
     return license.id

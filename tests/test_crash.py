@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from bridge.bootstrap import build_app
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.relay import outbox_status
@@ -60,9 +61,9 @@ def test_kill_9_mid_delivery_loses_nothing_and_sends_nothing_twice(
     """The first worker claims the batch and blocks writing it (its file is a FIFO nobody
     reads); after SIGKILL, a second worker delivers every change once the lease has run out."""
     store = make_container(sqlite_url, FakeClock(datetime.now(UTC)))  # the workers' time
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
-    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id))
     usage = UsageService(store.usage_uows, store.clock, ["file"])
     ids = [
         usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1)).entry_id for _ in range(5)

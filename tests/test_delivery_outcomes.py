@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bridge.bootstrap import Container
+from bridge.domain.commands import LicensePatch, NewLicense, NewPolicy, NewProduct
 from bridge.domain.delivery import (
     OutboxItem,
     PermanentDeliveryError,
@@ -71,10 +72,10 @@ def store(sqlite_url: str, clock: FakeClock) -> Iterator[Container]:
 
 
 def license_with(store: Container, metadata: dict[str, Any]) -> str:
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
     return licenses.create_license(
-        store.uows, store.clock, ADMIN, policy.id, {"metadata": metadata}
+        store.uows, store.clock, ADMIN, NewLicense(policy.id, metadata=metadata)
     ).id
 
 
@@ -197,7 +198,11 @@ def test_items_waiting_for_a_mapping_keep_their_reason(
         ]
 
     licenses.update_license(
-        store.uows, clock, ADMIN, unmapped_license, {"metadata": {"lago_subscription_id": "s2"}}
+        store.uows,
+        clock,
+        ADMIN,
+        unmapped_license,
+        LicensePatch(metadata={"lago_subscription_id": "s2"}),
     )
     clock.advance(seconds=600)
     drain(relay)

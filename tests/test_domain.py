@@ -9,20 +9,21 @@ import pytest
 from bridge.domain.access import LicenseAction, Principal, Role, authorize_license
 from bridge.domain.errors import (
     AccessDenied,
+    Field,
     IntegerTooLarge,
     NotFound,
     UsesInvalid,
     UsesLimitExceeded,
 )
 from bridge.domain.limits import next_uses
-from bridge.domain.model import License
+from bridge.domain.model import License, Terms
 from bridge.domain.validation import ValidationScope, validate_license
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-P = "/meta/increment"
 
 
-def make_license(**changes: object) -> License:
+def make_license(policy: Terms | None = None, **changes: object) -> License:
+    """A license under ``policy``'s terms (none by default), with ``changes``."""
     base = License(
         id="lic-1",
         key="key-1",
@@ -31,16 +32,15 @@ def make_license(**changes: object) -> License:
         product_id="prod-1",
         uses=0,
         max_uses_override=None,
-        policy_max_uses=None,
-        policy_first_use_duration=None,
         protected=False,
         suspended=False,
         expiry=None,
         metadata={},
         created=NOW,
         updated=NOW,
+        terms=Terms(),
     )
-    return base.replace(**changes)
+    return base.replace(**changes).under(policy or Terms())
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def make_license(**changes: object) -> License:
 )
 def test_next_uses_accepts(uses: int, delta: int, max_uses: int | None, expected: int) -> None:
     """Accepted changes give the new count."""
-    assert next_uses(uses, delta, max_uses, pointer=P) == expected
+    assert next_uses(uses, delta, max_uses, amount=Field.INCREMENT) == expected
 
 
 @pytest.mark.parametrize(
@@ -75,18 +75,18 @@ def test_next_uses_accepts(uses: int, delta: int, max_uses: int | None, expected
 def test_next_uses_rejects(uses: int, delta: int, max_uses: int | None, error: type) -> None:
     """Rejections follow Keygen's order: limit, then negative, then too large."""
     with pytest.raises(error):
-        next_uses(uses, delta, max_uses, pointer=P)
+        next_uses(uses, delta, max_uses, amount=Field.INCREMENT)
 
 
-def test_limit_error_names_the_maximum_and_pointer() -> None:
-    """The limit error carries Keygen's detail and pointer."""
+def test_limit_error_names_the_maximum_and_field() -> None:
+    """The limit error carries Keygen's detail and names the field it is about."""
     with pytest.raises(UsesLimitExceeded) as caught:
-        next_uses(5, 1, 5, pointer=P)
+        next_uses(5, 1, 5, amount=Field.INCREMENT)
     assert caught.value.detail == "usage exceeds maximum allowed for license (5)"
-    assert caught.value.pointer == "/data/attributes/uses"
+    assert caught.value.field is Field.USES
     with pytest.raises(IntegerTooLarge) as too_large:
-        next_uses(1, 2_147_483_647, None, pointer="/meta/decrement")
-    assert too_large.value.pointer == "/meta/decrement"
+        next_uses(1, 2_147_483_647, None, amount=Field.DECREMENT)
+    assert too_large.value.field is Field.DECREMENT
 
 
 @pytest.mark.parametrize(
@@ -95,12 +95,12 @@ def test_limit_error_names_the_maximum_and_pointer() -> None:
 )
 def test_effective_max_uses(override: int | None, policy: int | None, expected: int | None) -> None:
     """Override unless null or 0 (Keygen's quirk), else the policy's value."""
-    assert make_license(max_uses_override=override, policy_max_uses=policy).max_uses == expected
+    assert make_license(Terms(max_uses=policy), max_uses_override=override).max_uses == expected
 
 
 def test_first_use_expiry_only_when_unset() -> None:
     """A FROM_FIRST_USE duration sets the expiry only on a license without one."""
-    lic = make_license(policy_first_use_duration=3600)
+    lic = make_license(Terms(first_use_duration=3600))
     assert lic.expiry_on_first_use(NOW) == NOW + timedelta(hours=1)
     assert lic.replace(expiry=NOW).expiry_on_first_use(NOW) is None
     assert make_license().expiry_on_first_use(NOW) is None
@@ -114,7 +114,7 @@ def test_validation_order() -> None:
     assert validate_license(make_license(expiry=expired), NOW, ValidationScope()).code == "EXPIRED"
     scoped = validate_license(make_license(), NOW, ValidationScope(product="other"))
     assert (scoped.valid, scoped.code) == (False, "PRODUCT_SCOPE_MISMATCH")
-    busy = make_license(uses=10, policy_max_uses=10)
+    busy = make_license(Terms(max_uses=10), uses=10)
     assert validate_license(busy, NOW, ValidationScope()).valid is True
 
 
@@ -144,3 +144,19 @@ def test_snapshot_round_trip() -> None:
     """A license snapshot (stored with an idempotency key) restores the same value."""
     lic = make_license(expiry=NOW, metadata={"a": [1, 2]}, uses=3)
     assert License.from_snapshot(lic.to_snapshot()) == lic
+
+
+def test_snapshot_stored_before_terms_restores() -> None:
+    """An answer stored when a license carried its policy's values (before ``terms``) still
+    replays, with the same effective terms."""
+    lic = make_license(Terms(max_uses=10, first_use_duration=60), max_cores_override=4)
+    old = lic.to_snapshot()
+    del old["terms"]
+    old |= {
+        "policy_max_uses": 10,
+        "policy_first_use_duration": 60,
+        "policy_usage_period": None,
+        "policy_max_machines": None,
+        "policy_max_cores": 2,
+    }
+    assert License.from_snapshot(old) == lic

@@ -14,6 +14,7 @@ from pydantic import SecretStr, ValidationError
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.delivery import (
     OutboxItem,
     PermanentDeliveryError,
@@ -332,10 +333,10 @@ def store(sqlite_url: str, clock: FakeClock) -> Iterator[Container]:
 
 def billed_changes(store: Container, count: int) -> list[str]:
     """``count`` increments on a license linked to Lago subscription sub_1; their entry ids."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
     attrs = {"metadata": {"lago_subscription_id": "sub_1"}}
-    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, attrs)
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id, **attrs))
     usage = UsageService(store.usage_uows, store.clock, ["lago"])
     return [
         usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1)).entry_id

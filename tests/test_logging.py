@@ -21,6 +21,7 @@ import structlog
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.logging import configure
 from bridge.service import licenses, policies, products
@@ -115,11 +116,11 @@ def test_the_batch_writer_thread_logs_under_the_submitters_request_id(
     """A change applied on the BatchWriter's thread logs with the request id bound where it was
     submitted, and with the license id once the license is resolved."""
     configure("info", "json")
-    product = products.create_product(container.uows, container.clock, ADMIN, {"name": "p"})
+    product = products.create_product(container.uows, container.clock, ADMIN, NewProduct(name="p"))
     policy = policies.create_policy(
-        container.uows, container.clock, ADMIN, product.id, {"name": "p"}
+        container.uows, container.clock, ADMIN, NewPolicy(product.id, name="p")
     )
-    lic = licenses.create_license(container.uows, container.clock, ADMIN, policy.id, {})
+    lic = licenses.create_license(container.uows, container.clock, ADMIN, NewLicense(policy.id))
     writer = BatchWriter(container.usage_uows, _LoggingUsage(container.usage_uows, container.clock))
     try:
         with structlog.contextvars.bound_contextvars(request_id="req-1"):

@@ -9,8 +9,8 @@ import pytest
 import structlog
 
 from bridge import logging as bridge_logging
-from bridge.store import uow, usage_uow
-from bridge.store.repositories import SqlLicenses
+from bridge.store import uow
+from bridge.store.licenses import SqlLicenses
 from bridge.testing import FakeClock
 from tests.conftest import error_of
 from tests.hostile import api_on, engine_of
@@ -73,7 +73,6 @@ def test_a_license_key_never_appears_in_the_logs(
         try:
             untranslated = lambda exc, dbapi: None  # noqa: E731
             monkeypatch.setattr(uow, "raise_translated", untranslated)
-            monkeypatch.setattr(usage_uow, "raise_translated", untranslated)
             _calls(api, lic["id"])
             response = api.request(
                 "POST",

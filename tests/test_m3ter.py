@@ -18,6 +18,7 @@ from pydantic import SecretStr, ValidationError
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.delivery import (
     OutboxItem,
     PermanentDeliveryError,
@@ -473,10 +474,13 @@ def test_relay_delivers_each_uid_once_through_outage_and_redelivery(
     """Over real HTTP to the fake on loopback (its token and ingest hosts), usage on a license
     with an m3ter account code reaches m3ter once per ledger entry, after a 503 and a relay
     crash that makes it send a batch twice."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
     lic = licenses.create_license(
-        store.uows, store.clock, ADMIN, policy.id, {"metadata": {"m3ter_account_code": "acme"}}
+        store.uows,
+        store.clock,
+        ADMIN,
+        NewLicense(policy.id, metadata={"m3ter_account_code": "acme"}),
     )
     usage = UsageService(store.usage_uows, store.clock, ["m3ter"])
     ids = [

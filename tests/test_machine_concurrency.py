@@ -15,10 +15,10 @@ import pytest
 
 from bridge.bootstrap import Container, build
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewMachine, NewPolicy, NewProduct
 from bridge.domain.errors import FingerprintTaken, MachineCoreLimitExceeded, MachineLimitExceeded
 from bridge.domain.model import Machine
 from bridge.service.licenses import create_license
-from bridge.service.machines import Activation
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product
 from bridge.settings import load_settings
@@ -40,14 +40,14 @@ def store(db_url: str, clock: FakeClock) -> Iterator[Container]:
 
 def license_with(store: Container, **limits: object) -> str:
     uows, clock = store.uows, store.clock
-    product = create_product(uows, clock, ADMIN, {"name": "App"})
+    product = create_product(uows, clock, ADMIN, NewProduct(name="App"))
     attrs = {"name": "Floating", "floating": True, **limits}
-    policy = create_policy(uows, clock, ADMIN, product.id, attrs)
-    return create_license(uows, clock, ADMIN, policy.id, {}).id
+    policy = create_policy(uows, clock, ADMIN, NewPolicy(product.id, **attrs))
+    return create_license(uows, clock, ADMIN, NewLicense(policy.id)).id
 
 
 def race(
-    store: Container, make: Callable[[int], Activation]
+    store: Container, make: Callable[[int], NewMachine]
 ) -> tuple[list[Machine], Counter[type]]:
     """Run ``WRITERS`` activations at once; the machines made and the errors' types."""
     service = store.machines()
@@ -82,7 +82,7 @@ def core_total_and_entries(store: Container, license_id: str) -> tuple[int, int,
 def test_core_limit_holds_under_concurrent_activations(store: Container) -> None:
     """maxCores 8 and eight activations of 5 cores at once: exactly one succeeds."""
     lic = license_with(store, max_cores=8)
-    made, errors = race(store, lambda i: Activation(lic, {"fingerprint": f"fp-{i}", "cores": 5}))
+    made, errors = race(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}", cores=5))
     assert len(made) == 1
     assert errors == Counter({MachineCoreLimitExceeded: WRITERS - 1})
     assert core_total_and_entries(store, lic) == (1, 5, 1)
@@ -91,8 +91,8 @@ def test_core_limit_holds_under_concurrent_activations(store: Container) -> None
 def test_machine_limit_holds_under_concurrent_activations(store: Container) -> None:
     """maxMachines 3 with one machine active: of eight concurrent activations, two succeed."""
     lic = license_with(store, max_machines=3)
-    store.machines().activate(ADMIN, Activation(lic, {"fingerprint": "first"}))
-    made, errors = race(store, lambda i: Activation(lic, {"fingerprint": f"fp-{i}"}))
+    store.machines().activate(ADMIN, NewMachine(lic, fingerprint="first"))
+    made, errors = race(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}"))
     assert len(made) == 2
     assert errors == Counter({MachineLimitExceeded: WRITERS - 2})
     assert core_total_and_entries(store, lic)[0] == 3
@@ -101,7 +101,7 @@ def test_machine_limit_holds_under_concurrent_activations(store: Container) -> N
 def test_one_fingerprint_activates_once(store: Container) -> None:
     """Eight activations of one fingerprint at once: one machine, seven FINGERPRINT_TAKEN."""
     lic = license_with(store)
-    made, errors = race(store, lambda i: Activation(lic, {"fingerprint": "same", "cores": 1}))
+    made, errors = race(store, lambda i: NewMachine(lic, fingerprint="same", cores=1))
     assert len(made) == 1
     assert errors == Counter({FingerprintTaken: WRITERS - 1})
     assert core_total_and_entries(store, lic) == (1, 1, 1)
@@ -113,8 +113,8 @@ def test_a_deactivation_racing_activations_frees_exactly_its_cores(store: Contai
     total equals the machines' sum."""
     lic = license_with(store, max_cores=8)
     service = store.machines()
-    service.activate(ADMIN, Activation(lic, {"fingerprint": "keep", "cores": 4}))
-    leaving = service.activate(ADMIN, Activation(lic, {"fingerprint": "leave", "cores": 4}))
+    service.activate(ADMIN, NewMachine(lic, fingerprint="keep", cores=4))
+    leaving = service.activate(ADMIN, NewMachine(lic, fingerprint="leave", cores=4))
     done = threading.Event()
 
     def deactivate() -> None:
@@ -122,7 +122,7 @@ def test_a_deactivation_racing_activations_frees_exactly_its_cores(store: Contai
         done.set()
 
     threading.Thread(target=deactivate, daemon=True).start()
-    made, errors = race(store, lambda i: Activation(lic, {"fingerprint": f"fp-{i}", "cores": 4}))
+    made, errors = race(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}", cores=4))
     assert done.wait(DEADLINE_S)
     assert len(made) <= 1
     assert set(errors) <= {MachineCoreLimitExceeded}

@@ -13,10 +13,11 @@ from pydantic import SecretStr
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import MachinePatch, NewLicense, NewMachine, NewPolicy, NewProduct
 from bridge.domain.delivery import LicenseFacts, OutboxItem
 from bridge.domain.model import UsageEntry, UsageKind
 from bridge.service import licenses, policies, products
-from bridge.service.machines import Activation, MachineService
+from bridge.service.machines import MachineService
 from bridge.service.relay import Relay
 from bridge.service.usage import UsageChange, UsageService
 from bridge.testing import FakeClock
@@ -122,18 +123,20 @@ def store(sqlite_url: str, clock: FakeClock) -> Iterator[Container]:
 def machine_story(store: Container, sinks: list[str]) -> tuple[str, list[str]]:
     """Activate 4 and 2 cores, raise the first to 8, deactivate it, one usage increment and a
     0-core activation between; the policy id and the forwarded entry ids."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
     attrs = {"name": "p", "floating": True}
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, attrs)
-    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {"metadata": META})
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, **attrs))
+    lic = licenses.create_license(
+        store.uows, store.clock, ADMIN, NewLicense(policy.id, metadata=META)
+    )
     machines = MachineService(store.uows, store.clock, sinks)
-    first = machines.activate(ADMIN, Activation(lic.id, {"fingerprint": "a", "cores": 4}))
-    machines.activate(ADMIN, Activation(lic.id, {"fingerprint": "b", "cores": 2}))
-    machines.activate(ADMIN, Activation(lic.id, {"fingerprint": "no-cores"}))  # total unchanged
+    first = machines.activate(ADMIN, NewMachine(lic.id, fingerprint="a", cores=4))
+    machines.activate(ADMIN, NewMachine(lic.id, fingerprint="b", cores=2))
+    machines.activate(ADMIN, NewMachine(lic.id, fingerprint="no-cores"))  # total unchanged
     UsageService(store.usage_uows, store.clock, sinks).apply(
         ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 3)
     )
-    machines.update(ADMIN, first.id, {"cores": 8})
+    machines.update(ADMIN, first.id, MachinePatch(cores=8))
     machines.deactivate(ADMIN, first.id)
     with store.uows() as uow:
         entries, _ = uow.ledger.history(lic.id, offset=0, limit=100)

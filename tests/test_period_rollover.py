@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import UsesInvalid, UsesLimitExceeded
 from bridge.domain.model import UsageKind
 from bridge.service.licenses import create_license
@@ -27,8 +28,7 @@ from bridge.service.periods import close_due_periods
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product
 from bridge.service.usage import UsageChange
-from bridge.store.repositories import ledger, licenses
-from bridge.store.tables import UsagePeriodRow
+from bridge.store.tables import UsagePeriodRow, ledger, licenses
 from bridge.testing import FakeClock
 from tests.conftest import make_container
 
@@ -50,10 +50,10 @@ ops = st.lists(
 
 def new_license(container: Container, rule: dict[str, Any], max_uses: int | None = 20) -> str:
     uows, clock = container.uows, container.clock
-    product = create_product(uows, clock, ADMIN, {"name": "App"})
+    product = create_product(uows, clock, ADMIN, NewProduct(name="App"))
     attrs = {"name": "Metered", "max_uses": max_uses, "usage_period": rule}
-    policy = create_policy(uows, clock, ADMIN, product.id, attrs)
-    return create_license(uows, clock, ADMIN, policy.id, {}).id
+    policy = create_policy(uows, clock, ADMIN, NewPolicy(product.id, **attrs))
+    return create_license(uows, clock, ADMIN, NewLicense(policy.id)).id
 
 
 def read_state(container: Container, license_id: str) -> tuple[Any, list[Any], list[Any]]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.domain.errors import UsagePeriodInvalid
+from bridge.domain.errors import Field, UsagePeriodInvalid
 from bridge.domain.periods import (
     Period,
     PeriodAnchor,
@@ -148,8 +148,7 @@ def test_periods_tile_time(
         assert local.day == 1 or interval is PeriodInterval.DAY
 
 
-def test_rule_parsing_rejects_bad_input_with_a_pointer() -> None:
-    pointer = "/data/attributes/usagePeriod"
+def test_rule_parsing_rejects_bad_input_naming_the_field() -> None:
     bad = [
         "monthly",
         {"interval": "fortnight"},
@@ -161,9 +160,9 @@ def test_rule_parsing_rejects_bad_input_with_a_pointer() -> None:
     ]
     for raw in bad:
         with pytest.raises(UsagePeriodInvalid) as info:
-            PeriodRule.parse(raw, pointer)
-        assert info.value.pointer == pointer
-    rule = PeriodRule.parse({"interval": "MONTH", "timezone": "Europe/Paris"}, pointer)
+            PeriodRule.parse(raw)
+        assert info.value.field is Field.USAGE_PERIOD
+    rule = PeriodRule.parse({"interval": "MONTH", "timezone": "Europe/Paris"})
     assert rule_from_json(rule.to_json()) == rule
 
 

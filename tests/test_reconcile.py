@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import ReconcileWindowInvalid
 from bridge.domain.model import UsageKind
 from bridge.domain.reconcile import Window
@@ -103,11 +104,13 @@ def world(db_url: str) -> Iterator[World]:
             "m3ter": M3terReader(m3ter_settings, m3ter_client, m3ter_sink.auth),
         },
     )
-    product = create_product(container.uows, clock, ADMIN, {"name": "App"})
+    product = create_product(container.uows, clock, ADMIN, NewProduct(name="App"))
     attrs = {"name": "Monthly", "usage_period": {"interval": "month"}}
-    policy = create_policy(container.uows, clock, ADMIN, product.id, attrs)
+    policy = create_policy(container.uows, clock, ADMIN, NewPolicy(product.id, **attrs))
     metadata = {"lago_subscription_id": "sub_1", "m3ter_account_code": "acct_1"}
-    license_id = create_license(container.uows, clock, ADMIN, policy.id, {"metadata": metadata}).id
+    license_id = create_license(
+        container.uows, clock, ADMIN, NewLicense(policy.id, metadata=metadata)
+    ).id
     relay = Relay(container.uows, container.sinks, clock, RelayPolicy(), random.Random(0))
     yield World(container, clock, lago, m3ter, relay, license_id)
     assert lago.violations == []

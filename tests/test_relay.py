@@ -12,6 +12,7 @@ import pytest
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.delivery import (
     OutboxItem,
     OutboxStatus,
@@ -40,9 +41,9 @@ def store(db_url: str, clock: FakeClock) -> Iterator[Container]:
 
 def changes(store: Container, sinks: Sequence[str], count: int) -> list[str]:
     """``count`` accepted increments on a fresh license; their ledger entry ids."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
-    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id))
     usage = UsageService(store.usage_uows, store.clock, sinks)
     return [
         usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1)).entry_id
@@ -272,9 +273,9 @@ def test_dead_letters_are_listed_and_retried_with_their_ids(store: Container) ->
 
 def test_resets_and_zero_changes_are_not_forwarded(store: Container) -> None:
     """Only increments and decrements reach the sinks; resets and +0 stay in the ledger."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
-    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id))
     usage = UsageService(store.usage_uows, store.clock, ["s"])
     forwarded = [
         usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 3)).entry_id,
@@ -334,11 +335,11 @@ def test_a_claimed_item_is_its_ledger_entry_as_stored(store: Container, clock: F
     """A claim reads back each ledger entry field for field (kind, signed delta, UTC time with
     microseconds), its attempt number and its license's metadata; the item of a deleted
     license keeps its entry and has no license facts."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
     meta = {"metadata": {"lago_subscription_id": "sub-1", "seats": 3}}
-    kept = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, meta)
-    gone = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, {})
+    kept = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id, **meta))
+    gone = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id))
     usage = UsageService(store.usage_uows, store.clock, ["s"])
     clock.advance(microseconds=123_457)
     usage.apply(ADMIN, UsageChange(kept.id, UsageKind.INCREMENT, 5))

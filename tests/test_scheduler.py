@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from bridge.bootstrap import Container
 from bridge.cli import app
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.jobs.scheduler import build_scheduler
 from bridge.service.licenses import create_license
@@ -34,9 +35,9 @@ periods = UsagePeriodRow.__table__  # type: ignore[attr-defined]
 
 def licenses_with_usage(container: Container, count: int, rule: dict[str, Any]) -> list[str]:
     uows, clock = container.uows, container.clock
-    product = create_product(uows, clock, ADMIN, {"name": "App"})
-    policy = create_policy(uows, clock, ADMIN, product.id, {"name": "P", "usage_period": rule})
-    ids = [create_license(uows, clock, ADMIN, policy.id, {}).id for _ in range(count)]
+    product = create_product(uows, clock, ADMIN, NewProduct(name="App"))
+    policy = create_policy(uows, clock, ADMIN, NewPolicy(product.id, name="P", usage_period=rule))
+    ids = [create_license(uows, clock, ADMIN, NewLicense(policy.id)).id for _ in range(count)]
     for license_id in ids:
         container.usage().apply(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 2))
     return ids

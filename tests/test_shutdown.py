@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from bridge.bootstrap import Container
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
 from bridge.service.relay import outbox_status
@@ -115,10 +116,12 @@ def store(tmp_path: Path) -> Iterator[Container]:
 
 def one_change(store: Container) -> str:
     """One accepted increment for Lago; its entry id."""
-    product = products.create_product(store.uows, store.clock, ADMIN, {"name": "p"})
-    policy = policies.create_policy(store.uows, store.clock, ADMIN, product.id, {"name": "p"})
-    meta = {"metadata": {"lago_subscription_id": "sub_1"}}
-    lic = licenses.create_license(store.uows, store.clock, ADMIN, policy.id, meta)
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
+    meta = {"lago_subscription_id": "sub_1"}
+    lic = licenses.create_license(
+        store.uows, store.clock, ADMIN, NewLicense(policy.id, metadata=meta)
+    )
     usage = UsageService(store.usage_uows, store.clock, ["lago"])
     return usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1)).entry_id
 

@@ -24,8 +24,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from bridge.api.sources import Source, source_of
 from bridge.bootstrap import Container, build
 from bridge.domain.access import Principal, Role
+from bridge.domain.commands import LicensePatch, NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import (
     BridgeError,
     IdempotencyKeyReused,
@@ -114,11 +116,11 @@ class UsageMachine(RuleBasedStateMachine):
     @initialize(policy_max=policy_maxima)
     def create_license(self, policy_max: int | None) -> None:
         uows, clock = self.container.uows, self.container.clock
-        product = create_product(uows, clock, ADMIN, {"name": "App"})
+        product = create_product(uows, clock, ADMIN, NewProduct(name="App"))
         policy = create_policy(
-            uows, clock, ADMIN, product.id, {"name": "Metered", "max_uses": policy_max}
+            uows, clock, ADMIN, NewPolicy(product.id, name="Metered", max_uses=policy_max)
         )
-        self.license_id = create_license(uows, clock, ADMIN, policy.id, {}).id
+        self.license_id = create_license(uows, clock, ADMIN, NewLicense(policy.id)).id
         self.policy_max = policy_max
 
     # Reading the store ------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class UsageMachine(RuleBasedStateMachine):
             with pytest.raises(expected) as raised:
                 self.usage.apply(ADMIN, change)
             if expected is IntegerTooLarge:
-                assert raised.value.pointer == POINTER[kind]
+                assert source_of(raised.value) == Source(pointer=POINTER[kind])
             # No trace: counter, ledger and idempotency store are as before.
             assert self.stored() == (self.uses, self.rows, self.uses)
             if key is not None:
@@ -212,9 +214,11 @@ class UsageMachine(RuleBasedStateMachine):
         uows, clock = self.container.uows, self.container.clock
         if value is not None and not 0 <= value <= INT4:
             with pytest.raises(MaxUsesInvalid):
-                update_license(uows, clock, ADMIN, self.license_id, {"max_uses": value})
+                update_license(uows, clock, ADMIN, self.license_id, LicensePatch(max_uses=value))
         else:
-            updated = update_license(uows, clock, ADMIN, self.license_id, {"max_uses": value})
+            updated = update_license(
+                uows, clock, ADMIN, self.license_id, LicensePatch(max_uses=value)
+            )
             assert updated.max_uses_override == value
             assert updated.max_uses == effective_max(value, self.policy_max)
             self.override = value

@@ -99,7 +99,7 @@ RequestId = Annotated[str | None, Depends(request_id)]
 
 def _checked_key(key: str | None) -> str | None:
     if key is not None and (not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable()):
-        raise IdempotencyKeyInvalid(parameter="Idempotency-Key")
+        raise IdempotencyKeyInvalid
     return key
 
 

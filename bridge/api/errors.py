@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.render import JSONAPI, JsonApiResponse
+from bridge.api.sources import Located, Source, source_of
 from bridge.domain.errors import (
     AttributeInvalid,
     BadRequest,
@@ -72,56 +73,65 @@ _PAGE_DETAIL = {
 }
 
 
-def error_from_validation(errors: Sequence[Any]) -> BridgeError:
-    """Translate the first pydantic/FastAPI validation error into one of ours."""
+def error_from_validation(errors: Sequence[Any]) -> Located:
+    """Translate the first pydantic/FastAPI validation error into one of ours, at its place in
+    the request."""
     err = errors[0]
     where, *path = err["loc"]
     kind = err["type"]
     location = "/" + "/".join(str(p) for p in path) if where == "body" else None
     parameter = str(path[-1]) if where in ("query", "header", "path") and path else None
+    at = Source(pointer=location, parameter=parameter)
     if where == "query" and parameter in _PAGE_DETAIL:
-        return PageInvalid(_PAGE_DETAIL[parameter], parameter=parameter)
+        return Located(PageInvalid(_PAGE_DETAIL[parameter]), Source(parameter=parameter))
     if kind == "metadata_invalid":
-        return MetadataInvalid(str(err.get("msg")), pointer=location)
+        return Located(MetadataInvalid(str(err.get("msg"))), Source(pointer=location))
     if kind == "id_invalid":
-        return IdInvalid(str(err.get("msg")), pointer=location)
+        return Located(IdInvalid(str(err.get("msg"))), Source(pointer=location))
     if kind == "json_invalid":
-        return JsonInvalid(
-            f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}".rstrip(
-                ": "
-            )
-        )
+        detail = f"The request body is not valid JSON: {err.get('ctx', {}).get('error', '')}"
+        return Located(JsonInvalid(detail.rstrip(": ")), at)
     if kind == "extra_forbidden":
-        return ParameterUnpermitted(pointer=location, parameter=parameter)
+        return Located(ParameterUnpermitted(), at)
     if kind == "missing":
         if location == "/":
-            return ParameterMissing("request body is missing", pointer="/data")
-        return ParameterMissing(pointer=location, parameter=parameter)
+            return Located(ParameterMissing("request body is missing"), Source(pointer="/data"))
+        return Located(ParameterMissing(), at)
     if kind in _EXPECTED:
         detail = (
             f"type mismatch (received {_received(err.get('input'))} expected {_EXPECTED[kind]})"
         )
         if kind == "literal_error":
             detail = f"must be {err.get('ctx', {}).get('expected', 'an allowed value')}"
-        return TypeMismatch(detail, pointer=location, parameter=parameter)
+        return Located(TypeMismatch(detail), at)
     if where == "body":
-        return AttributeInvalid(str(err.get("msg", "is invalid")), pointer=location)
-    return BadRequest(str(err.get("msg", "is invalid")), parameter=parameter)
+        message = str(err.get("msg", "is invalid"))
+        return Located(AttributeInvalid(message), Source(pointer=location))
+    return Located(BadRequest(str(err.get("msg", "is invalid"))), Source(parameter=parameter))
 
 
-def error_document(error: BridgeError, request_id: str | None) -> dict[str, Any]:
+def error_document(
+    error: BridgeError, request_id: str | None, source: Source | None = None
+) -> dict[str, Any]:
+    """The error at ``source``, else where its domain field is (``bridge.api.sources``)."""
     item: dict[str, Any] = {"title": error.title, "detail": error.detail, "code": error.code}
-    if error.pointer is not None:
-        item["source"] = {"pointer": error.pointer}
-    elif error.parameter is not None:
-        item["source"] = {"parameter": error.parameter}
+    where = (source or source_of(error) or Source()).document()
+    if where:
+        item["source"] = where
     return {"meta": {"id": request_id}, "errors": [item]}
 
 
-def error_response(error: BridgeError, request_id: str | None) -> JsonApiResponse:
+def error_response(
+    error: BridgeError | Located, request_id: str | None, source: Source | None = None
+) -> JsonApiResponse:
+    """The error document of ``error``: a domain error where its field is, or an error the API
+    found where it found it (``Located``)."""
+    if isinstance(error, Located):
+        source = error.source
+        error = error.error
     headers = {"WWW-Authenticate": 'Bearer realm="meterbridge"'} if error.status == 401 else None
     return JsonApiResponse(
-        error_document(error, request_id), status_code=error.status, headers=headers
+        error_document(error, request_id, source), status_code=error.status, headers=headers
     )
 
 
@@ -136,14 +146,18 @@ def install(app: FastAPI) -> None:
     async def _bridge(request: Request, exc: BridgeError) -> JsonApiResponse:
         return error_response(exc, _request_id(request))
 
+    @app.exception_handler(Located)
+    async def _located(request: Request, exc: Located) -> JsonApiResponse:
+        return error_response(exc, _request_id(request))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JsonApiResponse:
         return error_response(error_from_validation(exc.errors()), _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JsonApiResponse:
-        error: BridgeError
-        if isinstance(exc.__cause__, BridgeError):  # e.g. the body guard, via FastAPI's parser
+        error: BridgeError | Located
+        if isinstance(exc.__cause__, BridgeError | Located):  # the body guard, via FastAPI's parser
             error = exc.__cause__
         elif exc.status_code == 404:
             error = RouteNotFound()

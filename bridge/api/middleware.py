@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api.errors import error_response
 from bridge.api.parsing import text_ok
+from bridge.api.sources import Located, Source
 from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge, StringInvalid
 
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
@@ -21,13 +22,13 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 log = structlog.get_logger(__name__)
 
 
-def _bad_text(scope: Scope) -> StringInvalid | None:
+def _bad_text(scope: Scope) -> Located | None:
     """A path or query with text the store cannot hold (a percent-encoded NUL): 400."""
     if not text_ok(scope["path"]):
-        return StringInvalid("the path must not contain NUL characters")
+        return Located(StringInvalid("the path must not contain NUL characters"), Source())
     for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
         if not (text_ok(name) and text_ok(value)):
-            return StringInvalid(parameter=name if text_ok(name) else None)
+            return Located(StringInvalid(), Source(parameter=name if text_ok(name) else None))
     return None
 
 

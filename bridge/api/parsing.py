@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
+from bridge.api.sources import Located, Source
 from bridge.domain.errors import JsonInvalid, StringInvalid
 
 MAX_JSON_DEPTH = 64
@@ -63,7 +64,7 @@ def _check_strings(value: Any) -> None:
         item, pointer, depth = stack.pop()
         if isinstance(item, str):
             if not text_ok(item):
-                raise StringInvalid(pointer=pointer or "/")
+                raise Located(StringInvalid(), Source(pointer=pointer or "/"))
         elif isinstance(item, dict | list):
             if depth >= MAX_JSON_DEPTH:
                 raise JsonInvalid(f"The request body nests deeper than {MAX_JSON_DEPTH} levels")
@@ -71,12 +72,12 @@ def _check_strings(value: Any) -> None:
             for key, child in pairs:
                 child_pointer = f"{pointer}/{_escape(str(key))}"
                 if isinstance(key, str) and not text_ok(key):
-                    raise StringInvalid(pointer=child_pointer)
+                    raise Located(StringInvalid(), Source(pointer=child_pointer))
                 stack.append((child, child_pointer, depth + 1))
 
 
 def parse_json(body: bytes) -> Any:
-    """The body as JSON, or ``JsonInvalid`` / ``StringInvalid``."""
+    """The body as JSON, or ``JsonInvalid`` / ``StringInvalid`` (``Located`` at the string)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -166,7 +166,7 @@ class Renderer:
 
     def license(self, lic: License, now: datetime) -> s.LicenseResource:
         lic = lic.current(now)
-        rule = lic.usage_period
+        terms = lic.terms
         own = f"{self.base}/licenses/{lic.id}"
         return s.LicenseResource(
             id=lic.id,
@@ -179,17 +179,17 @@ class Renderer:
                 suspended=lic.suspended,
                 scheme=None,
                 encrypted=False,
-                strict=lic.policy_strict,
-                floating=lic.policy_floating,
+                strict=terms.strict,
+                floating=terms.floating,
                 protected=lic.protected,
                 version=None,
-                max_machines=lic.max_machines,
+                max_machines=terms.max_machines,
                 max_processes=None,
                 max_users=None,
-                max_cores=lic.max_cores,
+                max_cores=terms.max_cores,
                 max_memory=None,
                 max_disk=None,
-                max_uses=lic.max_uses,
+                max_uses=terms.max_uses,
                 require_heartbeat=False,
                 require_check_in=False,
                 last_validated=None,
@@ -199,7 +199,7 @@ class Renderer:
                 metadata=lic.metadata,
                 created=lic.created,
                 updated=lic.updated,
-                usage_period=rule.to_api() if rule else None,
+                usage_period=terms.usage_period.to_api() if terms.usage_period else None,
                 period_anchor=lic.period_anchor,
                 period_start=lic.period_start,
                 period_end=lic.period_end,

@@ -1,19 +1,34 @@
 """JSON:API request and response documents (Keygen's shapes), separate from the tables.
 
 Requests are strict: a wrong JSON type is a 400 ``TYPE_MISMATCH`` and an unknown key is a 400
-``PARAMETER_UNPERMITTED``, as Keygen's typed_params answer them.
+``PARAMETER_UNPERMITTED``, as Keygen's typed_params answer them. Each write document builds its
+use case's command (``command()``); an attribute it does not send stays ``UNSET`` in a patch.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from bridge.api.parsing import Metadata
+from bridge.domain.commands import (
+    UNSET,
+    LicensePatch,
+    MachinePatch,
+    Maybe,
+    NewLicense,
+    NewMachine,
+    NewPolicy,
+    NewProduct,
+    PolicyPatch,
+    ProductPatch,
+)
+
+T = TypeVar("T")
 
 # Timestamps arrive as ISO-8601 strings inside parsed JSON, so they are the one lax type.
 Timestamp = Annotated[datetime, Field(strict=False)]
@@ -36,6 +51,16 @@ class Strict(BaseModel):
 
 class Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+def _sent(attributes: BaseModel, name: str, value: T) -> Maybe[T]:
+    """``value`` if the request sent the attribute ``name`` (even as null), else ``UNSET``."""
+    return value if name in attributes.model_fields_set else UNSET
+
+
+def _sent_non_null(attributes: BaseModel, name: str, value: T | None) -> Maybe[T]:
+    """As ``_sent``, for an attribute that cannot be null: ``null`` leaves it unchanged."""
+    return UNSET if value is None else _sent(attributes, name, value)
 
 
 # Relationships ------------------------------------------------------------------------------
@@ -76,6 +101,18 @@ class ProductDataIn(Strict):
 class ProductIn(Strict):
     data: ProductDataIn
 
+    def new(self) -> NewProduct:
+        a = self.data.attributes
+        return NewProduct(name=a.name, url=a.url, metadata=a.metadata)
+
+    def patch(self) -> ProductPatch:
+        a = self.data.attributes
+        return ProductPatch(
+            name=_sent(a, "name", a.name),
+            url=_sent(a, "url", a.url),
+            metadata=_sent(a, "metadata", a.metadata),
+        )
+
 
 # Policies -----------------------------------------------------------------------------------
 class PolicyAttributesIn(Strict):
@@ -103,6 +140,25 @@ class PolicyCreateData(Strict):
 class PolicyCreate(Strict):
     data: PolicyCreateData
 
+    def command(self) -> NewPolicy:
+        a = self.data.attributes
+        return NewPolicy(
+            product_id=self.data.relationships.product.data.id,
+            name=a.name,
+            max_uses=a.max_uses,
+            max_machines=a.max_machines,
+            max_cores=a.max_cores,
+            floating=a.floating,
+            strict=a.strict,
+            overage_strategy=a.overage_strategy,
+            protected=a.protected,
+            duration=a.duration,
+            heartbeat_duration=a.heartbeat_duration,
+            expiration_basis=a.expiration_basis,
+            usage_period=a.usage_period,
+            metadata=a.metadata,
+        )
+
 
 class PolicyUpdateData(Strict):
     type: Literal["policies", "policy"]
@@ -112,6 +168,24 @@ class PolicyUpdateData(Strict):
 
 class PolicyUpdate(Strict):
     data: PolicyUpdateData
+
+    def command(self) -> PolicyPatch:
+        a = self.data.attributes
+        return PolicyPatch(
+            name=_sent(a, "name", a.name),
+            max_uses=_sent(a, "max_uses", a.max_uses),
+            max_machines=_sent(a, "max_machines", a.max_machines),
+            max_cores=_sent(a, "max_cores", a.max_cores),
+            floating=_sent(a, "floating", a.floating),
+            strict=_sent(a, "strict", a.strict),
+            overage_strategy=_sent(a, "overage_strategy", a.overage_strategy),
+            protected=_sent(a, "protected", a.protected),
+            duration=_sent(a, "duration", a.duration),
+            heartbeat_duration=_sent(a, "heartbeat_duration", a.heartbeat_duration),
+            expiration_basis=_sent(a, "expiration_basis", a.expiration_basis),
+            usage_period=_sent(a, "usage_period", a.usage_period),
+            metadata=_sent(a, "metadata", a.metadata),
+        )
 
 
 # Licenses -----------------------------------------------------------------------------------
@@ -151,6 +225,23 @@ class LicenseCreateData(Strict):
 class LicenseCreate(Strict):
     data: LicenseCreateData
 
+    def command(self) -> NewLicense:
+        a = self.data.attributes
+        return NewLicense(
+            policy_id=self.data.relationships.policy.data.id,
+            name=a.name,
+            key=a.key,
+            expiry=a.expiry,
+            max_uses=a.max_uses,
+            max_machines=a.max_machines,
+            max_cores=a.max_cores,
+            protected=a.protected,
+            suspended=a.suspended,
+            usage_period=a.usage_period,
+            period_anchor=a.period_anchor,
+            metadata=a.metadata,
+        )
+
 
 class LicenseUpdateData(Strict):
     type: Literal["licenses", "license"]
@@ -160,6 +251,22 @@ class LicenseUpdateData(Strict):
 
 class LicenseUpdate(Strict):
     data: LicenseUpdateData
+
+    def command(self) -> LicensePatch:
+        a = self.data.attributes
+        return LicensePatch(
+            name=_sent(a, "name", a.name),
+            key=_sent_non_null(a, "key", a.key),
+            expiry=_sent(a, "expiry", a.expiry),
+            max_uses=_sent(a, "max_uses", a.max_uses),
+            max_machines=_sent(a, "max_machines", a.max_machines),
+            max_cores=_sent(a, "max_cores", a.max_cores),
+            protected=_sent_non_null(a, "protected", a.protected),
+            suspended=_sent_non_null(a, "suspended", a.suspended),
+            usage_period=_sent(a, "usage_period", a.usage_period),
+            period_anchor=_sent(a, "period_anchor", a.period_anchor),
+            metadata=_sent(a, "metadata", a.metadata),
+        )
 
 
 # Machines -----------------------------------------------------------------------------------
@@ -181,6 +288,18 @@ class MachineCreateData(Strict):
 class MachineCreate(Strict):
     data: MachineCreateData
 
+    def command(self) -> NewMachine:
+        a = self.data.attributes
+        return NewMachine(
+            license_ref=self.data.relationships.license.data.id,
+            fingerprint=a.fingerprint,
+            cores=a.cores,
+            name=a.name,
+            platform=a.platform,
+            hostname=a.hostname,
+            metadata=a.metadata,
+        )
+
 
 class MachineUpdateAttributesIn(Strict):
     """The fingerprint of an activation never changes; everything else may."""
@@ -200,6 +319,16 @@ class MachineUpdateData(Strict):
 
 class MachineUpdate(Strict):
     data: MachineUpdateData
+
+    def command(self) -> MachinePatch:
+        a = self.data.attributes
+        return MachinePatch(
+            cores=_sent(a, "cores", a.cores),
+            name=_sent(a, "name", a.name),
+            platform=_sent(a, "platform", a.platform),
+            hostname=_sent(a, "hostname", a.hostname),
+            metadata=_sent(a, "metadata", a.metadata),
+        )
 
 
 # Usage actions ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The one error tree of the bridge. Every error a client can see is one of these.
 
 Each class carries a permanent upper-snake ``code`` (an API: add codes, never rename them), an
-HTTP ``status`` and a JSON:API ``title``. They are rendered in exactly one place
-(``bridge.api.errors``). Codes that Keygen defines keep Keygen's spelling, detail strings and
-source pointers; the others are ours.
+HTTP ``status`` and a JSON:API ``title``. An error about one input names its domain ``Field``;
+the API turns the field into a JSON:API source pointer or parameter (``bridge.api.sources``) and
+renders the error in exactly one place (``bridge.api.errors``). Codes that Keygen defines keep
+Keygen's spelling, detail strings and source pointers; the others are ours.
 
 Every internal error type, these and the others (delivery errors, store conflicts, platform
 reads), carries one of two markers: ``Transient`` (trying again later may succeed: 503) or
@@ -70,9 +71,41 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
 
 INT4_MAX = 2_147_483_647
+
+
+class Field(StrEnum):
+    """The input an error is about, by its domain name (the API maps each to its source)."""
+
+    RESOURCE = "resource"  # the resource as a whole
+    NAME = "name"
+    KEY = "key"
+    USES = "uses"
+    MAX_USES = "max_uses"
+    MAX_MACHINES = "max_machines"
+    MAX_CORES = "max_cores"
+    OVERAGE_STRATEGY = "overage_strategy"
+    EXPIRATION_BASIS = "expiration_basis"
+    DURATION = "duration"
+    HEARTBEAT_DURATION = "heartbeat_duration"
+    EXPIRY = "expiry"
+    USAGE_PERIOD = "usage_period"
+    PERIOD_ANCHOR = "period_anchor"
+    METADATA = "metadata"
+    FINGERPRINT = "fingerprint"
+    CORES = "cores"
+    PLATFORM = "platform"
+    HOSTNAME = "hostname"
+    PRODUCT = "product"  # a relationship: the product's id
+    POLICY = "policy"
+    LICENSE = "license"
+    INCREMENT = "increment"  # the amount of a usage action
+    DECREMENT = "decrement"
+    PAGE = "page"
+    IDEMPOTENCY_KEY = "idempotency_key"
 
 
 class Transient:
@@ -92,18 +125,11 @@ class BridgeError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal server error"
     default_detail: ClassVar[str] = "an unexpected error occurred"
-    default_pointer: ClassVar[str | None] = None
+    default_field: ClassVar[Field | None] = None
 
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        pointer: str | None = None,
-        parameter: str | None = None,
-    ) -> None:
+    def __init__(self, detail: str | None = None, *, field: Field | None = None) -> None:
         self.detail = detail if detail is not None else self.default_detail
-        self.pointer = pointer if pointer is not None else self.default_pointer
-        self.parameter = parameter
+        self.field = field if field is not None else self.default_field
         super().__init__(self.detail)
 
 
@@ -140,11 +166,13 @@ class IntegerTooLarge(BadRequest):
 
 class IdempotencyKeyInvalid(BadRequest):
     code = "IDEMPOTENCY_KEY_INVALID"
+    default_field = Field.IDEMPOTENCY_KEY
     default_detail = "Idempotency-Key must be 1 to 255 printable ASCII characters"
 
 
 class PageInvalid(BadRequest):
     code = "PAGE_INVALID"
+    default_field = Field.PAGE
 
 
 class ReconcileWindowInvalid(BadRequest):
@@ -261,7 +289,7 @@ class Unprocessable(BridgeError, Terminal):
 
 class UsesLimitExceeded(Unprocessable):
     code = "USES_LIMIT_EXCEEDED"
-    default_pointer = "/data/attributes/uses"
+    default_field = Field.USES
 
     @classmethod
     def for_max(cls, max_uses: int) -> UsesLimitExceeded:
@@ -270,74 +298,74 @@ class UsesLimitExceeded(Unprocessable):
 
 class UsesInvalid(Unprocessable):
     code = "USES_INVALID"
-    default_pointer = "/data/attributes/uses"
+    default_field = Field.USES
     default_detail = "must be greater than or equal to 0"
 
 
 class MaxUsesInvalid(Unprocessable):
     code = "MAX_USES_INVALID"
-    default_pointer = "/data/attributes/maxUses"
+    default_field = Field.MAX_USES
 
 
 class KeyTaken(Unprocessable):
     code = "KEY_TAKEN"
-    default_pointer = "/data/attributes/key"
+    default_field = Field.KEY
     default_detail = "has already been taken"
 
 
 class KeyInvalid(Unprocessable):
     code = "KEY_INVALID"
-    default_pointer = "/data/attributes/key"
+    default_field = Field.KEY
 
 
 class NameMissing(Unprocessable):
     code = "NAME_MISSING"
-    default_pointer = "/data/attributes/name"
+    default_field = Field.NAME
     default_detail = "can't be blank"
 
 
 class PolicyNotFound(Unprocessable):
     code = "POLICY_NOT_FOUND"
-    default_pointer = "/data/relationships/policy"
+    default_field = Field.POLICY
     default_detail = "must exist"
 
 
 class ProductNotFound(Unprocessable):
     code = "PRODUCT_NOT_FOUND"
-    default_pointer = "/data/relationships/product"
+    default_field = Field.PRODUCT
     default_detail = "must exist"
 
 
 class MaxMachinesInvalid(Unprocessable):
     code = "MAX_MACHINES_INVALID"
-    default_pointer = "/data/attributes/maxMachines"
+    default_field = Field.MAX_MACHINES
 
 
 class MaxCoresInvalid(Unprocessable):
     code = "MAX_CORES_INVALID"
-    default_pointer = "/data/attributes/maxCores"
+    default_field = Field.MAX_CORES
 
 
 class OverageStrategyNotAllowed(Unprocessable):
     code = "OVERAGE_STRATEGY_NOT_ALLOWED"
-    default_pointer = "/data/attributes/overageStrategy"
+    default_field = Field.OVERAGE_STRATEGY
     default_detail = "unsupported overage strategy"
 
 
 class ExpirationBasisNotAllowed(Unprocessable):
     code = "EXPIRATION_BASIS_NOT_ALLOWED"
-    default_pointer = "/data/attributes/expirationBasis"
+    default_field = Field.EXPIRATION_BASIS
     default_detail = "must be one of: FROM_CREATION, FROM_FIRST_USE"
 
 
 class DurationInvalid(Unprocessable):
     code = "DURATION_INVALID"
-    default_pointer = "/data/attributes/duration"
+    default_field = Field.DURATION
 
 
 class ExpiryInvalid(Unprocessable):
     code = "EXPIRY_INVALID"
-    default_pointer = "/data/attributes/expiry"
+    default_field = Field.EXPIRY
 
 
 class AttributeInvalid(Unprocessable):
@@ -346,30 +374,30 @@ class AttributeInvalid(Unprocessable):
 
 class PolicyInUse(Unprocessable):
     code = "POLICY_IN_USE"
-    default_pointer = "/data"
+    default_field = Field.RESOURCE
     default_detail = "policy still has licenses; delete or move them first"
 
 
 class ProductInUse(Unprocessable):
     code = "PRODUCT_IN_USE"
-    default_pointer = "/data"
+    default_field = Field.RESOURCE
     default_detail = "product still has policies; delete them first"
 
 
 class UsagePeriodInvalid(Unprocessable):
     code = "USAGE_PERIOD_INVALID"
-    default_pointer = "/data/attributes/usagePeriod"
+    default_field = Field.USAGE_PERIOD
 
 
 class PeriodAnchorInvalid(Unprocessable):
     code = "PERIOD_ANCHOR_INVALID"
-    default_pointer = "/data/attributes/periodAnchor"
+    default_field = Field.PERIOD_ANCHOR
     default_detail = "must be a date-time with a timezone offset"
 
 
 class MetadataInvalid(Unprocessable):
     code = "METADATA_INVALID"
-    default_pointer = "/data/attributes/metadata"
+    default_field = Field.METADATA
 
 
 class ValueInvalid(Unprocessable):
@@ -382,13 +410,13 @@ class ValueInvalid(Unprocessable):
 
 class LicenseNotFound(Unprocessable):
     code = "LICENSE_NOT_FOUND"
-    default_pointer = "/data/relationships/license"
+    default_field = Field.LICENSE
     default_detail = "must exist"
 
 
 class MachineLimitExceeded(Unprocessable):
     code = "MACHINE_LIMIT_EXCEEDED"
-    default_pointer = "/data"
+    default_field = Field.RESOURCE
 
     @classmethod
     def for_max(cls, max_machines: int) -> MachineLimitExceeded:
@@ -397,7 +425,7 @@ class MachineLimitExceeded(Unprocessable):
 
 class MachineCoreLimitExceeded(Unprocessable):
     code = "MACHINE_CORE_LIMIT_EXCEEDED"
-    default_pointer = "/data"
+    default_field = Field.RESOURCE
 
     @classmethod
     def for_max(cls, max_cores: int) -> MachineCoreLimitExceeded:
@@ -406,24 +434,24 @@ class MachineCoreLimitExceeded(Unprocessable):
 
 class CoresInvalid(Unprocessable):
     code = "CORES_INVALID"
-    default_pointer = "/data/attributes/cores"
+    default_field = Field.CORES
 
 
 class FingerprintMissing(Unprocessable):
     code = "FINGERPRINT_MISSING"
-    default_pointer = "/data/attributes/fingerprint"
+    default_field = Field.FINGERPRINT
     default_detail = "can't be blank"
 
 
 class FingerprintTaken(Unprocessable):
     code = "FINGERPRINT_TAKEN"
-    default_pointer = "/data/attributes/fingerprint"
+    default_field = Field.FINGERPRINT
     default_detail = "has already been taken"
 
 
 class HeartbeatDurationInvalid(Unprocessable):
     code = "HEARTBEAT_DURATION_INVALID"
-    default_pointer = "/data/attributes/heartbeatDuration"
+    default_field = Field.HEARTBEAT_DURATION
 
 
 class IdempotencyKeyReused(Unprocessable):

@@ -40,9 +40,14 @@ class MachineLimits:
 
     @classmethod
     def of(cls, policy: Policy, license: License) -> MachineLimits:
-        max_machines = license.max_machines_override or policy.max_machines
-        max_cores = license.max_cores_override or policy.max_cores
-        return cls(policy.floating, policy.strict, max_machines, max_cores, policy.overage_strategy)
+        terms = license.terms
+        return cls(
+            policy.floating,
+            policy.strict,
+            terms.max_machines,
+            terms.max_cores,
+            policy.overage_strategy,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ def within_overage(strategy: OverageStrategy, value: int, maximum: int) -> bool:
 def check_cores(cores: int | None) -> int | None:
     """Keygen's ``cores`` validation: 1..2147483647, or null."""
     if cores is not None:
-        check_int4(cores, minimum=1, pointer="/data/attributes/cores", error=CoresInvalid)
+        check_int4(cores, minimum=1, error=CoresInvalid)
     return cores
 
 

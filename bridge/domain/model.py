@@ -64,6 +64,58 @@ class Product:
 
 
 @dataclass(frozen=True, slots=True)
+class Terms:
+    """What a license may do: maxima, when its expiry starts, how its usage resets.
+
+    A policy's terms are its own values; a license's are its effective terms, its overrides over
+    its policy's (``Terms.over``). The store reads them with the license in one projection
+    (``bridge.store.licenses``), so the license never carries its policy's columns.
+    """
+
+    max_uses: int | None = None
+    max_machines: int | None = None
+    max_cores: int | None = None
+    # Seconds from the first increment to the expiry (a FROM_FIRST_USE policy's duration).
+    first_use_duration: int | None = None
+    usage_period: PeriodRule | None = None
+    # The policy's machine terms, which the license's document shows (no license override).
+    strict: bool = False
+    floating: bool = False
+
+    def over(
+        self,
+        *,
+        max_uses: int | None,
+        max_machines: int | None,
+        max_cores: int | None,
+        usage_period: PeriodRule | None,
+    ) -> Terms:
+        """These (a policy's) terms under a license's overrides, by Keygen's getter rule: an
+        override counts unless it is null (or 0, for the maxima)."""
+        if not (max_uses or max_machines or max_cores or usage_period):
+            return self
+        return Terms(
+            max_uses or self.max_uses,
+            max_machines or self.max_machines,
+            max_cores or self.max_cores,
+            self.first_use_duration,
+            usage_period or self.usage_period,
+            self.strict,
+            self.floating,
+        )
+
+    def to_snapshot(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["usage_period"] = self.usage_period.to_api() if self.usage_period else None
+        return data
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> Terms:
+        rule = data.get("usage_period")
+        return cls(**{**data, "usage_period": PeriodRule.parse(rule) if rule else None})
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     id: str
     product_id: str
@@ -89,9 +141,27 @@ class Policy:
             return now + timedelta(seconds=self.duration)
         return None
 
+    @property
+    def terms(self) -> Terms:
+        first_use = self.expiration_basis is ExpirationBasis.FROM_FIRST_USE
+        return Terms(
+            self.max_uses,
+            self.max_machines,
+            self.max_cores,
+            self.duration if first_use else None,
+            self.usage_period,
+            self.strict,
+            self.floating,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class License:
+    """A license's own columns, and its effective ``terms`` (read with it, never stored on it).
+
+    ``product_id`` is the license's product (its policy's): the scope tokens are checked in.
+    """
+
     id: str
     key: str
     name: str | None
@@ -99,34 +169,40 @@ class License:
     product_id: str
     uses: int
     max_uses_override: int | None
-    policy_max_uses: int | None
-    # The policy's duration when its expiration basis is FROM_FIRST_USE, else None.
-    policy_first_use_duration: int | None
     protected: bool
     suspended: bool
     expiry: datetime | None
     metadata: Metadata
     created: datetime
     updated: datetime
+    terms: Terms
     # Usage periods: the license's own rule (else the policy's), the anniversary anchor, and the
     # open period with the count it started from.
     usage_period_override: PeriodRule | None = None
-    policy_usage_period: PeriodRule | None = None
     period_anchor: datetime | None = None
     period_start: datetime | None = None
     period_end: datetime | None = None
     period_open_uses: int = 0
+    max_machines_override: int | None = None
+    max_cores_override: int | None = None
 
-    @property
-    def usage_period(self) -> PeriodRule | None:
-        return self.usage_period_override or self.policy_usage_period
+    def under(self, policy: Terms) -> License:
+        """This license with its effective terms recomputed from its policy's ``policy`` (after
+        an override changed)."""
+        terms = policy.over(
+            max_uses=self.max_uses_override,
+            max_machines=self.max_machines_override,
+            max_cores=self.max_cores_override,
+            usage_period=self.usage_period_override,
+        )
+        return dataclasses.replace(self, terms=terms)
 
     @property
     def period_state(self) -> PeriodState:
         return PeriodState(
             self.id,
             self.uses,
-            self.usage_period,
+            self.terms.usage_period,
             self.period_anchor or self.created,
             self.period_start,
             self.period_end,
@@ -152,34 +228,16 @@ class License:
         rollover = self.rollover(now)
         return self if rollover is None else self.rolled(rollover)
 
-    max_machines_override: int | None = None
-    max_cores_override: int | None = None
-    policy_max_machines: int | None = None
-    policy_max_cores: int | None = None
-    # The policy's machine terms, which the license's document shows (Keygen's strict/floating).
-    policy_strict: bool = False
-    policy_floating: bool = False
-
     @property
     def max_uses(self) -> int | None:
-        """Keygen's effective maximum: the override unless null or 0, else the policy's."""
-        return self.max_uses_override if self.max_uses_override else self.policy_max_uses
-
-    @property
-    def max_machines(self) -> int | None:
-        """The same rule for machines (Keygen's getter pattern)."""
-        return (
-            self.max_machines_override if self.max_machines_override else self.policy_max_machines
-        )
-
-    @property
-    def max_cores(self) -> int | None:
-        return self.max_cores_override if self.max_cores_override else self.policy_max_cores
+        """The effective maximum (``terms.max_uses``): the override unless null or 0, else the
+        policy's."""
+        return self.terms.max_uses
 
     def expiry_on_first_use(self, now: datetime) -> datetime | None:
         """The expiry a successful increment sets; an existing expiry never changes."""
-        if self.expiry is None and self.policy_first_use_duration is not None:
-            return now + timedelta(seconds=self.policy_first_use_duration)
+        if self.expiry is None and self.terms.first_use_duration is not None:
+            return now + timedelta(seconds=self.terms.first_use_duration)
         return None
 
     def status(self, now: datetime) -> LicenseStatus:
@@ -194,29 +252,54 @@ class License:
 
     def to_snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, stored with an idempotency key so a replay renders the same answer."""
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in _SNAPSHOT_TIMES:
             value = data[name]
             data[name] = value.isoformat() if value is not None else None
-        for name in _SNAPSHOT_RULES:
-            rule = getattr(self, name)
-            data[name] = rule.to_api() if rule is not None else None
+        rule = self.usage_period_override
+        data["usage_period_override"] = rule.to_api() if rule is not None else None
+        data["terms"] = self.terms.to_snapshot()
         return data
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> License:
-        values = dict(data)
+        values = _snapshot_upgraded(data)
         for name in _SNAPSHOT_TIMES:
             raw = values.get(name)
             values[name] = datetime.fromisoformat(raw) if raw is not None else None
-        for name in _SNAPSHOT_RULES:
-            raw = values.get(name)
-            values[name] = PeriodRule.parse(raw, "/") if raw is not None else None
+        raw_rule = values.get("usage_period_override")
+        values["usage_period_override"] = PeriodRule.parse(raw_rule) if raw_rule else None
+        values["terms"] = Terms.from_snapshot(values["terms"])
         return cls(**values)
 
 
 _SNAPSHOT_TIMES = ("expiry", "created", "updated", "period_anchor", "period_start", "period_end")
-_SNAPSHOT_RULES = ("usage_period_override", "policy_usage_period")
+# Snapshots stored before the license carried its terms held its policy's values instead.
+_POLICY_SNAPSHOT_FIELDS = {
+    "policy_max_uses": "max_uses",
+    "policy_max_machines": "max_machines",
+    "policy_max_cores": "max_cores",
+    "policy_first_use_duration": "first_use_duration",
+    "policy_usage_period": "usage_period",
+}
+
+
+def _snapshot_upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot in the current form (answers are kept for the key retention)."""
+    values = dict(data)
+    if "terms" in values:
+        return values
+    policy = {new: values.pop(old, None) for old, new in _POLICY_SNAPSHOT_FIELDS.items()}
+    overrides = (
+        ("max_uses", "max_uses_override"),
+        ("max_machines", "max_machines_override"),
+        ("max_cores", "max_cores_override"),
+        ("usage_period", "usage_period_override"),
+    )
+    for name, override in overrides:
+        policy[name] = values.get(override) or policy[name]
+    values["terms"] = policy
+    return values
 
 
 @dataclass(frozen=True, slots=True)

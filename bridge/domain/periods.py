@@ -64,32 +64,28 @@ class PeriodRule:
     timezone: str = "UTC"
 
     @classmethod
-    def parse(cls, raw: Any, pointer: str) -> PeriodRule:
+    def parse(cls, raw: Any) -> PeriodRule:
         """A rule from its API form ``{"interval", "count", "anchor", "timezone"}``."""
         if not isinstance(raw, dict):
-            raise UsagePeriodInvalid("must be an object or null", pointer=pointer)
+            raise UsagePeriodInvalid("must be an object or null")
         unknown = set(raw) - {"interval", "count", "anchor", "timezone"}
         if unknown:
-            raise UsagePeriodInvalid(f"unknown field {sorted(unknown)[0]!r}", pointer=pointer)
+            raise UsagePeriodInvalid(f"unknown field {sorted(unknown)[0]!r}")
         try:
             interval = PeriodInterval(str(raw.get("interval", "")).lower())
         except ValueError:
             names = ", ".join(i.value for i in PeriodInterval)
-            raise UsagePeriodInvalid(f"interval must be one of {names}", pointer=pointer) from None
+            raise UsagePeriodInvalid(f"interval must be one of {names}") from None
         count = raw.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
-            raise UsagePeriodInvalid(
-                f"count must be an integer from 1 to {MAX_COUNT}", pointer=pointer
-            )
+            raise UsagePeriodInvalid(f"count must be an integer from 1 to {MAX_COUNT}")
         try:
             anchor = PeriodAnchor(str(raw.get("anchor", PeriodAnchor.CALENDAR)).upper())
         except ValueError:
-            raise UsagePeriodInvalid(
-                "anchor must be CALENDAR or ANNIVERSARY", pointer=pointer
-            ) from None
+            raise UsagePeriodInvalid("anchor must be CALENDAR or ANNIVERSARY") from None
         timezone = raw.get("timezone", "UTC")
         if not isinstance(timezone, str) or not _known_zone(timezone):
-            raise UsagePeriodInvalid("timezone must be an IANA timezone name", pointer=pointer)
+            raise UsagePeriodInvalid("timezone must be an IANA timezone name")
         return cls(interval, count, anchor, timezone)
 
     def to_api(self) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def rule_from_json(raw: str | None) -> PeriodRule | None:
     """The stored form back to a rule (cached: the usage hot path reads it on every change)."""
     if raw is None:
         return None
-    return PeriodRule.parse(json.loads(raw), "/")
+    return PeriodRule.parse(json.loads(raw))
 
 
 MAX_ZONE_NAME = 64  # the longest IANA name is 32 characters

@@ -78,7 +78,7 @@ class Jobs:
         total = 0
         while True:  # a transaction a batch: the usage path keeps writing meanwhile
             with self._uows(write=True) as uow:
-                purged = uow.idempotency_keys.purge(before, _PURGE_BATCH)
+                purged = uow.idempotency.purge(before, _PURGE_BATCH)
                 uow.commit()
             total += purged
             if purged < _PURGE_BATCH:

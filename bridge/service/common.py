@@ -38,13 +38,11 @@ class PageRequest:
 
     def __post_init__(self) -> None:
         if self.number < 1:
-            raise PageInvalid("page number must be greater than or equal to 1", parameter="page")
+            raise PageInvalid("page number must be greater than or equal to 1")
         if self.number > MAX_PAGE_NUMBER:
-            raise PageInvalid(
-                f"page number must be less than or equal to {MAX_PAGE_NUMBER}", parameter="page"
-            )
+            raise PageInvalid(f"page number must be less than or equal to {MAX_PAGE_NUMBER}")
         if not 1 <= self.size <= MAX_PAGE_SIZE:
-            raise PageInvalid("page size must be a number between 1 and 100", parameter="page")
+            raise PageInvalid("page size must be a number between 1 and 100")
 
     @property
     def offset(self) -> int:

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any
 
 from bridge.domain.access import LicenseAction, Principal, Role, authorize_license, require_admin
-from bridge.domain.errors import (
-    ExpiryInvalid,
-    KeyInvalid,
-    KeyTaken,
-    MaxCoresInvalid,
-    MaxMachinesInvalid,
-    MaxUsesInvalid,
-    NotFound,
-    PeriodAnchorInvalid,
-    PolicyNotFound,
+from bridge.domain.attributes import (
+    check_expiry,
+    check_key,
+    check_max_cores_override,
+    check_max_machines_override,
+    check_max_uses_override,
+    check_period_anchor,
+    given,
+    rule_of,
 )
-from bridge.domain.limits import check_int4
-from bridge.domain.model import ExpirationBasis, License, Policy, UsageKind
+from bridge.domain.commands import UNSET, LicensePatch, NewLicense
+from bridge.domain.errors import KeyTaken, NotFound, PolicyNotFound
+from bridge.domain.model import License, UsageKind
 from bridge.domain.ports import (
     Clock,
     LicenseLookup,
@@ -30,20 +28,11 @@ from bridge.domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from bridge.domain.validation import (
-    NOT_FOUND,
-    ValidationResult,
-    ValidationScope,
-    instant_in_range,
-    validate_license,
-)
+from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
-from bridge.service.periods import parse_rule, roll_period
-
-KEY_MIN, KEY_MAX = 6, 255
-_RANGE = "must lie between 1900-01-01 and 9000-01-01 UTC"
+from bridge.service.periods import roll_period
 
 
 def generate_key() -> str:
@@ -63,9 +52,8 @@ def load_license(
     return license
 
 
-def _check_key(uow: UnitOfWork, key: str) -> str:
-    if not KEY_MIN <= len(key) <= KEY_MAX or not key.isprintable() or key != key.strip():
-        raise KeyInvalid(f"must be {KEY_MIN} to {KEY_MAX} printable characters without padding")
+def _new_key(uow: UnitOfWork, key: str) -> str:
+    check_key(key)
     if uow.licenses.key_exists(key):
         raise KeyTaken
     return key
@@ -80,98 +68,47 @@ def _key_race() -> Iterator[None]:
         raise KeyTaken from None
 
 
-def _check_override(value: int | None) -> int | None:
-    if value is not None:
-        check_int4(value, minimum=0, pointer="/data/attributes/maxUses", error=MaxUsesInvalid)
-    return value
-
-
-def _check_anchor(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise PeriodAnchorInvalid
-    if value is not None and not instant_in_range(value):
-        raise PeriodAnchorInvalid(_RANGE)
-    return value
-
-
-def _check_expiry(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise ExpiryInvalid("must include a timezone offset")
-    if value is not None and not instant_in_range(value):
-        raise ExpiryInvalid(_RANGE)
-    return value
-
-
-def _machine_overrides(policy: Policy, attrs: Mapping[str, Any]) -> dict[str, int | None]:
-    """The ``maxMachines`` / ``maxCores`` overrides sent, checked as Keygen checks the policy's
-    (node-locked: exactly 1 machine; floating: at least 1)."""
-    values: dict[str, int | None] = {}
-    if "max_machines" in attrs:
-        value = attrs["max_machines"]
-        if value is not None:
-            if not policy.floating and value != 1:
-                raise MaxMachinesInvalid("must be equal to 1 for non-floating policy")
-            check_int4(
-                value,
-                minimum=1,
-                pointer="/data/attributes/maxMachines",
-                error=MaxMachinesInvalid,
-            )
-        values["max_machines_override"] = value
-    if "max_cores" in attrs:
-        value = attrs["max_cores"]
-        if value is not None:
-            check_int4(value, minimum=1, pointer="/data/attributes/maxCores", error=MaxCoresInvalid)
-        values["max_cores_override"] = value
-    return values
-
-
 def create_license(
     uows: UnitOfWorkFactory,
     clock: Clock,
     principal: Principal,
-    policy_id: str | None,
-    attrs: Mapping[str, Any],
+    command: NewLicense,
     answer: Answer[License] = ignore,
 ) -> License:
     if principal.role is Role.LICENSE:
         require_admin(principal)
     now = clock.now()
     with _key_race(), uows(write=True) as uow:
-        policy = uow.policies.get(policy_id) if policy_id else None
+        policy = uow.policies.get(command.policy_id) if command.policy_id else None
         if policy is None or (principal.role is Role.PRODUCT and policy.product_id != principal.id):
             raise PolicyNotFound
-        key = attrs.get("key")
-        expiry = _check_expiry(attrs.get("expiry"))
-        machine_overrides = _machine_overrides(policy, attrs)
+        # Keygen's order: expiry, machine limits, key, maxUses, usage period, anchor.
+        expiry = check_expiry(command.expiry)
+        max_machines = check_max_machines_override(policy, command.max_machines)
+        max_cores = check_max_cores_override(command.max_cores)
+        key = _new_key(uow, command.key) if command.key is not None else generate_key()
+        max_uses = check_max_uses_override(command.max_uses)
+        usage_period = rule_of(command.usage_period)
         license = License(
             id=new_id(),
-            key=_check_key(uow, key) if key is not None else generate_key(),
-            name=attrs.get("name"),
+            key=key,
+            name=command.name,
             policy_id=policy.id,
             product_id=policy.product_id,
             uses=0,
-            max_uses_override=_check_override(attrs.get("max_uses")),
-            policy_max_uses=policy.max_uses,
-            policy_first_use_duration=(
-                policy.duration
-                if policy.expiration_basis is ExpirationBasis.FROM_FIRST_USE
-                else None
-            ),
-            protected=attrs.get("protected", policy.protected),
-            suspended=attrs.get("suspended", False),
+            max_uses_override=max_uses,
+            protected=policy.protected if command.protected is None else command.protected,
+            suspended=bool(command.suspended),
             expiry=expiry if expiry is not None else policy.expiry_at_creation(now),
-            metadata=attrs.get("metadata") or {},
+            metadata=command.metadata or {},
             created=now,
             updated=now,
-            usage_period_override=parse_rule(attrs.get("usage_period")),
-            policy_usage_period=policy.usage_period,
-            period_anchor=_check_anchor(attrs.get("period_anchor")),
-            policy_max_machines=policy.max_machines,
-            policy_max_cores=policy.max_cores,
-            max_machines_override=machine_overrides.get("max_machines_override"),
-            max_cores_override=machine_overrides.get("max_cores_override"),
-        )
+            terms=policy.terms,
+            usage_period_override=usage_period,
+            period_anchor=check_period_anchor(command.period_anchor),
+            max_machines_override=max_machines,
+            max_cores_override=max_cores,
+        ).under(policy.terms)
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)
         answer(license)
@@ -204,38 +141,58 @@ def update_license(
     clock: Clock,
     principal: Principal,
     ref: str,
-    changes: Mapping[str, Any],
+    patch: LicensePatch,
     answer: Answer[License] = ignore,
 ) -> License:
-    """Descriptive fields, expiry, suspension and the ``maxUses`` override; never ``uses``."""
+    """Descriptive fields, expiry, suspension and the limit overrides; never ``uses``."""
     with _key_race(), uows(write=True) as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.UPDATE)
-        values: dict[str, Any] = {"updated": clock.now()}
-        for name in ("name", "protected", "suspended"):
-            if name in changes:
-                values[name] = changes[name]
-        if "metadata" in changes:
-            values["metadata"] = changes["metadata"] or {}
-        if "max_uses" in changes:
-            # null removes the override and falls back to the policy value (Keygen).
-            values["max_uses_override"] = _check_override(changes["max_uses"])
-        if "expiry" in changes:
-            values["expiry"] = _check_expiry(changes["expiry"])
-        if "key" in changes and changes["key"] != license.key:
-            values["key"] = _check_key(uow, changes["key"])
+        now = clock.now()
+        # Checked in Keygen's order; null removes an override (the policy's value applies).
+        max_uses = license.max_uses_override
+        if patch.max_uses is not UNSET:
+            max_uses = check_max_uses_override(patch.max_uses)
+        expiry = license.expiry if patch.expiry is UNSET else check_expiry(patch.expiry)
+        key = license.key
+        if patch.key is not UNSET and patch.key != license.key:
+            key = _new_key(uow, patch.key)
         # A changed rule or anchor applies from the end of the open period.
-        if "usage_period" in changes:
-            values["usage_period_override"] = parse_rule(changes["usage_period"])
-        if "period_anchor" in changes:
-            values["period_anchor"] = _check_anchor(changes["period_anchor"])
-        if "max_machines" in changes or "max_cores" in changes:
+        usage_period = license.usage_period_override
+        if patch.usage_period is not UNSET:
+            usage_period = rule_of(patch.usage_period)
+        anchor = license.period_anchor
+        if patch.period_anchor is not UNSET:
+            anchor = check_period_anchor(patch.period_anchor)
+        max_machines, max_cores = license.max_machines_override, license.max_cores_override
+        if patch.max_machines is not UNSET or patch.max_cores is not UNSET:
             policy = uow.policies.get(license.policy_id)
             assert policy is not None  # a policy with licenses cannot be deleted
-            values.update(_machine_overrides(policy, changes))
-        license = dataclasses.replace(license, **values)
-        uow.licenses.update(license)
+            if patch.max_machines is not UNSET:
+                max_machines = check_max_machines_override(policy, patch.max_machines)
+            if patch.max_cores is not UNSET:
+                max_cores = check_max_cores_override(patch.max_cores)
+        changed = dataclasses.replace(
+            license,
+            name=given(patch.name, license.name),
+            protected=given(patch.protected, license.protected),
+            suspended=given(patch.suspended, license.suspended),
+            metadata=license.metadata if patch.metadata is UNSET else patch.metadata or {},
+            max_uses_override=max_uses,
+            expiry=expiry,
+            key=key,
+            usage_period_override=usage_period,
+            period_anchor=anchor,
+            max_machines_override=max_machines,
+            max_cores_override=max_cores,
+            updated=now,
+        )
+        uow.licenses.update(changed)
+        # Read back through the projection: the effective terms follow the new overrides.
+        updated = uow.licenses.get(license.id)
+        assert updated is not None, "the license is held by this write transaction"
+        license = updated
         if license.period_end is None:
-            license = roll_period(uow.periods, license, values["updated"], closed_by="usage")
+            license = roll_period(uow.periods, license, now, closed_by="usage")
         answer(license)
         uow.commit()
     return license
@@ -258,7 +215,9 @@ def delete_license(uows: UnitOfWorkFactory, clock: Clock, principal: Principal, 
                 license.id, machine.id, UsageKind.DEACTIVATE, total, after, principal.actor
             )
             record_core_change(uow, change, now, sinks=())
+            uow.machines.delete(machine.id)
             total = after
+        uow.tokens.delete_for(license.id)
         uow.licenses.delete(license.id)
         uow.commit()
 
@@ -271,7 +230,8 @@ def set_suspended(
     suspended: bool,
     answer: Answer[License] = ignore,
 ) -> License:
-    return update_license(uows, clock, principal, ref, {"suspended": suspended}, answer)
+    patch = LicensePatch(suspended=suspended)
+    return update_license(uows, clock, principal, ref, patch, answer)
 
 
 def validate(

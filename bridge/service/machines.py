@@ -8,10 +8,9 @@ entry, and the outbox forwards the license's new core total to every enabled sin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -22,13 +21,9 @@ from bridge.domain.access import (
     authorize_machine,
     can_see_license,
 )
-from bridge.domain.errors import (
-    AttributeInvalid,
-    FingerprintMissing,
-    FingerprintTaken,
-    LicenseNotFound,
-    NotFound,
-)
+from bridge.domain.attributes import check_fingerprint, check_text, given
+from bridge.domain.commands import UNSET, MachinePatch, NewMachine
+from bridge.domain.errors import Field, FingerprintTaken, LicenseNotFound, NotFound
 from bridge.domain.machines import check_activation, check_core_total, check_cores
 from bridge.domain.model import License, Machine, UsageKind
 from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
@@ -38,33 +33,6 @@ from bridge.service.license_machines import CoreChange, limits_of, record_core_c
 log = structlog.get_logger(__name__)
 
 REAPER = Principal(Role.ADMIN, "heartbeat")  # the actor of a reaped machine's ledger entry
-_DESCRIPTIVE = ("name", "platform", "hostname")
-MAX_TEXT = 255
-
-
-def _text(attrs: Mapping[str, Any], name: str) -> str | None:
-    value = attrs.get(name)
-    if value is not None and len(value) > MAX_TEXT:
-        raise AttributeInvalid(
-            f"is too long (maximum is {MAX_TEXT} characters)", pointer=f"/data/attributes/{name}"
-        )
-    return value
-
-
-def _fingerprint(attrs: Mapping[str, Any]) -> str:
-    fingerprint = attrs.get("fingerprint")
-    if fingerprint is None or not fingerprint.strip():
-        raise FingerprintMissing
-    checked = _text(attrs, "fingerprint")
-    assert checked is not None
-    return checked
-
-
-@dataclass(frozen=True, slots=True)
-class Activation:
-    license_ref: str | None  # the license relationship: id or key
-    attributes: Mapping[str, Any]
-    request_id: str | None = None
 
 
 class MachineService:
@@ -77,16 +45,21 @@ class MachineService:
 
     # Writes -----------------------------------------------------------------------------------
     def activate(
-        self, principal: Principal, request: Activation, answer: Answer[Machine] = ignore
+        self,
+        principal: Principal,
+        command: NewMachine,
+        request_id: str | None = None,
+        answer: Answer[Machine] = ignore,
     ) -> Machine:
-        attrs = request.attributes
-        fingerprint = _fingerprint(attrs)
-        cores = check_cores(attrs.get("cores"))
-        descriptive = {name: _text(attrs, name) for name in _DESCRIPTIVE}
+        fingerprint = check_fingerprint(command.fingerprint)
+        cores = check_cores(command.cores)
+        name = check_text(command.name, Field.NAME)
+        platform = check_text(command.platform, Field.PLATFORM)
+        hostname = check_text(command.hostname, Field.HOSTNAME)
         now = self._clock.now()
         try:
             with self._uows(write=True) as uow:
-                license = self._locked_license(uow, principal, request.license_ref)
+                license = self._locked_license(uow, principal, command.license_ref)
                 if uow.machines.fingerprint_taken(license.id, fingerprint):
                     raise FingerprintTaken
                 tally = uow.machines.tally(license.id)
@@ -96,10 +69,10 @@ class MachineService:
                     license_id=license.id,
                     fingerprint=fingerprint,
                     cores=cores,
-                    name=descriptive["name"],
-                    platform=descriptive["platform"],
-                    hostname=descriptive["hostname"],
-                    metadata=attrs.get("metadata") or {},
+                    name=name,
+                    platform=platform,
+                    hostname=hostname,
+                    metadata=command.metadata or {},
                     created=now,
                     updated=now,
                 )
@@ -112,7 +85,7 @@ class MachineService:
                     tally.cores,
                     tally.cores + (cores or 0),
                     principal.actor,
-                    request.request_id,
+                    request_id,
                 )
                 record_core_change(uow, change, now, self._sinks)
                 answer(machine)
@@ -126,27 +99,29 @@ class MachineService:
         self,
         principal: Principal,
         machine_id: str,
-        changes: Mapping[str, Any],
+        patch: MachinePatch,
         request_id: str | None = None,
         answer: Answer[Machine] = ignore,
     ) -> Machine:
         """Descriptive fields and ``cores``; raising the cores is checked against the limit."""
-        action = MachineAction.CHANGE_CORES if "cores" in changes else MachineAction.UPDATE
-        values: dict[str, Any] = {
-            name: _text(changes, name) for name in _DESCRIPTIVE if name in changes
-        }
-        if "metadata" in changes:
-            values["metadata"] = changes["metadata"] or {}
+        action = MachineAction.UPDATE if patch.cores is UNSET else MachineAction.CHANGE_CORES
+        for text, field in (
+            (patch.name, Field.NAME),
+            (patch.platform, Field.PLATFORM),
+            (patch.hostname, Field.HOSTNAME),
+        ):
+            if text is not UNSET:
+                check_text(text, field)
         now = self._clock.now()
         with self._uows(write=True) as uow:
             machine, license = self._locked_machine(uow, principal, machine_id, action)
-            if "cores" in changes and changes["cores"] != machine.cores:
-                cores = check_cores(changes["cores"])
+            cores = machine.cores
+            if patch.cores is not UNSET and patch.cores != machine.cores:
+                cores = check_cores(patch.cores)
                 tally = uow.machines.tally(license.id)
                 after = tally.cores - (machine.cores or 0) + (cores or 0)
                 if after > tally.cores:
                     check_core_total(limits_of(uow, license), after)
-                values["cores"] = cores
                 change = CoreChange(
                     license.id,
                     machine.id,
@@ -157,7 +132,15 @@ class MachineService:
                     request_id,
                 )
                 record_core_change(uow, change, now, self._sinks)
-            machine = machine.replace(updated=now, **values)
+            machine = dataclasses.replace(
+                machine,
+                cores=cores,
+                name=given(patch.name, machine.name),
+                platform=given(patch.platform, machine.platform),
+                hostname=given(patch.hostname, machine.hostname),
+                metadata=machine.metadata if patch.metadata is UNSET else patch.metadata or {},
+                updated=now,
+            )
             uow.machines.update(machine)
             answer(machine)
             uow.commit()

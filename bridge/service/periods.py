@@ -13,12 +13,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
 
 import structlog
 
 from bridge.domain.model import License
-from bridge.domain.periods import PeriodRule, PeriodState
+from bridge.domain.periods import PeriodState
 from bridge.domain.ports import Clock, PeriodWriter, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
@@ -31,13 +30,6 @@ def roll_period(periods: PeriodWriter, license: License, now: datetime, closed_b
         return license
     periods.roll([(license.period_state, rollover)], now, closed_by)
     return license.rolled(rollover)
-
-
-def parse_rule(value: PeriodRule | dict[str, Any] | None) -> PeriodRule | None:
-    """A rule as the API sends it (an object or null), or one already parsed."""
-    if value is None or isinstance(value, PeriodRule):
-        return value
-    return PeriodRule.parse(value, "/data/attributes/usagePeriod")
 
 
 def open_periods(periods: PeriodWriter, states: Sequence[PeriodState], now: datetime) -> None:

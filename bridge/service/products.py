@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 from bridge.domain.access import Principal, Role, require_admin, require_product_scope
-from bridge.domain.errors import NameMissing, NotFound, ProductInUse
+from bridge.domain.attributes import check_name, given
+from bridge.domain.commands import UNSET, NewProduct, ProductPatch
+from bridge.domain.errors import NotFound, ProductInUse
 from bridge.domain.model import Product
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.auth import IssuedToken, issue_token
@@ -26,26 +26,20 @@ def _load(uow: UnitOfWork, principal: Principal, product_id: str) -> Product:
     return product
 
 
-def _check_name(name: str | None) -> str:
-    if name is None or not name.strip():
-        raise NameMissing
-    return name
-
-
 def create_product(
     uows: UnitOfWorkFactory,
     clock: Clock,
     principal: Principal,
-    attrs: Mapping[str, Any],
+    command: NewProduct,
     answer: Answer[Product] = ignore,
 ) -> Product:
     require_admin(principal)
     now = clock.now()
     product = Product(
         id=new_id(),
-        name=_check_name(attrs.get("name")),
-        url=attrs.get("url"),
-        metadata=attrs.get("metadata") or {},
+        name=check_name(command.name),
+        url=command.url,
+        metadata=command.metadata or {},
         created=now,
         updated=now,
     )
@@ -77,20 +71,19 @@ def update_product(
     clock: Clock,
     principal: Principal,
     product_id: str,
-    changes: Mapping[str, Any],
+    patch: ProductPatch,
     answer: Answer[Product] = ignore,
 ) -> Product:
     with uows(write=True) as uow:
         product = _load(uow, principal, product_id)
         require_product_scope(principal, product_id)
-        values: dict[str, Any] = {"updated": clock.now()}
-        if "name" in changes:
-            values["name"] = _check_name(changes["name"])
-        if "url" in changes:
-            values["url"] = changes["url"]
-        if "metadata" in changes:
-            values["metadata"] = changes["metadata"] or {}
-        product = dataclasses.replace(product, **values)
+        product = dataclasses.replace(
+            product,
+            name=product.name if patch.name is UNSET else check_name(patch.name),
+            url=given(patch.url, product.url),
+            metadata=product.metadata if patch.metadata is UNSET else patch.metadata or {},
+            updated=clock.now(),
+        )
         uow.products.update(product)
         answer(product)
         uow.commit()
@@ -103,6 +96,7 @@ def delete_product(uows: UnitOfWorkFactory, principal: Principal, product_id: st
         require_admin(principal)
         if uow.products.has_policies(product_id):
             raise ProductInUse
+        uow.tokens.delete_for(product_id)
         uow.products.delete(product_id)
         uow.commit()
 

@@ -17,7 +17,7 @@ import structlog
 
 from bridge.domain.access import LicenseAction, Principal
 from bridge.domain.delivery import forwarded
-from bridge.domain.errors import IdempotencyKeyReused, ServiceUnavailable, Transient
+from bridge.domain.errors import Field, IdempotencyKeyReused, ServiceUnavailable, Transient
 from bridge.domain.limits import next_uses
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.ports import (
@@ -36,7 +36,7 @@ _ACTION = {
     UsageKind.DECREMENT: LicenseAction.DECREMENT,
     UsageKind.RESET: LicenseAction.RESET,
 }
-_POINTER = {UsageKind.INCREMENT: "/meta/increment", UsageKind.DECREMENT: "/meta/decrement"}
+_AMOUNT = {UsageKind.INCREMENT: Field.INCREMENT, UsageKind.DECREMENT: Field.DECREMENT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,7 @@ class UsageService:
         current = uow.licenses.find(license.id)
         if current is None:
             raise RaceLost
-        next_uses(current.uses, delta, current.max_uses, pointer=_POINTER[change.kind])
+        next_uses(current.uses, delta, current.terms.max_uses, amount=_AMOUNT[change.kind])
         raise RaceLost
 
 

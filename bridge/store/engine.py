@@ -1,8 +1,9 @@
 """Engines for the two supported databases, tuned for the write path.
 
-SQLite runs in WAL mode with ``synchronous=FULL`` (an accepted change survives power loss),
-and write transactions start with ``BEGIN IMMEDIATE`` so that writers queue on SQLite's lock
-through the busy timeout instead of failing when a read snapshot cannot be upgraded.
+SQLite runs in WAL mode with ``synchronous=FULL`` (an accepted change survives power loss);
+the unit of work (``bridge.store.uow``) starts its write transactions with ``BEGIN IMMEDIATE``
+so that writers queue on SQLite's lock through the busy timeout instead of failing when a read
+snapshot cannot be upgraded.
 """
 
 from __future__ import annotations
@@ -70,10 +71,15 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("bridge_write")
+        # The unit of work begins its own transactions (BEGIN IMMEDIATE for writes); this is
+        # for every other connection (migrations, job locks, readiness, tests), which ask for
+        # a write transaction with the ``bridge_write`` execution option.
+        options = conn.get_execution_options()
+        if options.get("bridge_begun"):
+            return
         # Straight to the driver: exec_driver_sql would cost more than the BEGIN itself.
         conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-            "BEGIN IMMEDIATE" if write else "BEGIN DEFERRED"
+            "BEGIN IMMEDIATE" if options.get("bridge_write") else "BEGIN DEFERRED"
         )
 
     return engine

@@ -1,11 +1,11 @@
-"""Database errors into domain errors, in one place for both units of work.
+"""Database errors into domain errors, in one place for the unit of work.
 
 A unique-key race or a deadlock becomes ``StoreConflict`` (the use case may retry); a value the
 store refuses (out of a column's range, text it cannot encode, a NOT NULL, foreign-key or check
 constraint) is bad input: ``ValueInvalid`` or ``StringInvalid``, a 4xx; an unreachable, locked
 or otherwise failing database becomes ``ServiceUnavailable`` (503, safe to retry with the same
 Idempotency-Key). Both SQLAlchemy's wrappers and the driver's own errors are recognised, since
-the hot path talks to the driver directly. The details never quote the statement or its
+the cursor-level modules talk to the driver directly. The details never quote the statement or its
 parameters (a license key may be among them).
 """
 

@@ -1,10 +1,14 @@
-"""Writing usage-period rollovers on the DBAPI cursor: the usage hot path closes one license's
-period lazily, the scheduler closes thousands of idle ones a batch; both write the same rows.
+"""Usage-period rollovers, cursor-level (``bridge.store.sql``): the usage hot path closes one
+license's period lazily, the scheduler closes thousands of idle ones a batch; both write the
+same rows.
 
 Closing a period writes its record (the ledger totals are summed by the INSERT itself), a
 ``period_reset`` ledger entry timestamped at the period's end, and the license's new period,
 guarded by the old one: a second close of the same period fails on the unique key
-``(license_id, period_start)`` or on that guard, whoever tries.
+``(license_id, period_start)`` or on that guard, whoever tries. These are the only statements
+outside ``bridge.store.licenses`` and ``bridge.store.ledger`` on their tables: a rollover is one
+set of set-based writes to the license's period columns, its reset entries and the period
+records, together, for one license or thousands.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from bridge.domain.periods import PeriodState, Rollover, rule_from_json
 from bridge.domain.ports import StoreConflict
-from bridge.store.hotpath import HotPath
+from bridge.store.sql import Sql, every, read_ts
 
 PERIOD_ACTOR = "period"
 
@@ -117,8 +121,8 @@ GROUP BY v.license_id, v.start_at, v.end_at, v.uses_at_open, v.uses_at_close, v.
 
 # A license's period state, for rollovers: nine columns, no metadata to decode.
 _STATE_COLUMNS = """
-       l.id, l.uses, l.usage_period, p.usage_period, l.period_anchor, l.created,
-       l.period_start, l.period_end, l.period_open_uses
+       l.id, l.uses, l.usage_period, p.usage_period AS policy_usage_period, l.period_anchor,
+       l.created, l.period_start, l.period_end, l.period_open_uses
 """
 _DUE = f"""
 SELECT {_STATE_COLUMNS}
@@ -147,9 +151,16 @@ def reset_entry_id(license_id: str, start: datetime) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
-@dataclass(frozen=True, slots=True)
 class PeriodSql:
-    hot: HotPath
+    """The rollover statements in one dialect."""
+
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+        self._due = sql.style(_DUE)
+        self._unopened = sql.style(_UNOPENED)
+        self._fill_moves = sql.style(_SQ_FILL_MOVES)
+        self._fill_periods = sql.style(_SQ_FILL_PERIODS)
+        self._close = sql.style(_SQ_CLOSE)
 
     def apply(
         self,
@@ -165,11 +176,11 @@ class PeriodSql:
         A license whose period or count moved since it was read (a concurrent rollover or
         usage change) fails its guard: ``StoreConflict``, or with ``skip_moved`` it is left out
         (the scheduler's batches: the next run sees it as it is now)."""
-        rows = _Rows.build(rollovers, self.hot.ts)
+        rows = _Rows.build(rollovers, self.sql.ts)
         # The guarded moves first: they lock the license rows, so a concurrent closer of the
         # same license waits here (then finds its guard false) instead of deadlocking on the
         # unique period key.
-        if self.hot.sqlite:
+        if self.sql.sqlite:
             return self._write_sqlite(cursor, rows, skip_moved, closed_by, now)
         if len(rollovers) > 1:
             # Each array row joins one license and its few ledger entries: index lookups. The
@@ -181,7 +192,7 @@ class PeriodSql:
         for sql, moves in ((_PG_MOVE_CLOSED, rows.closed_moves), (_PG_MOVE_OPENED, rows.opened)):
             if moves:
                 cursor.execute(sql, _columns(moves, _MOVE_FIELDS), binary=True)
-                moved.update(row[0] for row in cursor.fetchall())
+                moved.update(row["id"] for row in every(cursor))
         rows = self._moved_only(rows, moved, skip_moved)
         self._write_postgres(cursor, rows.records, closed_by, now)
         return len(rows.records)
@@ -192,8 +203,8 @@ class PeriodSql:
         for sql in _SQ_TABLES:
             cursor.execute(sql)
         moves = [{"old_end": None, **m} for m in (*rows.closed_moves, *rows.opened)]
-        cursor.executemany(_SQ_FILL_MOVES, moves)
-        cursor.executemany(_SQ_FILL_PERIODS, rows.records)
+        cursor.executemany(self._fill_moves, moves)
+        cursor.executemany(self._fill_periods, rows.records)
         cursor.execute(_SQ_DROP_MOVED)
         if cursor.rowcount > 0:
             if not skip_moved:
@@ -202,7 +213,7 @@ class PeriodSql:
         cursor.execute(_SQ_MOVE)
         cursor.execute(_SQ_LEDGER)
         closed = cursor.rowcount
-        cursor.execute(_SQ_CLOSE, {"closed_by": closed_by, "closed_at": self.hot.ts(now)})
+        cursor.execute(self._close, {"closed_by": closed_by, "closed_at": self.sql.ts(now)})
         return int(closed)
 
     @staticmethod
@@ -229,30 +240,30 @@ class PeriodSql:
         locked: the guarded write skips any that moved meanwhile."""
         after_end, after_id = after or (_BEFORE_ALL, "")
         params = {
-            "now": self.hot.ts(now),
+            "now": self.sql.ts(now),
             "limit": limit,
-            "after_end": self.hot.ts(after_end),
+            "after_end": self.sql.ts(after_end),
             "after_id": after_id,
         }
-        cursor.execute(self.hot.style(_DUE), params)
-        return [self._state(row) for row in cursor.fetchall()]
+        cursor.execute(self._due, params)
+        return [self._state(row) for row in every(cursor)]
 
     def unopened(self, cursor: Any, policy_id: str) -> list[PeriodState]:
-        cursor.execute(self.hot.style(_UNOPENED), {"policy_id": policy_id})
-        return [self._state(row) for row in cursor.fetchall()]
+        cursor.execute(self._unopened, {"policy_id": policy_id})
+        return [self._state(row) for row in every(cursor)]
 
-    def _state(self, row: Sequence[Any]) -> PeriodState:
-        read = self.hot.read_ts
-        anchor = read(row[4]) or read(row[5])
+    @staticmethod
+    def _state(row: Any) -> PeriodState:
+        anchor = read_ts(row["period_anchor"]) or read_ts(row["created"])
         assert anchor is not None, "a license has a creation time"
         return PeriodState(
-            license_id=row[0],
-            uses=row[1],
-            rule=rule_from_json(row[2]) or rule_from_json(row[3]),
+            license_id=row["id"],
+            uses=row["uses"],
+            rule=rule_from_json(row["usage_period"]) or rule_from_json(row["policy_usage_period"]),
             anchor=anchor,
-            start=read(row[6]),
-            end=read(row[7]),
-            open_uses=row[8],
+            start=read_ts(row["period_start"]),
+            end=read_ts(row["period_end"]),
+            open_uses=row["period_open_uses"],
         )
 
 
@@ -319,7 +330,7 @@ def _columns(rows: list[dict[str, Any]], fields: Sequence[str]) -> dict[str, lis
     return {name: [row.get(name) for row in rows] for name in fields}
 
 
-class CursorPeriods:
+class SqlPeriods:
     """``bridge.domain.ports.PeriodWriter`` on a unit of work's cursor."""
 
     def __init__(self, sql: PeriodSql, cursor: Any) -> None:

@@ -1,5 +1,9 @@
-"""Reads and writes of reconciliation: closed periods in a window, their usage changes with
-each change's delivery to a sink, the stored findings, and the repair's re-enqueue."""
+"""Reconciliation: its findings table, and its reads of closed periods in a window and of their
+usage changes with each change's delivery to a sink.
+
+SQLAlchemy Core (``bridge.store.tables``); the rows it joins from the ledger and the licenses
+go through those modules' mappers, and the repair's re-enqueue is the outbox's statement.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, select, update
+from sqlalchemy import and_, delete, func, insert, literal, select
 from sqlalchemy.engine import Connection
 
-from bridge.domain.delivery import LicenseFacts, OutboxStatus
+from bridge.domain.delivery import OutboxStatus
 from bridge.domain.model import UsageEntry, UsageKind
 from bridge.domain.reconcile import ClosedPeriodRef, Finding, Reconciliation, Window, WindowField
-from bridge.store.repositories import entry_from_row, ledger, licenses, outbox
-from bridge.store.tables import ReconciliationRow, UsagePeriodRow
-
-periods: Any = UsagePeriodRow.__table__  # type: ignore[attr-defined]
-results: Any = ReconciliationRow.__table__  # type: ignore[attr-defined]
+from bridge.store.ledger import entry_from_row
+from bridge.store.licenses import facts_from_row
+from bridge.store.outbox import SqlOutbox
+from bridge.store.tables import ledger, licenses, outbox, periods
+from bridge.store.tables import reconciliations as results
 
 _BILLABLE = (UsageKind.INCREMENT.value, UsageKind.DECREMENT.value)
 
@@ -29,8 +33,9 @@ def _in_window(window: Window) -> Any:
 
 
 class SqlReconciliation:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, outbox: SqlOutbox) -> None:
         self._conn = conn
+        self._outbox = outbox
 
     def count_periods(self, window: Window) -> int:
         query = select(func.count()).select_from(periods).where(_in_window(window))
@@ -59,9 +64,7 @@ class SqlReconciliation:
                 license_id=r["license_id"],
                 start=r["period_start"],
                 end=r["period_end"],
-                license=LicenseFacts(r["license_id"], r["key"], r["policy_id"], r["metadata"])
-                if r["key"] is not None
-                else None,
+                license=facts_from_row(r),
             )
             for r in self._conn.execute(query).mappings()
         ]
@@ -126,22 +129,8 @@ class SqlReconciliation:
         )
 
     def requeue(self, entry_ids: Sequence[str], sink: str, now: datetime) -> int:
-        """Delivered items of these entries back to pending, due now: same ids, so the
-        platform deduplicates whatever it already holds."""
-        if not entry_ids:
-            return 0
-        query = (
-            update(outbox)
-            .where(
-                outbox.c.sink == sink,
-                outbox.c.entry_id.in_(list(entry_ids)),
-                outbox.c.status == OutboxStatus.DELIVERED.value,
-            )
-            .values(
-                status=OutboxStatus.PENDING.value, next_attempt_at=now, last_error=None, reason=None
-            )
-        )
-        return int(self._conn.execute(query).rowcount)
+        """Delivered items of these entries back to pending, due now (the outbox's statement)."""
+        return self._outbox.requeue_delivered(entry_ids, sink, now)
 
     def results(
         self,

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from bridge.store.types import UtcDateTime
@@ -248,3 +258,19 @@ class ReconciliationRow(SQLModel, table=True):
     resendable: int = 0  # lost changes inside the platform's dedupe window
     status: str = Field(max_length=16)  # "ok" or "mismatch"
     checked_at: datetime = _utc()
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+# The Core handles of the tables, for the modules that use SQLAlchemy Core.
+products = _table(ProductRow)
+policies = _table(PolicyRow)
+licenses = _table(LicenseRow)
+machines = _table(MachineRow)
+ledger = _table(UsageEntryRow)
+outbox = _table(OutboxRow)
+periods = _table(UsagePeriodRow)
+reconciliations = _table(ReconciliationRow)

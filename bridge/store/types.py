@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from bridge.store.sql import SQLITE_DATETIME
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -15,6 +18,12 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":  # the one text form (bridge.store.sql), stated explicitly
+            text = sqlite.DATETIME(storage_format=SQLITE_DATETIME)  # type: ignore[no-untyped-call]
+            return dialect.type_descriptor(text)
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:

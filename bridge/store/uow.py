@@ -1,95 +1,164 @@
-"""The SQL unit of work: one connection, one transaction, rolled back unless committed.
+"""The SQL unit of work, the store's one transaction manager.
 
-Database errors leave it as domain errors (``bridge.store.errors``).
+One pooled connection, one transaction, rolled back unless committed. It owns:
+
+- the writer lock: on SQLite a process's writers queue on one in-process lock
+  (``bridge.store.engine.writer_lock``), and a write transaction starts with
+  ``BEGIN IMMEDIATE`` (never upgraded from a read, so writers queue instead of failing);
+- savepoints, for the changes a ``BatchWriter`` transaction applies one by one;
+- error translation: database errors leave it as domain errors (``bridge.store.errors``);
+- invalidation: a connection broken under a driver call is dropped from the pool, not reused.
+
+The usage hot path (``bridge.domain.ports.UsageUnitOfWork``) is a narrower Protocol view of
+this same class: ``factory.usage()`` is a write unit of work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from threading import Lock
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, cast
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import Connection, RootTransaction
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import PoolProxiedConnection
 
+from bridge.store.catalog import SqlPolicies, SqlProducts
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
-from bridge.store.hotpath import HotPath
-from bridge.store.periods import CursorPeriods, PeriodSql
+from bridge.store.idempotency import IdempotencyStatements, SqlIdempotency
+from bridge.store.ledger import LedgerStatements, SqlLedger
+from bridge.store.licenses import LicenseStatements, SqlLicenses
+from bridge.store.machines import SqlMachines
+from bridge.store.outbox import OutboxStatements, SqlOutbox
+from bridge.store.periods import PeriodSql, SqlPeriods
 from bridge.store.reconcile import SqlReconciliation
-from bridge.store.repositories import (
-    SqlIdempotencyKeys,
-    SqlLedger,
-    SqlLicenses,
-    SqlMachines,
-    SqlOutbox,
-    SqlPolicies,
-    SqlProducts,
-    SqlTokens,
-)
+from bridge.store.sql import Sql
+from bridge.store.tokens import SqlTokens, TokenStatements
+
+
+class Statements:
+    """Every cursor-level module's statements in the engine's dialect, built once."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sql = Sql(dialect)
+        self.licenses = LicenseStatements(self.sql)
+        self.ledger = LedgerStatements(self.sql)
+        self.outbox = OutboxStatements(self.sql)
+        self.idempotency = IdempotencyStatements(self.sql)
+        self.tokens = TokenStatements(self.sql)
+        self.periods = PeriodSql(self.sql)
 
 
 class SqlUnitOfWork:
-    products: SqlProducts
-    policies: SqlPolicies
+    """One transaction on one pooled connection, begun and ended here on the driver
+    connection. The cursor-level repositories share the driver cursor; the Core ones
+    (products, policies, machines, reconciliation) share a SQLAlchemy ``Connection`` wrapped
+    around the same connection when first asked for: a usage change never builds one."""
+
     licenses: SqlLicenses
-    machines: SqlMachines
     tokens: SqlTokens
     ledger: SqlLedger
-    idempotency_keys: SqlIdempotencyKeys
+    idempotency: SqlIdempotency
     outbox: SqlOutbox
-    periods: CursorPeriods
-    reconciliation: SqlReconciliation
+    periods: SqlPeriods
 
     def __init__(
-        self, engine: Engine, hot: HotPath, *, write: bool = False, writer: Lock | None = None
+        self, engine: Engine, st: Statements, *, write: bool = False, writer: Lock | None = None
     ) -> None:
         self._engine = engine
-        self._dbapi = engine.dialect.dbapi
-        self._hot = hot
+        self._dbapi: Any = engine.dialect.dbapi
+        self._st = st
         self._write = write
         self._writer = writer
+        self._raw: PoolProxiedConnection | None = None
         self._conn: Connection | None = None
-        self._tx: RootTransaction | None = None
+        self._core: dict[str, Any] = {}
+        self._done = False
 
     def __enter__(self) -> Self:
         if self._writer is not None:
             self._writer.acquire()
         try:
-            conn = self._engine.connect()
-            if self._write:
-                conn = conn.execution_options(bridge_write=True)
-            self._tx = conn.begin()
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            self._raw = raw = self._engine.raw_connection()
+            cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+            if self._st.sql.sqlite:  # PostgreSQL's driver begins at the first statement
+                cursor.execute("BEGIN IMMEDIATE" if self._write else "BEGIN DEFERRED")
         except BaseException as exc:
-            self._release()
+            self._close(broken=isinstance(exc, self._dbapi.Error))
             raise_translated(exc, self._dbapi)
             raise
-        self._conn = conn
-        self.products = SqlProducts(conn)
-        self.policies = SqlPolicies(conn)
-        self.licenses = SqlLicenses(conn, self._hot, cursor)
-        self.machines = SqlMachines(conn)
-        self.tokens = SqlTokens(conn, self._hot, cursor)
-        self.ledger = SqlLedger(conn)
-        self.idempotency_keys = SqlIdempotencyKeys(conn)
-        self.outbox = SqlOutbox(conn, self._hot, cursor)
-        self.periods = CursorPeriods(PeriodSql(self._hot), cursor)
-        self.reconciliation = SqlReconciliation(conn)
+        self._cursor = cursor
+        st = self._st
+        self.licenses = SqlLicenses(st.licenses, cursor)
+        self.tokens = SqlTokens(st.tokens, cursor)
+        self.ledger = SqlLedger(st.ledger, cursor)
+        self.idempotency = SqlIdempotency(st.idempotency, cursor)
+        self.outbox = SqlOutbox(st.outbox, cursor)
+        self.periods = SqlPeriods(st.periods, cursor)
         return self
 
-    def _release(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+    # The Core repositories --------------------------------------------------------------------
+    def _connection(self) -> Connection:
+        """SQLAlchemy's ``Connection`` on this unit of work's connection and transaction."""
+        if self._conn is None:
+            assert self._raw is not None, "a repository outside the with block"
+            self._conn = Connection(self._engine, self._raw)
+            # The transaction is begun already: the engine's begin hook must not begin another.
+            self._conn.execution_options(bridge_begun=True)
+        return self._conn
+
+    def _repository(self, name: str, make: Callable[[Connection], Any]) -> Any:
+        if name not in self._core:
+            self._core[name] = make(self._connection())
+        return self._core[name]
+
+    @property
+    def products(self) -> SqlProducts:
+        return cast(SqlProducts, self._repository("products", SqlProducts))
+
+    @property
+    def policies(self) -> SqlPolicies:
+        return cast(SqlPolicies, self._repository("policies", SqlPolicies))
+
+    @property
+    def machines(self) -> SqlMachines:
+        return cast(SqlMachines, self._repository("machines", SqlMachines))
+
+    @property
+    def reconciliation(self) -> SqlReconciliation:
+        make = partial(SqlReconciliation, outbox=self.outbox)
+        return cast(SqlReconciliation, self._repository("reconciliation", make))
+
+    # The transaction --------------------------------------------------------------------------
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested scope whose writes are undone if the block raises."""
+        cursor = self._cursor
+        cursor.execute("SAVEPOINT usage_change")
+        try:
+            yield
+        except BaseException as exc:
+            cursor.execute("ROLLBACK TO SAVEPOINT usage_change")
+            cursor.execute("RELEASE SAVEPOINT usage_change")
+            raise_translated(exc, self._dbapi)
+            raise
+        cursor.execute("RELEASE SAVEPOINT usage_change")
 
     def commit(self) -> None:
-        assert self._tx is not None, "commit() outside the with block"
+        assert self._raw is not None, "commit() outside the with block"
         try:
-            self._tx.commit()
+            if self._conn is not None:
+                self._conn.commit()  # ends SQLAlchemy's view of the transaction too
+            else:
+                self._raw.commit()
         except Exception as exc:
             raise_translated(exc, self._dbapi)
             raise
+        self._done = True
 
     def __exit__(
         self,
@@ -97,24 +166,51 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._conn is not None
-        assert self._tx is not None
-        try:
-            if self._tx.is_active:
-                self._tx.rollback()
-        finally:
-            self._conn.close()
-            self._release()
+        dbapi = self._dbapi
+        # A driver call that failed on the connection itself (not on a statement) leaves it
+        # unusable: drop it from the pool instead of rolling back on it.
+        broken = isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError) or (
+            self._conn is not None and self._conn.invalidated
+        )
+        if not self._done and not broken:
+            try:
+                if self._conn is not None:
+                    self._conn.rollback()
+                elif self._raw is not None:
+                    self._raw.rollback()
+            except Exception:
+                broken = True
+        self._close(broken=broken)
         if exc is not None:
-            raise_translated(exc, self._dbapi)
+            raise_translated(exc, dbapi)
+
+    def _close(self, *, broken: bool) -> None:
+        try:
+            if self._conn is not None:  # owns the pooled connection now: it checks it in
+                if broken and not self._conn.invalidated:
+                    self._conn.invalidate()
+                self._conn.close()
+            elif self._raw is not None:
+                if broken:
+                    self._raw.invalidate()
+                self._raw.close()  # back to the pool
+        finally:
+            self._raw = self._conn = None
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
 
 
 class SqlUnitOfWorkFactory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._hot = HotPath(engine.dialect.name)
+        self._st = Statements(engine.dialect.name)
         self._writer = writer_lock(engine)
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         writer = self._writer if write else None
-        return SqlUnitOfWork(self.engine, self._hot, write=write, writer=writer)
+        return SqlUnitOfWork(self.engine, self._st, write=write, writer=writer)
+
+    def usage(self) -> SqlUnitOfWork:
+        """A usage change's unit of work (``bridge.domain.ports.UsageUnitOfWork``): a write."""
+        return self(write=True)

@@ -31,10 +31,8 @@ def _answer(ctx: Ctx, status: int = 200) -> Rendered[License]:
 
 @router.post("/licenses", status_code=201, response_model=s.LicenseDocument)
 def create_license(ctx: Ctx, bearer: Bearer, body: s.LicenseCreate) -> JsonApiResponse:
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    policy_id = body.data.relationships.policy.data.id
     answer = _answer(ctx, 201)
-    uc.create_license(ctx.uows, ctx.clock, bearer, policy_id, attrs, answer)
+    uc.create_license(ctx.uows, ctx.clock, bearer, body.command(), answer)
     return answer.response
 
 
@@ -64,9 +62,8 @@ def get_license(ctx: Ctx, bearer: Bearer, license_id: str) -> JsonApiResponse:
 def update_license(
     ctx: Ctx, bearer: Bearer, license_id: str, body: s.LicenseUpdate
 ) -> JsonApiResponse:
-    changes = body.data.attributes.model_dump(exclude_unset=True)
     answer = _answer(ctx)
-    uc.update_license(ctx.uows, ctx.clock, bearer, license_id, changes, answer)
+    uc.update_license(ctx.uows, ctx.clock, bearer, license_id, body.command(), answer)
     return answer.response
 
 

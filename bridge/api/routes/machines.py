@@ -11,7 +11,6 @@ from bridge.api.deps import Bearer, Ctx, Paging, RequestId
 from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, Rendered, respond
 from bridge.domain.model import Machine
-from bridge.service.machines import Activation
 
 router = APIRouter(tags=["machines"], route_class=JsonApiRoute)
 
@@ -31,10 +30,8 @@ def activate_machine(
     ctx: Ctx, bearer: Bearer, request_id: RequestId, body: s.MachineCreate
 ) -> JsonApiResponse:
     """Activate a machine on a license, within its maxMachines and maxCores."""
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    license_ref = body.data.relationships.license.data.id
     answer = _answer(ctx, 201)
-    ctx.machines.activate(bearer, Activation(license_ref, attrs, request_id), answer)
+    ctx.machines.activate(bearer, body.command(), request_id, answer)
     return answer.response
 
 
@@ -93,9 +90,8 @@ def update_machine(
     ctx: Ctx, bearer: Bearer, request_id: RequestId, machine_id: str, body: s.MachineUpdate
 ) -> JsonApiResponse:
     """Descriptive fields, or ``cores`` (admin and product only; a raise is limit-checked)."""
-    changes = body.data.attributes.model_dump(exclude_unset=True)
     answer = _answer(ctx)
-    ctx.machines.update(bearer, machine_id, changes, request_id, answer)
+    ctx.machines.update(bearer, machine_id, body.command(), request_id, answer)
     return answer.response
 
 

@@ -18,10 +18,8 @@ router = APIRouter(tags=["policies"], route_class=JsonApiRoute)
 
 @router.post("/policies", status_code=201, response_model=s.PolicyDocument)
 def create_policy(ctx: Ctx, bearer: Bearer, body: s.PolicyCreate) -> JsonApiResponse:
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
-    product_id = body.data.relationships.product.data.id
     answer: Rendered[Policy] = Rendered(lambda p: s.PolicyDocument(data=ctx.render.policy(p)), 201)
-    uc.create_policy(ctx.uows, ctx.clock, bearer, product_id, attrs, answer)
+    uc.create_policy(ctx.uows, ctx.clock, bearer, body.command(), answer)
     return answer.response
 
 
@@ -48,9 +46,8 @@ def get_policy(ctx: Ctx, bearer: Bearer, policy_id: str) -> JsonApiResponse:
 def update_policy(
     ctx: Ctx, bearer: Bearer, policy_id: str, body: s.PolicyUpdate
 ) -> JsonApiResponse:
-    changes = body.data.attributes.model_dump(exclude_unset=True)
     answer: Rendered[Policy] = Rendered(lambda p: s.PolicyDocument(data=ctx.render.policy(p)))
-    uc.update_policy(ctx.uows, ctx.clock, bearer, policy_id, changes, answer)
+    uc.update_policy(ctx.uows, ctx.clock, bearer, policy_id, body.command(), answer)
     return answer.response
 
 

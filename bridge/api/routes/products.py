@@ -17,11 +17,10 @@ router = APIRouter(tags=["products"], route_class=JsonApiRoute)
 
 @router.post("/products", status_code=201, response_model=s.ProductDocument)
 def create_product(ctx: Ctx, bearer: Bearer, body: s.ProductIn) -> JsonApiResponse:
-    attrs = body.data.attributes.model_dump(exclude_unset=True)
     answer: Rendered[Product] = Rendered(
         lambda p: s.ProductDocument(data=ctx.render.product(p)), 201
     )
-    uc.create_product(ctx.uows, ctx.clock, bearer, attrs, answer)
+    uc.create_product(ctx.uows, ctx.clock, bearer, body.new(), answer)
     return answer.response
 
 
@@ -40,9 +39,8 @@ def get_product(ctx: Ctx, bearer: Bearer, product_id: str) -> JsonApiResponse:
 
 @router.patch("/products/{product_id}", response_model=s.ProductDocument)
 def update_product(ctx: Ctx, bearer: Bearer, product_id: str, body: s.ProductIn) -> JsonApiResponse:
-    changes = body.data.attributes.model_dump(exclude_unset=True)
     answer: Rendered[Product] = Rendered(lambda p: s.ProductDocument(data=ctx.render.product(p)))
-    uc.update_product(ctx.uows, ctx.clock, bearer, product_id, changes, answer)
+    uc.update_product(ctx.uows, ctx.clock, bearer, product_id, body.patch(), answer)
     return answer.response
 
 

@@ -1,0 +1,216 @@
+"""The outbox: every statement on its table, and the one mapper of a claimed item.
+
+Cursor-level (``bridge.store.sql``): every usage change writes its rows, and the relay claims
+and marks a batch of every sink in turn. ``ix_outbox_due`` is partial on the undelivered
+statuses, written literally in the claim so that both databases see it implies the index's
+predicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bridge.domain.delivery import (
+    DeadLetter,
+    LicenseFacts,
+    OutboxItem,
+    OutboxStatus,
+    Reason,
+    SinkStatus,
+)
+from bridge.domain.model import UsageEntry
+from bridge.store.ledger import SELECT_COLUMNS, entry_from_row
+from bridge.store.licenses import facts_from_row
+from bridge.store.sql import Sql, every, read_ts, total
+
+_INSERT = """
+INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created)
+VALUES (:entry_id, :sink, 'pending', 0, :at, :at)
+"""
+# The relay's claim: due items of one sink (pending, or in flight past their lease), oldest due
+# first, off the partial index ix_outbox_due. PostgreSQL appends FOR UPDATE ... SKIP LOCKED.
+_CLAIM = f"""
+SELECT outbox.id AS item_id, outbox.attempts, l.key, l.policy_id, l.metadata, {SELECT_COLUMNS}
+FROM outbox
+JOIN usage_ledger e ON e.id = outbox.entry_id
+LEFT JOIN licenses l ON l.id = e.license_id
+WHERE outbox.sink = :sink
+  AND outbox.status IN ('pending', 'inflight')
+  AND outbox.next_attempt_at <= :now
+ORDER BY outbox.next_attempt_at, outbox.id
+LIMIT :limit
+"""  # noqa: S608 - only module constants are interpolated
+_SKIP_LOCKED = "FOR UPDATE OF outbox SKIP LOCKED"
+_LEASE = """
+UPDATE outbox SET status = 'inflight', next_attempt_at = :lease_until, attempts = attempts + 1
+WHERE id IN_IDS
+"""
+_MARK = "UPDATE outbox SET status = :status, last_error = :error, reason = :reason WHERE id IN_IDS"
+_MARK_AT = """
+UPDATE outbox SET status = :status, last_error = :error, reason = :reason, next_attempt_at = :at
+WHERE id IN_IDS
+"""
+_RELEASE = """
+UPDATE outbox SET status = 'pending', next_attempt_at = :now WHERE id IN_IDS AND status = 'inflight'
+"""
+_PENDING = "SELECT COUNT(*) AS total FROM outbox WHERE status = 'pending'"
+_STATUS = """
+SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
+FROM outbox GROUP BY sink, status, reason ORDER BY sink, status
+"""
+_DEAD = f"""
+SELECT outbox.id AS item_id, outbox.sink, outbox.attempts, outbox.last_error, outbox.reason,
+       {SELECT_COLUMNS}
+FROM outbox JOIN usage_ledger e ON e.id = outbox.entry_id
+WHERE outbox.status = 'dead' AND (CAST(:sink AS VARCHAR) IS NULL OR outbox.sink = :sink)
+ORDER BY outbox.id LIMIT :limit OFFSET :offset
+"""  # noqa: S608 - only module constants are interpolated
+_REQUEUE_DEAD = """
+UPDATE outbox SET status = 'pending', next_attempt_at = :now, attempts = 0, reason = NULL
+WHERE status = 'dead' AND (CAST(:sink AS VARCHAR) IS NULL OR sink = :sink)
+"""
+_REQUEUE_DELIVERED = """
+UPDATE outbox SET status = 'pending', next_attempt_at = :now, last_error = NULL, reason = NULL
+WHERE status = 'delivered' AND sink = :sink AND entry_id IN (SELECT value FROM json_each(:ids))
+"""
+
+
+class OutboxStatements:
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+        self.insert = sql.style(_INSERT)
+        self.claim = sql.style(_CLAIM if sql.sqlite else f"{_CLAIM}{_SKIP_LOCKED}\n")
+        self.lease = sql.style(_LEASE)
+        self.mark = sql.style(_MARK)
+        self.mark_at = sql.style(_MARK_AT)
+        self.release = sql.style(_RELEASE)
+        self.pending = sql.style(_PENDING)
+        self.status = sql.style(_STATUS)
+        self.dead = sql.style(_DEAD)
+        self.requeue_dead = sql.style(_REQUEUE_DEAD)
+        self.requeue_dead_ids = sql.style(_REQUEUE_DEAD.rstrip() + " AND id IN_IDS")
+        delivered = _REQUEUE_DELIVERED
+        if not sql.sqlite:
+            delivered = delivered.replace("IN (SELECT value FROM json_each(:ids))", "= ANY(:ids)")
+        self.requeue_delivered = sql.style(delivered)
+
+
+class SqlOutbox:
+    def __init__(self, st: OutboxStatements, cursor: Any) -> None:
+        self._st, self._sql, self._cursor = st, st.sql, cursor
+
+    def add(self, entry: UsageEntry, sinks: Sequence[str]) -> None:
+        at = self._sql.ts(entry.occurred_at)
+        rows = [{"entry_id": entry.id, "sink": sink, "at": at} for sink in sinks]
+        if len(rows) == 1:
+            self._cursor.execute(self._st.insert, rows[0])
+        elif rows:
+            self._cursor.executemany(self._st.insert, rows)
+
+    def claim(
+        self, sink: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[OutboxItem]:
+        """Take up to ``limit`` due items of ``sink`` (pending, or in flight with an expired
+        lease), with their ledger entries and license facts, and lease them until
+        ``lease_until``. Concurrent relays on PostgreSQL skip each other's rows; on SQLite one
+        relay runs per database file."""
+        cursor, sql = self._cursor, self._sql
+        cursor.execute(self._st.claim, {"sink": sink, "now": sql.ts(now), "limit": limit})
+        rows = every(cursor)
+        if not rows:
+            return []
+        ids = [r["item_id"] for r in rows]
+        cursor.execute(self._st.lease, {"ids": sql.ids(ids), "lease_until": sql.ts(lease_until)})
+        facts: dict[str, LicenseFacts | None] = {}  # a batch often holds one license many times
+        items = []
+        for r in rows:
+            license_id = r["license_id"]
+            if license_id not in facts:
+                facts[license_id] = facts_from_row(r)  # None: gone, its history still billable
+            entry = entry_from_row(r)
+            items.append(
+                OutboxItem(r["item_id"], sink, r["attempts"] + 1, entry, facts[license_id])
+            )
+        return items
+
+    def mark(
+        self,
+        ids: Sequence[int],
+        status: OutboxStatus,
+        *,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+        reason: Reason | None = None,
+    ) -> None:
+        params = {
+            "ids": self._sql.ids(ids),
+            "status": status.value,
+            "error": error,
+            "reason": reason.value if reason is not None else None,
+        }
+        if next_attempt_at is None:
+            self._cursor.execute(self._st.mark, params)
+        else:
+            params["at"] = self._sql.ts(next_attempt_at)
+            self._cursor.execute(self._st.mark_at, params)
+
+    def release(self, ids: Sequence[int], now: datetime) -> None:
+        """Items still in flight back to pending, due ``now`` (their lease given up)."""
+        self._cursor.execute(
+            self._st.release, {"ids": self._sql.ids(ids), "now": self._sql.ts(now)}
+        )
+
+    def pending_count(self) -> int:
+        self._cursor.execute(self._st.pending)
+        return total(self._cursor)
+
+    def status(self) -> list[SinkStatus]:
+        """Counts per sink and status, by reason, and the creation time of the oldest
+        undelivered item."""
+        self._cursor.execute(self._st.status)
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in every(self._cursor):
+            groups.setdefault((r["sink"], r["status"]), []).append(r)
+        return [
+            SinkStatus(
+                sink,
+                OutboxStatus(status),
+                sum(r["count"] for r in rows),
+                min((read_ts(r["oldest"]) for r in rows if r["oldest"] is not None), default=None),
+                {Reason(r["reason"]): r["count"] for r in rows if r["reason"] is not None},
+            )
+            for (sink, status), rows in groups.items()
+        ]
+
+    def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
+        """Dead-lettered items, oldest first, with the error that sent them there."""
+        self._cursor.execute(self._st.dead, {"sink": sink, "offset": offset, "limit": limit})
+        return [
+            DeadLetter(
+                OutboxItem(r["item_id"], r["sink"], r["attempts"], entry_from_row(r)),
+                r["last_error"],
+                Reason(r["reason"]) if r["reason"] else None,
+            )
+            for r in every(self._cursor)
+        ]
+
+    def requeue_dead(self, sink: str | None, ids: Sequence[int] | None, now: datetime) -> int:
+        """Make dead letters pending again, due now, with their original entry ids."""
+        params: dict[str, Any] = {"sink": sink, "now": self._sql.ts(now)}
+        if ids is None:
+            self._cursor.execute(self._st.requeue_dead, params)
+        else:
+            self._cursor.execute(self._st.requeue_dead_ids, {**params, "ids": self._sql.ids(ids)})
+        return int(self._cursor.rowcount)
+
+    def requeue_delivered(self, entry_ids: Sequence[str], sink: str, now: datetime) -> int:
+        """Delivered items of these entries back to pending, due now: same ids, so the
+        platform deduplicates whatever it already holds (reconciliation's repair)."""
+        if not entry_ids:
+            return 0
+        ids = self._sql.json(list(entry_ids)) if self._sql.sqlite else list(entry_ids)
+        params = {"sink": sink, "now": self._sql.ts(now), "ids": ids}
+        self._cursor.execute(self._st.requeue_delivered, params)
+        return int(self._cursor.rowcount)
