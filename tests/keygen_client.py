@@ -2,8 +2,11 @@
 
 Run as ``python tests/keygen_client.py '<json>'`` with ``{"config": {...KeygenConfig...},
 "steps": [...]}``; each step is ``{"op": "validate", "fingerprints": [...]}``,
-``{"op": "activate", "license": id, "fingerprint": fp}`` or ``{"op": "deactivate", "machine":
-id}`` (on the license the last successful validation returned). A process of its own because
+``{"op": "activate", "license": id, "fingerprint": fp}``, or, on the license the last successful
+validation returned, ``{"op": "deactivate", "machine": id}``, ``{"op": "machines"}``,
+``{"op": "machine", "machine": id-or-fingerprint}``, ``{"op": "ping", "machine": ...}`` and
+``{"op": "machine_deactivate", "machine": ...}`` (the last two on the machine
+``license.machine`` finds). A process of its own because
 the client keeps its configuration in a process-wide global and its native runtime may abort
 while the interpreter shuts down after some errors; the script leaves with ``os._exit``.
 """
@@ -30,6 +33,16 @@ def _outcome(error: KeygenError) -> dict[str, Any]:
     return {"ok": False, "error": type(typed).__name__, "code": getattr(typed, "code", None)}
 
 
+def _machine(machine: Any) -> dict[str, Any]:
+    return {
+        "id": machine.id,
+        "fingerprint": machine.fingerprint,
+        "require_heartbeat": machine.require_heartbeat,
+        "heartbeat_status": machine.heartbeat_status,
+        "heartbeat_duration": machine.heartbeat_duration,
+    }
+
+
 async def run(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     license: Any = None
@@ -46,9 +59,19 @@ async def run(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             elif step["op"] == "activate":
                 machine = await License.activate_machine(step["license"], step["fingerprint"])
-                result = {"ok": True, "id": machine.id, "fingerprint": machine.fingerprint}
+                result = {"ok": True, **_machine(machine)}
             elif step["op"] == "deactivate":
                 await license.deactivate(step["machine"])
+                result = {"ok": True}
+            elif step["op"] == "machines":
+                result = {"ok": True, "machines": [_machine(m) for m in await license.machines()]}
+            elif step["op"] == "machine":
+                result = {"ok": True, **_machine(await license.machine(step["machine"]))}
+            elif step["op"] == "ping":
+                machine = await license.machine(step["machine"])
+                result = {"ok": True, **_machine(await machine.ping())}
+            elif step["op"] == "machine_deactivate":
+                await (await license.machine(step["machine"])).deactivate()
                 result = {"ok": True}
             else:
                 raise ValueError(step["op"])

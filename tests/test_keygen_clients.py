@@ -91,7 +91,7 @@ def client(
 
 
 def activate_as_the_client_does(served: Served, key: str, license_id: str, fp: str) -> str:
-    """The request keygen-rs sends to activate (its 201 document it cannot read yet)."""
+    """The request keygen-rs sends to activate, sent directly (the machine is set up)."""
     body = {
         "data": {
             "type": "machines",
@@ -129,6 +129,61 @@ def test_validate_activate_deactivate_validate(served: Served, product: str) -> 
     assert after["error"] == "LicenseNotActivated"
     with served.admin() as admin:
         assert admin.get(f"/v1/machines/{machine}").status_code == 404
+
+
+def test_the_desktop_flow_with_the_clients_own_calls(served: Served, product: str) -> None:
+    """validate -> activate -> machines -> machine by fingerprint -> ping -> deactivate ->
+    validate, each call keygen-rs's own (``activate_machine``, ``machines()``,
+    ``machine(fingerprint)``, ``ping()``, ``deactivate()``), every answer signature-checked."""
+    key = "DESK-FULL-0001"
+    license = new_license(served, product, key, heartbeatDuration=300)
+    fp = "fp-desk-full"
+    steps = [
+        {"op": "validate", "fingerprints": [fp]},
+        {"op": "activate", "license": license["id"], "fingerprint": fp},
+    ]
+    before, activated = client(served, product, key, steps)
+    assert (before["error"], before["code"]) == ("LicenseNotActivated", "NO_MACHINE")
+    assert activated["ok"] is True, activated
+    machine = activated["id"]
+    assert activated == {
+        "op": "activate",
+        "ok": True,
+        "id": machine,
+        "fingerprint": fp,
+        "require_heartbeat": False,
+        "heartbeat_status": "NOT_STARTED",
+        "heartbeat_duration": 300,
+    }
+    steps = [
+        {"op": "validate", "fingerprints": [fp]},
+        {"op": "machines"},
+        {"op": "machine", "machine": fp},  # after a restart, found again by its fingerprint
+        {"op": "ping", "machine": fp},
+        {"op": "machine_deactivate", "machine": fp},
+        {"op": "validate", "fingerprints": [fp]},
+    ]
+    valid, listed, found, pinged, deactivated, after = client(served, product, key, steps)
+    assert (valid["ok"], valid["id"]) == (True, license["id"])
+    assert [m["id"] for m in listed["machines"]] == [machine]
+    assert (found["ok"], found["id"]) == (True, machine)
+    assert (pinged["id"], pinged["heartbeat_status"], pinged["require_heartbeat"]) == (
+        machine,
+        "ALIVE",
+        True,
+    )
+    assert deactivated == {"op": "machine_deactivate", "ok": True}
+    assert (after["error"], after["code"]) == ("LicenseNotActivated", "NO_MACHINE")
+    with served.admin() as admin:
+        assert admin.get(f"/v1/machines/{machine}").status_code == 404
+
+
+def test_a_wrong_key(served: Served, product: str) -> None:
+    """An unknown key is 401 LICENSE_INVALID at ``GET /me``: the client's LicenseKeyInvalid."""
+    results = client(served, product, "NO-SUCH-KEY-01", [{"op": "validate", "fingerprints": []}])
+    assert results == [
+        {"op": "validate", "ok": False, "error": "LicenseKeyInvalid", "code": "LICENSE_INVALID"}
+    ]
 
 
 def test_the_client_really_verifies_signatures(served: Served, product: str) -> None:
