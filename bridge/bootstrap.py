@@ -79,7 +79,7 @@ class Container:
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
-        return Authenticator(self.uows, token.get_secret_value() if token else None)
+        return Authenticator(self.uows, token.get_secret_value() if token else None, self.clock)
 
     def account_key(self) -> AccountKey:
         """The configured or stored signing key (``serve`` creates one first). Without one, an

@@ -17,15 +17,14 @@ from bridge.service.common import Page
 
 JSONAPI = "application/vnd.api+json"
 _LICENSE_TO_MANY = ("users", "machines", "tokens", "entitlements")
-# Keygen policy strategies whose behaviour is the bridge's: Keygen's defaults, except
-# authentication (the bridge takes both license keys and tokens: MIXED). The bridge has no
-# scope requirements, check-ins, pools, processes or components (the README's Keygen section).
+# Keygen policy settings the bridge has no input for, at the values its behaviour has: Keygen's
+# defaults, except authentication (the bridge takes both license keys and tokens: MIXED). It has
+# no scope requirements, check-ins, pools, processes or components (the README's Keygen section).
 KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
     "machine_uniqueness_strategy": "UNIQUE_PER_LICENSE",
     "machine_matching_strategy": "MATCH_ANY",
     "component_uniqueness_strategy": "UNIQUE_PER_MACHINE",
     "component_matching_strategy": "MATCH_ANY",
-    "expiration_strategy": "RESTRICT_ACCESS",
     "renewal_basis": "FROM_EXPIRY",
     "transfer_strategy": "KEEP_EXPIRY",
     "authentication_strategy": "MIXED",
@@ -40,9 +39,6 @@ KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
     "require_checksum_scope": False,
     "require_version_scope": False,
     "require_check_in": False,
-    "heartbeat_cull_strategy": "DEACTIVATE_DEAD",
-    "heartbeat_resurrection_strategy": "NO_REVIVE",
-    "heartbeat_basis": "FROM_FIRST_PING",
 }
 T = TypeVar("T")
 
@@ -148,7 +144,11 @@ class Renderer:
                 check_in_interval=None,
                 check_in_interval_count=None,
                 heartbeat_duration=p.heartbeat_duration,
-                require_heartbeat=False,
+                heartbeat_cull_strategy=p.heartbeat_cull_strategy,
+                heartbeat_resurrection_strategy=p.heartbeat_resurrection_strategy,
+                heartbeat_basis=p.heartbeat_basis,
+                require_heartbeat=p.require_heartbeat,
+                expiration_strategy=p.expiration_strategy,
                 metadata=p.metadata,
                 created=p.created,
                 updated=p.updated,
@@ -190,7 +190,7 @@ class Renderer:
                 max_memory=None,
                 max_disk=None,
                 max_uses=terms.max_uses,
-                require_heartbeat=False,
+                require_heartbeat=terms.require_heartbeat,
                 require_check_in=False,
                 last_validated=None,
                 last_check_in=None,
@@ -228,10 +228,9 @@ class Renderer:
                 hostname=m.hostname,
                 platform=m.platform,
                 name=m.name,
-                # Keygen's requires_heartbeat?: the policy requires it, or the machine has pinged
-                require_heartbeat=m.last_heartbeat is not None,
+                require_heartbeat=m.requires_heartbeat,
                 heartbeat_status=m.heartbeat_status(now),
-                heartbeat_duration=m.policy_heartbeat_duration,
+                heartbeat_duration=m.heartbeat.duration,
                 max_processes=None,
                 last_check_out=None,
                 last_heartbeat=m.last_heartbeat,

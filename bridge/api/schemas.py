@@ -127,6 +127,11 @@ class PolicyAttributesIn(Strict):
     duration: int | None = None
     heartbeat_duration: int | None = None
     expiration_basis: str | None = None
+    expiration_strategy: str | None = None
+    require_heartbeat: bool | None = None
+    heartbeat_cull_strategy: str | None = None
+    heartbeat_resurrection_strategy: str | None = None
+    heartbeat_basis: str | None = None
     usage_period: Meta | None = None
     metadata: Metadata | None = None
 
@@ -155,6 +160,11 @@ class PolicyCreate(Strict):
             duration=a.duration,
             heartbeat_duration=a.heartbeat_duration,
             expiration_basis=a.expiration_basis,
+            expiration_strategy=a.expiration_strategy,
+            require_heartbeat=a.require_heartbeat,
+            heartbeat_cull_strategy=a.heartbeat_cull_strategy,
+            heartbeat_resurrection_strategy=a.heartbeat_resurrection_strategy,
+            heartbeat_basis=a.heartbeat_basis,
             usage_period=a.usage_period,
             metadata=a.metadata,
         )
@@ -183,6 +193,13 @@ class PolicyUpdate(Strict):
             duration=_sent(a, "duration", a.duration),
             heartbeat_duration=_sent(a, "heartbeat_duration", a.heartbeat_duration),
             expiration_basis=_sent(a, "expiration_basis", a.expiration_basis),
+            expiration_strategy=_sent(a, "expiration_strategy", a.expiration_strategy),
+            require_heartbeat=_sent(a, "require_heartbeat", a.require_heartbeat),
+            heartbeat_cull_strategy=_sent(a, "heartbeat_cull_strategy", a.heartbeat_cull_strategy),
+            heartbeat_resurrection_strategy=_sent(
+                a, "heartbeat_resurrection_strategy", a.heartbeat_resurrection_strategy
+            ),
+            heartbeat_basis=_sent(a, "heartbeat_basis", a.heartbeat_basis),
             usage_period=_sent(a, "usage_period", a.usage_period),
             metadata=_sent(a, "metadata", a.metadata),
         )

@@ -47,6 +47,10 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── MaxCoresInvalid             MAX_CORES_INVALID
     │   ├── OverageStrategyNotAllowed   OVERAGE_STRATEGY_NOT_ALLOWED
     │   ├── ExpirationBasisNotAllowed   EXPIRATION_BASIS_NOT_ALLOWED
+    │   ├── ExpirationStrategyNotAllowed EXPIRATION_STRATEGY_NOT_ALLOWED
+    │   ├── HeartbeatCullStrategyNotAllowed HEARTBEAT_CULL_STRATEGY_NOT_ALLOWED
+    │   ├── HeartbeatResurrectionStrategyNotAllowed HEARTBEAT_RESURRECTION_STRATEGY_NOT_ALLOWED
+    │   ├── HeartbeatBasisNotAllowed    HEARTBEAT_BASIS_NOT_ALLOWED
     │   ├── DurationInvalid             DURATION_INVALID
     │   ├── ExpiryInvalid               EXPIRY_INVALID
     │   ├── AttributeInvalid            ATTRIBUTE_INVALID
@@ -58,6 +62,7 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── FingerprintMissing          FINGERPRINT_MISSING
     │   ├── FingerprintTaken            FINGERPRINT_TAKEN
     │   ├── HeartbeatDurationInvalid    HEARTBEAT_DURATION_INVALID
+    │   ├── MachineHeartbeatDead        MACHINE_HEARTBEAT_DEAD
     │   ├── ProductInUse                PRODUCT_IN_USE
     │   ├── UsagePeriodInvalid          USAGE_PERIOD_INVALID
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
@@ -91,6 +96,10 @@ class Field(StrEnum):
     EXPIRATION_BASIS = "expiration_basis"
     DURATION = "duration"
     HEARTBEAT_DURATION = "heartbeat_duration"
+    EXPIRATION_STRATEGY = "expiration_strategy"
+    HEARTBEAT_CULL_STRATEGY = "heartbeat_cull_strategy"
+    HEARTBEAT_RESURRECTION_STRATEGY = "heartbeat_resurrection_strategy"
+    HEARTBEAT_BASIS = "heartbeat_basis"
     EXPIRY = "expiry"
     USAGE_PERIOD = "usage_period"
     PERIOD_ANCHOR = "period_anchor"
@@ -356,6 +365,38 @@ class ExpirationBasisNotAllowed(Unprocessable):
     code = "EXPIRATION_BASIS_NOT_ALLOWED"
     default_field = Field.EXPIRATION_BASIS
     default_detail = "must be one of: FROM_CREATION, FROM_FIRST_USE"
+
+
+class ExpirationStrategyNotAllowed(Unprocessable):
+    code = "EXPIRATION_STRATEGY_NOT_ALLOWED"
+    default_field = Field.EXPIRATION_STRATEGY
+    default_detail = "unsupported expiration strategy"
+
+
+class HeartbeatCullStrategyNotAllowed(Unprocessable):
+    code = "HEARTBEAT_CULL_STRATEGY_NOT_ALLOWED"
+    default_field = Field.HEARTBEAT_CULL_STRATEGY
+    default_detail = "unsupported heartbeat cull strategy"
+
+
+class HeartbeatResurrectionStrategyNotAllowed(Unprocessable):
+    code = "HEARTBEAT_RESURRECTION_STRATEGY_NOT_ALLOWED"
+    default_field = Field.HEARTBEAT_RESURRECTION_STRATEGY
+    default_detail = "unsupported heartbeat resurrection strategy"
+
+
+class HeartbeatBasisNotAllowed(Unprocessable):
+    code = "HEARTBEAT_BASIS_NOT_ALLOWED"
+    default_field = Field.HEARTBEAT_BASIS
+    default_detail = "unsupported heartbeat basis"
+
+
+class MachineHeartbeatDead(Unprocessable):
+    """A ping of a dead machine its policy does not resurrect (Keygen's answer)."""
+
+    code = "MACHINE_HEARTBEAT_DEAD"
+    default_field = Field.RESOURCE
+    default_detail = "is dead"
 
 
 class DurationInvalid(Unprocessable):

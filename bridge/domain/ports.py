@@ -184,7 +184,8 @@ class MachineRepository(Protocol):
     def update(self, machine: Machine) -> None: ...
     def delete(self, machine_id: str) -> None: ...
     def dead(self, now: datetime, limit: int) -> list[Machine]:
-        """Machines whose next heartbeat was due before ``now``, oldest due first."""
+        """Machines whose next heartbeat was due before ``now`` (a ping, or a required first one)
+        on policies that deactivate the dead (DEACTIVATE_DEAD), oldest due first."""
         ...
 
     def list(

@@ -83,18 +83,28 @@ def validate_license(
     scope: ValidationScope,
     machines: MachineFacts | None = None,
 ) -> ValidationResult:
-    """Keygen's order: suspended, expired, scope checks, machine limits (strict), then valid."""
+    """Keygen's order: suspended, expired (REVOKE_ACCESS), scope checks, machine limits
+    (strict), expired (the other strategies), then valid."""
     status = license.status(now)
     if status is LicenseStatus.SUSPENDED:
         return ValidationResult(False, "SUSPENDED", "is suspended")
-    if status is LicenseStatus.EXPIRED:
-        return ValidationResult(False, "EXPIRED", "is expired")
+    expired = status is LicenseStatus.EXPIRED
+    strategy = license.terms.expiration_strategy
+    if expired and strategy == "REVOKE_ACCESS":  # before anything else (Keygen)
+        return _no("EXPIRED", "is expired")
     found = _unsatisfied_scope(license, scope) or _machine_scopes(scope, machines, now)
     if found is not None:
         return found
     if machines is not None and machines.limits.strict:
-        return _machine_limits(machines.limits, machines.tally)
+        found = _machine_limits(machines.limits, machines.tally)
+        if found is not VALID:
+            return found
+    if expired:  # the other strategies say EXPIRED last; two of them still allow access
+        return ValidationResult(strategy in _ACCESS_KEPT, "EXPIRED", "is expired")
     return VALID
+
+
+_ACCESS_KEPT = ("MAINTAIN_ACCESS", "ALLOW_ACCESS")
 
 
 def _unsatisfied_scope(license: License, scope: ValidationScope) -> ValidationResult | None:
@@ -163,6 +173,8 @@ def _machine_scope(machines: MachineFacts, now: datetime) -> ValidationResult | 
     if machine is None:
         detail = "machine is not activated (does not match any associated machines)"
         return _no("MACHINE_SCOPE_MISMATCH", detail)
+    if machine.heartbeat.required and machine.heartbeat_status(now) == "NOT_STARTED":
+        return _no("HEARTBEAT_NOT_STARTED", "machine heartbeat is required")
     if machine.heartbeat_status(now) == "DEAD":
         return _no("HEARTBEAT_DEAD", "machine heartbeat is dead")
     return None
@@ -183,6 +195,10 @@ def _fingerprint_scope(
         what = "one or more fingerprint is" if len(fingerprints) > 1 else "fingerprint is"
         detail = f"{what} not activated (does not match any associated machines)"
         return _no("FINGERPRINT_SCOPE_MISMATCH", detail)
+    if any(
+        m.heartbeat.required and m.heartbeat_status(now) == "NOT_STARTED" for m in machines.scoped
+    ):
+        return _no("HEARTBEAT_NOT_STARTED", "machine heartbeat is required")
     return None
 
 

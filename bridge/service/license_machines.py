@@ -9,7 +9,7 @@ from datetime import datetime
 
 from bridge.domain.delivery import forwarded
 from bridge.domain.machines import MachineLimits
-from bridge.domain.model import License, UsageEntry, UsageKind
+from bridge.domain.model import HeartbeatTerms, License, UsageEntry, UsageKind
 from bridge.domain.ports import UnitOfWork
 from bridge.domain.validation import MachineFacts, ValidationScope
 from bridge.service.common import new_id
@@ -57,6 +57,11 @@ def limits_of(uow: UnitOfWork, license: License) -> MachineLimits:
     if policy is None:  # pragma: no cover - a license's policy cannot be deleted
         raise LookupError(f"policy {license.policy_id} of license {license.id} is gone")
     return MachineLimits.of(policy, license)
+
+
+def policy_heartbeat(uow: UnitOfWork, license: License) -> HeartbeatTerms:
+    policy = uow.policies.get(license.policy_id)
+    return policy.heartbeat if policy is not None else HeartbeatTerms()
 
 
 def machine_facts(uow: UnitOfWork, license: License, scope: ValidationScope) -> MachineFacts:

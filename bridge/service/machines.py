@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -23,12 +23,23 @@ from bridge.domain.access import (
 )
 from bridge.domain.attributes import check_fingerprint, check_text, given
 from bridge.domain.commands import UNSET, MachinePatch, NewMachine
-from bridge.domain.errors import Field, FingerprintTaken, LicenseNotFound, NotFound
+from bridge.domain.errors import (
+    Field,
+    FingerprintTaken,
+    LicenseNotFound,
+    MachineHeartbeatDead,
+    NotFound,
+)
 from bridge.domain.machines import check_activation, check_core_total, check_cores
 from bridge.domain.model import License, Machine, UsageKind
 from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
-from bridge.service.license_machines import CoreChange, limits_of, record_core_change
+from bridge.service.license_machines import (
+    CoreChange,
+    limits_of,
+    policy_heartbeat,
+    record_core_change,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +87,8 @@ class MachineService:
                     created=now,
                     updated=now,
                 )
+                last, due = policy_heartbeat(uow, license).at_activation(now)
+                machine = machine.replace(last_heartbeat=last, next_heartbeat=due)
                 uow.machines.add(machine)
                 machine = uow.machines.get(machine.id) or machine  # with its policy's terms
                 change = CoreChange(
@@ -161,13 +174,18 @@ class MachineService:
     def ping(
         self, principal: Principal, machine_id: str, answer: Answer[Machine] = ignore
     ) -> Machine:
-        """A heartbeat: the machine must ping again within its policy's heartbeatDuration."""
+        """A heartbeat: the machine must ping again within its policy's heartbeatDuration. A dead
+        machine is resurrected if its policy's resurrection strategy allows, else 422
+        MACHINE_HEARTBEAT_DEAD (Keygen)."""
         now = self._clock.now()
         with self._uows(write=True) as uow:
-            machine, license = self._locked_machine(uow, principal, machine_id, MachineAction.PING)
-            policy = uow.policies.get(license.policy_id)
-            duration = policy.heartbeat_duration if policy is not None else None
-            due = now + timedelta(seconds=duration) if duration is not None else None
+            machine, _ = self._locked_machine(uow, principal, machine_id, MachineAction.PING)
+            terms = machine.heartbeat
+            if machine.heartbeat_status(now) == "DEAD" and not terms.may_revive(
+                machine.next_heartbeat, now
+            ):
+                raise MachineHeartbeatDead
+            due = terms.next_due(now)
             machine = machine.replace(last_heartbeat=now, next_heartbeat=due, updated=now)
             uow.machines.update(machine)
             answer(machine)

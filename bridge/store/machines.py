@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, exists, func, insert, literal, select, upda
 from sqlalchemy.engine import Connection, RowMapping
 
 from bridge.domain.machines import MachineTally
-from bridge.domain.model import Machine
+from bridge.domain.model import HeartbeatTerms, Machine
 from bridge.store.tables import licenses, machines, policies
 
 # A machine is read with its license's product and policy terms, which its document shows.
@@ -22,7 +22,11 @@ _SOURCE = machines.join(licenses, licenses.c.id == machines.c.license_id).join(
 _SELECT = select(
     *machines.c,
     policies.c.product_id,
-    policies.c.heartbeat_duration.label("policy_heartbeat_duration"),
+    policies.c.require_heartbeat,
+    policies.c.heartbeat_duration,
+    policies.c.heartbeat_cull_strategy,
+    policies.c.heartbeat_resurrection_strategy,
+    policies.c.heartbeat_basis,
 ).select_from(_SOURCE)
 
 
@@ -41,7 +45,13 @@ def _machine(row: RowMapping) -> Machine:
         last_heartbeat=row["last_heartbeat"],
         next_heartbeat=row["next_heartbeat"],
         product_id=row["product_id"],
-        policy_heartbeat_duration=row["policy_heartbeat_duration"],
+        heartbeat=HeartbeatTerms(
+            bool(row["require_heartbeat"]),
+            row["heartbeat_duration"],
+            row["heartbeat_cull_strategy"],
+            row["heartbeat_resurrection_strategy"],
+            row["heartbeat_basis"],
+        ),
     )
 
 
@@ -111,7 +121,10 @@ class SqlMachines:
 
     def dead(self, now: datetime, limit: int) -> list[Machine]:
         query = (
-            _SELECT.where(machines.c.next_heartbeat < now)
+            _SELECT.where(
+                machines.c.next_heartbeat < now,
+                policies.c.heartbeat_cull_strategy == "DEACTIVATE_DEAD",
+            )
             .order_by(machines.c.next_heartbeat, machines.c.id)
             .limit(limit)
         )
