@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 from fastapi import FastAPI
@@ -23,14 +24,27 @@ from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
+from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
+from bridge.service.webhooks import reindex
 from bridge.settings import Settings
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
+from bridge.webhooks.endpoints import (
+    LagoPublicKey,
+    LagoReceiver,
+    M3terReceiver,
+    Receiver,
+    Receivers,
+    StandardReceiver,
+    StripeReceiver,
+)
+from bridge.webhooks.subject_map import TemplateSubjects
 from connectors.file import FileSink
 from connectors.lago import LagoSink
 from connectors.lago.reader import LagoReader
+from connectors.lago.webhook_key import fetch_public_key
 from connectors.m3ter import M3terSink
 from connectors.m3ter.reader import M3terReader
 
@@ -54,6 +68,25 @@ class Container:
 
     def machines(self) -> MachineService:
         return MachineService(self.uows, self.clock, [s.name for s in self.sinks])
+
+    def webhook_worker(self) -> WebhookWorker:
+        hooks = self.settings.webhooks
+        rules = {"lago": hooks.lago.rules, "stripe": hooks.stripe.rules, "m3ter": hooks.m3ter.rules}
+        policy = WebhookPolicy(
+            max_attempts=hooks.max_attempts,
+            retry_base_s=hooks.retry_base_s,
+            retry_cap_s=hooks.retry_cap_s,
+            idle_s=self.settings.relay.idle_s,
+        )
+        readers = {}
+        lago = self.readers.get("lago")
+        if isinstance(lago, LagoReader):
+            readers["lago"] = lago.subscription_period
+        return WebhookWorker(self.uows, self.clock, rules, policy, readers=readers)
+
+    def reindex_webhook_subjects(self) -> int:
+        """Rebuild the subject index from every license (after a template changed)."""
+        return reindex(self.uows)
 
     def relay(self) -> Relay:
         policy = RelayPolicy(**self.settings.relay.model_dump())  # the same fields, by design
@@ -116,7 +149,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Container:
     return Container(
         settings,
         engine,
-        SqlUnitOfWorkFactory(engine),
+        SqlUnitOfWorkFactory(engine, webhook_subjects(settings)),
         clock,
         sinks,
         readers,
@@ -143,6 +176,41 @@ def build_sinks(
     return tuple(sinks), readers
 
 
+def webhook_subjects(settings: Settings) -> TemplateSubjects | None:
+    """The templates that map a license to each configured provider's subscription (or
+    account), each defaulting to its sink's; ``None`` when no webhook provider is configured."""
+    hooks = settings.webhooks
+    templates: dict[str, str] = {}
+    if hooks.lago.enabled:
+        lago = hooks.lago.subscription_template or settings.sinks.lago.subscription_template
+        templates["lago"] = lago
+    if hooks.stripe.enabled:
+        templates["stripe"] = hooks.stripe.subscription_template
+    if hooks.m3ter.enabled:
+        templates["m3ter"] = hooks.m3ter.account_template or settings.sinks.m3ter.account_template
+    return TemplateSubjects(templates) if templates else None
+
+
+def build_receivers(settings: Settings) -> Receivers:
+    """A receiver for each configured webhook provider (the others answer 404)."""
+    hooks = settings.webhooks
+    receivers: dict[str, Receiver] = {}
+    if hooks.lago.enabled:
+        fetch = None
+        if hooks.lago.public_key_url:
+            url, key = hooks.lago.public_key_url, settings.sinks.lago.api_key
+            fetch = partial(fetch_public_key, url, key.get_secret_value() if key else None)
+        receivers["lago"] = LagoReceiver(hooks.lago, LagoPublicKey(hooks.lago.public_key, fetch))
+    if hooks.stripe.enabled:
+        receivers["stripe"] = StripeReceiver(hooks.stripe)
+    if hooks.m3ter.enabled:
+        receivers["m3ter"] = M3terReceiver(hooks.m3ter)
+    for source, standard in hooks.standard.items():
+        receiver = StandardReceiver(source, standard)
+        receivers[receiver.provider] = receiver
+    return Receivers(receivers)
+
+
 def build_app(container: Container) -> FastAPI:
     service = container.usage()
     # SQLite has one writer: a writer thread commits concurrent changes in groups.
@@ -157,6 +225,7 @@ def build_app(container: Container) -> FastAPI:
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,
+        webhooks=build_receivers(container.settings),
     )
     signing = Signing(
         account=container.settings.account,

@@ -30,6 +30,7 @@ from bridge.cli_support import (
     record,
     show,
 )
+from bridge.cli_webhooks import webhook_thread, webhooks_app
 from bridge.domain.access import LicenseAction
 from bridge.domain.commands import NewLicense, NewMachine, NewPolicy, NewProduct
 from bridge.domain.model import ExpirationBasis, UsageKind
@@ -59,6 +60,7 @@ outbox_app = typer.Typer(
 )
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(periods_app, name="periods")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(reconcile_app, name="reconcile")
 app.command()(scheduler)
 
@@ -115,7 +117,7 @@ def serve(
         # uvicorn takes the signals while it runs and then raises them again, for the handlers
         # it found: these, so that the relay and the scheduler still stop in order below.
         _on_stop_signals(lambda: setattr(server, "should_exit", True))
-        with _relay_thread(container), _scheduler(container):
+        with _relay_thread(container), webhook_thread(container), _scheduler(container):
             server.run()
             log.info("shutdown_started", command="serve")
     log.info("serve_stopped")
@@ -187,10 +189,16 @@ def worker(
             while handled := sum(r.handled for r in relay.run_once().values()):
                 total += handled
             out.print(f"handled {total} outbox items")
+            hooks = container.webhook_worker()
+            handled_hooks = 0
+            while claimed := hooks.run_once():
+                handled_hooks += claimed
+            if handled_hooks:
+                out.print(f"handled {handled_hooks} webhook deliveries")
             return
         stopping = threading.Event()
         _on_stop_signals(stopping.set)
-        with _relay_thread(container):
+        with _relay_thread(container), webhook_thread(container):
             stopping.wait()
             log.info("shutdown_started", command="worker")
     log.info("worker_stopped")

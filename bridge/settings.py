@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from bridge.domain.errors import Terminal
+from bridge.webhooks.settings import WebhooksSettings
 from connectors.file import FileSinkSettings
 from connectors.lago import LagoSinkSettings
 from connectors.m3ter import M3terSinkSettings
@@ -144,6 +145,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     machines: MachinesSettings = MachinesSettings()
     signing: SigningSettings = SigningSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
 
     @classmethod
     def settings_customise_sources(

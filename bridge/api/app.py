@@ -23,6 +23,7 @@ from bridge.api.routes import (
     products,
     reconciliations,
     usage,
+    webhooks,
 )
 from bridge.api.schemas import ErrorDocument
 from bridge.api.signing import ResponseSigner, Signing
@@ -37,8 +38,19 @@ _ERRORS = {
 
 def _resources() -> APIRouter:
     router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]
-    for module in (products, policies, licenses, usage, machines, outbox, reconciliations, me):
+    for module in (
+        products,
+        policies,
+        licenses,
+        usage,
+        machines,
+        outbox,
+        reconciliations,
+        me,
+        webhooks,
+    ):
         router.include_router(module.router)
+    router.include_router(webhooks.inbound)  # signed by the platform, not token-authenticated
     return router
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -18,6 +18,7 @@ from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
 from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, PageRequest
 from bridge.service.machines import MachineService
+from bridge.webhooks.endpoints import Receivers
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class ApiContext:
     render: Renderer
     account: str
     ready: Callable[[], bool]
+    webhooks: Receivers = field(default_factory=lambda: Receivers({}))
 
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the

@@ -39,6 +39,8 @@ class Reason(StrEnum):
     MAPPING_MISSING = "mapping_missing"  # the license lacks what the sink's mapping needs
     TOO_LARGE = "too_large"  # the item alone is over the platform's request size
     HORIZON_PASSED = "horizon_passed"  # still failing past the sink's retry horizon
+    # The platform took the item, then reported (a webhook) that it will not bill it.
+    REJECTED_AFTER_ACCEPTANCE = "rejected_after_acceptance"
 
 
 class OutboxStatus(StrEnum):

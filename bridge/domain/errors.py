@@ -22,10 +22,15 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
     │   ├── StringInvalid               STRING_INVALID           (NUL or a lone surrogate)
     │   ├── IdInvalid                   ID_INVALID
-    │   └── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
+    │   ├── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
+    │   └── WebhookPayloadInvalid       WEBHOOK_PAYLOAD_INVALID  (signed, but not a usable event)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
     │   └── LicenseInvalid              LICENSE_INVALID          (``License <key>``: no such key)
+    ├── WebhookUnverified (401)         WEBHOOK_UNVERIFIED       (base; not sent itself)
+    │   ├── WebhookSignatureMissing     WEBHOOK_SIGNATURE_MISSING
+    │   ├── WebhookSignatureInvalid     WEBHOOK_SIGNATURE_INVALID
+    │   └── WebhookTimestampStale       WEBHOOK_TIMESTAMP_STALE
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
     │   ├── LicenseSuspended            LICENSE_SUSPENDED        (``License <key>`` of a suspended)
     │   └── LicenseExpired              LICENSE_EXPIRED          (... expired, REVOKE_ACCESS)
@@ -209,6 +214,13 @@ class AcceptSignatureInvalid(BadRequest):
     default_detail = "invalid accept-signature header (malformed)"
 
 
+class WebhookPayloadInvalid(BadRequest):
+    """A webhook whose signature is valid but whose body is not an event the bridge can read."""
+
+    code = "WEBHOOK_PAYLOAD_INVALID"
+    default_detail = "the webhook body is not a JSON object with an id and a type"
+
+
 # 401 / 403 / 404 / 405 / 413 / 415 ----------------------------------------------------------
 class TokenMissing(BridgeError, Terminal):
     status = 401
@@ -229,6 +241,30 @@ class LicenseInvalid(TokenInvalid):
 
     code = "LICENSE_INVALID"
     default_detail = "You must be authenticated to complete the request"
+
+
+class WebhookUnverified(BridgeError, Terminal):
+    """A webhook delivery that cannot be trusted: nothing is stored or changed."""
+
+    status = 401
+    title = "Unauthorized"
+    code = "WEBHOOK_UNVERIFIED"
+    default_detail = "the webhook delivery could not be verified"
+
+
+class WebhookSignatureMissing(WebhookUnverified):
+    code = "WEBHOOK_SIGNATURE_MISSING"
+    default_detail = "the webhook delivery is not signed"
+
+
+class WebhookSignatureInvalid(WebhookUnverified):
+    code = "WEBHOOK_SIGNATURE_INVALID"
+    default_detail = "the webhook signature does not match the body"
+
+
+class WebhookTimestampStale(WebhookUnverified):
+    code = "WEBHOOK_TIMESTAMP_STALE"
+    default_detail = "the signed timestamp is outside the accepted window"
 
 
 class AccessDenied(BridgeError, Terminal):

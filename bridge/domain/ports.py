@@ -31,6 +31,7 @@ from bridge.domain.reconcile import (
     Reconciliation,
     Window,
 )
+from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery, WebhookEffect
 
 
 class Clock(Protocol):
@@ -298,6 +299,70 @@ class IdempotencyRetention(Protocol):
         ...
 
 
+class WebhookInbox(Protocol):
+    """Verified webhook deliveries, unique per (provider, delivery id)."""
+
+    def record(self, delivery: NewDelivery, now: datetime) -> WebhookDelivery:
+        """Store ``delivery`` unless one with its key is stored; either way return the stored
+        one (a redelivery is answered from the store)."""
+        ...
+
+    def get(self, id: int) -> WebhookDelivery | None: ...
+
+    def search(
+        self, provider: str | None, status: DeliveryStatus | None, *, offset: int, limit: int
+    ) -> list[WebhookDelivery]:
+        """Newest first."""
+        ...
+
+    def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[WebhookDelivery]:
+        """Take up to ``limit`` due deliveries (received, or in flight with an expired lease),
+        leased until ``lease_until``; concurrent workers on PostgreSQL skip each other's."""
+        ...
+
+    def finish(
+        self,
+        id: int,
+        status: DeliveryStatus,
+        *,
+        now: datetime,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+        effects: Sequence[str] = (),
+        attempt: int | None = None,
+    ) -> bool:
+        """Record the outcome; with ``attempt``, only if the delivery is still in flight under
+        that claim (False: another worker took it over after the lease)."""
+        ...
+
+    def requeue(self, id: int, now: datetime) -> bool:
+        """Make a delivery due again now (``webhooks replay``); False if there is none."""
+        ...
+
+
+class WebhookLicenses(Protocol):
+    """What webhook handling reads and writes about licenses."""
+
+    def licenses_for(self, provider: str, subject: str) -> list[str]:
+        """The ids of the licenses whose mapping for ``provider`` resolves to ``subject``
+        (through the subject index, not a scan)."""
+        ...
+
+    def reindex(self, licenses: Sequence[License]) -> None: ...
+
+    def move_period(
+        self, license_id: str, old_end: datetime | None, start: datetime, end: datetime
+    ) -> bool:
+        """Set the open period's bounds, guarded by its old end; False if it moved."""
+        ...
+
+    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> dict[str, int]: ...
+
+    def record_effect(self, effect: WebhookEffect) -> None: ...
+
+    def effects(self, license_id: str) -> list[WebhookEffect]: ...
+
+
 class Transaction(Protocol):
     """A ``with`` block around one transaction: leaving it without ``commit()`` rolls back."""
 
@@ -334,6 +399,10 @@ class UnitOfWork(Transaction, Protocol):
     def reconciliation(self) -> ReconciliationRepository: ...
     @property
     def idempotency(self) -> IdempotencyRetention: ...
+    @property
+    def webhooks(self) -> WebhookInbox: ...
+    @property
+    def webhook_licenses(self) -> WebhookLicenses: ...
 
 
 class UnitOfWorkFactory(Protocol):

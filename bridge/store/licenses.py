@@ -8,9 +8,10 @@ name in ``license_from_row``. Cursor-level (``bridge.store.sql``): the usage hot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.domain.delivery import LicenseFacts
 from bridge.domain.errors import INT4_MAX
@@ -238,9 +239,22 @@ class LicenseStatements:
         self.lock = sql.style(_LOCK if sql.sqlite else f"{_LOCK} FOR UPDATE")
 
 
+class SubjectIndex(Protocol):
+    """The webhook subject index (``bridge.store.webhooks``)."""
+
+    def put(self, license: License) -> None: ...
+    def drop(self, license_id: str) -> None: ...
+
+
 class SqlLicenses:
-    def __init__(self, st: LicenseStatements, cursor: Any) -> None:
+    def __init__(
+        self,
+        st: LicenseStatements,
+        cursor: Any,
+        subjects: Callable[[], SubjectIndex] | None = None,
+    ) -> None:
         self._st, self._sql, self._cursor = st, st.sql, cursor
+        self._subjects = subjects  # the webhook subject index, written with each license
 
     def _one(
         self, statement: str, params: dict[str, Any], names: tuple[str, ...] = ("found",)
@@ -271,12 +285,18 @@ class SqlLicenses:
 
     def add(self, license: License) -> None:
         self._cursor.execute(self._st.insert, _values(self._sql, license))
+        if self._subjects is not None:
+            self._subjects().put(license)
 
     def update(self, license: License) -> None:
         values = _values(self._sql, license)
         self._cursor.execute(self._st.update, {c: values[c] for c in ("id", *_UPDATABLE)})
+        if self._subjects is not None:
+            self._subjects().put(license)
 
     def delete(self, license_id: str) -> None:
+        if self._subjects is not None:
+            self._subjects().drop(license_id)
         self._cursor.execute(self._st.delete, {"id": license_id})
 
     def lock(self, license_id: str) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
     false,
     text,
@@ -283,6 +284,66 @@ class ReconciliationRow(SQLModel, table=True):
     checked_at: datetime = _utc()
 
 
+class WebhookDeliveryRow(SQLModel, table=True):
+    """A verified webhook delivery (the inbox). The unique key makes a redelivery a no-op."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("provider", "delivery_id", name="uq_webhook_deliveries_provider_delivery"),
+        # Only deliveries waiting to be handled, in the order the worker claims them.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            "id",
+            sqlite_where=text("status IN ('received', 'inflight')"),
+            postgresql_where=text("status IN ('received', 'inflight')"),
+        ),
+        Index("ix_webhook_deliveries_received", "received_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    provider: str = Field(max_length=64)  # lago, stripe, m3ter, standard/<source>
+    delivery_id: str = Field(max_length=255)
+    event_type: str = Field(max_length=128)
+    status: str = Field(default="received", max_length=16)
+    subject: str | None = Field(default=None, max_length=255)  # the platform's subscription
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = _utc()
+    last_error: str | None = None
+    effects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = _utc()
+    handled_at: datetime | None = _utc(nullable=True)
+
+
+class WebhookSubjectRow(SQLModel, table=True):
+    """Which licenses a platform's subscription (or account) maps to, per webhook provider:
+    kept current whenever a license is written, so a webhook finds its licenses by key."""
+
+    __tablename__ = "webhook_subjects"
+    __table_args__ = (Index("ix_webhook_subjects_license", "license_id"),)
+
+    provider: str = Field(primary_key=True, max_length=64)
+    subject: str = Field(primary_key=True, max_length=255)
+    license_id: str = Field(primary_key=True, max_length=36)
+
+
+class WebhookEffectRow(SQLModel, table=True):
+    """What a webhook delivery did to a license: the license's webhook history."""
+
+    __tablename__ = "webhook_effects"
+    __table_args__ = (Index("ix_webhook_effects_license", "license_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    license_id: str = Field(max_length=36)
+    delivery: int = Field(sa_column=Column(BigInteger, nullable=False))  # webhook_deliveries.id
+    provider: str = Field(max_length=64)
+    delivery_id: str = Field(max_length=255)
+    action: str = Field(max_length=32)
+    detail: str | None = None
+    at: datetime = _utc()
+
+
 def _table(model: Any) -> Table:
     table: Table = model.__table__
     return table
@@ -297,3 +358,6 @@ ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
 periods = _table(UsagePeriodRow)
 reconciliations = _table(ReconciliationRow)
+webhook_deliveries = _table(WebhookDeliveryRow)
+webhook_subjects = _table(WebhookSubjectRow)
+webhook_effects = _table(WebhookEffectRow)

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import PoolProxiedConnection
 
+from bridge.domain.webhooks import SubjectMapper
 from bridge.store.catalog import SqlPolicies, SqlProducts
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
@@ -38,6 +39,7 @@ from bridge.store.periods import PeriodSql, SqlPeriods
 from bridge.store.reconcile import SqlReconciliation
 from bridge.store.sql import Sql
 from bridge.store.tokens import SqlTokens, TokenStatements
+from bridge.store.webhooks import SqlSubjectIndex, SqlWebhookInbox, SqlWebhookLicenses
 
 
 class Statements:
@@ -67,8 +69,15 @@ class SqlUnitOfWork:
     periods: SqlPeriods
 
     def __init__(
-        self, engine: Engine, st: Statements, *, write: bool = False, writer: Lock | None = None
+        self,
+        engine: Engine,
+        st: Statements,
+        *,
+        write: bool = False,
+        writer: Lock | None = None,
+        subjects: SubjectMapper | None = None,
     ) -> None:
+        self._subjects = subjects
         self._engine = engine
         self._dbapi: Any = engine.dialect.dbapi
         self._st = st
@@ -93,7 +102,9 @@ class SqlUnitOfWork:
             raise
         self._cursor = cursor
         st = self._st
-        self.licenses = SqlLicenses(st.licenses, cursor)
+        # The webhook subject index is written with each license (only when webhooks are on).
+        index = (lambda: self._subject_index) if self._subjects is not None else None
+        self.licenses = SqlLicenses(st.licenses, cursor, index)
         self.tokens = SqlTokens(st.tokens, cursor)
         self.ledger = SqlLedger(st.ledger, cursor)
         self.idempotency = SqlIdempotency(st.idempotency, cursor)
@@ -132,6 +143,21 @@ class SqlUnitOfWork:
     def reconciliation(self) -> SqlReconciliation:
         make = partial(SqlReconciliation, outbox=self.outbox)
         return cast(SqlReconciliation, self._repository("reconciliation", make))
+
+    @property
+    def _subject_index(self) -> SqlSubjectIndex:
+        make = partial(SqlSubjectIndex, mapper=self._subjects)
+        return cast(SqlSubjectIndex, self._repository("subject_index", make))
+
+    @property
+    def webhooks(self) -> SqlWebhookInbox:
+        return cast(SqlWebhookInbox, self._repository("webhooks", SqlWebhookInbox))
+
+    @property
+    def webhook_licenses(self) -> SqlWebhookLicenses:
+        index = self._subject_index
+        make = partial(SqlWebhookLicenses, index=index)
+        return cast(SqlWebhookLicenses, self._repository("webhook_licenses", make))
 
     # The transaction --------------------------------------------------------------------------
     @contextmanager
@@ -202,14 +228,17 @@ class SqlUnitOfWork:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, subjects: SubjectMapper | None = None) -> None:
         self.engine = engine
+        self._subjects = subjects  # keeps webhook_subjects current as licenses are written
         self._st = Statements(engine.dialect.name)
         self._writer = writer_lock(engine)
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         writer = self._writer if write else None
-        return SqlUnitOfWork(self.engine, self._st, write=write, writer=writer)
+        return SqlUnitOfWork(
+            self.engine, self._st, write=write, writer=writer, subjects=self._subjects
+        )
 
     def usage(self) -> SqlUnitOfWork:
         """A usage change's unit of work (``bridge.domain.ports.UsageUnitOfWork``): a write."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -57,6 +58,30 @@ class LagoReader:
         days = self.settings.dedupe_window_days
         return timedelta(days=days) if days is not None else None
 
+    def subscription_period(self, external_id: str) -> tuple[datetime, datetime] | None:
+        """The subscription's current billing period (``findSubscription``): Lago's
+        ``current_billing_period_started_at`` and ``_ending_at`` (a whole-second exclusive end),
+        or ``None`` when Lago has no such active subscription or no period (product catalog)."""
+        url = events_url(self.settings.api_url).removesuffix("/events")
+        try:
+            response = self.client.get(
+                f"{url}/subscriptions/{quote(external_id, safe='')}", headers=self._headers
+            )
+        except httpx.HTTPError as exc:
+            raise PlatformUnavailable(f"Lago: {type(exc).__name__}") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise PlatformUnavailable(f"Lago answered {response.status_code}")
+        sub = response.json().get("subscription") or {}
+        start = _parse_time(sub.get("current_billing_period_started_at"))
+        end = _parse_time(sub.get("current_billing_period_ending_at"))
+        if start is None or end is None:
+            return None
+        if end.second == 59 or end.microsecond:  # Lago's end_of_day: the next second
+            end = end.replace(microsecond=0) + timedelta(seconds=1)
+        return start, end
+
     def read(self, license: LicenseFacts, start: datetime, end: datetime) -> PlatformView:
         try:
             subscription = render(self.settings.subscription_template, license, license.id)
@@ -95,3 +120,12 @@ class LagoReader:
             return int(Decimal(str(raw)))
         except (InvalidOperation, ValueError):
             return 0
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -17,6 +17,7 @@ transaction id invalid for good.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import uuid
@@ -36,6 +37,8 @@ LAGO_SPEC = SPECS / "lago-openapi.yaml"
 SPEC_MISSING = f"the Lago OpenAPI spec is not at {LAGO_SPEC} (../shared/specs of the repo)"
 BATCH_PATH = "/api/v1/events/batch"
 EVENTS_PATH = "/api/v1/events"
+SUBSCRIPTIONS_PATH = "/api/v1/subscriptions/"
+PUBLIC_KEY_PATH = "/api/v1/webhooks/json_public_key"
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
@@ -161,6 +164,10 @@ class FakeLago:
         self.list_params = {
             self.validator.resolve(p)["name"] for p in self.list_operation["parameters"]
         }
+        self.subscription_schema = spec["components"]["schemas"]["SubscriptionObject"]
+        self.subscriptions: dict[str, dict[str, Any]] = {}  # external_id -> SubscriptionObject
+        self.webhook_public_key: str | None = None  # PEM served by json_public_key
+        self.key_reads = 0
         self._lock = threading.Lock()
 
     # -- test controls -------------------------------------------------------------------------
@@ -188,6 +195,39 @@ class FakeLago:
             for key in [k for k in self.stored if k[1] == transaction_id]:
                 del self.stored[key]
 
+    def subscribe(self, external_id: str, started_at: str, ending_at: str) -> dict[str, Any]:
+        """An active subscription whose current billing period is [started_at, ending_at]
+        (Lago's form: ``...T00:00:00Z`` to ``...T23:59:59Z``); checked against the spec."""
+        subscription: dict[str, Any] = {
+            "lago_id": f"lago-{external_id}",
+            "external_id": external_id,
+            "lago_customer_id": "lago-cust-1",
+            "external_customer_id": "cust-1",
+            "name": None,
+            "plan_code": "metered",
+            "status": "active",
+            "billing_time": "anniversary",
+            "subscription_at": started_at,
+            "started_at": started_at,
+            "created_at": started_at,
+            "canceled_at": None,
+            "ending_at": None,
+            "terminated_at": None,
+            "trial_ended_at": None,
+            "previous_plan_code": None,
+            "next_plan_code": None,
+            "downgrade_plan_date": None,
+            "on_termination_credit_note": None,
+            "on_termination_invoice": "generate",
+            "current_billing_period_started_at": started_at,
+            "current_billing_period_ending_at": ending_at,
+        }
+        problems = list(self.validator.errors(self.subscription_schema, subscription))
+        assert not problems, problems
+        with self._lock:
+            self.subscriptions[external_id] = subscription
+        return subscription
+
     def inject(self, event: dict[str, Any]) -> None:
         """Store an event that did not come from the bridge."""
         with self._lock:
@@ -204,6 +244,17 @@ class FakeLago:
             return httpx.Response(401, json={"status": 401, "error": "Unauthorized"})
         if request.method == "GET" and request.url.path == EVENTS_PATH:
             return self._list(request)
+        if request.method == "GET" and request.url.path.startswith(SUBSCRIPTIONS_PATH):
+            found = self.subscriptions.get(request.url.path.removeprefix(SUBSCRIPTIONS_PATH))
+            if found is None:
+                return _error(404, "Not Found", "subscription_not_found")
+            return httpx.Response(200, json={"subscription": found})
+        if request.method == "GET" and request.url.path == PUBLIC_KEY_PATH:
+            if self.webhook_public_key is None:
+                return _error(404, "Not Found", "not_found")
+            self.key_reads += 1
+            encoded = base64.encodebytes(self.webhook_public_key.encode()).decode()
+            return httpx.Response(200, json={"webhook": {"public_key": encoded}})
         if request.method != "POST" or request.url.path != BATCH_PATH:
             return _error(404, "Not Found", "not_found")
         fault = self.faults.pop(0) if self.faults else None

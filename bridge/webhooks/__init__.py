@@ -1,0 +1,1 @@
+"""Webhooks in: signature verifiers (pure) and the inbox that stores verified deliveries."""
