@@ -148,8 +148,10 @@ def test_a_dead_machine_kept_by_its_policy_is_refused_or_resurrected(
     clock.advance(seconds=200)  # dead for 140 s: past a one-minute revival
     assert container.machines().reap_dead_machines() == 0  # KEEP_DEAD
     response = api.request("POST", f"/v1/machines/{mid}/actions/ping")
-    if revived:
-        assert response.json()["data"]["attributes"]["heartbeatStatus"] == "ALIVE"
+    if revived:  # Keygen's answer says RESURRECTED; the machine is ALIVE from then on
+        assert response.json()["data"]["attributes"]["heartbeatStatus"] == "RESURRECTED"
+        status = api.ok("GET", f"/v1/machines/{mid}")["data"]["attributes"]["heartbeatStatus"]
+        assert status == "ALIVE"
     else:
         assert response.status_code == 422
         assert error_of(response) == {

@@ -401,6 +401,8 @@ class Machine:
     # Read with the machine: its license's product and its policy's heartbeat terms.
     product_id: str | None = None
     heartbeat: HeartbeatTerms = HeartbeatTerms()
+    # Set (never stored) on the machine a ping has just resurrected: its answer says so.
+    resurrected: bool = False
 
     def replace(self, **changes: Any) -> Machine:
         return dataclasses.replace(self, **changes)
@@ -414,6 +416,8 @@ class Machine:
         """Keygen's names: NOT_STARTED until the first ping (DEAD once a required first ping is
         overdue), then ALIVE, or DEAD once overdue."""
         overdue = self.next_heartbeat is not None and self.next_heartbeat < now
+        if self.resurrected and not overdue:
+            return "RESURRECTED"  # Keygen's heartbeat_status_override, in the ping's answer
         if self.last_heartbeat is None:
             return "DEAD" if self.heartbeat.required and overdue else "NOT_STARTED"
         return "DEAD" if overdue else "ALIVE"

@@ -181,13 +181,13 @@ class MachineService:
         with self._uows(write=True) as uow:
             machine, _ = self._locked_machine(uow, principal, machine_id, MachineAction.PING)
             terms = machine.heartbeat
-            if machine.heartbeat_status(now) == "DEAD" and not terms.may_revive(
-                machine.next_heartbeat, now
-            ):
+            dead = machine.heartbeat_status(now) == "DEAD"
+            if dead and not terms.may_revive(machine.next_heartbeat, now):
                 raise MachineHeartbeatDead
             due = terms.next_due(now)
             machine = machine.replace(last_heartbeat=now, next_heartbeat=due, updated=now)
             uow.machines.update(machine)
+            machine = machine.replace(resurrected=dead)
             answer(machine)
             uow.commit()
         return machine
