@@ -234,7 +234,8 @@ class License:
         """What bringing the usage period up to ``now`` takes; ``None`` when it is current."""
         return self.period_state.rollover(now)
 
-    def rolled(self, rollover: Rollover) -> License:
+    def rolled_over(self, rollover: Rollover) -> License:
+        """This license once ``rollover`` is written."""
         return dataclasses.replace(
             self,
             uses=rollover.uses,
@@ -244,10 +245,10 @@ class License:
         )
 
     def current(self, now: datetime) -> License:
-        """The license as of ``now``: a period that ended shows as closed even before the
-        rollover is written (the next change or the scheduler writes it)."""
+        """The license as of ``now``: a due period shows as closed (and the next as open) even
+        before the rollover is written (the next change or the scheduler writes it)."""
         rollover = self.rollover(now)
-        return self if rollover is None else self.rolled(rollover)
+        return self if rollover is None else self.rolled_over(rollover)
 
     @property
     def max_uses(self) -> int | None:

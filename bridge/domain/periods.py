@@ -12,6 +12,39 @@ from the previous boundary: a month-end anchor clamps and recovers (Jan 31 -> Fe
 and a DST change makes a day 23 or 25 hours long but never moves a boundary off its wall time.
 A wall time that falls in a DST gap resolves with the offset before the gap (``fold=0``), so
 boundaries stay strictly increasing and no period is duplicated or skipped.
+
+The words, one per concept (code, log events and the README use these, and no others):
+
+- *period*: one interval ``[start, end)`` of a license's effective rule. A license has at most
+  one period *open* (``period_start``, ``period_end``, and the count it opened with).
+- *open*: a license gets a period. The first opens when the license gets a rule (created with
+  one, or its policy or itself gains one), at that instant; each later one opens at the end of
+  the one before.
+- *due*: a period whose end has passed and that is not closed yet.
+- *close*: a period ends, at its end and never earlier: its record (``usage_periods``) and its
+  ``period_reset`` ledger entry, timestamped at the end. That entry is the *period reset*; a
+  *reset* alone is the manual usage action, counted inside the period. A billing platform's
+  webhook may name an earlier boundary (``close_period``): that boundary becomes the end.
+- *rollover*: what brings a license's period up to now: it closes every due period in order
+  (after the first, those with no usage at 0), then opens the period now falls in (none if the
+  license lost its rule); a license with a rule and no period only opens one. ``plan_rollover``
+  computes it, a store *writes* it (``PeriodWriter.write``), and a license is *rolled over*:
+  lazily by the first usage change after a boundary (``closed_by`` ``usage``), by the
+  scheduled job that closes due periods (``scheduler``), or by a webhook (``webhook``).
+- *stale*: a license whose count or period changed between the read a rollover was planned
+  from and its write; the write's guard refuses it (a conflict, or left out for the next run).
+- *apply*: a changed rule applies from the next boundary: the open period keeps its end, and
+  the new rule's first period opens there.
+- *align*: a webhook (``align_period``) sets the open period's bounds to the platform's billing
+  period, closing nothing (``PeriodWriter.align``).
+
+Names that are an API keep theirs even where they read otherwise: the CLI command
+``meterbridge periods close``; the HTTP attributes ``usagePeriod``, ``periodAnchor``,
+``periodStart``, ``periodEnd``; the error codes ``USAGE_PERIOD_INVALID`` and
+``PERIOD_ANCHOR_INVALID``; the stored columns (``period_open_uses``, ``uses_at_open``,
+``uses_at_close``, ``closed_by``, ``closed_at``, ...) and values (``period_reset``, ``usage``,
+``scheduler``, ``webhook``); the webhook actions ``close_period`` and ``align_period``; the job
+and lock name ``close-periods``.
 """
 
 from __future__ import annotations
@@ -242,8 +275,8 @@ def plan_rollover(
     open_uses: int,
     now: datetime,
 ) -> Rollover | None:
-    """``None`` when the license's period is current. A license with a rule and no open period
-    opens one at ``now`` (keeping its count); a period that ended closes at its end, and so does
+    """The rollover to ``now``; ``None`` when nothing is due. A license with a rule and no open
+    period opens one at ``now`` (keeping its count); a due period closes at its end, and so does
     every later period that ended with no usage, each on its own."""
     if end is None:
         if rule is None:
@@ -255,7 +288,7 @@ def plan_rollover(
     closed = [ClosedPeriod(start, end, open_uses, uses)]
     while rule is not None:
         following = _period_after(rule, anchor, closed[-1].end)
-        # A rule changed mid-period starts its first period where the old one ended.
+        # A changed rule applies from here: its first period opens where the old one ended.
         if following.end > now:
             return Rollover(tuple(closed), closed[-1].end, following.end, 0, 0)
         closed.append(ClosedPeriod(closed[-1].end, following.end, 0, 0))

@@ -211,27 +211,33 @@ class TokenRepository(Protocol):
 
 
 class PeriodWriter(Protocol):
-    def roll(
+    def write(
         self,
         rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
-        skip_moved: bool = False,
+        skip_stale: bool = False,
     ) -> int:
-        """Close and open usage periods as planned; how many periods were closed. A license
-        that moved since it was read raises ``StoreConflict``, or is left out (``skip_moved``)."""
+        """Write the rollovers (close and open usage periods as planned); how many periods were
+        closed. A stale license (its count or period changed since it was read) raises
+        ``StoreConflict``, or is left out (``skip_stale``)."""
         ...
 
     def due(
         self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[PeriodState]:
-        """Licenses whose usage period ended by ``now``, by (period end, id), after ``after``
-        (keyset paging)."""
+        """Licenses whose usage period is due (ended by ``now``), by (period end, id), after
+        ``after`` (keyset paging)."""
         ...
 
     def unopened(self, policy_id: str) -> list[PeriodState]:
         """The policy's licenses that have no usage period open."""
+        ...
+
+    def align(self, license_id: str, old_end: datetime, start: datetime, end: datetime) -> bool:
+        """Set the open period's bounds to ``[start, end)``, closing nothing; guarded by its
+        old end: False if the license is stale."""
         ...
 
 
@@ -273,6 +279,13 @@ class OutboxRepository(OutboxWriter, Protocol):
 
     def status(self) -> list[SinkStatus]: ...
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]: ...
+    def reject_after_acceptance(
+        self, entry_ids: Sequence[str], sink: str, error: str
+    ) -> dict[str, int]:
+        """Dead-letter these entries' items of ``sink`` as rejected after acceptance; how many
+        items each license had among them."""
+        ...
+
     def requeue_dead(self, sink: str | None, ids: Sequence[int] | None, now: datetime) -> int:
         """Dead letters back to pending (all, a sink's, or these ids); how many."""
         ...
@@ -349,14 +362,6 @@ class WebhookLicenses(Protocol):
         ...
 
     def reindex(self, licenses: Sequence[License]) -> None: ...
-
-    def move_period(
-        self, license_id: str, old_end: datetime | None, start: datetime, end: datetime
-    ) -> bool:
-        """Set the open period's bounds, guarded by its old end; False if it moved."""
-        ...
-
-    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> dict[str, int]: ...
 
     def record_effect(self, effect: WebhookEffect) -> None: ...
 

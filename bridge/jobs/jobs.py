@@ -48,7 +48,7 @@ class Jobs:
         self._lookback_days = lookback_days
 
     def close_periods(self) -> int | None:
-        """Close every ended usage period; ``None`` if another replica is at it."""
+        """Close every due usage period; ``None`` if another replica is at it."""
         return self._exclusive(
             "close-periods",
             lambda: close_due_periods(

@@ -2,7 +2,7 @@
 alone as ``meterbridge scheduler`` (in the foreground).
 
 The interval jobs also run at start-up, so a scheduler that was down catches up at once: the
-period job closes every period missed meanwhile, in order.
+period job closes every period that fell due meanwhile, in order.
 """
 
 from __future__ import annotations

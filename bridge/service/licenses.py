@@ -32,7 +32,7 @@ from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScop
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
-from bridge.service.periods import roll_period
+from bridge.service.periods import roll_over
 
 
 def generate_key() -> str:
@@ -192,7 +192,7 @@ def update_license(
         assert updated is not None, "the license is held by this write transaction"
         license = updated
         if license.period_end is None:
-            license = roll_period(uow.periods, license, now, closed_by="usage")
+            license = roll_over(uow.periods, license, now, closed_by="usage")
         answer(license)
         uow.commit()
     return license

@@ -1,10 +1,10 @@
-"""Usage periods: the lazy rollover of a usage change, and the job that closes idle licenses.
+"""Usage periods: the lazy rollover of a usage change, and the job that closes due periods.
 
-A license's ``uses`` is always the count of its current period. The first usage change after a
-boundary closes the old period in its own transaction (``roll_period``), so no timer decides
-what a period holds. The scheduled job (``close_due_periods``) only closes, soon after each
-boundary, the periods of licenses that saw no change since; it writes exactly what the lazy
-rollover would have written.
+The words are those of ``bridge.domain.periods``. A license's ``uses`` is always the count of
+its open period. The first usage change after a boundary rolls the license over in its own
+transaction (``roll_over``), so no timer decides what a period holds. The scheduled job
+(``close_due_periods``) rolls over, soon after each boundary, the licenses whose period is due
+and that saw no change since; it writes exactly what the lazy rollover would have written.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from bridge.domain.ports import Clock, PeriodWriter, UnitOfWorkFactory
 log = structlog.get_logger(__name__)
 
 
-def roll_period(periods: PeriodWriter, license: License, now: datetime, closed_by: str) -> License:
-    """``license`` with its usage period brought up to ``now``, written through ``periods``."""
+def roll_over(periods: PeriodWriter, license: License, now: datetime, closed_by: str) -> License:
+    """``license`` rolled over to ``now`` (if it is due), the rollover written to ``periods``."""
     rollover = license.rollover(now)
     if rollover is None:
         return license
-    periods.roll([(license.period_state, rollover)], now, closed_by)
-    return license.rolled(rollover)
+    periods.write([(license.period_state, rollover)], now, closed_by)
+    return license.rolled_over(rollover)
 
 
 def open_periods(periods: PeriodWriter, states: Sequence[PeriodState], now: datetime) -> None:
     """Open a usage period at ``now`` for each license that has a rule but no period yet."""
     plans = [(state, r) for state in states if (r := state.rollover(now)) is not None]
     if plans:
-        periods.roll(plans, now, "usage")
+        periods.write(plans, now, "usage")
 
 
 def close_due_periods(
@@ -47,11 +47,11 @@ def close_due_periods(
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Close every usage period that has ended by now, in order per license, a batch per
+    """Close every due usage period (ended by now): roll each such license over, a batch per
     transaction; ``workers`` transactions at a time (PostgreSQL; SQLite has one writer).
 
     Returns how many periods were closed. Safe beside usage changes and other closers: a
-    license that moved between read and write fails its guard and is left out (a usage change
+    license gone stale between read and write fails its guard and is left out (a usage change
     rolled it over, or the next run reads it afresh).
     """
     now = clock.now()
@@ -60,7 +60,7 @@ def close_due_periods(
     def close(states: list[PeriodState]) -> int:
         with uows(write=True) as uow:
             plans = [(state, r) for state in states if (r := state.rollover(now)) is not None]
-            count = uow.periods.roll(plans, now, "scheduler", skip_moved=True) if plans else 0
+            count = uow.periods.write(plans, now, "scheduler", skip_stale=True) if plans else 0
             uow.commit()
         if progress is not None and count:
             progress(count)

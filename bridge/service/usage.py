@@ -29,7 +29,7 @@ from bridge.domain.ports import (
 )
 from bridge.service.common import Answer, Page, PageRequest, ignore
 from bridge.service.licenses import load_license
-from bridge.service.periods import roll_period
+from bridge.service.periods import roll_over
 
 _ACTION = {
     UsageKind.INCREMENT: LicenseAction.INCREMENT,
@@ -115,7 +115,7 @@ class UsageService:
             # Claim the key before touching the counter, so a concurrent retry with the
             # same key waits for this answer instead of applying the change again.
             uow.idempotency.claim(principal.actor, change.idempotency_key, fingerprint, now)
-        license = roll_period(uow.periods, license, now, closed_by="usage")
+        license = roll_over(uow.periods, license, now, closed_by="usage")
         before, after = self._change_counter(uow, license, change, now)
         entry = UsageEntry(
             id=str(uuid.uuid4()),

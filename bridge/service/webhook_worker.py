@@ -144,7 +144,7 @@ class WebhookWorker:
         effects: list[str] = []
         if Action.REJECT_ENTRIES in actions:
             reason = f"{d.provider} {d.event_type} ({d.delivery_id}): {ins.note}"
-            per_license = uow.webhook_licenses.reject_entries(kind, ins.transaction_ids, reason)
+            per_license = uow.outbox.reject_after_acceptance(ins.transaction_ids, kind, reason)
             now = self.clock.now()
             for license_id, count in sorted(per_license.items()):
                 detail = f"{count} delivered items rejected after acceptance: {ins.note}"
@@ -258,8 +258,9 @@ class WebhookWorker:
             closed = ClosedPeriod(state.start, boundary, state.open_uses, state.uses)
             start = boundary if following is not None else None
             rollover = Rollover((closed,), start, following, 0, 0)
-        uow.periods.roll([(state, rollover)], now, CLOSED_BY)
-        return f"period closed at {rollover.closed[-1].end.isoformat()}", license.rolled(rollover)
+        uow.periods.write([(state, rollover)], now, CLOSED_BY)
+        closed_at = rollover.closed[-1].end.isoformat()
+        return f"period closed at {closed_at}", license.rolled_over(rollover)
 
     def _align(
         self,
@@ -279,10 +280,10 @@ class WebhookWorker:
             return self._close(uow, license, start, end, now)
         if state.end is None:
             rollover = Rollover((), start, end, state.uses, state.uses)
-            uow.periods.roll([(state, rollover)], now, CLOSED_BY)
-            license = license.rolled(rollover)
-        elif uow.webhook_licenses.move_period(license.id, state.end, start, end):
+            uow.periods.write([(state, rollover)], now, CLOSED_BY)
+            license = license.rolled_over(rollover)
+        elif uow.periods.align(license.id, state.end, start, end):
             license = dataclasses.replace(license, period_start=start, period_end=end)
         else:
-            raise RuntimeError("the usage period moved while aligning it")  # retried
+            raise RuntimeError("the license went stale while aligning its period")  # retried
         return f"period aligned to {start.isoformat()} .. {end.isoformat()}", license

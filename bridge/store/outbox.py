@@ -75,6 +75,24 @@ _REQUEUE_DELIVERED = """
 UPDATE outbox SET status = 'pending', next_attempt_at = :now, last_error = NULL, reason = NULL
 WHERE status = 'delivered' AND sink = :sink AND entry_id IN (SELECT value FROM json_each(:ids))
 """
+# Items of entries a platform accepted but will not bill (a webhook says so): per license, then
+# dead-lettered with their reason.
+_REJECTED_PER_LICENSE = """
+SELECT e.license_id, COUNT(*) AS count FROM outbox JOIN usage_ledger e ON e.id = outbox.entry_id
+WHERE outbox.sink = :sink AND outbox.entry_id IN (SELECT value FROM json_each(:ids))
+GROUP BY e.license_id
+"""
+_REJECT = """
+UPDATE outbox SET status = 'dead', reason = :reason, last_error = :error
+WHERE sink = :sink AND entry_id IN (SELECT value FROM json_each(:ids))
+"""
+
+
+def _by_entry_ids(statement: str, sqlite: bool) -> str:
+    """Entry ids arrive as a JSON array on SQLite and as an array parameter on PostgreSQL."""
+    if sqlite:
+        return statement
+    return statement.replace("IN (SELECT value FROM json_each(:ids))", "= ANY(:ids)")
 
 
 class OutboxStatements:
@@ -91,10 +109,9 @@ class OutboxStatements:
         self.dead = sql.style(_DEAD)
         self.requeue_dead = sql.style(_REQUEUE_DEAD)
         self.requeue_dead_ids = sql.style(_REQUEUE_DEAD.rstrip() + " AND id IN_IDS")
-        delivered = _REQUEUE_DELIVERED
-        if not sql.sqlite:
-            delivered = delivered.replace("IN (SELECT value FROM json_each(:ids))", "= ANY(:ids)")
-        self.requeue_delivered = sql.style(delivered)
+        self.requeue_delivered = sql.style(_by_entry_ids(_REQUEUE_DELIVERED, sql.sqlite))
+        self.rejected_per_license = sql.style(_by_entry_ids(_REJECTED_PER_LICENSE, sql.sqlite))
+        self.reject = sql.style(_by_entry_ids(_REJECT, sql.sqlite))
 
 
 class SqlOutbox:
@@ -210,7 +227,24 @@ class SqlOutbox:
         platform deduplicates whatever it already holds (reconciliation's repair)."""
         if not entry_ids:
             return 0
-        ids = self._sql.json(list(entry_ids)) if self._sql.sqlite else list(entry_ids)
-        params = {"sink": sink, "now": self._sql.ts(now), "ids": ids}
+        params = {"sink": sink, "now": self._sql.ts(now), "ids": self._entry_ids(entry_ids)}
         self._cursor.execute(self._st.requeue_delivered, params)
         return int(self._cursor.rowcount)
+
+    def reject_after_acceptance(
+        self, entry_ids: Sequence[str], sink: str, error: str
+    ) -> dict[str, int]:
+        """The platform took these entries but will not bill them: their items become dead
+        letters with the reason ``rejected_after_acceptance``. Returns how many items each
+        license had among them, for its history."""
+        if not entry_ids:
+            return {}
+        params = {"sink": sink, "ids": self._entry_ids(entry_ids)}
+        self._cursor.execute(self._st.rejected_per_license, params)
+        counts = {str(r["license_id"]): int(r["count"]) for r in every(self._cursor)}
+        reason = Reason.REJECTED_AFTER_ACCEPTANCE.value
+        self._cursor.execute(self._st.reject, {**params, "reason": reason, "error": error[:1000]})
+        return counts
+
+    def _entry_ids(self, entry_ids: Sequence[str]) -> Any:
+        return self._sql.json(list(entry_ids)) if self._sql.sqlite else list(entry_ids)

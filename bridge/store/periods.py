@@ -1,14 +1,14 @@
-"""Usage-period rollovers, cursor-level (``bridge.store.sql``): the usage hot path closes one
-license's period lazily, the scheduler closes thousands of idle ones a batch; both write the
-same rows.
+"""Usage-period rollovers, cursor-level (``bridge.store.sql``): the usage hot path rolls one
+license over lazily, the scheduler thousands of due ones a batch; both write the same rows. The
+words are those of ``bridge.domain.periods``.
 
 Closing a period writes its record (the ledger totals are summed by the INSERT itself), a
-``period_reset`` ledger entry timestamped at the period's end, and the license's new period,
-guarded by the old one: a second close of the same period fails on the unique key
-``(license_id, period_start)`` or on that guard, whoever tries. These are the only statements
-outside ``bridge.store.licenses`` and ``bridge.store.ledger`` on their tables: a rollover is one
-set of set-based writes to the license's period columns, its reset entries and the period
-records, together, for one license or thousands.
+``period_reset`` ledger entry timestamped at the period's end, and the license's period columns
+(the next period opened), guarded by the old values: a second close of the same period fails on
+the unique key ``(license_id, period_start)`` or on that guard, whoever tries. These are the
+only statements outside ``bridge.store.licenses`` and ``bridge.store.ledger`` on their tables: a
+rollover is one set of set-based writes to the license's period columns, its reset entries and
+the period records, together, for one license or thousands.
 """
 
 from __future__ import annotations
@@ -28,39 +28,41 @@ PERIOD_ACTOR = "period"
 # SQLite: a batch's rows go to two temporary tables (no indexes, cheap to fill), then each write
 # is one set-based statement over them, as PostgreSQL's are over arrays.
 _SQ_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS roll_moves (id TEXT PRIMARY KEY, uses INTEGER, "
+    "CREATE TEMP TABLE IF NOT EXISTS rollover_licenses (id TEXT PRIMARY KEY, uses INTEGER, "
     "old_uses INTEGER, start_at TEXT, end_at TEXT, open_uses INTEGER, old_end TEXT)",
-    "CREATE TEMP TABLE IF NOT EXISTS roll_periods (license_id TEXT, start_at TEXT, "
+    "CREATE TEMP TABLE IF NOT EXISTS rollover_closed (license_id TEXT, start_at TEXT, "
     "end_at TEXT, uses_at_open INTEGER, uses_at_close INTEGER, reset_entry_id TEXT)",
-    "DELETE FROM temp.roll_moves",
-    "DELETE FROM temp.roll_periods",
+    "DELETE FROM temp.rollover_licenses",
+    "DELETE FROM temp.rollover_closed",
 )
-_SQ_FILL_MOVES = """
-INSERT INTO temp.roll_moves VALUES (:id, :uses, :old_uses, :start, :end, :open_uses, :old_end)
+_SQ_FILL_LICENSES = """
+INSERT INTO temp.rollover_licenses
+VALUES (:id, :uses, :old_uses, :start, :end, :open_uses, :old_end)
 """
-_SQ_FILL_PERIODS = """
-INSERT INTO temp.roll_periods
+_SQ_FILL_CLOSED = """
+INSERT INTO temp.rollover_closed
 VALUES (:license_id, :start, :end, :uses_at_open, :uses_at_close, :reset_entry_id)
 """
-_SQ_DROP_MOVED = """
-DELETE FROM temp.roll_moves WHERE NOT EXISTS (
-    SELECT 1 FROM licenses l WHERE l.id = roll_moves.id AND l.uses = roll_moves.old_uses
-                                 AND l.period_end IS roll_moves.old_end)
+_SQ_DROP_STALE = """
+DELETE FROM temp.rollover_licenses WHERE NOT EXISTS (
+    SELECT 1 FROM licenses l WHERE l.id = rollover_licenses.id
+                                 AND l.uses = rollover_licenses.old_uses
+                                 AND l.period_end IS rollover_licenses.old_end)
 """
-_SQ_DROP_PERIODS = """
-DELETE FROM temp.roll_periods WHERE license_id NOT IN (SELECT id FROM temp.roll_moves)
+_SQ_DROP_STALE_CLOSED = """
+DELETE FROM temp.rollover_closed WHERE license_id NOT IN (SELECT id FROM temp.rollover_licenses)
 """
-_SQ_MOVE = """
+_SQ_UPDATE_LICENSES = """
 UPDATE licenses SET uses = m.uses, period_start = m.start_at, period_end = m.end_at,
                     period_open_uses = m.open_uses
-FROM temp.roll_moves AS m WHERE licenses.id = m.id
+FROM temp.rollover_licenses AS m WHERE licenses.id = m.id
 """
 _SQ_LEDGER = f"""
 INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
                           occurred_at)
 SELECT reset_entry_id, license_id, 'period_reset', -uses_at_close, uses_at_close, 0,
        '{PERIOD_ACTOR}', end_at
-FROM temp.roll_periods
+FROM temp.rollover_closed
 """  # noqa: S608 - only module constants are interpolated
 _SQ_CLOSE = """
 INSERT INTO usage_periods (license_id, period_start, period_end, uses_at_open, uses_at_close,
@@ -71,7 +73,7 @@ SELECT r.license_id, r.start_at, r.end_at, r.uses_at_open, r.uses_at_close,
        COALESCE(SUM(CASE WHEN e.kind = 'decrement' THEN -e.delta ELSE 0 END), 0),
        COUNT(CASE WHEN e.kind = 'reset' THEN 1 END),
        COUNT(e.id), r.reset_entry_id, :closed_by, :closed_at
-FROM temp.roll_periods AS r
+FROM temp.rollover_closed AS r
 LEFT JOIN usage_ledger AS e ON e.license_id = r.license_id AND e.occurred_at >= r.start_at
      AND e.occurred_at < r.end_at AND e.kind <> 'period_reset'
 GROUP BY r.rowid
@@ -80,7 +82,7 @@ GROUP BY r.rowid
 # PostgreSQL: each write of a batch is one statement over arrays (``unnest``), one round trip
 # for thousands of licenses; ``executemany`` sends a statement per row (~4x slower here). The
 # arrays travel in binary (``%(name)b``): the text form quotes every string with a regex.
-_PG_MOVE = """
+_PG_UPDATE_LICENSES = """
 UPDATE licenses AS l SET uses = v.uses, period_start = v.start_at, period_end = v.end_at,
                          period_open_uses = v.open_uses
 FROM unnest(%(id)b::varchar[], %(uses)b::bigint[], %(old_uses)b::bigint[],
@@ -90,8 +92,9 @@ FROM unnest(%(id)b::varchar[], %(uses)b::bigint[], %(old_uses)b::bigint[],
 WHERE l.id = v.id AND l.uses = v.old_uses AND {guard}
 RETURNING l.id
 """
-_PG_MOVE_CLOSED = _PG_MOVE.format(guard="l.period_end = v.old_end")
-_PG_MOVE_OPENED = _PG_MOVE.format(guard="l.period_end IS NULL")
+# A license that closes a period, and one that opens its first (it has none to close).
+_PG_UPDATE_CLOSING = _PG_UPDATE_LICENSES.format(guard="l.period_end = v.old_end")
+_PG_UPDATE_FIRST = _PG_UPDATE_LICENSES.format(guard="l.period_end IS NULL")
 _PG_LEDGER = f"""
 INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, uses_after, actor,
                           occurred_at)
@@ -134,6 +137,11 @@ LIMIT :limit
 """  # noqa: S608 - only module constants are interpolated
 _BEFORE_ALL = datetime(1, 1, 2, tzinfo=UTC)  # keyset start: before any period end
 
+_ALIGN = """
+UPDATE licenses SET period_start = :start, period_end = :end
+WHERE id = :id AND period_end = :old_end
+"""
+
 _UNOPENED = f"""
 SELECT {_STATE_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
@@ -158,77 +166,79 @@ class PeriodSql:
         self.sql = sql
         self._due = sql.style(_DUE)
         self._unopened = sql.style(_UNOPENED)
-        self._fill_moves = sql.style(_SQ_FILL_MOVES)
-        self._fill_periods = sql.style(_SQ_FILL_PERIODS)
+        self._align = sql.style(_ALIGN)
+        self._fill_licenses = sql.style(_SQ_FILL_LICENSES)
+        self._fill_closed = sql.style(_SQ_FILL_CLOSED)
         self._close = sql.style(_SQ_CLOSE)
 
-    def apply(
+    def write(
         self,
         cursor: Any,
         rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
-        skip_moved: bool = False,
+        skip_stale: bool = False,
     ) -> int:
         """Write the rollovers of several licenses; returns how many periods were closed.
 
-        A license whose period or count moved since it was read (a concurrent rollover or
-        usage change) fails its guard: ``StoreConflict``, or with ``skip_moved`` it is left out
-        (the scheduler's batches: the next run sees it as it is now)."""
+        A stale license (its period or count changed since it was read: a concurrent rollover
+        or usage change) fails its guard: ``StoreConflict``, or with ``skip_stale`` it is left
+        out (the scheduler's batches: the next run sees it as it is now)."""
         rows = _Rows.build(rollovers, self.sql.ts)
-        # The guarded moves first: they lock the license rows, so a concurrent closer of the
-        # same license waits here (then finds its guard false) instead of deadlocking on the
-        # unique period key.
+        # The guarded license updates first: they lock the license rows, so a concurrent closer
+        # of the same license waits here (then finds its guard false) instead of deadlocking on
+        # the unique period key.
         if self.sql.sqlite:
-            return self._write_sqlite(cursor, rows, skip_moved, closed_by, now)
+            return self._write_sqlite(cursor, rows, skip_stale, closed_by, now)
         if len(rollovers) > 1:
             # Each array row joins one license and its few ledger entries: index lookups. The
             # planner would hash-join a whole table per batch (and the job closes thousands of
             # batches), so joins other than nested loops are off for this transaction.
             cursor.execute("SET LOCAL enable_hashjoin = off")
             cursor.execute("SET LOCAL enable_mergejoin = off")
-        moved: set[str] = set()
-        for sql, moves in ((_PG_MOVE_CLOSED, rows.closed_moves), (_PG_MOVE_OPENED, rows.opened)):
-            if moves:
-                cursor.execute(sql, _columns(moves, _MOVE_FIELDS), binary=True)
-                moved.update(row["id"] for row in every(cursor))
-        rows = self._moved_only(rows, moved, skip_moved)
-        self._write_postgres(cursor, rows.records, closed_by, now)
-        return len(rows.records)
+        updated: set[str] = set()
+        for sql, licenses in ((_PG_UPDATE_CLOSING, rows.closing), (_PG_UPDATE_FIRST, rows.first)):
+            if licenses:
+                cursor.execute(sql, _columns(licenses, _LICENSE_FIELDS), binary=True)
+                updated.update(row["id"] for row in every(cursor))
+        rows = self._fresh_only(rows, updated, skip_stale)
+        self._write_postgres(cursor, rows.closed, closed_by, now)
+        return len(rows.closed)
 
     def _write_sqlite(
-        self, cursor: Any, rows: _Rows, skip_moved: bool, closed_by: str, now: datetime
+        self, cursor: Any, rows: _Rows, skip_stale: bool, closed_by: str, now: datetime
     ) -> int:
         for sql in _SQ_TABLES:
             cursor.execute(sql)
-        moves = [{"old_end": None, **m} for m in (*rows.closed_moves, *rows.opened)]
-        cursor.executemany(self._fill_moves, moves)
-        cursor.executemany(self._fill_periods, rows.records)
-        cursor.execute(_SQ_DROP_MOVED)
+        licenses = [{"old_end": None, **m} for m in (*rows.closing, *rows.first)]
+        cursor.executemany(self._fill_licenses, licenses)
+        cursor.executemany(self._fill_closed, rows.closed)
+        cursor.execute(_SQ_DROP_STALE)
         if cursor.rowcount > 0:
-            if not skip_moved:
-                raise StoreConflict("a usage period moved under this rollover")
-            cursor.execute(_SQ_DROP_PERIODS)
-        cursor.execute(_SQ_MOVE)
+            if not skip_stale:
+                raise StoreConflict("a license went stale under this rollover")
+            cursor.execute(_SQ_DROP_STALE_CLOSED)
+        cursor.execute(_SQ_UPDATE_LICENSES)
         cursor.execute(_SQ_LEDGER)
         closed = cursor.rowcount
         cursor.execute(self._close, {"closed_by": closed_by, "closed_at": self.sql.ts(now)})
         return int(closed)
 
     @staticmethod
-    def _moved_only(rows: _Rows, moved: set[str], skip_moved: bool) -> _Rows:
-        if len(moved) == len(rows.closed_moves) + len(rows.opened):
+    def _fresh_only(rows: _Rows, updated: set[str], skip_stale: bool) -> _Rows:
+        """``rows`` without the stale licenses' closed periods (those not ``updated``)."""
+        if len(updated) == len(rows.closing) + len(rows.first):
             return rows
-        if not skip_moved:
-            raise StoreConflict("a usage period moved under this rollover")
-        return rows.only(moved)
+        if not skip_stale:
+            raise StoreConflict("a license went stale under this rollover")
+        return rows.only(updated)
 
     def _write_postgres(
-        self, cursor: Any, records: list[dict[str, Any]], closed_by: str, now: datetime
+        self, cursor: Any, closed: list[dict[str, Any]], closed_by: str, now: datetime
     ) -> None:
-        if records:
-            params: dict[str, Any] = _columns(records, _CLOSE_FIELDS)
+        if closed:
+            params: dict[str, Any] = _columns(closed, _CLOSE_FIELDS)
             cursor.execute(_PG_LEDGER, params, binary=True)
             params |= {"closed_by": closed_by, "closed_at": now}
             cursor.execute(_PG_CLOSE, params, binary=True)
@@ -236,8 +246,8 @@ class PeriodSql:
     def due(
         self, cursor: Any, now: datetime, limit: int, after: tuple[datetime, str] | None
     ) -> list[PeriodState]:
-        """Licenses whose period ended by ``now``, by (period end, id) after ``after``. Not
-        locked: the guarded write skips any that moved meanwhile."""
+        """Licenses whose period is due (ended by ``now``), by (period end, id) after ``after``.
+        Not locked: the guarded write skips any gone stale meanwhile."""
         after_end, after_id = after or (_BEFORE_ALL, "")
         params = {
             "now": self.sql.ts(now),
@@ -251,6 +261,14 @@ class PeriodSql:
     def unopened(self, cursor: Any, policy_id: str) -> list[PeriodState]:
         cursor.execute(self._unopened, {"policy_id": policy_id})
         return [self._state(row) for row in every(cursor)]
+
+    def align(
+        self, cursor: Any, license_id: str, old_end: datetime, start: datetime, end: datetime
+    ) -> bool:
+        ts = self.sql.ts
+        params = {"id": license_id, "old_end": ts(old_end), "start": ts(start), "end": ts(end)}
+        cursor.execute(self._align, params)
+        return bool(cursor.rowcount)
 
     @staticmethod
     def _state(row: Any) -> PeriodState:
@@ -271,9 +289,9 @@ class PeriodSql:
 class _Rows:
     """The rows a set of rollovers writes, in the store's encoding."""
 
-    records: list[dict[str, Any]]  # one a closed period, with its reset entry's id
-    closed_moves: list[dict[str, Any]]
-    opened: list[dict[str, Any]]
+    closed: list[dict[str, Any]]  # one a closed period, with its reset entry's id
+    closing: list[dict[str, Any]]  # the period columns of licenses that close a period
+    first: list[dict[str, Any]]  # ... of licenses that open their first period
 
     @classmethod
     def build(
@@ -282,7 +300,7 @@ class _Rows:
         rows = cls([], [], [])
         for state, rollover in rollovers:
             for period in rollover.closed:
-                rows.records.append(
+                rows.closed.append(
                     {
                         "license_id": state.license_id,
                         "start": ts(period.start),
@@ -292,7 +310,7 @@ class _Rows:
                         "reset_entry_id": reset_entry_id(state.license_id, period.start),
                     }
                 )
-            move = {
+            update = {
                 "id": state.license_id,
                 "uses": rollover.uses,
                 "old_uses": state.uses,
@@ -301,20 +319,20 @@ class _Rows:
                 "open_uses": rollover.open_uses,
             }
             if state.end is None:
-                rows.opened.append(move)
+                rows.first.append(update)
             else:
-                rows.closed_moves.append({**move, "old_end": ts(state.end)})
+                rows.closing.append({**update, "old_end": ts(state.end)})
         return rows
 
     def only(self, license_ids: set[str]) -> _Rows:
         return _Rows(
-            [r for r in self.records if r["license_id"] in license_ids],
-            self.closed_moves,
-            self.opened,
+            [r for r in self.closed if r["license_id"] in license_ids],
+            self.closing,
+            self.first,
         )
 
 
-_MOVE_FIELDS = ("id", "uses", "old_uses", "start", "end", "open_uses", "old_end")
+_LICENSE_FIELDS = ("id", "uses", "old_uses", "start", "end", "open_uses", "old_end")
 _CLOSE_FIELDS = (
     "license_id",
     "start",
@@ -336,15 +354,15 @@ class SqlPeriods:
     def __init__(self, sql: PeriodSql, cursor: Any) -> None:
         self._sql, self._cursor = sql, cursor
 
-    def roll(
+    def write(
         self,
         rollovers: Sequence[tuple[PeriodState, Rollover]],
         now: datetime,
         closed_by: str,
         *,
-        skip_moved: bool = False,
+        skip_stale: bool = False,
     ) -> int:
-        return self._sql.apply(self._cursor, rollovers, now, closed_by, skip_moved=skip_moved)
+        return self._sql.write(self._cursor, rollovers, now, closed_by, skip_stale=skip_stale)
 
     def due(
         self, now: datetime, limit: int, after: tuple[datetime, str] | None = None
@@ -353,3 +371,6 @@ class SqlPeriods:
 
     def unopened(self, policy_id: str) -> list[PeriodState]:
         return self._sql.unopened(self._cursor, policy_id)
+
+    def align(self, license_id: str, old_end: datetime, start: datetime, end: datetime) -> bool:
+        return self._sql.align(self._cursor, license_id, old_end, start, end)

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
-from bridge.domain.delivery import OutboxStatus, Reason
 from bridge.domain.model import License
 from bridge.domain.webhooks import (
     DeliveryStatus,
@@ -19,8 +18,6 @@ from bridge.domain.webhooks import (
     WebhookDelivery,
     WebhookEffect,
 )
-from bridge.store.tables import ledger, outbox
-from bridge.store.tables import licenses as license_table
 from bridge.store.tables import webhook_deliveries as deliveries
 from bridge.store.tables import webhook_effects as effects
 from bridge.store.tables import webhook_subjects as subjects
@@ -186,48 +183,6 @@ class SqlWebhookLicenses:
     def reindex(self, licenses: Sequence[License]) -> None:
         for license in licenses:
             self._index.put(license)
-
-    def move_period(
-        self, license_id: str, old_end: datetime | None, start: datetime, end: datetime
-    ) -> bool:
-        """Set an open period's bounds (no period is closed), guarded by the old end."""
-        guard = (
-            license_table.c.period_end.is_(None)
-            if old_end is None
-            else license_table.c.period_end == old_end
-        )
-        result = self._conn.execute(
-            update(license_table)
-            .where(license_table.c.id == license_id, guard)
-            .values(period_start=start, period_end=end)
-        )
-        return bool(result.rowcount)
-
-    def reject_entries(self, sink: str, entry_ids: Sequence[str], error: str) -> dict[str, int]:
-        """The platform took these ledger entries but will not bill them: their items become
-        dead letters with the reason ``rejected_after_acceptance``. Returns how many items each
-        license had among them, for its history."""
-        if not entry_ids:
-            return {}
-        ids = list(entry_ids)
-        mine = and_(outbox.c.sink == sink, outbox.c.entry_id.in_(ids))
-        per_license = self._conn.execute(
-            select(ledger.c.license_id, func.count())
-            .select_from(outbox.join(ledger, ledger.c.id == outbox.c.entry_id))
-            .where(mine)
-            .group_by(ledger.c.license_id)
-        )
-        counts = {str(license_id): int(n) for license_id, n in per_license}
-        self._conn.execute(
-            update(outbox)
-            .where(mine)
-            .values(
-                status=OutboxStatus.DEAD,
-                reason=Reason.REJECTED_AFTER_ACCEPTANCE,
-                last_error=error[:1000],
-            )
-        )
-        return counts
 
     def record_effect(self, effect: WebhookEffect) -> None:
         self._conn.execute(

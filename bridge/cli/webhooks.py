@@ -1,56 +1,17 @@
-"""``meterbridge webhooks ...``: the stored deliveries, their replay, and the worker thread that
-handles them beside ``serve`` and ``worker``."""
+"""``meterbridge webhooks``: the stored deliveries of webhooks in, and their replay (the worker
+thread that handles them beside ``serve`` and ``worker`` is in ``processes.py``)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
-import structlog
 import typer
 
-from bridge.bootstrap import Container
-from bridge.cli_support import ConfigOpt, JsonOpt, container, out, show
+from bridge.cli.support import ConfigOpt, JsonOpt, container, out, show
 from bridge.domain.webhooks import DeliveryStatus, WebhookDelivery
 from bridge.service import webhooks as uc
 
-log = structlog.get_logger(__name__)
-
-webhooks_app = typer.Typer(help="Webhooks in: stored deliveries.", no_args_is_help=True)
-STOP_TIMEOUT_S = 10.0
-
-
-def configured(c: Container) -> bool:
-    hooks = c.settings.webhooks
-    return bool(hooks.lago.enabled or hooks.stripe.enabled or hooks.m3ter.enabled or hooks.standard)
-
-
-@contextmanager
-def webhook_thread(c: Container) -> Iterator[None]:
-    """The webhook worker in a thread (when a provider is configured), stopped when the block
-    ends after the delivery in hand. It first brings the subject index up to date."""
-    if not configured(c):
-        yield
-        return
-    worker = c.webhook_worker()
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            c.reindex_webhook_subjects()
-        except Exception:  # the store is down: lookups use the index as it is
-            log.exception("webhook_reindex_failed")
-        worker.run(stop)
-
-    thread = threading.Thread(target=run, name="bridge-webhooks", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=STOP_TIMEOUT_S)
+app = typer.Typer(help="Webhooks in: stored deliveries.", no_args_is_help=True)
 
 
 def _row(d: WebhookDelivery) -> dict[str, Any]:
@@ -69,7 +30,7 @@ def _row(d: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-@webhooks_app.command("list")
+@app.command("list")
 def webhooks_list(
     provider: Annotated[str | None, typer.Option(help="Only this provider")] = None,
     status: Annotated[DeliveryStatus | None, typer.Option(help="Only this status")] = None,
@@ -84,7 +45,7 @@ def webhooks_list(
     show([_row(d) for d in found], columns, as_json, f"Webhook deliveries ({len(found)})")
 
 
-@webhooks_app.command("show")
+@app.command("show")
 def webhooks_show(id: int, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """One delivery: its status, effects and body."""
     with container(config, migrate=False) as c:
@@ -93,7 +54,7 @@ def webhooks_show(id: int, config: ConfigOpt = None, as_json: JsonOpt = False) -
     show([row], list(row), as_json, f"Webhook delivery {id}", one=True)
 
 
-@webhooks_app.command("replay")
+@app.command("replay")
 def webhooks_replay(id: int, config: ConfigOpt = None) -> None:
     """Handle a stored delivery again (an unmatched one whose license exists now, a parked one
     after its cause is mended). Its effects are idempotent."""
@@ -106,7 +67,7 @@ def webhooks_replay(id: int, config: ConfigOpt = None) -> None:
     out.print(f"delivery {id}: {d.status.value}")
 
 
-@webhooks_app.command("history")
+@app.command("history")
 def webhooks_history(license: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """What webhooks did to a license (by id or key), with the delivery behind each effect."""
     with container(config, migrate=False) as c:
@@ -115,7 +76,7 @@ def webhooks_history(license: str, config: ConfigOpt = None, as_json: JsonOpt = 
     show(found, columns, as_json, f"Webhook history of {license}")
 
 
-@webhooks_app.command("reindex")
+@app.command("reindex")
 def webhooks_reindex(config: ConfigOpt = None) -> None:
     """Rebuild the index from subscriptions to licenses (the worker does it when it starts)."""
     with container(config) as c:

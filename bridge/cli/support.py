@@ -1,4 +1,5 @@
-"""What every ``meterbridge`` command module shares: the container, output, common options."""
+"""What several ``meterbridge`` command modules share: the container, output, common options
+and arguments, and the license row that ``license`` and ``usage`` print."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (or $BRIDGE_CONFIG)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+PageOpt = Annotated[int, typer.Option(help="Page number (100 per page)")]
+SinkOpt = Annotated[str | None, typer.Option("--sink", help="Only this sink")]
+LicenseArg = Annotated[str, typer.Argument(help="License id or key")]
 
 
 @contextmanager
@@ -82,3 +86,8 @@ def show(
     for row in records:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     out.print(table)
+
+
+def license_row(lic: Any) -> dict[str, Any]:
+    """A license as ``license`` and ``usage`` print it: its columns and its effective max uses."""
+    return {**record(lic), "max_uses": lic.terms.max_uses}

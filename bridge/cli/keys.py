@@ -6,14 +6,14 @@ import json
 
 import typer
 
-from bridge.cli_support import ConfigOpt, JsonOpt, err, out
+from bridge.cli.support import ConfigOpt, JsonOpt, err, out
 from bridge.keys import SigningKeyInvalid, key_path, load_key
 from bridge.settings import ConfigFileMissing, load_settings
 
-keys_app = typer.Typer(help="The key that signs every API response.", no_args_is_help=True)
+app = typer.Typer(help="The key that signs every API response.", no_args_is_help=True)
 
 
-@keys_app.command("show")
+@app.command("show")
 def keys_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Print the public key: hex (Keygen's dashboard form, what clients such as keygen-py take
     as ``public_key``) and base64 of the hex (the form of Keygen's account ``meta.keys``)."""

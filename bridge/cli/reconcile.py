@@ -1,12 +1,10 @@
-"""``meterbridge scheduler``, ``periods`` and ``reconcile``: the billing-period commands."""
+"""``meterbridge reconcile``: compare each closed period's ledger, deliveries and platform usage."""
 
 from __future__ import annotations
 
 import csv
 import json
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -14,19 +12,17 @@ import structlog
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from bridge.cli_support import ConfigOpt, JsonOpt, container, err, out, record, show
+from bridge.cli.support import ConfigOpt, JsonOpt, SinkOpt, container, err, out, record, show
 from bridge.domain.errors import ReconcileWindowInvalid
 from bridge.domain.ports import UnitOfWorkFactory
 from bridge.domain.reconcile import MISMATCH, OK, UNCHECKED, Reconciliation, Window
 from bridge.service.common import PageRequest
-from bridge.service.periods import close_due_periods
 from bridge.service.reconcile import Progress as ProgressFn
 from bridge.service.reconcile import reconciliation_report
 
 log = structlog.get_logger(__name__)
 
-periods_app = typer.Typer(help="Usage periods.", no_args_is_help=True)
-reconcile_app = typer.Typer(
+app = typer.Typer(
     help="Compare each closed period's ledger, deliveries and platform usage.",
     invoke_without_command=True,
 )
@@ -34,7 +30,6 @@ reconcile_app = typer.Typer(
 PeriodOpt = Annotated[str | None, typer.Option("--period", help="A calendar month, YYYY-MM")]
 FromOpt = Annotated[str | None, typer.Option("--from", help="Start, ISO-8601 (UTC if bare)")]
 ToOpt = Annotated[str | None, typer.Option("--to", help="End (exclusive), ISO-8601")]
-SinkOpt = Annotated[str | None, typer.Option("--sink", help="Only this sink")]
 
 _REPORT_COLUMNS = (
     "period_start",
@@ -53,37 +48,7 @@ _REPORT_COLUMNS = (
 )
 
 
-def scheduler(config: ConfigOpt = None) -> None:
-    """Run the scheduled jobs alone: period closing, machine reaping and the daily
-    reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
-    from bridge.jobs.scheduler import build_scheduler
-
-    with container(config) as c:
-        jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
-        # SIGTERM or Ctrl-C: stop taking jobs, let a running one finish, then exit 0.
-        stopping = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopping.set())
-        jobs.start()
-        out.print("scheduler running; Ctrl-C stops it")
-        stopping.wait()
-        log.info("shutdown_started", command="scheduler")
-        jobs.shutdown(wait=True)
-    log.info("scheduler_stopped")
-
-
-@periods_app.command("close")
-def close_periods(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Close every usage period that has ended now (what the scheduler does each minute)."""
-    with container(config) as c:
-        closed = close_due_periods(c.uows, c.clock)
-    if as_json:
-        out.print_json(json.dumps({"closed": closed}))
-    else:
-        out.print(f"closed {closed} usage periods")
-
-
-@reconcile_app.callback()
+@app.callback()
 def reconcile(
     ctx: typer.Context,
     config: ConfigOpt = None,
@@ -132,7 +97,7 @@ def reconcile(
         raise typer.Exit(3)  # scripts and cron see a discrepancy
 
 
-@reconcile_app.command("report")
+@app.command("report")
 def report(
     config: ConfigOpt = None,
     period: PeriodOpt = None,

@@ -1,0 +1,60 @@
+"""``meterbridge license``: licenses."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bridge.cli.support import ADMIN, ConfigOpt, JsonOpt, PageOpt, container, license_row, show
+from bridge.domain.access import LicenseAction
+from bridge.domain.commands import NewLicense
+from bridge.service import licenses
+from bridge.service.common import PageRequest
+
+app = typer.Typer(help="Licenses.", no_args_is_help=True)
+
+_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended"]
+
+
+@app.command("create")
+def license_create(
+    policy: Annotated[str, typer.Option(help="Policy id")],
+    key: Annotated[str | None, typer.Option(help="License key (generated if omitted)")] = None,
+    max_uses: Annotated[int | None, typer.Option(help="Override the policy's maxUses")] = None,
+    name: Annotated[str | None, typer.Option(help="License name")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    # An empty option is not sent (the key is generated, the policy's maxUses applies).
+    command = NewLicense(
+        policy_id=policy, key=key or None, max_uses=max_uses or None, name=name or None
+    )
+    with container(config) as c:
+        lic = licenses.create_license(c.uows, c.clock, ADMIN, command)
+    show([license_row(lic)], _COLUMNS, as_json, "License", one=True)
+
+
+@app.command("list")
+def license_list(
+    policy: Annotated[str | None, typer.Option(help="Only this policy's licenses")] = None,
+    page: PageOpt = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with container(config, migrate=False) as c:
+        found = licenses.list_licenses(c.uows, ADMIN, PageRequest(page, 100), policy)
+    rows = [license_row(lic) for lic in found.items]
+    show(rows, _COLUMNS, as_json, f"Licenses ({found.total})")
+
+
+@app.command("show")
+def license_show(
+    license: Annotated[str, typer.Argument(help="License id or key")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    with container(config, migrate=False) as c:
+        lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
+    columns = [*_COLUMNS, "created", "updated"]
+    show([license_row(lic)], columns, as_json, "License", one=True)
