@@ -104,7 +104,15 @@ def serve(db: Path, port: int, log_level: str, lifetime: float) -> None:
     from bridge.logging import configure
 
     configure(log_level)  # as serve: uvicorn's records and request_completed through structlog
-    uvicorn.run(app, host=HOST, port=port, log_level=log_level, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=HOST,
+        port=port,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        date_header=False,  # as serve: the signer sets the one Date header it signs
+    )
     container.dispose()
 
 
