@@ -62,13 +62,17 @@ def _writes(world: dict[str, str]) -> list[tuple[str, str, dict[str, Any] | None
         ("POST", f"/v1/licenses/{lic}/actions/suspend", None),
         ("POST", f"/v1/licenses/{lic}/actions/reinstate", None),
         ("POST", f"/v1/licenses/{lic}/tokens", None),
+        # validations write lastValidated
+        ("POST", f"/v1/licenses/{lic}/actions/validate", None),
+        ("POST", "/v1/licenses/actions/validate-key", {"meta": {"key": world["key"]}}),
     ]
 
 
 def _world(api: Api) -> dict[str, str]:
     product = api.product()
     policy = api.policy(product, floating=True, maxMachines=5, maxCores=64, maxUses=100)
-    lic = api.license(policy)["id"]
+    created = api.license(policy)
+    lic = created["id"]
     api.increment(lic, 5)
     body = {
         "data": {
@@ -78,14 +82,21 @@ def _world(api: Api) -> dict[str, str]:
         }
     }
     machine = api.ok("POST", "/v1/machines", 201, json=body)["data"]["id"]
-    return {"product": product, "policy": policy, "license": lic, "machine": machine}
+    return {
+        "product": product,
+        "policy": policy,
+        "license": lic,
+        "key": created["attributes"]["key"],
+        "machine": machine,
+    }
 
 
 def test_a_write_whose_answer_cannot_render_commits_nothing(
     db_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With rendering broken, every usage action, machine action, create and update answers
-    500 and the store (ledger and outbox included) is unchanged; with it mended, each succeeds."""
+    """With rendering broken, every usage action, machine action, create, update and validation
+    answers 500 and the store (ledger and outbox included) is unchanged; with it mended, each
+    succeeds."""
     with api_on(db_url, clock) as api, capture_logs() as logs:
         world = _world(api)
         engine = engine_of(api)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from bridge.testing import FakeClock
 from tests.conftest import Api
+from tests.hostile import api_on
 from tests.test_api_machines import activate
 
 # attribute / relationship names in serializer order, as Keygen writes them (snake_case)
@@ -91,6 +93,43 @@ def test_documents_have_keygens_attributes_and_relationships(api: Api) -> None:
     )
     pinged = api.ok("POST", f"/v1/machines/{machine['id']}/actions/ping")["data"]["attributes"]
     assert (pinged["requireHeartbeat"], pinged["heartbeatStatus"]) == (True, "ALIVE")
+
+
+def _machines_meta(doc: dict[str, Any]) -> dict[str, int]:
+    meta: dict[str, int] = doc["relationships"]["machines"]["meta"]
+    return meta
+
+
+def test_license_machines_relationship_has_keygens_meta(db_url: str, clock: FakeClock) -> None:
+    """``relationships.machines.meta`` is Keygen's ``{cores, memory, disk, count}`` of the
+    license's machines (memory and disk 0: the bridge keeps none), in every license document: a
+    read, each license of a list page, a validation, a usage answer, after a deactivation."""
+    with api_on(db_url, clock) as api:
+        policy = api.policy(floating=True, maxMachines=5)
+        a, b = api.license(policy), api.license(policy)
+        assert _machines_meta(a) == {"cores": 0, "memory": 0, "disk": 0, "count": 0}
+        first = activate(api, a["id"], "fp-1", cores=2).json()["data"]["id"]
+        activate(api, a["id"], "fp-2", cores=3)
+        activate(api, a["id"], "fp-3")  # no cores: counts as 0, as in Keygen
+        activate(api, b["id"], "fp-1", cores=4)
+
+        expected = {"cores": 5, "memory": 0, "disk": 0, "count": 3}
+        assert _machines_meta(api.ok("GET", f"/v1/licenses/{a['id']}")["data"]) == expected
+        listed = {d["id"]: _machines_meta(d) for d in api.ok("GET", "/v1/licenses")["data"]}
+        assert listed == {
+            a["id"]: expected,
+            b["id"]: {"cores": 4, "memory": 0, "disk": 0, "count": 1},
+        }
+        validate = {"meta": {"key": a["attributes"]["key"]}}
+        doc = api.ok("POST", "/v1/licenses/actions/validate-key", json=validate)
+        assert _machines_meta(doc["data"]) == expected
+        incremented = api.increment(a["id"])
+        assert incremented.status_code == 200, incremented.text
+        assert _machines_meta(incremented.json()["data"]) == expected
+
+        api.ok("DELETE", f"/v1/machines/{first}", 204)
+        after = api.ok("GET", f"/v1/licenses/{a['id']}")["data"]
+        assert _machines_meta(after) == {"cores": 3, "memory": 0, "disk": 0, "count": 2}
 
 
 def test_node_locked_license_shows_its_policy_terms(api: Api) -> None:

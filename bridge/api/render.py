@@ -192,7 +192,7 @@ class Renderer:
                 max_uses=terms.max_uses,
                 require_heartbeat=terms.require_heartbeat,
                 require_check_in=False,
-                last_validated=None,
+                last_validated=lic.last_validated,
                 last_check_in=None,
                 next_check_in=None,
                 last_check_out=None,
@@ -211,8 +211,15 @@ class Renderer:
                 "group": self._to_one(own, "group", "groups", None),
                 "owner": self._to_one(own, "owner", "users", None),
             }
-            | {name: self._to_many(own, name) for name in _LICENSE_TO_MANY},
+            | {name: self._to_many(own, name) for name in _LICENSE_TO_MANY}
+            | {"machines": self._machines(own, lic)},
             links=s.Links(self_=own),
+        )
+
+    def _machines(self, owner: str, lic: License) -> s.MachinesRelationshipOut:
+        meta = s.MachinesMeta(cores=lic.machines_cores, memory=0, disk=0, count=lic.machines_count)
+        return s.MachinesRelationshipOut(
+            links=s.RelatedLinks(related=f"{owner}/machines"), meta=meta
         )
 
     def machine(self, m: Machine, now: datetime) -> s.MachineResource:

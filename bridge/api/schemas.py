@@ -429,7 +429,21 @@ class RelationshipLinksOut(Out):
     links: RelatedLinks
 
 
-Relationships = dict[str, RelationshipOut | RelationshipLinksOut]
+class MachinesMeta(Out):
+    """Keygen's ``relationships.machines.meta`` of a license: its machines' totals (the bridge
+    keeps no machine memory or disk, so those are 0, as Keygen shows machines without them)."""
+
+    cores: int
+    memory: int
+    disk: int
+    count: int
+
+
+class MachinesRelationshipOut(RelationshipLinksOut):
+    meta: MachinesMeta
+
+
+Relationships = dict[str, MachinesRelationshipOut | RelationshipOut | RelationshipLinksOut]
 
 
 class ProductAttributes(Out):

@@ -206,6 +206,11 @@ class License:
     period_open_uses: int = 0
     max_machines_override: int | None = None
     max_cores_override: int | None = None
+    # Keygen's lastValidated: written by validations only (``LicenseRepository.touch_validated``).
+    last_validated: datetime | None = None
+    # The license's machines (Keygen's relationships.machines.meta), read with it, never stored.
+    machines_count: int = 0
+    machines_cores: int = 0
 
     def under(self, policy: Terms) -> License:
         """This license with its effective terms recomputed from its policy's ``policy`` (after
@@ -295,7 +300,15 @@ class License:
         return cls(**values)
 
 
-_SNAPSHOT_TIMES = ("expiry", "created", "updated", "period_anchor", "period_start", "period_end")
+_SNAPSHOT_TIMES = (
+    "expiry",
+    "created",
+    "updated",
+    "period_anchor",
+    "period_start",
+    "period_end",
+    "last_validated",
+)
 # Snapshots stored before the license carried its terms held its policy's values instead.
 _POLICY_SNAPSHOT_FIELDS = {
     "policy_max_uses": "max_uses",

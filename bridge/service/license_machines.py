@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.domain.delivery import forwarded
-from bridge.domain.machines import MachineLimits
+from bridge.domain.machines import MachineLimits, MachineTally
 from bridge.domain.model import HeartbeatTerms, License, UsageEntry, UsageKind
 from bridge.domain.ports import UnitOfWork
 from bridge.domain.validation import MachineFacts, ValidationScope
@@ -81,4 +81,6 @@ def machine_facts(uow: UnitOfWork, license: License, scope: ValidationScope) -> 
     machine = uow.machines.get(scope.machine) if scope.machine is not None else None
     if machine is not None and machine.license_id != license.id:
         machine = None
-    return MachineFacts(limits_of(uow, license), uow.machines.tally(license.id), scoped, machine)
+    # The license was read with its machine totals in this transaction (no second count).
+    tally = MachineTally(license.machines_count, license.machines_cores)
+    return MachineFacts(limits_of(uow, license), tally, scoped, machine)

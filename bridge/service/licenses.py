@@ -28,7 +28,13 @@ from bridge.domain.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from bridge.domain.validation import NOT_FOUND, ValidationResult, ValidationScope, validate_license
+from bridge.domain.validation import (
+    NOT_FOUND,
+    MachineFacts,
+    ValidationResult,
+    ValidationScope,
+    validate_license,
+)
 from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
@@ -234,25 +240,59 @@ def set_suspended(
     return update_license(uows, clock, principal, ref, patch, answer)
 
 
+Validated = tuple[License | None, ValidationResult]
+
+
 def validate(
-    uows: UnitOfWorkFactory, clock: Clock, principal: Principal, ref: str, scope: ValidationScope
-) -> tuple[License, ValidationResult]:
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    principal: Principal,
+    ref: str,
+    scope: ValidationScope,
+    answer: Answer[Validated] = ignore,
+) -> Validated:
     with uows() as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.VALIDATE)
         facts = machine_facts(uow, license, scope)
-    return license, validate_license(license, clock.now(), scope, facts)
+    return _validated(uows, clock, license, scope, facts, answer)
 
 
 def validate_key(
-    uows: UnitOfWorkFactory, clock: Clock, key: str, scope: ValidationScope
-) -> tuple[License | None, ValidationResult]:
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    key: str,
+    scope: ValidationScope,
+    answer: Answer[Validated] = ignore,
+) -> Validated:
     """Keygen's validate-key: no token needed, the key itself is the credential."""
     with uows() as uow:
         license = uow.licenses.find(key)
         if license is None or license.key != key:
+            answer((None, NOT_FOUND))
             return None, NOT_FOUND
         facts = machine_facts(uow, license, scope)
-    return license, validate_license(license, clock.now(), scope, facts)
+    return _validated(uows, clock, license, scope, facts, answer)
+
+
+def _validated(
+    uows: UnitOfWorkFactory,
+    clock: Clock,
+    license: License,
+    scope: ValidationScope,
+    facts: MachineFacts,
+    answer: Answer[Validated],
+) -> Validated:
+    """The validation, and Keygen's touch: every validation of an existing license, valid or
+    not, sets its lastValidated, here in a short write transaction of its own after the read,
+    with the answer rendered before its commit."""
+    now = clock.now()
+    result = validate_license(license, now, scope, facts)
+    validated: Validated = (dataclasses.replace(license, last_validated=now), result)
+    with uows(write=True) as uow:
+        uow.licenses.touch_validated(license.id, now)
+        answer(validated)
+        uow.commit()
+    return validated
 
 
 def create_license_token(

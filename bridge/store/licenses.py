@@ -40,6 +40,7 @@ COLUMNS = (
     "period_start",
     "period_end",
     "period_open_uses",
+    "last_validated",
 )
 _FIRST_USE = ExpirationBasis.FROM_FIRST_USE.value
 # The projection: the license's columns and the policy columns its terms come from, by name.
@@ -54,6 +55,12 @@ _POLICY_COLUMNS = {
     "policy_require_heartbeat": "p.require_heartbeat",
     "policy_expiration_strategy": "p.expiration_strategy",
     "first_use_duration": f"CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END",
+    # Keygen's relationships.machines.meta: index probes (uq_machines_license_fingerprint) in
+    # the same statement, so a list page costs no query per license.
+    "machines_count": "(SELECT COUNT(*) FROM machines m WHERE m.license_id = l.id)",
+    "machines_cores": (
+        "(SELECT COALESCE(SUM(m.cores), 0) FROM machines m WHERE m.license_id = l.id)"
+    ),
 }
 _PROJECTION = (*COLUMNS, *_POLICY_COLUMNS)
 _SELECT = f"""
@@ -76,9 +83,12 @@ def _param(column: str) -> str:
 _INSERT = f"""
 INSERT INTO licenses ({", ".join(COLUMNS)}) VALUES ({", ".join(map(_param, COLUMNS))})
 """  # noqa: S608 - only module constants are interpolated
-# Only the usage actions and period rollovers write the counter and the open period.
+# Only the usage actions and period rollovers write the counter and the open period, and only
+# validations write last_validated.
 _UPDATABLE = tuple(
-    c for c in COLUMNS if c not in ("id", "uses", "period_start", "period_end", "period_open_uses")
+    c
+    for c in COLUMNS
+    if c not in ("id", "uses", "period_start", "period_end", "period_open_uses", "last_validated")
 )
 _UPDATE = f"""
 UPDATE licenses SET {", ".join(f"{c} = {_param(c)}" for c in _UPDATABLE)} WHERE id = :id
@@ -107,6 +117,11 @@ RETURNING uses
 """  # noqa: S608 - only module constants are interpolated
 _LOCK_USES = "SELECT uses FROM licenses WHERE id = :id"
 _SET_USES = f"UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id AND {_IN_PERIOD}"  # noqa: S608
+# Keygen's touch (TouchLicenseWorker: FOR UPDATE SKIP LOCKED): a validation does not wait for
+# a write holding the row; it leaves lastValidated to the next one.
+_TOUCH_VALIDATED = "UPDATE licenses SET last_validated = :now WHERE id = :id"
+_TOUCH_VALIDATED_PG = f"""{_TOUCH_VALIDATED}
+  AND id IN (SELECT id FROM licenses WHERE id = :id FOR UPDATE SKIP LOCKED)"""  # noqa: S608
 _SET_EXPIRY = "UPDATE licenses SET expiry = :expiry WHERE id = :id AND expiry IS NULL"
 _KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key = :key"
 _OF_POLICY = "SELECT 1 AS found FROM licenses WHERE policy_id = :policy_id LIMIT 1"
@@ -183,6 +198,9 @@ def license_from_row(row: Any) -> License:
         period_open_uses=row["period_open_uses"],
         max_machines_override=row["max_machines_override"],
         max_cores_override=row["max_cores_override"],
+        last_validated=read_ts(row["last_validated"]),
+        machines_count=int(row["machines_count"]),
+        machines_cores=int(row["machines_cores"]),
     )
 
 
@@ -216,6 +234,7 @@ def _values(sql: Sql, lic: License) -> dict[str, Any]:
         "period_start": sql.ts(lic.period_start),
         "period_end": sql.ts(lic.period_end),
         "period_open_uses": lic.period_open_uses,
+        "last_validated": sql.ts(lic.last_validated),
     }
 
 
@@ -232,6 +251,7 @@ class LicenseStatements:
         self.lock_uses = sql.style(_LOCK_USES if sql.sqlite else _LOCK_USES + " FOR UPDATE")
         self.set_uses = sql.style(_SET_USES)
         self.set_expiry = sql.style(_SET_EXPIRY)
+        self.touch_validated = sql.style(_TOUCH_VALIDATED if sql.sqlite else _TOUCH_VALIDATED_PG)
         self.key_exists = sql.style(_KEY_EXISTS)
         self.of_policy = sql.style(_OF_POLICY)
         self.delete = sql.style(_DELETE)
@@ -347,6 +367,11 @@ class SqlLicenses:
         params = {"id": license_id, "uses": uses, "now": self._sql.ts(now)}
         self._cursor.execute(self._st.set_uses, params)
         return bool(self._cursor.rowcount == 1)
+
+    def touch_validated(self, license_id: str, now: datetime) -> None:
+        """Keygen's lastValidated; skipped (PostgreSQL) while another write holds the row."""
+        params = {"id": license_id, "now": self._sql.ts(now)}
+        self._cursor.execute(self._st.touch_validated, params)
 
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
         params = {"id": license_id, "expiry": self._sql.ts(expiry)}

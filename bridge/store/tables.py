@@ -123,6 +123,7 @@ class LicenseRow(SQLModel, table=True):
     period_open_uses: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
     )
+    last_validated: datetime | None = _utc(nullable=True)  # Keygen's lastValidated
 
 
 class MachineRow(SQLModel, table=True):

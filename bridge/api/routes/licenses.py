@@ -100,24 +100,24 @@ def reinstate(
     return answer.response
 
 
-def _validation_doc(
-    ctx: Ctx,
-    license: License | None,
-    result: ValidationResult,
-    nonce: int | None,
-    scope: s.ScopeIn | None,
-) -> JsonApiResponse:
-    now = ctx.clock.now()
-    meta = s.ValidationMetaOut(
-        ts=now,
-        valid=result.valid,
-        code=result.code,
-        detail=result.detail,
-        nonce=nonce,
-        scope=scope.model_dump(exclude_unset=True) if scope else None,  # as sent (Keygen)
-    )
-    data = ctx.render.license(license, now) if license is not None else None
-    return respond(s.ValidationDocument(data=data, meta=meta))
+def _validation(
+    ctx: Ctx, nonce: int | None, scope: s.ScopeIn | None
+) -> Rendered[tuple[License | None, ValidationResult]]:
+    def build(validated: tuple[License | None, ValidationResult]) -> s.ValidationDocument:
+        license, result = validated
+        now = ctx.clock.now()
+        meta = s.ValidationMetaOut(
+            ts=now,
+            valid=result.valid,
+            code=result.code,
+            detail=result.detail,
+            nonce=nonce,
+            scope=scope.model_dump(exclude_unset=True) if scope else None,  # as sent (Keygen)
+        )
+        data = ctx.render.license(license, now) if license is not None else None
+        return s.ValidationDocument(data=data, meta=meta)
+
+    return Rendered(build)
 
 
 def _scope(scope: s.ScopeIn | None) -> ValidationScope:
@@ -151,13 +151,15 @@ def validate(
     body: Annotated[s.ValidateIn | None, Body()] = None,
 ) -> JsonApiResponse:
     meta = body.meta if body and body.meta else s.ValidateMeta()
-    license, result = uc.validate(ctx.uows, ctx.clock, bearer, license_id, _scope(meta.scope))
-    return _validation_doc(ctx, license, result, meta.nonce, meta.scope)
+    answer = _validation(ctx, meta.nonce, meta.scope)
+    uc.validate(ctx.uows, ctx.clock, bearer, license_id, _scope(meta.scope), answer)
+    return answer.response
 
 
 @router.post("/licenses/actions/validate-key", response_model=s.ValidationDocument)
 def validate_key(ctx: Ctx, body: s.ValidateKeyIn) -> JsonApiResponse:
     """No token needed: the key is the credential (Keygen)."""
     meta = body.meta
-    license, result = uc.validate_key(ctx.uows, ctx.clock, meta.key, _scope(meta.scope))
-    return _validation_doc(ctx, license, result, meta.nonce, meta.scope)
+    answer = _validation(ctx, meta.nonce, meta.scope)
+    uc.validate_key(ctx.uows, ctx.clock, meta.key, _scope(meta.scope), answer)
+    return answer.response
