@@ -121,10 +121,16 @@ class Load:
     bad: int  # non-2xx answers and socket errors
     p50_ms: float
     p99_ms: float
+    cpu_s: float = float("nan")  # the server process's CPU time (all threads) meanwhile
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU per request: the cost, whatever else the shared machine is doing."""
+        return self.cpu_s / self.requests * 1e6 if self.requests else float("nan")
 
 
 _WRK_SCRIPT = """
@@ -295,6 +301,18 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     raise SystemExit("the server did not become ready")
 
 
+PIDS: dict[int, int] = {}  # a running server's port -> its process id
+
+
+def cpu_seconds(port: int) -> float:
+    """User + system CPU seconds of the server on ``port`` so far (Linux), else NaN."""
+    try:
+        fields = Path(f"/proc/{PIDS[port]}/stat").read_text().rsplit(")", 1)[1].split()
+    except (KeyError, OSError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def server(db: Path, args: argparse.Namespace, kind: str = "bridge") -> Iterator[int]:
     """A ``kind`` server ("bridge" or "bare") in a subprocess; its port while it runs."""
@@ -321,8 +339,10 @@ def server(db: Path, args: argparse.Namespace, kind: str = "bridge") -> Iterator
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_ready(port, proc)
+        PIDS[port] = proc.pid
         yield port
     finally:
+        PIDS.pop(port, None)
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -344,7 +364,8 @@ def ledger_count(db: Path) -> int:
 def row(load: Load) -> None:
     print(
         f"{load.label:<36} {load.requests:>8} {load.seconds:>6.2f} {load.rate:>9.1f} "
-        f"{load.p50_ms:>8.2f} {load.p99_ms:>8.2f} {load.bad:>6}",
+        f"{load.p50_ms:>8.2f} {load.p99_ms:>8.2f} {load.bad:>6}"
+        + ("" if load.cpu_us != load.cpu_us else f" {load.cpu_us:>11.0f}"),
         flush=True,
     )
 
@@ -375,7 +396,7 @@ def bench(args: argparse.Namespace) -> None:
             ports = {"increment": bridge_port, "bare": bare_port}
             print(
                 f"\n{'measurement':<36} {'requests':>8} {'secs':>6} {'req/s':>9} "
-                f"{'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>6}"
+                f"{'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>6} {'cpu us/req':>11}"
             )
             before = ledger_count(db)
             for r in range(args.rounds):
@@ -383,10 +404,12 @@ def bench(args: argparse.Namespace) -> None:
                 for name in names:
                     drive(f"(warm-up {name})", ports[name], paths, args.warmup, args)
                     label = f"{name} (round {r + 1})"
+                    cpu = cpu_seconds(ports[name])
                     if args.ops is None:
                         load = drive(label, ports[name], paths, args.seconds, args)
                     else:
                         load = run_python(label, ports[name], paths, 0, args, ops=args.ops)
+                    load.cpu_s = cpu_seconds(ports[name]) - cpu
                     row(load)
                     results[name].append(load)
             written = ledger_count(db) - before
@@ -412,6 +435,11 @@ def _summary(totals: dict[str, Load], connections: int) -> None:
         f"  HTTP x{connections}: increment {inc.rate:.1f} req/s, "
         f"bare FastAPI {bare.rate:.1f} req/s, ratio {value:.2f}x ({verdict} target)"
     )
+    cost = bare.cpu_us / inc.cpu_us if inc.cpu_us else float("nan")
+    print(
+        f"  server CPU per request: increment {inc.cpu_us:.0f} us, bare {bare.cpu_us:.0f} us, "
+        f"ratio {cost:.2f}x (one process: its throughput is bound by 1/CPU per request)"
+    )
     if any(t.bad for t in totals.values()):
         print("  warning: some answers were not 2xx; see the non-2xx column")
 
@@ -426,6 +454,7 @@ def _total(name: str, loads: list[Load]) -> Load:
         sum(x.bad for x in loads),
         max(x.p50_ms for x in loads),  # per-round percentiles cannot be merged: the worst
         max(x.p99_ms for x in loads),
+        sum(x.cpu_s for x in loads),
     )
 
 
