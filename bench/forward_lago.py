@@ -29,7 +29,7 @@ from pathlib import Path
 import _setup as s
 import httpx
 
-from bridge.domain.commands import NewPolicy, NewProduct
+from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.model import UsageKind
 from bridge.logging import configure
 from bridge.service import licenses, policies, products
@@ -79,8 +79,7 @@ def bench(events: int, batch: int, licenses_n: int, http: bool) -> None:
                 store.uows,
                 store.clock,
                 s.ADMIN,
-                policy.id,
-                {"metadata": {"lago_subscription_id": f"sub-{n}"}},
+                NewLicense(policy.id, metadata={"lago_subscription_id": f"sub-{n}"}),
             ).id
             for n in range(licenses_n)
         ]

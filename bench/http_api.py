@@ -89,6 +89,7 @@ def serve(db: Path, port: int, kind: str, args: argparse.Namespace) -> None:
             log_level=args.log_level,
             log_config=None,
             access_log=False,
+            date_header=False,  # as serve: the signer sets the one Date header it signs
             loop=args.loop,
             http=args.http,
         )

@@ -36,7 +36,7 @@ from bridge.domain.reconcile import Window
 from bridge.logging import configure
 from bridge.service.reconcile import Reconciler
 from bridge.testing import FakeClock
-from connectors.lago import LagoSinkSettings
+from connectors.lago import LagoSink, LagoSinkSettings
 from connectors.lago.reader import LagoReader
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -225,7 +225,7 @@ def main() -> None:
         reconciler = Reconciler(
             container.uows,
             FakeClock(JAN.replace(month=2, day=3)),
-            ["lago"],
+            [LagoSink(settings, client=client)],  # its accepts() is the relay's own filter
             {"lago": LagoReader(settings, client)},
         )
         started = time.perf_counter()

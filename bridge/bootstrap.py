@@ -5,16 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
+import structlog
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from bridge.api.app import create_app
 from bridge.api.deps import ApiContext
 from bridge.api.render import Renderer
+from bridge.api.signing import Signing
 from bridge.api.writes import UsageWrites
 from bridge.clock import SystemClock
 from bridge.domain.ports import Clock, PlatformReader, Sink, UsageUnitOfWorkFactory
 from bridge.jobs.jobs import Jobs
+from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.machines import MachineService
@@ -109,7 +112,16 @@ class Container:
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
-        return Authenticator(self.uows, token.get_secret_value() if token else None)
+        return Authenticator(self.uows, token.get_secret_value() if token else None, self.clock)
+
+    def account_key(self) -> AccountKey:
+        """The configured or stored signing key (``serve`` creates one first). Without one, an
+        ephemeral key: fine for tests and benches, never for clients that pin the public key."""
+        key = load_key(self.settings)
+        if key is None:
+            structlog.get_logger(__name__).warning("signing_key_ephemeral")
+            key = AccountKey.generate()
+        return key
 
     def ready(self) -> bool:
         return ping(self.engine)
@@ -215,4 +227,10 @@ def build_app(container: Container) -> FastAPI:
         ready=container.ready,
         webhooks=build_receivers(container.settings),
     )
-    return create_app(context)
+    signing = Signing(
+        account=container.settings.account,
+        key=container.account_key().private,
+        now=container.clock.now,
+        public_host=container.settings.public_host,
+    )
+    return create_app(context, signing)

@@ -27,6 +27,7 @@ import functools
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -162,10 +163,14 @@ _OWN = frozenset({"level", "timestamp", "logger"})  # written by the processors 
 
 class _Stderr:
     """Standard error as it is at each write (tests and the CLI runner swap it): logs never
-    mix with a command's output on stdout."""
+    mix with a command's output on stdout. structlog's logger and the standard library's
+    handler each lock only themselves; one lock here keeps their lines whole between threads."""
+
+    _lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        with self._lock:
+            return sys.stderr.write(text)
 
     def flush(self) -> None:
         sys.stderr.flush()

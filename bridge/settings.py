@@ -104,6 +104,19 @@ class MachinesSettings(BaseModel):
     )
 
 
+class SigningSettings(BaseModel):
+    """The account's Ed25519 key that signs every response (see ``bridge/keys.py``)."""
+
+    key: SecretStr | None = Field(
+        None, description="Private key, 64 hex digits; when unset the key file is used"
+    )
+    key_file: Path | None = Field(
+        None,
+        description="Key file (hex, mode 0600); default meterbridge-signing.key beside the "
+        "SQLite database, or in the working directory for PostgreSQL",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid"
@@ -119,6 +132,11 @@ class Settings(BaseSettings):
     account: str = Field("default", description="Account id accepted in /v1/accounts/{account}")
     host: str = Field("127.0.0.1", description="Address the API listens on")
     port: int = Field(8080, ge=1, le=65535, description="Port the API listens on")
+    public_host: str | None = Field(
+        None,
+        description="Host (with its port, if not the default) that clients use, when a proxy "
+        "stands in front; responses are signed over it instead of the Host header received",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
@@ -126,6 +144,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     machines: MachinesSettings = MachinesSettings()
+    signing: SigningSettings = SigningSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
 
     @classmethod

@@ -20,13 +20,22 @@ def test_missing_token_is_401_token_missing(api: Api) -> None:
     }
 
 
-@pytest.mark.parametrize("header", ["Bearer nope", "Bearer admin-wrong", "License nope", "Basic x"])
-def test_bad_credentials_are_401_token_invalid(api: Api, header: str) -> None:
-    """An unknown token, key or scheme is 401 TOKEN_INVALID, and nothing changes."""
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        ("Bearer nope", "TOKEN_INVALID"),
+        ("Bearer admin-wrong", "TOKEN_INVALID"),
+        ("License nope", "LICENSE_INVALID"),  # Keygen's answer to an unknown key (issue 11)
+        ("Basic x", "TOKEN_INVALID"),
+    ],
+)
+def test_bad_credentials_are_401(api: Api, header: str, code: str) -> None:
+    """An unknown token or scheme is 401 TOKEN_INVALID, an unknown license key 401
+    LICENSE_INVALID, and nothing changes."""
     lic = api.license(api.policy())
     response = api.increment(lic["id"], headers={"Authorization": header})
     assert response.status_code == 401
-    assert error_of(response)["code"] == "TOKEN_INVALID"
+    assert error_of(response)["code"] == code
     assert api.ok("GET", f"/v1/licenses/{lic['id']}")["data"]["attributes"]["uses"] == 0
 
 

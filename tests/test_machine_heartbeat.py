@@ -60,8 +60,10 @@ def test_the_reaper_deactivates_dead_machines_only(
 def test_a_ping_before_the_sweep_keeps_the_machine(
     api: Api, clock: FakeClock, container: Container
 ) -> None:
-    """An overdue machine that pings before the reaper runs is alive again."""
-    lic = floating(api, heartbeatDuration=60)
+    """An overdue machine that pings before the reaper runs is alive again, when its policy
+    resurrects the dead (issue 11: under Keygen's default, NO_REVIVE, that ping is 422
+    MACHINE_HEARTBEAT_DEAD, tests/test_heartbeat_policies.py)."""
+    lic = floating(api, heartbeatDuration=60, heartbeatResurrectionStrategy="5_MINUTE_REVIVE")
     mid = activate(api, lic).json()["data"]["id"]
     ping(api, mid)
     clock.advance(seconds=120)

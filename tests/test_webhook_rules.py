@@ -143,15 +143,21 @@ def hooks(db_url: str, clock: FakeClock, lago: FakeLago) -> Iterator[Hooks]:
 
 
 def test_lago_termination_suspends_and_a_new_start_reinstates(hooks: Hooks) -> None:
-    """subscription.terminated suspends the license (validation answers Keygen's SUSPENDED;
-    increments still count, as Keygen's do); subscription.started of the same subscription
-    reinstates it; both effects are in the license's history under their delivery ids."""
+    """subscription.terminated suspends the license (validation answers Keygen's SUSPENDED,
+    and the application's own increments with `License <key>` Keygen's 403 LICENSE_SUSPENDED;
+    an admin's or product's still count, as Keygen's do); subscription.started of the same
+    subscription reinstates it; both effects are in the license's history under their ids."""
     lic = hooks.license(lago_subscription_id="sub-1")
+    key = hooks.attrs(lic)["key"]
     sub = {"external_id": "sub-1"}
     assert hooks.lago("subscription.terminated", "subscription", sub, "term-1").status_code == 200
     hooks.handle()
     assert hooks.attrs(lic)["suspended"] is True
     assert validation(hooks, lic) == "SUSPENDED"
+    refused = hooks.api.increment(lic, 1, headers={"Authorization": f"License {key}"})
+    assert refused.status_code == 403
+    assert refused.json()["errors"][0]["code"] == "LICENSE_SUSPENDED"
+    assert hooks.attrs(lic)["uses"] == 0
     hooks.lago("subscription.started", "subscription", sub, "start-1")
     hooks.handle()
     assert hooks.attrs(lic)["suspended"] is False

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp
 
 from bridge import __version__
 from bridge.api import errors
@@ -16,6 +17,7 @@ from bridge.api.routes import (
     health,
     licenses,
     machines,
+    me,
     outbox,
     policies,
     products,
@@ -24,6 +26,7 @@ from bridge.api.routes import (
     webhooks,
 )
 from bridge.api.schemas import ErrorDocument
+from bridge.api.signing import ResponseSigner, Signing
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -43,6 +46,7 @@ def _resources() -> APIRouter:
         machines,
         outbox,
         reconciliations,
+        me,
         webhooks,
     ):
         router.include_router(module.router)
@@ -50,13 +54,22 @@ def _resources() -> APIRouter:
     return router
 
 
-def create_app(context: ApiContext) -> FastAPI:
+class _SignedApp(FastAPI):
+    """Signs responses outside Starlette's error middleware, so that a 500 is signed too."""
+
+    signing: Signing
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ResponseSigner(super().build_middleware_stack(), self.signing)
+
+
+def create_app(context: ApiContext, signing: Signing) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         context.usage.close()
 
-    app = FastAPI(
+    app = _SignedApp(
         lifespan=lifespan,
         title="Metering Bridge",
         version=__version__,
@@ -64,6 +77,7 @@ def create_app(context: ApiContext) -> FastAPI:
         default_response_class=JsonApiResponse,  # the OpenAPI document declares vnd.api+json
     )
     app.state.context = context
+    app.signing = signing
     errors.install(app)
     resources = _resources()
     # Every route is served both under /v1/... and /v1/accounts/{account}/...; the short form

@@ -79,9 +79,13 @@ async def check_account(ctx: Ctx, account: str) -> None:
 
 async def page(
     number: Annotated[int, Query(alias="page[number]", ge=1, le=MAX_PAGE_NUMBER)] = 1,
-    size: Annotated[int, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = 10,
+    size: Annotated[int | None, Query(alias="page[size]", ge=1, le=MAX_PAGE_SIZE)] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Keygen's page size without page")
+    ] = None,
 ) -> PageRequest:
-    return PageRequest(number=number, size=size)
+    """Keygen's pagination: ``page[size]``, else ``limit`` (what keygen-rs sends), else 10."""
+    return PageRequest(number=number, size=size or limit or 10)
 
 
 Paging = Annotated[PageRequest, Depends(page)]

@@ -69,6 +69,7 @@ def _received(value: Any) -> str:
 _PAGE_DETAIL = {
     "page[number]": f"page number must be a number between 1 and {MAX_PAGE_NUMBER}",
     "page[size]": f"page size must be a number between 1 and {MAX_PAGE_SIZE}",
+    "limit": f"limit must be a number between 1 and {MAX_PAGE_SIZE}",  # Keygen's, less the value
 }
 
 

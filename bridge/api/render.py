@@ -16,6 +16,30 @@ from bridge.service.auth import IssuedToken
 from bridge.service.common import Page
 
 JSONAPI = "application/vnd.api+json"
+_LICENSE_TO_MANY = ("users", "machines", "tokens", "entitlements")
+# Keygen policy settings the bridge has no input for, at the values its behaviour has: Keygen's
+# defaults, except authentication (the bridge takes both license keys and tokens: MIXED). It has
+# no scope requirements, check-ins, pools, processes or components (the README's Keygen section).
+KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
+    "machine_uniqueness_strategy": "UNIQUE_PER_LICENSE",
+    "machine_matching_strategy": "MATCH_ANY",
+    "component_uniqueness_strategy": "UNIQUE_PER_MACHINE",
+    "component_matching_strategy": "MATCH_ANY",
+    "renewal_basis": "FROM_EXPIRY",
+    "transfer_strategy": "KEEP_EXPIRY",
+    "authentication_strategy": "MIXED",
+    "machine_leasing_strategy": "PER_LICENSE",
+    "process_leasing_strategy": "PER_MACHINE",
+    "require_product_scope": False,
+    "require_policy_scope": False,
+    "require_machine_scope": False,
+    "require_fingerprint_scope": False,
+    "require_components_scope": False,
+    "require_user_scope": False,
+    "require_checksum_scope": False,
+    "require_version_scope": False,
+    "require_check_in": False,
+}
 T = TypeVar("T")
 
 
@@ -50,6 +74,7 @@ class Renderer:
     """Builds documents whose links point under ``/v1/accounts/{account}``."""
 
     def __init__(self, account: str) -> None:
+        self.account = account
         self.base = f"/v1/accounts/{account}"
 
     def _rel(self, kind: str, ident: str) -> s.RelationshipOut:
@@ -58,42 +83,91 @@ class Renderer:
             links=s.Links(self_=f"{self.base}/{kind}/{ident}"),
         )
 
+    def _to_one(self, owner: str, name: str, kind: str, ident: str | None) -> s.RelationshipOut:
+        """Keygen's to-one relationship: linkage (null when unset) and a ``related`` link under
+        the owner's path (``owner`` is e.g. ``licenses/<id>``)."""
+        data = s.IdentifierOut(type=kind, id=ident) if ident is not None else None
+        return s.RelationshipOut(data=data, links=s.RelatedLinks(related=f"{owner}/{name}"))
+
+    def _to_many(self, owner: str, name: str) -> s.RelationshipLinksOut:
+        return s.RelationshipLinksOut(links=s.RelatedLinks(related=f"{owner}/{name}"))
+
+    def _account(self) -> s.RelationshipOut:
+        return s.RelationshipOut(
+            data=s.IdentifierOut(type="accounts", id=self.account),
+            links=s.RelatedLinks(related=self.base),
+        )
+
     def product(self, p: Product) -> s.ProductResource:
+        own = f"{self.base}/products/{p.id}"
+        many = ("policies", "licenses", "machines", "users", "tokens", "platforms", "channels")
         return s.ProductResource(
             id=p.id,
             attributes=s.ProductAttributes(
-                name=p.name, url=p.url, metadata=p.metadata, created=p.created, updated=p.updated
-            ),
-            links=s.Links(self_=f"{self.base}/products/{p.id}"),
-        )
-
-    def policy(self, p: Policy) -> s.PolicyResource:
-        return s.PolicyResource(
-            id=p.id,
-            attributes=s.PolicyAttributes(
                 name=p.name,
-                max_uses=p.max_uses,
-                max_machines=p.max_machines,
-                max_cores=p.max_cores,
-                floating=p.floating,
-                strict=p.strict,
-                overage_strategy=p.overage_strategy.value,
-                protected=p.protected,
-                duration=p.duration,
-                heartbeat_duration=p.heartbeat_duration,
-                expiration_basis=p.expiration_basis.value,
-                usage_period=p.usage_period.to_api() if p.usage_period else None,
+                code=None,
+                distribution_strategy="LICENSED",  # Keygen's default; the bridge has no releases
+                url=p.url,
+                platforms=None,
                 metadata=p.metadata,
                 created=p.created,
                 updated=p.updated,
             ),
-            relationships={"product": self._rel("products", p.product_id)},
-            links=s.Links(self_=f"{self.base}/policies/{p.id}"),
+            relationships={"account": self._account()}
+            | {name: self._to_many(own, name) for name in (*many, "releases", "artifacts")},
+            links=s.Links(self_=own),
+        )
+
+    def policy(self, p: Policy) -> s.PolicyResource:
+        own = f"{self.base}/policies/{p.id}"
+        return s.PolicyResource(
+            id=p.id,
+            attributes=s.PolicyAttributes(
+                name=p.name,
+                duration=p.duration,
+                strict=p.strict,
+                floating=p.floating,
+                use_pool=False,
+                max_machines=p.max_machines,
+                max_processes=None,
+                max_users=None,
+                max_cores=p.max_cores,
+                max_memory=None,
+                max_disk=None,
+                max_uses=p.max_uses,
+                **KEYGEN_POLICY_CONSTANTS,
+                expiration_basis=p.expiration_basis.value,
+                overage_strategy=p.overage_strategy.value,
+                scheme=None,
+                encrypted=False,
+                protected=p.protected,
+                check_in_interval=None,
+                check_in_interval_count=None,
+                heartbeat_duration=p.heartbeat_duration,
+                heartbeat_cull_strategy=p.heartbeat_cull_strategy,
+                heartbeat_resurrection_strategy=p.heartbeat_resurrection_strategy,
+                heartbeat_basis=p.heartbeat_basis,
+                require_heartbeat=p.require_heartbeat,
+                expiration_strategy=p.expiration_strategy,
+                metadata=p.metadata,
+                created=p.created,
+                updated=p.updated,
+                usage_period=p.usage_period.to_api() if p.usage_period else None,
+            ),
+            relationships={
+                "account": self._account(),
+                "product": self._to_one(own, "product", "products", p.product_id),
+                "pool": self._to_one(own, "pool", "keys", None),
+                "licenses": self._to_many(own, "licenses"),
+                "entitlements": self._to_many(own, "entitlements"),
+            },
+            links=s.Links(self_=own),
         )
 
     def license(self, lic: License, now: datetime) -> s.LicenseResource:
         lic = lic.current(now)
         terms = lic.terms
+        own = f"{self.base}/licenses/{lic.id}"
         return s.LicenseResource(
             id=lic.id,
             attributes=s.LicenseAttributes(
@@ -102,44 +176,79 @@ class Renderer:
                 expiry=lic.expiry,
                 status=lic.status(now).value,
                 uses=lic.uses,
-                max_uses=terms.max_uses,
-                max_machines=terms.max_machines,
-                max_cores=terms.max_cores,
-                protected=lic.protected,
                 suspended=lic.suspended,
+                scheme=None,
+                encrypted=False,
+                strict=terms.strict,
+                floating=terms.floating,
+                protected=lic.protected,
+                version=None,
+                max_machines=terms.max_machines,
+                max_processes=None,
+                max_users=None,
+                max_cores=terms.max_cores,
+                max_memory=None,
+                max_disk=None,
+                max_uses=terms.max_uses,
+                require_heartbeat=terms.require_heartbeat,
+                require_check_in=False,
+                last_validated=None,
+                last_check_in=None,
+                next_check_in=None,
+                last_check_out=None,
+                metadata=lic.metadata,
+                created=lic.created,
+                updated=lic.updated,
                 usage_period=terms.usage_period.to_api() if terms.usage_period else None,
                 period_anchor=lic.period_anchor,
                 period_start=lic.period_start,
                 period_end=lic.period_end,
-                metadata=lic.metadata,
-                created=lic.created,
-                updated=lic.updated,
             ),
             relationships={
-                "product": self._rel("products", lic.product_id),
-                "policy": self._rel("policies", lic.policy_id),
-            },
-            links=s.Links(self_=f"{self.base}/licenses/{lic.id}"),
+                "account": self._account(),
+                "product": self._to_one(own, "product", "products", lic.product_id),
+                "policy": self._to_one(own, "policy", "policies", lic.policy_id),
+                "group": self._to_one(own, "group", "groups", None),
+                "owner": self._to_one(own, "owner", "users", None),
+            }
+            | {name: self._to_many(own, name) for name in _LICENSE_TO_MANY},
+            links=s.Links(self_=own),
         )
 
     def machine(self, m: Machine, now: datetime) -> s.MachineResource:
+        own = f"{self.base}/machines/{m.id}"
         return s.MachineResource(
             id=m.id,
             attributes=s.MachineAttributes(
                 fingerprint=m.fingerprint,
                 cores=m.cores,
-                name=m.name,
-                platform=m.platform,
+                memory=None,
+                disk=None,
+                ip=None,
                 hostname=m.hostname,
+                platform=m.platform,
+                name=m.name,
+                require_heartbeat=m.requires_heartbeat,
                 heartbeat_status=m.heartbeat_status(now),
+                heartbeat_duration=m.heartbeat.duration,
+                max_processes=None,
+                last_check_out=None,
                 last_heartbeat=m.last_heartbeat,
                 next_heartbeat=m.next_heartbeat,
                 metadata=m.metadata,
                 created=m.created,
                 updated=m.updated,
             ),
-            relationships={"license": self._rel("licenses", m.license_id)},
-            links=s.Links(self_=f"{self.base}/machines/{m.id}"),
+            relationships={
+                "account": self._account(),
+                "product": self._to_one(own, "product", "products", m.product_id),
+                "group": self._to_one(own, "group", "groups", None),
+                "license": self._to_one(own, "license", "licenses", m.license_id),
+                "owner": self._to_one(own, "owner", "users", None),
+                "components": self._to_many(own, "components"),
+                "processes": self._to_many(own, "processes"),
+            },
+            links=s.Links(self_=own),
         )
 
     def token(self, t: IssuedToken) -> s.TokenResource:

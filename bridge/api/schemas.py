@@ -127,6 +127,11 @@ class PolicyAttributesIn(Strict):
     duration: int | None = None
     heartbeat_duration: int | None = None
     expiration_basis: str | None = None
+    expiration_strategy: str | None = None
+    require_heartbeat: bool | None = None
+    heartbeat_cull_strategy: str | None = None
+    heartbeat_resurrection_strategy: str | None = None
+    heartbeat_basis: str | None = None
     usage_period: Meta | None = None
     metadata: Metadata | None = None
 
@@ -155,6 +160,11 @@ class PolicyCreate(Strict):
             duration=a.duration,
             heartbeat_duration=a.heartbeat_duration,
             expiration_basis=a.expiration_basis,
+            expiration_strategy=a.expiration_strategy,
+            require_heartbeat=a.require_heartbeat,
+            heartbeat_cull_strategy=a.heartbeat_cull_strategy,
+            heartbeat_resurrection_strategy=a.heartbeat_resurrection_strategy,
+            heartbeat_basis=a.heartbeat_basis,
             usage_period=a.usage_period,
             metadata=a.metadata,
         )
@@ -183,6 +193,13 @@ class PolicyUpdate(Strict):
             duration=_sent(a, "duration", a.duration),
             heartbeat_duration=_sent(a, "heartbeat_duration", a.heartbeat_duration),
             expiration_basis=_sent(a, "expiration_basis", a.expiration_basis),
+            expiration_strategy=_sent(a, "expiration_strategy", a.expiration_strategy),
+            require_heartbeat=_sent(a, "require_heartbeat", a.require_heartbeat),
+            heartbeat_cull_strategy=_sent(a, "heartbeat_cull_strategy", a.heartbeat_cull_strategy),
+            heartbeat_resurrection_strategy=_sent(
+                a, "heartbeat_resurrection_strategy", a.heartbeat_resurrection_strategy
+            ),
+            heartbeat_basis=_sent(a, "heartbeat_basis", a.heartbeat_basis),
             usage_period=_sent(a, "usage_period", a.usage_period),
             metadata=_sent(a, "metadata", a.metadata),
         )
@@ -353,9 +370,19 @@ class NoParams(Strict):
 
 
 class ScopeIn(Strict):
+    """Every scope key Keygen's validate actions take (``environment`` is Keygen EE's)."""
+
     product: str | None = None
     policy: str | None = None
+    user: str | None = None
+    machine: str | None = None
     fingerprint: str | None = None
+    fingerprints: list[str] | None = None
+    components: list[str] | None = None
+    entitlements: list[str] | None = None
+    checksum: str | None = None
+    version: str | None = None
+    environment: str | None = None
 
 
 class ValidateMeta(Strict):
@@ -387,14 +414,33 @@ class IdentifierOut(Out):
     id: str
 
 
+class RelatedLinks(Out):
+    related: str
+
+
 class RelationshipOut(Out):
     data: IdentifierOut | None
-    links: Links | None = None
+    links: Links | RelatedLinks | None = None
+
+
+class RelationshipLinksOut(Out):
+    """A to-many relationship as Keygen gives it: a link, no linkage."""
+
+    links: RelatedLinks
+
+
+Relationships = dict[str, RelationshipOut | RelationshipLinksOut]
 
 
 class ProductAttributes(Out):
+    """Keygen's product attributes in its serializer's order (no ``permissions``: Keygen shows
+    them on its Ent tier only)."""
+
     name: str
+    code: str | None
+    distribution_strategy: str
     url: str | None
+    platforms: list[str] | None
     metadata: Meta
     created: datetime
     updated: datetime
@@ -404,70 +450,133 @@ class ProductResource(Out):
     id: str
     type: Literal["products"] = "products"
     attributes: ProductAttributes
+    relationships: Relationships
     links: Links
 
 
 class PolicyAttributes(Out):
+    """Keygen's policy attributes in its serializer's order (the values the bridge's behaviour
+    has: see the README's Keygen section), then the bridge's usage period."""
+
     name: str
-    max_uses: int | None
-    max_machines: int | None
-    max_cores: int | None
-    floating: bool
-    strict: bool
-    overage_strategy: str
-    protected: bool
     duration: int | None
-    heartbeat_duration: int | None
+    strict: bool
+    floating: bool
+    use_pool: bool
+    max_machines: int | None
+    max_processes: int | None
+    max_users: int | None
+    max_cores: int | None
+    max_memory: int | None
+    max_disk: int | None
+    max_uses: int | None
+    machine_uniqueness_strategy: str
+    machine_matching_strategy: str
+    component_uniqueness_strategy: str
+    component_matching_strategy: str
+    expiration_strategy: str
     expiration_basis: str
-    usage_period: Meta | None
+    renewal_basis: str
+    transfer_strategy: str
+    authentication_strategy: str
+    machine_leasing_strategy: str
+    process_leasing_strategy: str
+    overage_strategy: str
+    scheme: str | None
+    encrypted: bool
+    protected: bool
+    require_product_scope: bool
+    require_policy_scope: bool
+    require_machine_scope: bool
+    require_fingerprint_scope: bool
+    require_components_scope: bool
+    require_user_scope: bool
+    require_checksum_scope: bool
+    require_version_scope: bool
+    require_check_in: bool
+    check_in_interval: str | None
+    check_in_interval_count: int | None
+    heartbeat_duration: int | None
+    heartbeat_cull_strategy: str
+    heartbeat_resurrection_strategy: str
+    heartbeat_basis: str
+    require_heartbeat: bool
     metadata: Meta
     created: datetime
     updated: datetime
+    usage_period: Meta | None
 
 
 class PolicyResource(Out):
     id: str
     type: Literal["policies"] = "policies"
     attributes: PolicyAttributes
-    relationships: dict[str, RelationshipOut]
+    relationships: Relationships
     links: Links
 
 
 class LicenseAttributes(Out):
+    """Keygen's license attributes in its serializer's order (no ``permissions``: Keygen shows
+    them on its Ent tier only), then the bridge's usage period."""
+
     name: str | None
     key: str
     expiry: datetime | None
     status: str
     uses: int  # the count of the current usage period
-    max_uses: int | None
-    max_machines: int | None
-    max_cores: int | None
-    protected: bool
     suspended: bool
+    scheme: str | None  # null: the bridge issues no signed or encrypted keys
+    encrypted: bool
+    strict: bool
+    floating: bool
+    protected: bool
+    version: str | None
+    max_machines: int | None
+    max_processes: int | None
+    max_users: int | None
+    max_cores: int | None
+    max_memory: int | None
+    max_disk: int | None
+    max_uses: int | None
+    require_heartbeat: bool
+    require_check_in: bool
+    last_validated: datetime | None
+    last_check_in: datetime | None
+    next_check_in: datetime | None
+    last_check_out: datetime | None
+    metadata: Meta
+    created: datetime
+    updated: datetime
     usage_period: Meta | None  # the effective rule: the license's own, else the policy's
     period_anchor: datetime | None
     period_start: datetime | None
     period_end: datetime | None
-    metadata: Meta
-    created: datetime
-    updated: datetime
 
 
 class LicenseResource(Out):
     id: str
     type: Literal["licenses"] = "licenses"
     attributes: LicenseAttributes
-    relationships: dict[str, RelationshipOut]
+    relationships: Relationships
     links: Links
 
 
 class MachineAttributes(Out):
+    """Keygen's machine attributes in its serializer's order."""
+
     fingerprint: str
     cores: int | None
-    name: str | None
-    platform: str | None
+    memory: int | None
+    disk: int | None
+    ip: str | None
     hostname: str | None
+    platform: str | None
+    name: str | None
+    require_heartbeat: bool
     heartbeat_status: str
+    heartbeat_duration: int | None
+    max_processes: int | None
+    last_check_out: datetime | None
     last_heartbeat: datetime | None
     next_heartbeat: datetime | None
     metadata: Meta
@@ -479,7 +588,7 @@ class MachineResource(Out):
     id: str
     type: Literal["machines"] = "machines"
     attributes: MachineAttributes
-    relationships: dict[str, RelationshipOut]
+    relationships: Relationships
     links: Links
 
 
@@ -588,7 +697,7 @@ class ValidationMetaOut(Out):
     code: str
     detail: str
     nonce: int | None = None
-    scope: dict[str, str] | None = None
+    scope: dict[str, str | list[str] | None] | None = None
 
 
 class ValidationDocument(Out):

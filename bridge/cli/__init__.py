@@ -18,6 +18,7 @@ import typer
 
 from bridge.cli import (
     db,
+    keys,
     license,
     machine,
     outbox,
@@ -38,7 +39,19 @@ for command in (processes.scheduler, processes.serve, processes.worker):
     app.command()(command)
 
 # In the order of --help.
-GROUPS = (db, product, policy, license, usage, outbox, periods, webhooks, reconcile, machine)
+GROUPS = (
+    db,
+    product,
+    policy,
+    license,
+    usage,
+    outbox,
+    periods,
+    webhooks,
+    reconcile,
+    machine,
+    keys,
+)
 for group in GROUPS:
     app.add_typer(group.app, name=group.__name__.rpartition(".")[2])
 

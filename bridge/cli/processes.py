@@ -14,7 +14,8 @@ import structlog
 import typer
 
 from bridge.bootstrap import Container, build_app
-from bridge.cli.support import ConfigOpt, container, out
+from bridge.cli.support import ConfigOpt, container, err, out
+from bridge.keys import SigningKeyInvalid, ensure_key
 from bridge.service.auth import ensure_admin_token
 
 log = structlog.get_logger(__name__)
@@ -37,12 +38,21 @@ def serve(
             if secret is not None:
                 out.print("[bold]Admin token created (shown once, only its hash is stored):[/bold]")
                 out.print(secret, soft_wrap=True)
+        try:
+            key, created = ensure_key(c.settings)
+        except SigningKeyInvalid as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        if created is not None:
+            out.print(f"Response-signing key created in {created} (mode 0600); public key (hex):")
+            out.print(key.public_hex(), soft_wrap=True)
         server = uvicorn.Server(
             uvicorn.Config(
                 build_app(c),
                 host=host or c.settings.host,
                 port=port or c.settings.port,
                 log_level=c.settings.log_level,
+                date_header=False,  # the signer sets the one Date header it signs
                 # uvicorn's records go through bridge.logging (context, redaction, format);
                 # the middleware logs each request as request_completed, with its id.
                 log_config=None,

@@ -9,6 +9,7 @@ call these in Keygen's order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from datetime import datetime
 from typing import TypeVar
 
@@ -17,10 +18,14 @@ from bridge.domain.errors import (
     AttributeInvalid,
     DurationInvalid,
     ExpirationBasisNotAllowed,
+    ExpirationStrategyNotAllowed,
     ExpiryInvalid,
     Field,
     FingerprintMissing,
+    HeartbeatBasisNotAllowed,
+    HeartbeatCullStrategyNotAllowed,
     HeartbeatDurationInvalid,
+    HeartbeatResurrectionStrategyNotAllowed,
     KeyInvalid,
     MaxCoresInvalid,
     MaxMachinesInvalid,
@@ -28,10 +33,19 @@ from bridge.domain.errors import (
     NameMissing,
     OverageStrategyNotAllowed,
     PeriodAnchorInvalid,
+    Unprocessable,
 )
 from bridge.domain.limits import check_int4
 from bridge.domain.machines import check_overage_compatible
-from bridge.domain.model import ExpirationBasis, OverageStrategy, Policy
+from bridge.domain.model import (
+    CULL_STRATEGIES,
+    EXPIRATION_STRATEGIES,
+    HEARTBEAT_BASES,
+    RESURRECTION_STRATEGIES,
+    ExpirationBasis,
+    OverageStrategy,
+    Policy,
+)
 from bridge.domain.periods import PeriodRule
 from bridge.domain.validation import instant_in_range
 
@@ -124,6 +138,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
         basis = ExpirationBasis(given_non_null(change.expiration_basis, policy.expiration_basis))
     except ValueError:
         raise ExpirationBasisNotAllowed from None
+    strategies = _strategies(policy, change)
     metadata = policy.metadata if change.metadata is UNSET else change.metadata or {}
     usage_period = policy.usage_period
     if change.usage_period is not UNSET:
@@ -141,10 +156,45 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
         duration=duration,
         heartbeat_duration=heartbeat,
         expiration_basis=basis,
+        require_heartbeat=given_non_null(change.require_heartbeat, policy.require_heartbeat),
+        expiration_strategy=strategies["expiration_strategy"],
+        heartbeat_cull_strategy=strategies["heartbeat_cull_strategy"],
+        heartbeat_resurrection_strategy=strategies["heartbeat_resurrection_strategy"],
+        heartbeat_basis=strategies["heartbeat_basis"],
         metadata=metadata,
         usage_period=usage_period,
         updated=now,
     )
+
+
+def _strategies(policy: Policy, change: NewPolicy | PolicyPatch) -> dict[str, str]:
+    """Keygen's expiration and heartbeat strategies, each one of its values; ALWAYS_REVIVE needs
+    KEEP_DEAD (a culled machine cannot come back)."""
+    checks: tuple[tuple[str, Collection[str], type[Unprocessable]], ...] = (
+        ("expiration_strategy", EXPIRATION_STRATEGIES, ExpirationStrategyNotAllowed),
+        ("heartbeat_cull_strategy", CULL_STRATEGIES, HeartbeatCullStrategyNotAllowed),
+        (
+            "heartbeat_resurrection_strategy",
+            tuple(RESURRECTION_STRATEGIES),
+            HeartbeatResurrectionStrategyNotAllowed,
+        ),
+        ("heartbeat_basis", HEARTBEAT_BASES, HeartbeatBasisNotAllowed),
+    )
+    values: dict[str, str] = {}
+    for name, allowed, error in checks:
+        value = given_non_null(getattr(change, name), getattr(policy, name))
+        if value not in allowed:
+            raise error
+        values[name] = value
+    if (
+        values["heartbeat_resurrection_strategy"] == "ALWAYS_REVIVE"
+        and values["heartbeat_cull_strategy"] != "KEEP_DEAD"
+    ):
+        raise HeartbeatCullStrategyNotAllowed(
+            "incompatible heartbeat cull strategy (must be KEEP_DEAD when resurrection strategy "
+            "is ALWAYS_REVIVE)"
+        )
+    return values
 
 
 # Licenses -----------------------------------------------------------------------------------

@@ -71,6 +71,11 @@ class NewPolicy:
     duration: int | None = None
     heartbeat_duration: int | None = None
     expiration_basis: str | None = None  # default FROM_CREATION
+    expiration_strategy: str | None = None  # default RESTRICT_ACCESS
+    require_heartbeat: bool | None = None  # default False
+    heartbeat_cull_strategy: str | None = None  # default DEACTIVATE_DEAD
+    heartbeat_resurrection_strategy: str | None = None  # default NO_REVIVE
+    heartbeat_basis: str | None = None  # default FROM_FIRST_PING
     usage_period: RawRule | None = None
     metadata: Metadata | None = None
 
@@ -88,6 +93,11 @@ class PolicyPatch:
     duration: Maybe[int | None] = UNSET
     heartbeat_duration: Maybe[int | None] = UNSET
     expiration_basis: Maybe[str | None] = UNSET
+    expiration_strategy: Maybe[str | None] = UNSET
+    require_heartbeat: Maybe[bool | None] = UNSET
+    heartbeat_cull_strategy: Maybe[str | None] = UNSET
+    heartbeat_resurrection_strategy: Maybe[str | None] = UNSET
+    heartbeat_basis: Maybe[str | None] = UNSET
     usage_period: Maybe[RawRule | None] = UNSET
     metadata: Maybe[Metadata | None] = UNSET
 

@@ -22,14 +22,18 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── ReconcileWindowInvalid      RECONCILE_WINDOW_INVALID
     │   ├── StringInvalid               STRING_INVALID           (NUL or a lone surrogate)
     │   ├── IdInvalid                   ID_INVALID
+    │   ├── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
     │   └── WebhookPayloadInvalid       WEBHOOK_PAYLOAD_INVALID  (signed, but not a usable event)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
+    │   └── LicenseInvalid              LICENSE_INVALID          (``License <key>``: no such key)
     ├── WebhookUnverified (401)         WEBHOOK_UNVERIFIED       (base; not sent itself)
     │   ├── WebhookSignatureMissing     WEBHOOK_SIGNATURE_MISSING
     │   ├── WebhookSignatureInvalid     WEBHOOK_SIGNATURE_INVALID
     │   └── WebhookTimestampStale       WEBHOOK_TIMESTAMP_STALE
     ├── AccessDenied (403)              ACCESS_DENIED            (Keygen: no code)
+    │   ├── LicenseSuspended            LICENSE_SUSPENDED        (``License <key>`` of a suspended)
+    │   └── LicenseExpired              LICENSE_EXPIRED          (... expired, REVOKE_ACCESS)
     ├── NotFound (404)                  NOT_FOUND
     │   └── RouteNotFound               ROUTE_NOT_FOUND
     ├── MethodNotAllowed (405)          METHOD_NOT_ALLOWED
@@ -48,6 +52,10 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── MaxCoresInvalid             MAX_CORES_INVALID
     │   ├── OverageStrategyNotAllowed   OVERAGE_STRATEGY_NOT_ALLOWED
     │   ├── ExpirationBasisNotAllowed   EXPIRATION_BASIS_NOT_ALLOWED
+    │   ├── ExpirationStrategyNotAllowed EXPIRATION_STRATEGY_NOT_ALLOWED
+    │   ├── HeartbeatCullStrategyNotAllowed HEARTBEAT_CULL_STRATEGY_NOT_ALLOWED
+    │   ├── HeartbeatResurrectionStrategyNotAllowed HEARTBEAT_RESURRECTION_STRATEGY_NOT_ALLOWED
+    │   ├── HeartbeatBasisNotAllowed    HEARTBEAT_BASIS_NOT_ALLOWED
     │   ├── DurationInvalid             DURATION_INVALID
     │   ├── ExpiryInvalid               EXPIRY_INVALID
     │   ├── AttributeInvalid            ATTRIBUTE_INVALID
@@ -59,6 +67,7 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── FingerprintMissing          FINGERPRINT_MISSING
     │   ├── FingerprintTaken            FINGERPRINT_TAKEN
     │   ├── HeartbeatDurationInvalid    HEARTBEAT_DURATION_INVALID
+    │   ├── MachineHeartbeatDead        MACHINE_HEARTBEAT_DEAD
     │   ├── ProductInUse                PRODUCT_IN_USE
     │   ├── UsagePeriodInvalid          USAGE_PERIOD_INVALID
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
@@ -92,6 +101,10 @@ class Field(StrEnum):
     EXPIRATION_BASIS = "expiration_basis"
     DURATION = "duration"
     HEARTBEAT_DURATION = "heartbeat_duration"
+    EXPIRATION_STRATEGY = "expiration_strategy"
+    HEARTBEAT_CULL_STRATEGY = "heartbeat_cull_strategy"
+    HEARTBEAT_RESURRECTION_STRATEGY = "heartbeat_resurrection_strategy"
+    HEARTBEAT_BASIS = "heartbeat_basis"
     EXPIRY = "expiry"
     USAGE_PERIOD = "usage_period"
     PERIOD_ANCHOR = "period_anchor"
@@ -193,6 +206,14 @@ class IdInvalid(BadRequest):
     default_detail = "ids must be integers between 1 and 9223372036854775807"
 
 
+class AcceptSignatureInvalid(BadRequest):
+    """``Keygen-Accept-Signature`` is malformed, names an algorithm the bridge does not sign
+    with, or a key id that is not the account's; Keygen's details."""
+
+    code = "ACCEPT_SIGNATURE_INVALID"
+    default_detail = "invalid accept-signature header (malformed)"
+
+
 class WebhookPayloadInvalid(BadRequest):
     """A webhook whose signature is valid but whose body is not an event the bridge can read."""
 
@@ -213,6 +234,13 @@ class TokenInvalid(BridgeError, Terminal):
     title = "Unauthorized"
     code = "TOKEN_INVALID"
     default_detail = "Token format is invalid or the token does not exist"
+
+
+class LicenseInvalid(TokenInvalid):
+    """``License <key>`` with no such key (Keygen's detail is its generic one)."""
+
+    code = "LICENSE_INVALID"
+    default_detail = "You must be authenticated to complete the request"
 
 
 class WebhookUnverified(BridgeError, Terminal):
@@ -244,6 +272,20 @@ class AccessDenied(BridgeError, Terminal):
     title = "Access denied"
     code = "ACCESS_DENIED"
     default_detail = "You do not have permission to complete the request"
+
+
+class LicenseSuspended(AccessDenied):
+    """``License <key>`` of a suspended license: Keygen refuses the bearer on every route."""
+
+    code = "LICENSE_SUSPENDED"
+    default_detail = "License is suspended"
+
+
+class LicenseExpired(AccessDenied):
+    """``License <key>`` of an expired license whose policy revokes access (REVOKE_ACCESS)."""
+
+    code = "LICENSE_EXPIRED"
+    default_detail = "License is expired"
 
 
 class NotFound(BridgeError, Terminal):
@@ -359,6 +401,38 @@ class ExpirationBasisNotAllowed(Unprocessable):
     code = "EXPIRATION_BASIS_NOT_ALLOWED"
     default_field = Field.EXPIRATION_BASIS
     default_detail = "must be one of: FROM_CREATION, FROM_FIRST_USE"
+
+
+class ExpirationStrategyNotAllowed(Unprocessable):
+    code = "EXPIRATION_STRATEGY_NOT_ALLOWED"
+    default_field = Field.EXPIRATION_STRATEGY
+    default_detail = "unsupported expiration strategy"
+
+
+class HeartbeatCullStrategyNotAllowed(Unprocessable):
+    code = "HEARTBEAT_CULL_STRATEGY_NOT_ALLOWED"
+    default_field = Field.HEARTBEAT_CULL_STRATEGY
+    default_detail = "unsupported heartbeat cull strategy"
+
+
+class HeartbeatResurrectionStrategyNotAllowed(Unprocessable):
+    code = "HEARTBEAT_RESURRECTION_STRATEGY_NOT_ALLOWED"
+    default_field = Field.HEARTBEAT_RESURRECTION_STRATEGY
+    default_detail = "unsupported heartbeat resurrection strategy"
+
+
+class HeartbeatBasisNotAllowed(Unprocessable):
+    code = "HEARTBEAT_BASIS_NOT_ALLOWED"
+    default_field = Field.HEARTBEAT_BASIS
+    default_detail = "unsupported heartbeat basis"
+
+
+class MachineHeartbeatDead(Unprocessable):
+    """A ping of a dead machine its policy does not resurrect (Keygen's answer)."""
+
+    code = "MACHINE_HEARTBEAT_DEAD"
+    default_field = Field.RESOURCE
+    default_detail = "is dead"
 
 
 class DurationInvalid(Unprocessable):

@@ -78,6 +78,11 @@ class Terms:
     # Seconds from the first increment to the expiry (a FROM_FIRST_USE policy's duration).
     first_use_duration: int | None = None
     usage_period: PeriodRule | None = None
+    # The policy's machine terms, which the license's document shows (no license override).
+    strict: bool = False
+    floating: bool = False
+    require_heartbeat: bool = False
+    expiration_strategy: str = "RESTRICT_ACCESS"
 
     def over(
         self,
@@ -97,6 +102,10 @@ class Terms:
             max_cores or self.max_cores,
             self.first_use_duration,
             usage_period or self.usage_period,
+            self.strict,
+            self.floating,
+            self.require_heartbeat,
+            self.expiration_strategy,
         )
 
     def to_snapshot(self) -> dict[str, Any]:
@@ -130,6 +139,21 @@ class Policy:
     usage_period: PeriodRule | None = None
     # A machine that has pinged must ping again within this many seconds, or it is deactivated.
     heartbeat_duration: int | None = None
+    require_heartbeat: bool = False
+    heartbeat_cull_strategy: str = "DEACTIVATE_DEAD"
+    heartbeat_resurrection_strategy: str = "NO_REVIVE"
+    heartbeat_basis: str = "FROM_FIRST_PING"
+    expiration_strategy: str = "RESTRICT_ACCESS"
+
+    @property
+    def heartbeat(self) -> HeartbeatTerms:
+        return HeartbeatTerms(
+            self.require_heartbeat,
+            self.heartbeat_duration,
+            self.heartbeat_cull_strategy,
+            self.heartbeat_resurrection_strategy,
+            self.heartbeat_basis,
+        )
 
     def expiry_at_creation(self, now: datetime) -> datetime | None:
         if self.duration is not None and self.expiration_basis is ExpirationBasis.FROM_CREATION:
@@ -145,6 +169,10 @@ class Policy:
             self.max_cores,
             self.duration if first_use else None,
             self.usage_period,
+            self.strict,
+            self.floating,
+            self.require_heartbeat,
+            self.expiration_strategy,
         )
 
 
@@ -296,9 +324,68 @@ def _snapshot_upgraded(data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+HEARTBEAT_TTL_S = 600  # Keygen's HEARTBEAT_TTL: the duration when the policy sets none
+CULL_STRATEGIES = ("DEACTIVATE_DEAD", "KEEP_DEAD")
+RESURRECTION_STRATEGIES = {  # Keygen's, with how long after death each may revive (None: ever)
+    "ALWAYS_REVIVE": None,
+    "15_MINUTE_REVIVE": 15 * 60,
+    "10_MINUTE_REVIVE": 10 * 60,
+    "5_MINUTE_REVIVE": 5 * 60,
+    "2_MINUTE_REVIVE": 2 * 60,
+    "1_MINUTE_REVIVE": 60,
+    "NO_REVIVE": 0,
+}
+HEARTBEAT_BASES = ("FROM_CREATION", "FROM_FIRST_PING")
+EXPIRATION_STRATEGIES = ("RESTRICT_ACCESS", "REVOKE_ACCESS", "MAINTAIN_ACCESS", "ALLOW_ACCESS")
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatTerms:
+    """A policy's heartbeat settings, read with each of its machines (Keygen's names)."""
+
+    required: bool = False
+    duration: int | None = None
+    cull_strategy: str = "DEACTIVATE_DEAD"
+    resurrection_strategy: str = "NO_REVIVE"
+    basis: str = "FROM_FIRST_PING"
+
+    @property
+    def ttl(self) -> timedelta:
+        return timedelta(seconds=self.duration or HEARTBEAT_TTL_S)
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """When a ping at ``now`` must be followed by the next: the duration, Keygen's default
+        when the policy monitors heartbeats without one, or never (no duration, not required)."""
+        if self.duration is None and not self.required and self.basis != "FROM_CREATION":
+            return None
+        return now + self.ttl
+
+    def at_activation(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """A new machine's (last, next) heartbeat: FROM_CREATION counts creation as the first
+        ping; a required heartbeat must first come within the duration."""
+        if self.basis == "FROM_CREATION":
+            return now, self.next_due(now)
+        if self.required:
+            return None, now + self.ttl
+        return None, None
+
+    def may_revive(self, due: datetime | None, now: datetime) -> bool:
+        """Whether a machine dead since ``due`` may be resurrected by a ping at ``now``."""
+        window = RESURRECTION_STRATEGIES.get(self.resurrection_strategy, 0)
+        if window is None:
+            return True
+        return window > 0 and due is not None and now <= due + timedelta(seconds=window)
+
+
 @dataclass(frozen=True, slots=True)
 class Machine:
-    """A machine activated on a license; ``cores`` None counts as 0 (Keygen)."""
+    """A machine activated on a license; ``cores`` None counts as 0 (Keygen).
+
+    ``next_heartbeat`` is when the next ping is due (past it the machine is dead, and the reaper
+    deactivates it unless its policy keeps the dead): after a ping, the ping plus the policy's
+    heartbeatDuration; before the first ping on a policy that requires heartbeats, the deadline
+    for that first ping (created plus the duration, Keygen's 600 s without one).
+    """
 
     id: str
     license_id: str
@@ -312,17 +399,29 @@ class Machine:
     updated: datetime
     last_heartbeat: datetime | None = None
     next_heartbeat: datetime | None = None  # past it, the reaper deactivates the machine
+    # Read with the machine: its license's product and its policy's heartbeat terms.
+    product_id: str | None = None
+    heartbeat: HeartbeatTerms = HeartbeatTerms()
+    # Set (never stored) on the machine a ping has just resurrected: its answer says so.
+    resurrected: bool = False
 
     def replace(self, **changes: Any) -> Machine:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def requires_heartbeat(self) -> bool:
+        """Keygen's ``requires_heartbeat?``: the policy requires it, or the machine has pinged."""
+        return self.heartbeat.required or self.last_heartbeat is not None
+
     def heartbeat_status(self, now: datetime) -> str:
-        """Keygen's names: NOT_STARTED until the first ping, then ALIVE, or DEAD once overdue."""
+        """Keygen's names: NOT_STARTED until the first ping (DEAD once a required first ping is
+        overdue), then ALIVE, or DEAD once overdue."""
+        overdue = self.next_heartbeat is not None and self.next_heartbeat < now
+        if self.resurrected and not overdue:
+            return "RESURRECTED"  # Keygen's heartbeat_status_override, in the ping's answer
         if self.last_heartbeat is None:
-            return "NOT_STARTED"
-        if self.next_heartbeat is not None and self.next_heartbeat < now:
-            return "DEAD"
-        return "ALIVE"
+            return "DEAD" if self.heartbeat.required and overdue else "NOT_STARTED"
+        return "DEAD" if overdue else "ALIVE"
 
 
 @dataclass(frozen=True, slots=True)

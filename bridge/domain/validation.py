@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge.domain.machines import MachineLimits, MachineTally, within_overage
-from bridge.domain.model import License, LicenseStatus
+from bridge.domain.model import License, LicenseStatus, Machine
 
 # Date-times a client may send: convertible to UTC, and far enough from the calendar's ends
 # (years 1 and 9999) that period and duration arithmetic on them cannot overflow.
@@ -29,18 +29,41 @@ def instant_in_range(value: datetime) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ValidationScope:
+    """Keygen's validation scope; ``given`` names the keys the client sent (``user`` and
+    ``environment`` may be sent as null, which Keygen treats apart from leaving them out)."""
+
     product: str | None = None
     policy: str | None = None
     fingerprint: str | None = None
+    fingerprints: tuple[str, ...] | None = None
+    machine: str | None = None
+    user: str | None = None
+    components: tuple[str, ...] | None = None
+    entitlements: tuple[str, ...] | None = None
+    checksum: str | None = None
+    version: str | None = None
+    environment: str | None = None
+    given: frozenset[str] = frozenset()
+
+    @property
+    def all_fingerprints(self) -> tuple[str, ...] | None:
+        """Keygen's ``Array(scope[:fingerprint] || scope[:fingerprints]).uniq``, or None when
+        neither was sent."""
+        if self.fingerprint is None and self.fingerprints is None:
+            return None
+        values = (self.fingerprint,) if self.fingerprint is not None else self.fingerprints or ()
+        return tuple(dict.fromkeys(values))
 
 
 @dataclass(frozen=True, slots=True)
 class MachineFacts:
-    """What validation needs to know of a license's machines."""
+    """What validation needs to know of a license's machines: its limits and tally, the
+    machines the scope's fingerprints name, and the one its ``machine`` scope names."""
 
     limits: MachineLimits
     tally: MachineTally
-    fingerprint_found: bool = False  # a machine has the scope's fingerprint
+    scoped: tuple[Machine, ...] = ()
+    machine: Machine | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,34 +83,127 @@ def validate_license(
     scope: ValidationScope,
     machines: MachineFacts | None = None,
 ) -> ValidationResult:
-    """Keygen's order: suspended, expired, scope checks, machine limits (strict), then valid."""
+    """Keygen's order: suspended, expired (REVOKE_ACCESS), scope checks, machine limits
+    (strict), expired (the other strategies), then valid."""
     status = license.status(now)
     if status is LicenseStatus.SUSPENDED:
         return ValidationResult(False, "SUSPENDED", "is suspended")
-    if status is LicenseStatus.EXPIRED:
-        return ValidationResult(False, "EXPIRED", "is expired")
-    if scope.product is not None and scope.product != license.product_id:
-        return ValidationResult(False, "PRODUCT_SCOPE_MISMATCH", "product scope does not match")
-    if scope.policy is not None and scope.policy != license.policy_id:
-        return ValidationResult(False, "POLICY_SCOPE_MISMATCH", "policy scope does not match")
-    if machines is None:
-        return VALID
-    if scope.fingerprint is not None and not machines.fingerprint_found:
-        return _fingerprint_not_activated(machines)
-    if machines.limits.strict:
-        return _machine_limits(machines.limits, machines.tally)
+    expired = status is LicenseStatus.EXPIRED
+    strategy = license.terms.expiration_strategy
+    if expired and strategy == "REVOKE_ACCESS":  # before anything else (Keygen)
+        return _no("EXPIRED", "is expired")
+    found = _unsatisfied_scope(license, scope) or _machine_scopes(scope, machines, now)
+    if found is not None:
+        return found
+    if machines is not None and machines.limits.strict:
+        found = _machine_limits(machines.limits, machines.tally)
+        if found is not VALID:
+            return found
+    if expired:  # the other strategies say EXPIRED last; two of them still allow access
+        return ValidationResult(strategy in _ACCESS_KEPT, "EXPIRED", "is expired")
     return VALID
 
 
-def _fingerprint_not_activated(machines: MachineFacts) -> ValidationResult:
-    if machines.tally.machines == 0:
-        if machines.limits.floating:
-            detail = "fingerprint is not activated (has no associated machines)"
-            return ValidationResult(False, "NO_MACHINES", detail)
-        detail = "fingerprint is not activated (has no associated machine)"
-        return ValidationResult(False, "NO_MACHINE", detail)
-    detail = "fingerprint is not activated (does not match any associated machines)"
-    return ValidationResult(False, "FINGERPRINT_SCOPE_MISMATCH", detail)
+_ACCESS_KEPT = ("MAINTAIN_ACCESS", "ALLOW_ACCESS")
+
+
+def _unsatisfied_scope(license: License, scope: ValidationScope) -> ValidationResult | None:
+    """Keygen's scope checks before the machine ones. The bridge has no environments, users or
+    entitlements: a license has none, so these scopes fail as Keygen's do for such a license
+    (a null ``environment`` or ``user`` matches its absence, as in Keygen)."""
+    if "environment" in scope.given and scope.environment is not None:
+        return _no("ENVIRONMENT_SCOPE_MISMATCH", "environment scope does not match")
+    if scope.product is not None and scope.product != license.product_id:
+        return _no("PRODUCT_SCOPE_MISMATCH", "product scope does not match")
+    if scope.policy is not None and scope.policy != license.policy_id:
+        return _no("POLICY_SCOPE_MISMATCH", "policy scope does not match")
+    if "user" in scope.given and scope.user is not None:
+        return _no("USER_SCOPE_MISMATCH", "user scope does not match")
+    if scope.entitlements is not None:
+        if not scope.entitlements:
+            return _no("ENTITLEMENTS_SCOPE_EMPTY", "entitlements scope is empty")
+        return _no("ENTITLEMENTS_MISSING", "is missing one or more required entitlements")
+    return None
+
+
+def _machine_scopes(
+    scope: ValidationScope, machines: MachineFacts | None, now: datetime
+) -> ValidationResult | None:
+    """``machine``, ``fingerprint(s)`` and ``components`` (Keygen's order and details), then
+    ``checksum`` and ``version``, which match nothing: the bridge has no releases."""
+    if machines is not None and scope.machine is not None:
+        found = _machine_scope(machines, now)
+        if found is not None:
+            return found
+    fingerprints = scope.all_fingerprints
+    if machines is not None and fingerprints is not None:
+        found = _fingerprint_scope(machines, fingerprints, now)
+        if found is not None:
+            return found
+    if scope.components is not None:
+        if scope.fingerprint is None:
+            detail = "fingerprint scope is required when using the components scope"
+            return _no("FINGERPRINT_SCOPE_REQUIRED", detail)
+        if not scope.components:
+            return _no("COMPONENTS_SCOPE_EMPTY", "components scope is empty")
+        detail = "one or more component is not activated (does not match any associated components)"
+        return _no("COMPONENTS_SCOPE_MISMATCH", detail)
+    if scope.checksum is not None:
+        detail = "checksum scope is not valid (does not match any accessible artifacts)"
+        return _no("CHECKSUM_SCOPE_MISMATCH", detail)
+    if scope.version is not None:
+        detail = "version scope is not valid (does not match any accessible releases)"
+        return _no("VERSION_SCOPE_MISMATCH", detail)
+    return None
+
+
+def _no_machines(machines: MachineFacts, what: str) -> ValidationResult | None:
+    if machines.tally.machines:
+        return None
+    if machines.limits.floating:
+        return _no("NO_MACHINES", f"{what} is not activated (has no associated machines)")
+    return _no("NO_MACHINE", f"{what} is not activated (has no associated machine)")
+
+
+def _machine_scope(machines: MachineFacts, now: datetime) -> ValidationResult | None:
+    found = _no_machines(machines, "machine")
+    if found is not None:
+        return found
+    machine = machines.machine
+    if machine is None:
+        detail = "machine is not activated (does not match any associated machines)"
+        return _no("MACHINE_SCOPE_MISMATCH", detail)
+    if machine.heartbeat.required and machine.heartbeat_status(now) == "NOT_STARTED":
+        return _no("HEARTBEAT_NOT_STARTED", "machine heartbeat is required")
+    if machine.heartbeat_status(now) == "DEAD":
+        return _no("HEARTBEAT_DEAD", "machine heartbeat is dead")
+    return None
+
+
+def _fingerprint_scope(
+    machines: MachineFacts, fingerprints: tuple[str, ...], now: datetime
+) -> ValidationResult | None:
+    if not fingerprints:
+        return _no("FINGERPRINT_SCOPE_EMPTY", "fingerprint scope is empty")
+    found = _no_machines(machines, "fingerprint")
+    if found is not None:
+        return found
+    dead = [m for m in machines.scoped if m.heartbeat_status(now) == "DEAD"]
+    if len(dead) == len(fingerprints):
+        return _no("HEARTBEAT_DEAD", "machine heartbeat is dead")
+    if len(machines.scoped) == len(dead):  # no alive machine: Keygen's MATCH_ANY
+        what = "one or more fingerprint is" if len(fingerprints) > 1 else "fingerprint is"
+        detail = f"{what} not activated (does not match any associated machines)"
+        return _no("FINGERPRINT_SCOPE_MISMATCH", detail)
+    if any(
+        m.heartbeat.required and m.heartbeat_status(now) == "NOT_STARTED" for m in machines.scoped
+    ):
+        return _no("HEARTBEAT_NOT_STARTED", "machine heartbeat is required")
+    return None
+
+
+def _no(code: str, detail: str) -> ValidationResult:
+    return ValidationResult(False, code, detail)
 
 
 def _machine_limits(limits: MachineLimits, tally: MachineTally) -> ValidationResult:

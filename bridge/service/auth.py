@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.domain.access import Principal, Role
-from bridge.domain.errors import TokenInvalid, TokenMissing
+from bridge.domain.errors import (
+    LicenseExpired,
+    LicenseInvalid,
+    LicenseSuspended,
+    TokenInvalid,
+    TokenMissing,
+)
+from bridge.domain.model import LicenseStatus
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import new_id
 
@@ -28,8 +35,9 @@ def mint_token(role: Role) -> str:
 
 
 class Authenticator:
-    def __init__(self, uows: UnitOfWorkFactory, admin_token: str | None) -> None:
+    def __init__(self, uows: UnitOfWorkFactory, admin_token: str | None, clock: Clock) -> None:
         self._uows = uows
+        self._clock = clock
         self._admin_digest = digest(admin_token) if admin_token else None
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -73,7 +81,15 @@ class Authenticator:
         with self._uows() as uow:
             license = uow.licenses.find(key)
         if license is None or license.key != key:
-            raise TokenInvalid("License key is invalid")
+            raise LicenseInvalid
+        # Keygen's http_license_authenticator: a suspended license is refused on every route.
+        if license.suspended:
+            raise LicenseSuspended
+        if (
+            license.terms.expiration_strategy == "REVOKE_ACCESS"
+            and license.status(self._clock.now()) is LicenseStatus.EXPIRED
+        ):
+            raise LicenseExpired
         return Principal(Role.LICENSE, license.id)
 
 

@@ -9,9 +9,9 @@ from datetime import datetime
 
 from bridge.domain.delivery import forwarded
 from bridge.domain.machines import MachineLimits
-from bridge.domain.model import License, UsageEntry, UsageKind
+from bridge.domain.model import HeartbeatTerms, License, UsageEntry, UsageKind
 from bridge.domain.ports import UnitOfWork
-from bridge.domain.validation import MachineFacts
+from bridge.domain.validation import MachineFacts, ValidationScope
 from bridge.service.common import new_id
 
 
@@ -59,7 +59,26 @@ def limits_of(uow: UnitOfWork, license: License) -> MachineLimits:
     return MachineLimits.of(policy, license)
 
 
-def machine_facts(uow: UnitOfWork, license: License, fingerprint: str | None) -> MachineFacts:
-    """The license's limits, machine count, core total and whether ``fingerprint`` is active."""
-    found = fingerprint is not None and uow.machines.fingerprint_taken(license.id, fingerprint)
-    return MachineFacts(limits_of(uow, license), uow.machines.tally(license.id), found)
+def policy_heartbeat(uow: UnitOfWork, license: License) -> HeartbeatTerms:
+    policy = uow.policies.get(license.policy_id)
+    return policy.heartbeat if policy is not None else HeartbeatTerms()
+
+
+def machine_facts(uow: UnitOfWork, license: License, scope: ValidationScope) -> MachineFacts:
+    """The license's limits, machine count and core total, its machines the scope's
+    fingerprints name, and the one its ``machine`` scope names."""
+    fingerprints = scope.all_fingerprints or ()
+    scoped = tuple(
+        machine
+        for fingerprint in fingerprints
+        if (
+            machine := uow.machines.with_fingerprint(
+                fingerprint, license_id=license.id, product_id=None
+            )
+        )
+        is not None
+    )
+    machine = uow.machines.get(scope.machine) if scope.machine is not None else None
+    if machine is not None and machine.license_id != license.id:
+        machine = None
+    return MachineFacts(limits_of(uow, license), uow.machines.tally(license.id), scoped, machine)

@@ -239,7 +239,7 @@ def validate(
 ) -> tuple[License, ValidationResult]:
     with uows() as uow:
         license = load_license(uow.licenses, principal, ref, LicenseAction.VALIDATE)
-        facts = machine_facts(uow, license, scope.fingerprint)
+        facts = machine_facts(uow, license, scope)
     return license, validate_license(license, clock.now(), scope, facts)
 
 
@@ -251,7 +251,7 @@ def validate_key(
         license = uow.licenses.find(key)
         if license is None or license.key != key:
             return None, NOT_FOUND
-        facts = machine_facts(uow, license, scope.fingerprint)
+        facts = machine_facts(uow, license, scope)
     return license, validate_license(license, clock.now(), scope, facts)
 
 

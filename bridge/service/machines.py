@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -23,12 +23,23 @@ from bridge.domain.access import (
 )
 from bridge.domain.attributes import check_fingerprint, check_text, given
 from bridge.domain.commands import UNSET, MachinePatch, NewMachine
-from bridge.domain.errors import Field, FingerprintTaken, LicenseNotFound, NotFound
+from bridge.domain.errors import (
+    Field,
+    FingerprintTaken,
+    LicenseNotFound,
+    MachineHeartbeatDead,
+    NotFound,
+)
 from bridge.domain.machines import check_activation, check_core_total, check_cores
 from bridge.domain.model import License, Machine, UsageKind
 from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
-from bridge.service.license_machines import CoreChange, limits_of, record_core_change
+from bridge.service.license_machines import (
+    CoreChange,
+    limits_of,
+    policy_heartbeat,
+    record_core_change,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +87,10 @@ class MachineService:
                     created=now,
                     updated=now,
                 )
+                last, due = policy_heartbeat(uow, license).at_activation(now)
+                machine = machine.replace(last_heartbeat=last, next_heartbeat=due)
                 uow.machines.add(machine)
+                machine = uow.machines.get(machine.id) or machine  # with its policy's terms
                 change = CoreChange(
                     license.id,
                     machine.id,
@@ -160,15 +174,20 @@ class MachineService:
     def ping(
         self, principal: Principal, machine_id: str, answer: Answer[Machine] = ignore
     ) -> Machine:
-        """A heartbeat: the machine must ping again within its policy's heartbeatDuration."""
+        """A heartbeat: the machine must ping again within its policy's heartbeatDuration. A dead
+        machine is resurrected if its policy's resurrection strategy allows, else 422
+        MACHINE_HEARTBEAT_DEAD (Keygen)."""
         now = self._clock.now()
         with self._uows(write=True) as uow:
-            machine, license = self._locked_machine(uow, principal, machine_id, MachineAction.PING)
-            policy = uow.policies.get(license.policy_id)
-            duration = policy.heartbeat_duration if policy is not None else None
-            due = now + timedelta(seconds=duration) if duration is not None else None
+            machine, _ = self._locked_machine(uow, principal, machine_id, MachineAction.PING)
+            terms = machine.heartbeat
+            dead = machine.heartbeat_status(now) == "DEAD"
+            if dead and not terms.may_revive(machine.next_heartbeat, now):
+                raise MachineHeartbeatDead
+            due = terms.next_due(now)
             machine = machine.replace(last_heartbeat=now, next_heartbeat=due, updated=now)
             uow.machines.update(machine)
+            machine = machine.replace(resurrected=dead)
             answer(machine)
             uow.commit()
         return machine
@@ -197,25 +216,45 @@ class MachineService:
         return reaped
 
     # Reads ------------------------------------------------------------------------------------
-    def get(self, principal: Principal, machine_id: str) -> Machine:
+    def get(self, principal: Principal, machine_id: str, license_ref: str | None = None) -> Machine:
+        """The machine by id or fingerprint (Keygen's alias), within ``license_ref`` if given."""
         with self._uows() as uow:
-            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ)
+            license_id = None
+            if license_ref is not None:
+                license = uow.licenses.find(license_ref)
+                if license is None or not can_see_license(principal, license):
+                    raise NotFound.resource("license", license_ref)
+                license_id = license.id
+            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ, license_id)
         return machine
 
     def list(
-        self, principal: Principal, page: PageRequest, license_ref: str | None
+        self,
+        principal: Principal,
+        page: PageRequest,
+        license_ref: str | None,
+        *,
+        strict_license: bool = False,
+        fingerprint: str | None = None,
     ) -> Page[Machine]:
-        """Every machine the bearer can see, or one license's (``?license=`` id or key)."""
+        """Every machine the bearer can see, or one license's (``?license=`` id or key; with
+        ``strict_license``, as ``/licenses/{id}/machines``, a license out of scope is 404)."""
         product_id = principal.id if principal.role is Role.PRODUCT else None
         license_id = principal.id if principal.role is Role.LICENSE else None
         with self._uows() as uow:
             if license_ref is not None:
                 license = uow.licenses.find(license_ref)
-                if license is None or (license_id is not None and license.id != license_id):
+                if license is None or not can_see_license(principal, license):
+                    if strict_license:
+                        raise NotFound.resource("license", license_ref)
                     return Page([], 0, page)
                 license_id = license.id
             items, total = uow.machines.list(
-                offset=page.offset, limit=page.size, license_id=license_id, product_id=product_id
+                offset=page.offset,
+                limit=page.size,
+                license_id=license_id,
+                product_id=product_id,
+                fingerprint=fingerprint,
             )
         return Page(items, total, page)
 
@@ -231,24 +270,39 @@ class MachineService:
         return license
 
     def _visible(
-        self, uow: UnitOfWork, principal: Principal, machine_id: str, action: MachineAction
+        self,
+        uow: UnitOfWork,
+        principal: Principal,
+        machine_ref: str,
+        action: MachineAction,
+        license_id: str | None = None,
     ) -> tuple[Machine, License]:
-        machine = uow.machines.get(machine_id)
+        """The machine by id, else by fingerprint among the machines the bearer can see (Keygen's
+        ``FindByAliasService ... aliases: :fingerprint``), within ``license_id`` if given."""
+        machine = uow.machines.get(machine_ref)
+        if machine is not None and license_id is not None and machine.license_id != license_id:
+            machine = None
+        if machine is None:
+            machine = uow.machines.with_fingerprint(
+                machine_ref,
+                license_id=principal.id if principal.role is Role.LICENSE else license_id,
+                product_id=principal.id if principal.role is Role.PRODUCT else None,
+            )
         license = uow.licenses.get(machine.license_id) if machine is not None else None
         if machine is None or license is None:
-            raise NotFound.resource("machine", machine_id)
-        authorize_machine(principal, license, action, machine_id)
+            raise NotFound.resource("machine", machine_ref)
+        authorize_machine(principal, license, action, machine_ref)
         return machine, license
 
     def _locked_machine(
-        self, uow: UnitOfWork, principal: Principal, machine_id: str, action: MachineAction
+        self, uow: UnitOfWork, principal: Principal, machine_ref: str, action: MachineAction
     ) -> tuple[Machine, License]:
         """The machine, read again once its license is held (it may have changed meanwhile)."""
-        _, license = self._visible(uow, principal, machine_id, action)
+        found, license = self._visible(uow, principal, machine_ref, action)
         uow.licenses.lock(license.id)
-        machine = uow.machines.get(machine_id)
+        machine = uow.machines.get(found.id)
         if machine is None:
-            raise NotFound.resource("machine", machine_id)
+            raise NotFound.resource("machine", machine_ref)
         return machine, license
 
     def _remove(

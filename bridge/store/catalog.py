@@ -89,6 +89,11 @@ def _policy(row: RowMapping) -> Policy:
         updated=row["updated"],
         usage_period=rule_from_json(row["usage_period"]),
         heartbeat_duration=row["heartbeat_duration"],
+        require_heartbeat=bool(row["require_heartbeat"]),
+        heartbeat_cull_strategy=row["heartbeat_cull_strategy"],
+        heartbeat_resurrection_strategy=row["heartbeat_resurrection_strategy"],
+        heartbeat_basis=row["heartbeat_basis"],
+        expiration_strategy=row["expiration_strategy"],
     )
 
 
@@ -107,6 +112,11 @@ def _policy_values(p: Policy) -> dict[str, Any]:
         "duration": p.duration,
         "heartbeat_duration": p.heartbeat_duration,
         "expiration_basis": p.expiration_basis.value,
+        "require_heartbeat": p.require_heartbeat,
+        "heartbeat_cull_strategy": p.heartbeat_cull_strategy,
+        "heartbeat_resurrection_strategy": p.heartbeat_resurrection_strategy,
+        "heartbeat_basis": p.heartbeat_basis,
+        "expiration_strategy": p.expiration_strategy,
         "metadata": p.metadata,
         "created": p.created,
         "updated": p.updated,

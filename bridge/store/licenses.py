@@ -49,6 +49,10 @@ _POLICY_COLUMNS = {
     "policy_max_machines": "p.max_machines",
     "policy_max_cores": "p.max_cores",
     "policy_usage_period": "p.usage_period",
+    "policy_strict": "p.strict",
+    "policy_floating": "p.floating",
+    "policy_require_heartbeat": "p.require_heartbeat",
+    "policy_expiration_strategy": "p.expiration_strategy",
     "first_use_duration": f"CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END",
 }
 _PROJECTION = (*COLUMNS, *_POLICY_COLUMNS)
@@ -119,9 +123,23 @@ def _policy_terms(
     max_cores: int | None,
     first_use_duration: int | None,
     usage_period: str | None,
+    strict: bool,
+    floating: bool,
+    require_heartbeat: bool,
+    expiration_strategy: str,
 ) -> Terms:
     rule = rule_from_json(usage_period)
-    return Terms(max_uses, max_machines, max_cores, first_use_duration, rule)
+    return Terms(
+        max_uses,
+        max_machines,
+        max_cores,
+        first_use_duration,
+        rule,
+        strict,
+        floating,
+        require_heartbeat,
+        expiration_strategy,
+    )
 
 
 def license_from_row(row: Any) -> License:
@@ -132,6 +150,10 @@ def license_from_row(row: Any) -> License:
         row["policy_max_cores"],
         row["first_use_duration"],
         row["policy_usage_period"],
+        bool(row["policy_strict"]),
+        bool(row["policy_floating"]),
+        bool(row["policy_require_heartbeat"]),
+        row["policy_expiration_strategy"],
     )
     rule = rule_from_json(row["usage_period"])
     return License(

@@ -12,11 +12,24 @@ from sqlalchemy import and_, delete, exists, func, insert, literal, select, upda
 from sqlalchemy.engine import Connection, RowMapping
 
 from bridge.domain.machines import MachineTally
-from bridge.domain.model import Machine
+from bridge.domain.model import HeartbeatTerms, Machine
 from bridge.store.tables import licenses, machines, policies
 
+# A machine is read with its license's product and policy terms, which its document shows.
+_SOURCE = machines.join(licenses, licenses.c.id == machines.c.license_id).join(
+    policies, policies.c.id == licenses.c.policy_id
+)
+_SELECT = select(
+    *machines.c,
+    policies.c.product_id,
+    policies.c.require_heartbeat,
+    policies.c.heartbeat_duration,
+    policies.c.heartbeat_cull_strategy,
+    policies.c.heartbeat_resurrection_strategy,
+    policies.c.heartbeat_basis,
+).select_from(_SOURCE)
 
-# Machines -----------------------------------------------------------------------------------
+
 def _machine(row: RowMapping) -> Machine:
     return Machine(
         id=row["id"],
@@ -31,6 +44,14 @@ def _machine(row: RowMapping) -> Machine:
         updated=row["updated"],
         last_heartbeat=row["last_heartbeat"],
         next_heartbeat=row["next_heartbeat"],
+        product_id=row["product_id"],
+        heartbeat=HeartbeatTerms(
+            bool(row["require_heartbeat"]),
+            row["heartbeat_duration"],
+            row["heartbeat_cull_strategy"],
+            row["heartbeat_resurrection_strategy"],
+            row["heartbeat_basis"],
+        ),
     )
 
 
@@ -59,7 +80,7 @@ class SqlMachines:
         self._conn.execute(insert(machines).values(_machine_values(machine)))
 
     def get(self, machine_id: str) -> Machine | None:
-        query = select(machines).where(machines.c.id == machine_id)
+        query = _SELECT.where(machines.c.id == machine_id)
         found = self._conn.execute(query).mappings().first()
         return _machine(found) if found else None
 
@@ -67,8 +88,20 @@ class SqlMachines:
         where = and_(machines.c.license_id == license_id, machines.c.fingerprint == fingerprint)
         return bool(self._conn.execute(select(exists().where(where))).scalar_one())
 
+    def with_fingerprint(
+        self, fingerprint: str, *, license_id: str | None, product_id: str | None
+    ) -> Machine | None:
+        query = _SELECT.where(machines.c.fingerprint == fingerprint)
+        if license_id is not None:
+            query = query.where(machines.c.license_id == license_id)
+        if product_id is not None:
+            query = query.where(policies.c.product_id == product_id)
+        query = query.order_by(machines.c.created, machines.c.id).limit(1)
+        found = self._conn.execute(query).mappings().first()
+        return _machine(found) if found else None
+
     def of_license(self, license_id: str) -> list[Machine]:
-        query = select(machines).where(machines.c.license_id == license_id)
+        query = _SELECT.where(machines.c.license_id == license_id)
         rows = self._conn.execute(query.order_by(machines.c.created)).mappings()
         return [_machine(r) for r in rows]
 
@@ -88,31 +121,34 @@ class SqlMachines:
 
     def dead(self, now: datetime, limit: int) -> list[Machine]:
         query = (
-            select(machines)
-            .where(machines.c.next_heartbeat < now)
+            _SELECT.where(
+                machines.c.next_heartbeat < now,
+                policies.c.heartbeat_cull_strategy == "DEACTIVATE_DEAD",
+            )
             .order_by(machines.c.next_heartbeat, machines.c.id)
             .limit(limit)
         )
         return [_machine(r) for r in self._conn.execute(query).mappings()]
 
     def list(
-        self, *, offset: int, limit: int, license_id: str | None, product_id: str | None
+        self,
+        *,
+        offset: int,
+        limit: int,
+        license_id: str | None,
+        product_id: str | None,
+        fingerprint: str | None = None,
     ) -> tuple[list[Machine], int]:
-        source = machines.join(licenses, licenses.c.id == machines.c.license_id).join(
-            policies, policies.c.id == licenses.c.policy_id
-        )
+        source = _SOURCE
         conditions = []
         if license_id is not None:
             conditions.append(machines.c.license_id == license_id)
         if product_id is not None:
             conditions.append(policies.c.product_id == product_id)
+        if fingerprint is not None:
+            conditions.append(machines.c.fingerprint == fingerprint)
         where = and_(literal(True), *conditions)
-        query = (
-            select(machines)
-            .select_from(source)
-            .where(where)
-            .order_by(machines.c.created, machines.c.id)
-        )
+        query = _SELECT.where(where).order_by(machines.c.created, machines.c.id)
         rows = self._conn.execute(query.offset(offset).limit(limit)).mappings()
         count = select(func.count()).select_from(source).where(where)
         return [_machine(r) for r in rows], self._conn.execute(count).scalar_one()

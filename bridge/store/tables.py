@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlmodel import Field, SQLModel
@@ -62,6 +64,27 @@ class PolicyRow(SQLModel, table=True):
     duration: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     heartbeat_duration: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     expiration_basis: str = Field(max_length=32)
+    require_heartbeat: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    heartbeat_cull_strategy: str = Field(
+        default="DEACTIVATE_DEAD",
+        max_length=32,
+        sa_column_kwargs={"server_default": "DEACTIVATE_DEAD"},
+    )
+    heartbeat_resurrection_strategy: str = Field(
+        default="NO_REVIVE", max_length=32, sa_column_kwargs={"server_default": "NO_REVIVE"}
+    )
+    heartbeat_basis: str = Field(
+        default="FROM_FIRST_PING",
+        max_length=32,
+        sa_column_kwargs={"server_default": "FROM_FIRST_PING"},
+    )
+    expiration_strategy: str = Field(
+        default="RESTRICT_ACCESS",
+        max_length=32,
+        sa_column_kwargs={"server_default": "RESTRICT_ACCESS"},
+    )
     usage_period: str | None = Field(default=None, max_length=255)  # PeriodRule JSON
     metadata_: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)

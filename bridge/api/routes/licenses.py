@@ -114,7 +114,7 @@ def _validation_doc(
         code=result.code,
         detail=result.detail,
         nonce=nonce,
-        scope=scope.model_dump(exclude_none=True) if scope else None,
+        scope=scope.model_dump(exclude_unset=True) if scope else None,  # as sent (Keygen)
     )
     data = ctx.render.license(license, now) if license is not None else None
     return respond(s.ValidationDocument(data=data, meta=meta))
@@ -123,8 +123,23 @@ def _validation_doc(
 def _scope(scope: s.ScopeIn | None) -> ValidationScope:
     if scope is None:
         return ValidationScope()
+
+    def many(values: list[str] | None) -> tuple[str, ...] | None:
+        return tuple(values) if values is not None else None
+
     return ValidationScope(
-        product=scope.product, policy=scope.policy, fingerprint=scope.fingerprint
+        product=scope.product,
+        policy=scope.policy,
+        fingerprint=scope.fingerprint,
+        fingerprints=many(scope.fingerprints),
+        machine=scope.machine,
+        user=scope.user,
+        components=many(scope.components),
+        entitlements=many(scope.entitlements),
+        checksum=scope.checksum,
+        version=scope.version,
+        environment=scope.environment,
+        given=frozenset(scope.model_fields_set),
     )
 
 

@@ -51,8 +51,37 @@ def list_machines(
     return respond(s.MachineList(data=data, meta=meta, links=links))
 
 
+@router.get("/licenses/{license_id}/machines", response_model=s.MachineList)
+def list_license_machines(
+    ctx: Ctx,
+    bearer: Bearer,
+    paging: Paging,
+    license_id: str,
+    fingerprint: Annotated[str | None, Query(description="only the machine with this one")] = None,
+) -> JsonApiResponse:
+    """The license's machines (id or key), as keygen-rs lists them (``?limit=100``)."""
+    page = ctx.machines.list(
+        bearer, paging, license_id, strict_license=True, fingerprint=fingerprint
+    )
+    now = ctx.clock.now()
+    extra = {"fingerprint": fingerprint} if fingerprint else None
+    data, meta, links = ctx.render.page(
+        page, f"/licenses/{license_id}/machines", lambda m: ctx.render.machine(m, now), extra
+    )
+    return respond(s.MachineList(data=data, meta=meta, links=links))
+
+
+@router.get("/licenses/{license_id}/machines/{machine_id}", response_model=s.MachineDocument)
+def get_license_machine(
+    ctx: Ctx, bearer: Bearer, license_id: str, machine_id: str
+) -> JsonApiResponse:
+    """One of the license's machines, by id or fingerprint."""
+    return _doc(ctx, ctx.machines.get(bearer, machine_id, license_id))
+
+
 @router.get("/machines/{machine_id}", response_model=s.MachineDocument)
 def get_machine(ctx: Ctx, bearer: Bearer, machine_id: str) -> JsonApiResponse:
+    """The machine by id or fingerprint (within the bearer's scope)."""
     return _doc(ctx, ctx.machines.get(bearer, machine_id))
 
 
