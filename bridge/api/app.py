@@ -80,15 +80,17 @@ def create_app(context: ApiContext, signing: Signing) -> FastAPI:
     app.signing = signing
     errors.install(app)
     resources = _resources()
-    # Every route is served both under /v1/accounts/{account}/... and /v1/...
+    # Every route is served both under /v1/... and /v1/accounts/{account}/...; the short form
+    # first, because it is the one clients use and Starlette tries routes in order (no /v1
+    # path can match an /accounts/ one: no parameter there is a catch-all).
+    app.include_router(
+        resources, prefix="/v1", generate_unique_id_function=lambda route: route.name
+    )
     app.include_router(
         resources,
         prefix="/v1/accounts/{account}",
         dependencies=[Depends(check_account)],
         generate_unique_id_function=lambda route: f"account_{route.name}",
-    )
-    app.include_router(
-        resources, prefix="/v1", generate_unique_id_function=lambda route: route.name
     )
     app.include_router(health.router)
     app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
