@@ -137,9 +137,8 @@ class Relay:
         if paused is not None:
             self._paused[sink.name] = max(paused, self._paused.get(sink.name, paused))
             log.warning("sink_paused", sink=sink.name, until=paused.isoformat())
-        outcomes = {
-            i.id: decide(errors.get(i.id), i, now, self.policy.retry, self.rng) for i in items
-        }
+        retry = self.policy.retry  # built once per batch, not once per item
+        outcomes = {i.id: decide(errors.get(i.id), i, now, retry, self.rng) for i in items}
         return self._record_outcomes(sink.name, items, outcomes)
 
     def _deliver(self, sink: Sink, items: Sequence[OutboxItem]) -> dict[int, BaseException]:
