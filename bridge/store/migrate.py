@@ -4,12 +4,14 @@
 under a lock, so any number of processes may start at once against one database: on PostgreSQL a
 transaction-level advisory lock taken before Alembic reads the version (the others wait, then
 find the schema at head and do nothing); on SQLite the write lock itself (``BEGIN IMMEDIATE``
-through the busy timeout). ``ensure_current`` (read-only commands) never migrates: it raises
+through the busy timeout, and a whole attempt again when a fresh file answers "database is
+locked" without waiting). ``ensure_current`` (read-only commands) never migrates: it raises
 ``SchemaBehind`` or ``SchemaUnknown`` when the database is not at this version's head.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -17,8 +19,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from bridge.domain.errors import SchemaBehind, SchemaUnknown
+from bridge.store.engine import SQLITE_BUSY_TIMEOUT_S
 from bridge.store.locks import advisory_key
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +37,22 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply the migrations up to ``revision``, one process at a time."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            _upgrade_once(engine, revision)
+            return
+        except OperationalError as exc:
+            # On a fresh SQLite file, processes opening it while another switches it to WAL or
+            # checkpoints it on close can get "database is locked" without SQLite's busy
+            # handler waiting. The attempt rolled back whole, so running it again is safe.
+            locked = engine.dialect.name == "sqlite" and "database is locked" in str(exc)
+            if not locked or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _upgrade_once(engine: Engine, revision: str) -> None:
     config = alembic_config(engine)
     # bridge_write: SQLite's BEGIN IMMEDIATE, so a second process waits for the first instead of
     # failing to upgrade its read snapshot once the first has created the tables.
