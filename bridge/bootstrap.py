@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 import structlog
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from bridge.api.app import create_app
@@ -18,11 +21,13 @@ from bridge.clock import SystemClock
 from bridge.domain.ports import Clock, PlatformReader, Sink, UsageUnitOfWorkFactory
 from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
+from bridge.observability.http import registry, renderer
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
+from bridge.service.status import outbox_depth
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
@@ -108,7 +113,21 @@ class Container:
             # SQLite has one writer: more transactions at a time would only queue.
             close_workers=1 if sqlite else self.settings.scheduler.close_workers,
             key_retention_days=self.settings.scheduler.idempotency_retention_days,
+            outbox_retention=self.outbox_retention(),
+            webhook_retention=timedelta(days=self.settings.retention.webhook_days),
+            purge_batch=self.settings.retention.batch,
         )
+
+    def outbox_retention(self) -> dict[str, timedelta]:
+        """Each sink's retention of delivered items: the setting, or the platform's dedupe
+        window if longer (a repair may re-enqueue an item inside it)."""
+        days = timedelta(days=self.settings.retention.outbox_days)
+        retention = {}
+        for sink in self.sinks:
+            reader = self.readers.get(sink.name)
+            window = reader.dedupe_window if reader is not None else None
+            retention[sink.name] = max(days, window) if window is not None else days
+        return retention
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
@@ -144,7 +163,11 @@ class Container:
 
 def build(settings: Settings, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_cache_mib=settings.sqlite_cache_mib,
+    )
     sinks, readers = build_sinks(settings, clock)
     return Container(
         settings,
@@ -226,6 +249,7 @@ def build_app(container: Container) -> FastAPI:
         account=container.settings.account,
         ready=container.ready,
         webhooks=build_receivers(container.settings),
+        metrics=metrics_renderer(container) if metrics_on_api(container.settings) else None,
     )
     signing = Signing(
         account=container.settings.account,
@@ -234,3 +258,18 @@ def build_app(container: Container) -> FastAPI:
         public_host=container.settings.public_host,
     )
     return create_app(context, signing)
+
+
+def metrics_registry(container: Container) -> CollectorRegistry:
+    """The metrics ``/metrics`` shows, with the outbox read from this container's store."""
+    depth = partial(outbox_depth, container.uows, container.clock)
+    return registry(depth, [s.name for s in container.sinks])
+
+
+def metrics_renderer(container: Container) -> Callable[[], tuple[bytes, str]]:
+    return renderer(metrics_registry(container))
+
+
+def metrics_on_api(settings: Settings) -> bool:
+    """Whether ``/metrics`` is served by the API (else on ``metrics.port``, or not at all)."""
+    return settings.metrics.enabled and settings.metrics.port is None

@@ -181,10 +181,21 @@ _handler: logging.Handler | None = None
 _QUIET = ("httpx", "httpcore", "alembic", "apscheduler")
 
 
-def configure(level: str = "info", fmt: str = "console") -> None:
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog, and route the standard library's records (uvicorn, Alembic,
-    APScheduler, httpx) through the same context, redaction and renderer."""
+    APScheduler, httpx) through the same context, redaction and renderer. ``fmt``: ``json``,
+    ``console``, or ``auto`` (console on a terminal, JSON otherwise: a container, systemd, a
+    pipe into a log shipper)."""
     global _handler  # noqa: PLW0603 (one configuration per process; a rerun replaces it)
+    if fmt == "auto":
+        fmt = "console" if _on_terminal() else "json"
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -18,6 +18,7 @@ from bridge.api.routes import (
     licenses,
     machines,
     me,
+    metrics,
     outbox,
     policies,
     products,
@@ -27,6 +28,7 @@ from bridge.api.routes import (
 )
 from bridge.api.schemas import ErrorDocument
 from bridge.api.signing import ResponseSigner, Signing
+from bridge.observability.http import RequestMetrics
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -93,5 +95,7 @@ def create_app(context: ApiContext, signing: Signing) -> FastAPI:
         generate_unique_id_function=lambda route: f"account_{route.name}",
     )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
+    app.add_middleware(RequestMetrics)  # outermost: counts the guard's refusals too
     return app

@@ -32,6 +32,8 @@ class ApiContext:
     account: str
     ready: Callable[[], bool]
     webhooks: Receivers = field(default_factory=lambda: Receivers({}))
+    # Renders /metrics (body, content type); None when it is off or served on its own port.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
 
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the

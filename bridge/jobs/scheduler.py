@@ -38,8 +38,8 @@ def _logged(name: str, job: Callable[[], Any]) -> Callable[[], None]:
 
 
 def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseScheduler:
-    """Period closing and machine reaping every minute; the key purge and reconciliation
-    daily."""
+    """Period closing and machine reaping every minute; the purges (Idempotency-Keys, delivered
+    outbox items, handled webhooks) and reconciliation daily."""
     scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
         timezone=UTC,
         # A run missed while the process was busy or down is run once, not once per miss.
@@ -63,6 +63,12 @@ def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseSc
         CronTrigger.from_crontab(settings.scheduler.purge_cron, timezone=UTC),
         id="purge-idempotency-keys",
     )
+    for name, job in (("purge-outbox", jobs.purge_outbox), ("purge-webhooks", jobs.purge_webhooks)):
+        scheduler.add_job(
+            _logged(name, job),
+            CronTrigger.from_crontab(settings.scheduler.purge_cron, timezone=UTC),
+            id=name,
+        )
     scheduler.add_job(
         _logged("reconcile", jobs.reconcile_recent),
         CronTrigger.from_crontab(settings.scheduler.reconcile_cron, timezone=UTC),

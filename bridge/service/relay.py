@@ -55,6 +55,7 @@ from bridge.domain.delivery import (
     pause_until,
 )
 from bridge.domain.ports import Clock, Sink, UnitOfWorkFactory
+from bridge.observability import metrics
 from bridge.service.common import PageRequest
 
 log = structlog.get_logger(__name__)
@@ -187,6 +188,7 @@ class Relay:
             self._held.pop(sink, None)
         if delivered:
             log.info("outbox_delivered", sink=sink, count=len(delivered))
+        _count(sink, items, outcomes, self.clock.now())
         for (reason, error), ids in dead.items():
             log.warning(
                 "outbox_dead_lettered", sink=sink, count=len(ids), reason=reason.value, error=error
@@ -261,6 +263,7 @@ class Relay:
         if breaker.failures >= self.policy.breaker_failures:
             cooldown = timedelta(seconds=self.policy.breaker_cooldown_s)
             breaker.open_until = self.clock.now() + cooldown
+            metrics.circuit_opened(sink)
             log.warning(
                 "sink_circuit_opened",
                 sink=sink,
@@ -284,6 +287,25 @@ class Relay:
         except Exception:  # the store is down: those items are resent after their lease
             log.exception("relay_flush_failed")
         log.info("relay_stopped")
+
+
+def _count(
+    sink: str, items: Sequence[OutboxItem], outcomes: dict[int, Outcome], now: datetime
+) -> None:
+    """The batch's outcomes in the metrics, and each delivery's lag since its change."""
+    counts: dict[tuple[str, str], int] = {}
+    for item in items:
+        outcome = outcomes[item.id]
+        if isinstance(outcome, Delivered):
+            key = ("delivered", "")
+            metrics.delivery_lag(sink, (now - item.entry.occurred_at).total_seconds())
+        elif isinstance(outcome, Retry):
+            key = ("retried", outcome.reason.value)
+        else:
+            key = ("dead", outcome.reason.value)
+        counts[key] = counts.get(key, 0) + 1
+    for (outcome_name, reason), count in counts.items():
+        metrics.deliveries(sink, outcome_name, reason, count)
 
 
 def outbox_status(uows: UnitOfWorkFactory) -> list[SinkStatus]:

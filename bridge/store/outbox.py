@@ -23,7 +23,7 @@ from bridge.domain.delivery import (
 from bridge.domain.model import UsageEntry
 from bridge.store.ledger import SELECT_COLUMNS, entry_from_row
 from bridge.store.licenses import facts_from_row
-from bridge.store.sql import Sql, every, read_ts, total
+from bridge.store.sql import Sql, every, one, read_ts, total
 
 _INSERT = """
 INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created)
@@ -59,6 +59,33 @@ _PENDING = "SELECT COUNT(*) AS total FROM outbox WHERE status = 'pending'"
 _STATUS = """
 SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
 FROM outbox GROUP BY sink, status, reason ORDER BY sink, status
+"""
+# The same, for the undelivered statuses only: off the partial indexes ix_outbox_due and
+# ix_outbox_dead, so a scrape or ``status`` does not read the delivered history.
+_UNDELIVERED = """
+SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
+FROM outbox WHERE status IN ('pending', 'inflight') GROUP BY sink, status, reason
+UNION ALL
+SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
+FROM outbox WHERE status = 'dead' GROUP BY sink, status, reason
+"""
+# Retention: delivered rows are deleted a range of ids at a time (ids follow creation), each
+# range one short transaction, so neither database holds locks for long.
+_ID_BOUNDS = "SELECT MIN(id) AS low, MAX(id) AS high FROM outbox"
+_PURGE_RANGE = """
+DELETE FROM outbox
+WHERE id >= :low AND id < :high AND sink = :sink AND status = 'delivered' AND created < :before
+"""
+_RANGE_NEWEST = "SELECT MIN(created) AS oldest FROM outbox WHERE id >= :low AND id < :high"
+_WATERMARK_GET = "SELECT sink, purged_before FROM outbox_purges"
+_WATERMARK_SET_SQLITE = """
+INSERT INTO outbox_purges (sink, purged_before) VALUES (:sink, :before)
+ON CONFLICT (sink) DO UPDATE SET purged_before = MAX(purged_before, excluded.purged_before)
+"""
+_WATERMARK_SET_PG = """
+INSERT INTO outbox_purges (sink, purged_before) VALUES (:sink, :before)
+ON CONFLICT (sink) DO UPDATE SET purged_before = GREATEST(outbox_purges.purged_before,
+                                                         excluded.purged_before)
 """
 _DEAD = f"""
 SELECT outbox.id AS item_id, outbox.sink, outbox.attempts, outbox.last_error, outbox.reason,
@@ -106,6 +133,12 @@ class OutboxStatements:
         self.release = sql.style(_RELEASE)
         self.pending = sql.style(_PENDING)
         self.status = sql.style(_STATUS)
+        self.undelivered = sql.style(_UNDELIVERED)
+        self.id_bounds = sql.style(_ID_BOUNDS)
+        self.purge_range = sql.style(_PURGE_RANGE)
+        self.range_oldest = sql.style(_RANGE_NEWEST)
+        self.watermarks = sql.style(_WATERMARK_GET)
+        self.set_watermark = sql.style(_WATERMARK_SET_SQLITE if sql.sqlite else _WATERMARK_SET_PG)
         self.dead = sql.style(_DEAD)
         self.requeue_dead = sql.style(_REQUEUE_DEAD)
         self.requeue_dead_ids = sql.style(_REQUEUE_DEAD.rstrip() + " AND id IN_IDS")
@@ -183,10 +216,10 @@ class SqlOutbox:
         self._cursor.execute(self._st.pending)
         return total(self._cursor)
 
-    def status(self) -> list[SinkStatus]:
+    def status(self, *, undelivered: bool = False) -> list[SinkStatus]:
         """Counts per sink and status, by reason, and the creation time of the oldest
-        undelivered item."""
-        self._cursor.execute(self._st.status)
+        undelivered item; ``undelivered``: pending, in flight and dead only (cheap)."""
+        self._cursor.execute(self._st.undelivered if undelivered else self._st.status)
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in every(self._cursor):
             groups.setdefault((r["sink"], r["status"]), []).append(r)
@@ -200,6 +233,40 @@ class SqlOutbox:
             )
             for (sink, status), rows in groups.items()
         ]
+
+    def id_bounds(self) -> tuple[int, int] | None:
+        """The lowest and highest outbox ids, None when it is empty."""
+        self._cursor.execute(self._st.id_bounds)
+        row = one(self._cursor)
+        if row is None or row["low"] is None:
+            return None
+        return int(row["low"]), int(row["high"])
+
+    def purge_delivered(self, low: int, high: int, before: dict[str, datetime]) -> int:
+        """Delete the delivered items with ids in [low, high) created before ``before`` of
+        their sink (``mark_purged`` first); how many rows went."""
+        deleted = 0
+        for sink, at in before.items():
+            params = {"low": low, "high": high, "sink": sink, "before": self._sql.ts(at)}
+            self._cursor.execute(self._st.purge_range, params)
+            deleted += max(int(self._cursor.rowcount), 0)
+        return deleted
+
+    def range_oldest(self, low: int, high: int) -> datetime | None:
+        """The creation time of the oldest item left with an id in [low, high)."""
+        self._cursor.execute(self._st.range_oldest, {"low": low, "high": high})
+        row = one(self._cursor)
+        return read_ts(row["oldest"]) if row is not None and row["oldest"] is not None else None
+
+    def purged_before(self) -> dict[str, datetime]:
+        """Per sink, the time before which delivered items may have been purged."""
+        self._cursor.execute(self._st.watermarks)
+        return {r["sink"]: read_ts(r["purged_before"]) for r in every(self._cursor)}
+
+    def mark_purged(self, before: dict[str, datetime]) -> None:
+        """Record (never lower) each sink's purge watermark, before its rows are deleted."""
+        for sink, at in before.items():
+            self._cursor.execute(self._st.set_watermark, {"sink": sink, "before": self._sql.ts(at)})
 
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
         """Dead-lettered items, oldest first, with the error that sent them there."""

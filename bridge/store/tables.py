@@ -202,6 +202,13 @@ class OutboxRow(SQLModel, table=True):
             sqlite_where=text("status IN ('pending', 'inflight')"),
             postgresql_where=text("status IN ('pending', 'inflight')"),
         ),
+        # Only dead letters: counted per sink without reading the delivered history.
+        Index(
+            "ix_outbox_dead",
+            "sink",
+            sqlite_where=text("status = 'dead'"),
+            postgresql_where=text("status = 'dead'"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
@@ -213,6 +220,15 @@ class OutboxRow(SQLModel, table=True):
     last_error: str | None = None
     created: datetime = _utc()
     reason: str | None = Field(default=None, max_length=32)  # bridge.domain.delivery.Reason
+
+
+class OutboxPurgeRow(SQLModel, table=True):
+    """Per sink, the time before which its delivered outbox items may have been purged."""
+
+    __tablename__ = "outbox_purges"
+
+    sink: str = Field(primary_key=True, max_length=64)
+    purged_before: datetime = _utc()
 
 
 class IdempotencyRow(SQLModel, table=True):
@@ -357,6 +373,7 @@ licenses = _table(LicenseRow)
 machines = _table(MachineRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
+outbox_purges = _table(OutboxPurgeRow)
 periods = _table(UsagePeriodRow)
 reconciliations = _table(ReconciliationRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
