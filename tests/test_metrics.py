@@ -156,7 +156,7 @@ def test_metrics_on_a_port_of_their_own(own_port: tuple[Container, int]) -> None
     answers 404."""
     c, port = own_port
     url = f"http://127.0.0.1:{port}/metrics"
-    with _metrics_port(c), urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+    with _metrics_port(c), urllib.request.urlopen(url, timeout=10) as answer:
         text = answer.read().decode()
     assert "bridge_store_up 1.0" in text
     with TestClient(build_app(c)) as client:
