@@ -37,6 +37,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def value(name: str, **labels: str) -> float:
+    metrics.flush()  # the HTTP counts buffered since the last second
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 

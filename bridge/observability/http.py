@@ -1,13 +1,14 @@
 """The HTTP side of the metrics: a pure ASGI middleware that counts each answer by route
 template and status, and the Prometheus exposition of everything counted.
 
-The middleware costs one wrapped ``send`` and a dictionary lookup per request: each (route,
-method, status) child counter is looked up once and kept.
+The middleware costs one wrapped ``send`` and a dictionary update per request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+import threading
+import time
 from typing import Any
 
 from prometheus_client import (
@@ -30,11 +31,23 @@ _UNROUTED = "unrouted"  # refused before routing (413, 415) or no route matched 
 
 class RequestMetrics:
     """Counts every HTTP answer as ``bridge_http_requests_total{route,method,status}``; the
-    route is the template FastAPI matched (``/v1/licenses/{id}``), never the raw path."""
+    route is the template FastAPI matched (``/v1/licenses/{license_id}``), never the raw path.
 
-    def __init__(self, app: Any) -> None:
+    Per request it only adds one to a dictionary (the middleware runs on the event loop's one
+    thread, so that needs no lock); the counts go to the Prometheus counters at most once a
+    second, and at each scrape of this process (``metrics.flush``), which keeps the counter's
+    lock and, in multiprocess mode, its file write off the request path (an uncontended lock guards
+    the dictionary: a scrape flushes it from another thread). Another process's
+    scrape may therefore see this one's last second late."""
+
+    def __init__(self, app: Any, flush_every_s: float = 1.0) -> None:
         self.app = app
+        self._pending: dict[tuple[str, str, int], int] = {}
         self._children: dict[tuple[str, str, int], Any] = {}
+        self._every = flush_every_s
+        self._flushed = time.monotonic()
+        self._lock = threading.Lock()
+        metrics.on_flush(self.flush)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -52,10 +65,22 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             key = (_template(scope), scope["method"], status)
+            with self._lock:  # a scrape in another thread may be flushing
+                pending = self._pending
+                pending[key] = pending.get(key, 0) + 1
+            if time.monotonic() - self._flushed >= self._every:
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the counts since the last flush to the counters."""
+        with self._lock:
+            self._flushed = time.monotonic()
+            pending, self._pending = self._pending, {}
+        for key, count in pending.items():
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = metrics.http_requests_child(*key)
-            child.inc()
+            child.inc(count)
 
 
 def _template(scope: Scope) -> str:
@@ -133,6 +158,7 @@ def renderer(exposed: CollectorRegistry) -> Callable[[], tuple[bytes, str]]:
     """A function that renders ``exposed`` in Prometheus' text format, with its content type."""
 
     def render() -> tuple[bytes, str]:
+        metrics.flush()
         return generate_latest(exposed), CONTENT_TYPE_LATEST
 
     return render

@@ -18,6 +18,8 @@ the domain's error codes and delivery reasons.
 from __future__ import annotations
 
 import os
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -148,6 +150,20 @@ def checkin_record(result: str) -> None:
 def purged(table: str, count: int) -> None:
     if count:
         _PURGED.labels(table).inc(count)
+
+
+_flushes: weakref.WeakSet[Any] = weakref.WeakSet()  # objects whose counts are buffered
+
+
+def on_flush(flush: Callable[[], None]) -> None:
+    """Have the bound method ``flush`` (of an object buffering counts on a hot path) run before
+    each scrape of this process, for as long as its object lives."""
+    _flushes.add(flush.__self__)  # type: ignore[attr-defined]
+
+
+def flush() -> None:
+    for buffered in list(_flushes):
+        buffered.flush()
 
 
 def http_requests_child(route: str, method: str, status: int) -> Any:
