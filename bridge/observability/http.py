@@ -6,9 +6,9 @@ The middleware costs one wrapped ``send`` and a dictionary update per request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import (
