@@ -18,6 +18,7 @@ from bridge.domain.delivery import (
     OutboxItem,
     OutboxStatus,
     Reason,
+    SinkHealth,
     SinkStatus,
 )
 from bridge.domain.errors import Transient
@@ -282,6 +283,8 @@ class OutboxRepository(OutboxWriter, Protocol):
         ...
 
     def status(self, *, undelivered: bool = False) -> list[SinkStatus]: ...
+    def save_health(self, health: SinkHealth) -> None: ...
+    def health(self) -> list[SinkHealth]: ...
     def id_bounds(self) -> tuple[int, int] | None: ...
     def purge_delivered(self, low: int, high: int, before: dict[str, datetime]) -> int:
         """Delete delivered items with ids in [low, high) created before their sink's time."""

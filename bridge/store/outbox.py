@@ -18,6 +18,7 @@ from bridge.domain.delivery import (
     OutboxItem,
     OutboxStatus,
     Reason,
+    SinkHealth,
     SinkStatus,
 )
 from bridge.domain.model import UsageEntry
@@ -87,6 +88,19 @@ INSERT INTO outbox_purges (sink, purged_before) VALUES (:sink, :before)
 ON CONFLICT (sink) DO UPDATE SET purged_before = GREATEST(outbox_purges.purged_before,
                                                          excluded.purged_before)
 """
+_HEALTH_COLUMNS = (
+    "sink, failures, circuit_open_until, paused_until, last_error, last_error_at, updated_at"
+)
+_HEALTH_SAVE = f"""
+INSERT INTO sink_health ({_HEALTH_COLUMNS})
+VALUES (:sink, :failures, :circuit_open_until, :paused_until, :last_error, :last_error_at, :now)
+ON CONFLICT (sink) DO UPDATE SET failures = excluded.failures,
+    circuit_open_until = excluded.circuit_open_until, paused_until = excluded.paused_until,
+    last_error = COALESCE(excluded.last_error, sink_health.last_error),
+    last_error_at = COALESCE(excluded.last_error_at, sink_health.last_error_at),
+    updated_at = excluded.updated_at
+"""  # noqa: S608 - only module constants are interpolated
+_HEALTH = f"SELECT {_HEALTH_COLUMNS} FROM sink_health ORDER BY sink"  # noqa: S608
 _DEAD = f"""
 SELECT outbox.id AS item_id, outbox.sink, outbox.attempts, outbox.last_error, outbox.reason,
        {SELECT_COLUMNS}
@@ -134,6 +148,8 @@ class OutboxStatements:
         self.pending = sql.style(_PENDING)
         self.status = sql.style(_STATUS)
         self.undelivered = sql.style(_UNDELIVERED)
+        self.save_health = sql.style(_HEALTH_SAVE)
+        self.health = sql.style(_HEALTH)
         self.id_bounds = sql.style(_ID_BOUNDS)
         self.purge_range = sql.style(_PURGE_RANGE)
         self.range_oldest = sql.style(_RANGE_NEWEST)
@@ -232,6 +248,37 @@ class SqlOutbox:
                 {Reason(r["reason"]): r["count"] for r in rows if r["reason"] is not None},
             )
             for (sink, status), rows in groups.items()
+        ]
+
+    def save_health(self, health: SinkHealth) -> None:
+        """Record a sink's circuit, pause and last error (a None error keeps the last one)."""
+        ts = self._sql.ts
+        self._cursor.execute(
+            self._st.save_health,
+            {
+                "sink": health.sink,
+                "failures": health.failures,
+                "circuit_open_until": ts(health.circuit_open_until),
+                "paused_until": ts(health.paused_until),
+                "last_error": health.last_error,
+                "last_error_at": ts(health.last_error_at),
+                "now": ts(health.updated_at),
+            },
+        )
+
+    def health(self) -> list[SinkHealth]:
+        self._cursor.execute(self._st.health)
+        return [
+            SinkHealth(
+                r["sink"],
+                int(r["failures"]),
+                read_ts(r["circuit_open_until"]),
+                read_ts(r["paused_until"]),
+                r["last_error"],
+                read_ts(r["last_error_at"]),
+                read_ts(r["updated_at"]),
+            )
+            for r in every(self._cursor)
         ]
 
     def id_bounds(self) -> tuple[int, int] | None:

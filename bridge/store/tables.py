@@ -231,6 +231,20 @@ class OutboxPurgeRow(SQLModel, table=True):
     purged_before: datetime = _utc()
 
 
+class SinkHealthRow(SQLModel, table=True):
+    """Each sink's circuit, pause and last error, as its relay last recorded them."""
+
+    __tablename__ = "sink_health"
+
+    sink: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    circuit_open_until: datetime | None = _utc(nullable=True)
+    paused_until: datetime | None = _utc(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_at: datetime | None = _utc(nullable=True)
+    updated_at: datetime = _utc()
+
+
 class IdempotencyRow(SQLModel, table=True):
     """The first answer to a usage action sent with an ``Idempotency-Key``."""
 
@@ -374,6 +388,7 @@ machines = _table(MachineRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
 outbox_purges = _table(OutboxPurgeRow)
+sink_health = _table(SinkHealthRow)
 periods = _table(UsagePeriodRow)
 reconciliations = _table(ReconciliationRow)
 webhook_deliveries = _table(WebhookDeliveryRow)

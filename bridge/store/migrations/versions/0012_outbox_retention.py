@@ -1,6 +1,7 @@
-"""outbox retention: outbox_purges, each sink's purge watermark (delivered items created before
-it may have been deleted); ix_outbox_dead, the dead letters per sink (a partial index, so that
-counting them never reads the delivered history)
+"""outbox retention and sink health: sink_health, each sink's circuit, pause and last error
+as its relay last saw them (for `meterbridge status`); outbox_purges, each sink's purge
+watermark (delivered items created before it may have been deleted); ix_outbox_dead, the dead
+letters per sink (a partial index: counting them never reads the delivered history)
 
 Revision ID: 0012
 Revises: 0008
@@ -30,6 +31,16 @@ def upgrade() -> None:
         sa.Column("sink", sa.String(length=64), primary_key=True),
         sa.Column("purged_before", UtcDateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "sink_health",
+        sa.Column("sink", sa.String(length=64), primary_key=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("circuit_open_until", UtcDateTime(timezone=True), nullable=True),
+        sa.Column("paused_until", UtcDateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_error_at", UtcDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", UtcDateTime(timezone=True), nullable=False),
+    )
     op.create_index(
         "ix_outbox_dead",
         "outbox",
@@ -42,3 +53,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_outbox_dead", table_name="outbox")
     op.drop_table("outbox_purges")
+    op.drop_table("sink_health")
