@@ -32,6 +32,7 @@ from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
 from bridge.settings import Settings
+from bridge.store import stats
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
@@ -152,6 +153,16 @@ class Container:
     def check_schema(self) -> None:
         """Raise ``SchemaBehind``/``SchemaUnknown`` unless the schema is at head; no migration."""
         ensure_current(self.engine)
+
+    def schema_revision(self) -> tuple[str | None, str | None]:
+        """The database's schema revision and this version's head."""
+        return stats.schema_revision(self.engine)
+
+    def table_sizes(self) -> list[stats.TableSize]:
+        return stats.table_sizes(self.engine)
+
+    def last_reconciliation(self) -> stats.LastReconciliation:
+        return stats.last_reconciliation(self.engine)
 
     def dispose(self) -> None:
         for sink in self.sinks:

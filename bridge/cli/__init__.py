@@ -27,6 +27,7 @@ from bridge.cli import (
     processes,
     product,
     reconcile,
+    status,
     usage,
     webhooks,
 )
@@ -40,6 +41,7 @@ for command in (processes.scheduler, processes.serve, processes.worker):
 
 # In the order of --help.
 GROUPS = (
+    status,
     db,
     product,
     policy,
