@@ -191,7 +191,7 @@ def _table(title: str, rows: Any, columns: list[tuple[str, str]]) -> Any:
     if isinstance(rows, dict) and "error" in rows:
         return Text(f"{title}: {rows['error']}", style="red")
     table = Table(title=title, title_justify="left", title_style="bold")
-    for key, heading in columns:
+    for _key, heading in columns:
         table.add_column(heading, no_wrap=True)
     for row in rows:
         table.add_row(*(_cell(row.get(key), key) for key, _heading in columns))
