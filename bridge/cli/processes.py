@@ -108,7 +108,9 @@ def scheduler(config: ConfigOpt = None) -> None:
     """Run the scheduled jobs alone: period closing, machine reaping and the daily
     reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
     from bridge.jobs.scheduler import build_scheduler
+    from bridge.observability.memory import bound_arenas
 
+    bound_arenas()
     with container(config) as c:
         jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
         # SIGTERM or Ctrl-C: stop taking jobs, let a running one finish, then exit 0.
