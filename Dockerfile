@@ -21,8 +21,8 @@ ENV BRIDGE_HOST=0.0.0.0 \
     BRIDGE_DATABASE_URL=sqlite:////home/bridge/data/meterbridge.db \
     BRIDGE_SINKS__FILE__PATH=/home/bridge/data/meterbridge-usage.ndjson \
     BRIDGE_LOG_FORMAT=json
-# glibc keeps freed memory in per-thread arenas: two keep a long-running process flat (the
-# bridge's processes bound them themselves; this covers any other Python run in the image). README "Memory that stays flat".
+# glibc keeps freed memory in per-thread arenas: two keep a long-running process flat. The
+# bridge's processes bound them themselves; this covers anything else run in the image.
 ENV MALLOC_ARENA_MAX=2
 VOLUME ["/home/bridge/data"]
 EXPOSE 8080
