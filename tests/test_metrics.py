@@ -195,3 +195,33 @@ def test_processes_sharing_a_directory_are_summed(tmp_path: Path) -> None:
     assert found["bridge_usage_changes_total", tuple(sorted(labels))] == 2
     key = (("outcome", "delivered"), ("reason", ""), ("sink", "lago"))
     assert found["bridge_outbox_deliveries_total", key] == 7
+
+
+def test_webhook_deliveries_are_counted_by_provider_and_outcome(
+    sqlite_url: str, clock: FakeClock
+) -> None:
+    """A stored Lago delivery, its redelivery and a forged one: received, duplicate, refused."""
+    from tests import webhook_signing as sign
+    from tests.test_webhook_inbox import LAGO_KEY, SETTINGS, _lago_event
+
+    def count(outcome: str) -> float:
+        return value("bridge_webhook_deliveries_total", provider="lago", outcome=outcome)
+
+    before = {o: count(o) for o in ("received", "duplicate", "refused")}
+    c = make_container(sqlite_url, clock, **SETTINGS)
+    try:
+        with TestClient(build_app(c)) as client:
+            body = _lago_event()
+            for _ in range(2):
+                headers = sign.lago_hmac(LAGO_KEY, body, "u-1")
+                assert client.post("/v1/webhooks/lago", content=body, headers=headers).is_success
+                clock.advance(seconds=1)
+            forged = {"X-Lago-Unique-Key": "u-2", "Content-Type": "application/json"}
+            assert client.post("/v1/webhooks/lago", content=body, headers=forged).status_code == 401
+    finally:
+        c.dispose()
+    assert {o: count(o) - n for o, n in before.items()} == {
+        "received": 1,
+        "duplicate": 1,
+        "refused": 1,
+    }

@@ -23,6 +23,7 @@ def receive(
         stored = uow.webhooks.record(delivery, now)
         answer(stored)
         uow.commit()
+    # Stored by this call if stored at this call's time (a redelivery finds an earlier one).
     metrics.webhook_delivery(
         delivery.provider, "received" if stored.received_at == now else "duplicate"
     )
