@@ -225,3 +225,17 @@ def test_webhook_deliveries_are_counted_by_provider_and_outcome(
         "duplicate": 1,
         "refused": 1,
     }
+
+
+def test_a_batch_of_lags_lands_in_the_buckets_observe_would_choose() -> None:
+    """Lags observed a batch at a time: each in the first bucket whose bound is at least it
+    (a bound itself included, a negative lag as 0), the sum of them, the count of them."""
+    sink = "lag-test"
+    metrics.delivery_lags(sink, [-1.0, 0.05, 0.1, 3.0, 1e6])
+
+    def bucket(le: str) -> float:
+        return value("bridge_delivery_lag_seconds_bucket", sink=sink, le=le)
+
+    assert [bucket(le) for le in ("0.1", "2.5", "5.0", "86400.0", "+Inf")] == [3, 3, 4, 4, 5]
+    assert value("bridge_delivery_lag_seconds_count", sink=sink) == 5
+    assert value("bridge_delivery_lag_seconds_sum", sink=sink) == 0.05 + 0.1 + 3.0 + 1e6

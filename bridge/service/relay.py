@@ -325,11 +325,12 @@ def _count(
 ) -> None:
     """The batch's outcomes in the metrics, and each delivery's lag since its change."""
     counts: dict[tuple[str, str], int] = {}
+    lags = []
     for item in items:
         outcome = outcomes[item.id]
         if isinstance(outcome, Delivered):
             key = ("delivered", "")
-            metrics.delivery_lag(sink, (now - item.entry.occurred_at).total_seconds())
+            lags.append((now - item.entry.occurred_at).total_seconds())
         elif isinstance(outcome, Retry):
             key = ("retried", outcome.reason.value)
         else:
@@ -337,6 +338,8 @@ def _count(
         counts[key] = counts.get(key, 0) + 1
     for (outcome_name, reason), count in counts.items():
         metrics.deliveries(sink, outcome_name, reason, count)
+    if lags:
+        metrics.delivery_lags(sink, lags)
 
 
 def outbox_status(uows: UnitOfWorkFactory) -> list[SinkStatus]:
