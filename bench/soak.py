@@ -15,11 +15,14 @@ with an Idempotency-Key), 15% with a license's own token (the database-token pat
 threadpool), 15% license reads, 10% usage history pages, 10% validate-key, 5% decrements. The
 relay (file sink) and the scheduler run inside ``serve`` as in production.
 
+At most ``--inflight`` requests are in flight: when the server falls behind, the requests it
+could not take are counted as skipped (``-1``) instead of queued in the client.
+
 RSS is read from ``/proc/<pid>/status`` every ``--sample`` seconds. Printed per side: RSS at the
 start of the load, at half time, at the end, the peak, and the growth over the second half (a
 plateau shows as about zero), then the samples.
 
-    python bench/soak.py [--duration 120] [--rate 60] [--sample 10] [--licenses 500]
+    python bench/soak.py [--duration 120] [--rate 60] [--sample 10] [--licenses 200] [--inflight 32]
                          [--no-baseline] [--dir PATH]
 """
 
@@ -171,7 +174,7 @@ async def soak(
     port: int, pid: int, args: argparse.Namespace
 ) -> tuple[list[tuple[float, float]], Counter[int]]:
     auth = {"Authorization": f"Bearer {s.ADMIN_TOKEN}"}
-    limits = httpx.Limits(max_connections=32)
+    limits = httpx.Limits(max_connections=args.inflight)
     async with httpx.AsyncClient(
         base_url=f"http://{HOST}:{port}", headers=auth, limits=limits, timeout=30
     ) as client:
@@ -182,10 +185,15 @@ async def soak(
         started = time.monotonic()
         next_sample = started + args.sample
         pending: set[asyncio.Task[int]] = set()
-        sent = 0
+        sent = skipped = 0
         while (now := time.monotonic()) < started + args.duration:
             due = int((now - started) * args.rate) - sent
-            for _ in range(max(due, 0)):
+            # At most --inflight requests at once: a server that falls behind gets fewer, and
+            # the client does not pile up requests it cannot send (counted as skipped).
+            room = args.inflight - len(pending)
+            skipped += max(due - room, 0)
+            sent += max(due - room, 0)
+            for _ in range(max(min(due, room), 0)):
                 task = asyncio.create_task(one(client, rng, licenses, tokens))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -197,6 +205,8 @@ async def soak(
             await asyncio.sleep(0.005)
         await asyncio.gather(*pending)
         samples.append((time.monotonic() - started, rss_mb(pid)))
+    if skipped:
+        statuses[-1] = skipped  # not sent: the server was behind
     return samples, statuses
 
 
@@ -216,7 +226,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of load (120)")
     parser.add_argument("--rate", type=float, default=60.0, help="requests per second (60)")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
-    parser.add_argument("--licenses", type=int, default=500)
+    parser.add_argument("--licenses", type=int, default=200)
+    parser.add_argument("--inflight", type=int, default=32, help="requests at once, at most")
     parser.add_argument("--no-baseline", action="store_true", help="only the bridge as shipped")
     parser.add_argument("--dir", default=None, help="where the scratch SQLite files go")
     args = parser.parse_args()
