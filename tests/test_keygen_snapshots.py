@@ -75,7 +75,7 @@ def deliveries(draw: st.DrawFn, *, foreign: bool, lossy: bool) -> tuple[History,
     return history, draw(st.permutations(arrived))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(deliveries(foreign=False, lossy=True))
 def test_duplicated_reordered_lost_then_checked_gives_the_true_total(
     case: tuple[History, list[Snapshot]],
@@ -89,7 +89,7 @@ def test_duplicated_reordered_lost_then_checked_gives_the_true_total(
     assert forwarded == total(timeline.snapshots, 0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(deliveries(foreign=True, lossy=False))
 def test_foreign_resets_duplicated_and_reordered_end_a_count(
     case: tuple[History, list[Snapshot]],
@@ -101,7 +101,7 @@ def test_foreign_resets_duplicated_and_reordered_end_a_count(
     assert forwarded == history.net
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(deliveries(foreign=False, lossy=False))
 def test_in_order_and_complete_forwards_no_negative_artefact(
     case: tuple[History, list[Snapshot]],

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -109,7 +110,11 @@ class FakeKeygen:
         self._lock = threading.Lock()
         self._last = datetime(2000, 1, 1, tzinfo=UTC)
         self.ed25519 = Ed25519PrivateKey.generate()
-        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    @cached_property
+    def rsa(self) -> rsa.RSAPrivateKey:
+        """An RSA key, made when first asked for (for the rsa-* algorithms)."""
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     # keys, as the dashboard and the API show them ------------------------------------------
     @property
