@@ -396,10 +396,8 @@ class KeygenRelay:
             return False
         try:
             delta, present = self.check_one(license_id)
-        except KeygenUnavailable as exc:
+        except KeygenUnavailable as exc:  # 429, 409, 5xx, down: the next run tries again
             summary.stopped = str(exc)
-            if exc.retry_after:
-                self._sleep(min(exc.retry_after, 60.0))
             return False
         except (KeygenRefused, DocumentInvalid, MirrorRefused) as exc:
             summary.failed += 1

@@ -63,11 +63,6 @@ class KeygenSettings(BaseModel):
         description="Pace of the check's and the resets' calls, under Keygen's rate limits",
     )
     check_interval_s: float = Field(300.0, gt=0, description="How often the periodic check runs")
-    active_window_s: float = Field(
-        3600.0,
-        gt=0,
-        description="Licenses with a delivery this recent are checked at every run",
-    )
     sweep_s: float = Field(
         86400.0, gt=0, description="Every other mirrored license is checked at least this often"
     )
