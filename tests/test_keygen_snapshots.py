@@ -3,13 +3,26 @@ webhook delivery does, the forwarded total after a check is the real net usage."
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.domain.keygen import MemoryTimeline, Snapshot, Version, total
+from bridge.domain.keygen import (
+    DocumentInvalid,
+    MemoryTimeline,
+    Snapshot,
+    Version,
+    both_cases,
+    camel,
+    read_delivery,
+    read_license,
+    snake,
+    total,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -75,6 +88,15 @@ def deliveries(draw: st.DrawFn, *, foreign: bool, lossy: bool) -> tuple[History,
     return history, draw(st.permutations(arrived))
 
 
+def _replayed(arrived: list[Snapshot], history: History) -> int:
+    """What the algorithm forwards for ``arrived`` then the final check (checked against the
+    definition, ``total``)."""
+    timeline = MemoryTimeline()
+    forwarded = sum(timeline.record(s, 0) for s in [*arrived, history.final])
+    assert forwarded == total(timeline.snapshots, 0)
+    return forwarded
+
+
 @settings(max_examples=150, deadline=None)
 @given(deliveries(foreign=False, lossy=True))
 def test_duplicated_reordered_lost_then_checked_gives_the_true_total(
@@ -83,10 +105,7 @@ def test_duplicated_reordered_lost_then_checked_gives_the_true_total(
     """Any duplication, reordering and loss of the webhooks, with the bridge's own checks and
     resets, then one periodic check: the forwarded total is the true net usage."""
     history, arrived = case
-    timeline = MemoryTimeline()
-    forwarded = sum(timeline.record(s, 0) for s in [*arrived, history.final])
-    assert forwarded == history.net
-    assert forwarded == total(timeline.snapshots, 0)
+    assert _replayed(arrived, history) == history.net
 
 
 @settings(max_examples=150, deadline=None)
@@ -96,9 +115,7 @@ def test_foreign_resets_duplicated_and_reordered_end_a_count(
 ) -> None:
     """Resets made in Keygen by someone else end a count (never negative usage), in any order."""
     history, arrived = case
-    timeline = MemoryTimeline()
-    forwarded = sum(timeline.record(s, 0) for s in [*arrived, history.final])
-    assert forwarded == history.net
+    assert _replayed(arrived, history) == history.net
 
 
 @settings(max_examples=80, deadline=None)
@@ -132,3 +149,35 @@ def test_a_late_reset_adds_back_what_its_segment_held() -> None:
     assert timeline.record(Snapshot(v[2], 2), 0) == -3
     assert timeline.record(reset, 0) == 5
     assert total(timeline.snapshots, 0) == 7
+
+
+def test_metadata_resolves_under_both_spellings() -> None:
+    """Keygen renders camelCase what it stores snake_case: both spellings are kept."""
+    both = both_cases({"lagoSubscriptionId": "sub-1", "m3ter_account_code": "acme", "HTTPUrl": 1})
+    assert both["lago_subscription_id"] == both["lagoSubscriptionId"] == "sub-1"
+    assert both["m3terAccountCode"] == both["m3ter_account_code"] == "acme"
+    assert both["http_url"] == 1
+    assert snake("lagoSubscriptionId") == "lago_subscription_id"
+    assert camel("lago_subscription_id") == "lagoSubscriptionId"
+
+
+def test_a_delivery_is_read_with_its_token_and_string_payload() -> None:
+    """``attributes.payload`` is parsed a second time; the token comes from ``meta``."""
+    payload = {"data": {"id": "lic-1", "type": "licenses"}}
+    body = {
+        "data": {
+            "id": "evt-1",
+            "type": "webhook-events",
+            "attributes": {
+                "event": "license.usage.incremented",
+                "payload": json.dumps(payload),
+                "created": "2026-11-01T00:00:00.123Z",
+            },
+            "meta": {"idempotencyToken": "tok-1"},
+        }
+    }
+    delivery = read_delivery(body)
+    assert (delivery.event_id, delivery.token, delivery.payload) == ("evt-1", "tok-1", payload)
+    assert delivery.created == datetime(2026, 11, 1, 0, 0, 0, 123000, tzinfo=UTC)
+    with pytest.raises(DocumentInvalid, match="not a license"):
+        read_license(payload | {"data": {"type": "machines"}})
