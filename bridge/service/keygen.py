@@ -531,7 +531,7 @@ class KeygenRelay:
                 last_error=str(exc)[:1000],
             )
             uow.commit()
-        log.warning("keygen_reset_retry", license_id=reset.license_id, error=str(exc)[:200])
+        log.warning("keygen_reset_deferred", license_id=reset.license_id, error=str(exc)[:200])
         return ResetStatus.PENDING
 
     def _finish_reset(self, reset_id: int, status: ResetStatus, error: str | None) -> ResetStatus:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -273,6 +274,17 @@ class FakeKeygen:
                 f'signature="{signature}", headers="(request-target) host date digest"'
             ),
         }
+
+    @staticmethod
+    def scramble(
+        events: list[Event], rng: random.Random, *, most: int = 3, keep: Set[str] = frozenset()
+    ) -> list[Event]:
+        """What Keygen's delivery may make of ``events``: each sent 0 to ``most`` times (lost,
+        or duplicated by retries), in any order (a delayed retry arrives after later events).
+        Events whose id is in ``keep`` are sent at least once."""
+        sent = [e for e in events for _ in range(rng.randint(1 if e.id in keep else 0, most))]
+        rng.shuffle(sent)
+        return sent
 
     def delivery(self, event: Event) -> tuple[bytes, dict[str, str]]:
         body = self.body(event)
