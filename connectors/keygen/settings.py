@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 
 from bridge.domain.periods import PeriodRule, rule_from_json
 from bridge.webhooks.verify import KeygenKey, keygen_public_key
@@ -28,15 +28,15 @@ class KeygenSettings(BaseModel):
             "licenses for the check and resets their usage at each period close"
         ),
     )
+    algorithm: Literal["ed25519", "rsa-pss-sha256", "rsa-sha256"] = Field(
+        "ed25519", description="The webhook endpoint's signatureAlgorithm"
+    )
     public_key: str | None = Field(
         None,
         description=(
             "The account's public key: Ed25519 as the dashboard shows it (64 hex digits) or as "
             "the API gives it (base64 of the hex); RSA as PEM (or base64 of the PEM)"
         ),
-    )
-    algorithm: Literal["ed25519", "rsa-pss-sha256", "rsa-sha256"] = Field(
-        "ed25519", description="The webhook endpoint's signatureAlgorithm"
     )
     tolerance_s: float = Field(
         300.0, ge=0, description="Accepted distance of the signed Date from now (0: no check)"
@@ -80,17 +80,20 @@ class KeygenSettings(BaseModel):
     @field_validator("usage_period")
     @classmethod
     def _period(cls, value: str | None) -> str | None:
+        if value is None or value.strip() in ("", "null"):
+            return None  # no per-period resets
         try:
             rule_from_json(value)
         except Exception as exc:  # the domain's error, or JSON's
             raise ValueError(f"usage_period: {exc}") from None
         return value
 
-    @model_validator(mode="after")
-    def _key(self) -> KeygenSettings:
-        if self.public_key:
-            keygen_public_key(self.public_key, self.algorithm)  # ValueError names the form
-        return self
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value:  # ValueError names the form expected
+            keygen_public_key(value, info.data.get("algorithm", "ed25519"))
+        return value
 
     @property
     def enabled(self) -> bool:
