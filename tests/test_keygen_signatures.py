@@ -222,3 +222,16 @@ def test_the_keygen_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     found = json.loads(status.stdout)
     assert found["mirrored"] == 1
     assert found["forwarded"] == 0  # its 7 uses were made before the bridge listened
+
+
+def test_the_settings_refuse_a_bad_key_and_take_a_null_period(fake: FakeKeygen) -> None:
+    """A malformed public key fails at load, naming the form and no other setting's value;
+    ``usage_period = "null"`` turns the per-period resets off."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="64 hex digits") as refused:
+        KeygenSettings(account_id=fake.account_id, public_key="zz", token="sekrit-token")
+    assert "sekrit" not in str(refused.value)
+    assert KeygenSettings(usage_period="null").rule is None
+    rsa = KeygenSettings(algorithm="rsa-sha256", public_key=fake.rsa_pem)
+    assert rsa.key is not None
