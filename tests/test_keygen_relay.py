@@ -327,3 +327,14 @@ def test_through_the_store_any_delivery_then_the_check_gives_the_true_total(
         mirror = uow.keygen.mirror(lic.id)
     assert mirror is not None
     assert mirror.forwarded == net
+
+
+def test_the_scheduler_runs_the_keygen_job(lite: Relay) -> None:
+    """With [keygen] configured the scheduler has the keygen job (resets, then the check)."""
+    from bridge.jobs.scheduler import build_scheduler
+
+    scheduler = build_scheduler(lite.c.jobs(), lite.c.settings, blocking=False)
+    assert scheduler.get_job("keygen") is not None
+    summary = lite.c.jobs().keygen()
+    assert summary is not None
+    assert (summary.checked, summary.resets_done) == (0, 0)
