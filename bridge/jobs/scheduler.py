@@ -45,7 +45,7 @@ def triggers(settings: Settings) -> dict[str, tuple[str, Any]]:
     purge = settings.scheduler.purge_cron
     purge_trigger = CronTrigger.from_crontab(purge, timezone=UTC)
     reconcile = settings.scheduler.reconcile_cron
-    return {
+    jobs: dict[str, tuple[str, Any]] = {
         "close-periods": (
             f"every {every_close:g}s",
             IntervalTrigger(seconds=every_close, timezone=UTC),
@@ -59,6 +59,13 @@ def triggers(settings: Settings) -> dict[str, tuple[str, Any]]:
         "purge-webhooks": (f"cron {purge}", purge_trigger),
         "reconcile": (f"cron {reconcile}", CronTrigger.from_crontab(reconcile, timezone=UTC)),
     }
+    if settings.keygen.enabled:
+        every_keygen = settings.keygen.check_interval_s
+        jobs["keygen"] = (
+            f"every {every_keygen:g}s",
+            IntervalTrigger(seconds=every_keygen, timezone=UTC),
+        )
+    return jobs
 
 
 def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseScheduler:
@@ -77,6 +84,7 @@ def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseSc
         "purge-outbox": jobs.purge_outbox,
         "purge-webhooks": jobs.purge_webhooks,
         "reconcile": jobs.reconcile_recent,
+        "keygen": jobs.keygen,
     }
     for name, (_words, trigger) in triggers(settings).items():
         at_start = isinstance(trigger, IntervalTrigger)  # catch up at once after downtime

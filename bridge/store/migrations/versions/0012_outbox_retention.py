@@ -4,7 +4,7 @@ watermark (delivered items created before it may have been deleted); ix_outbox_d
 letters per sink (a partial index: counting them never reads the delivered history)
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0011
 Create Date: 2026-11-30
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from bridge.store.types import UtcDateTime
 
 revision: str = "0012"
-down_revision: str | None = "0008"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
