@@ -37,6 +37,7 @@ from bridge.store.machines import SqlMachines
 from bridge.store.outbox import OutboxStatements, SqlOutbox
 from bridge.store.periods import PeriodSql, SqlPeriods
 from bridge.store.reconcile import SqlReconciliation
+from bridge.store.records import RecordStatements, SqlRecords
 from bridge.store.sql import Sql
 from bridge.store.tokens import SqlTokens, TokenStatements
 from bridge.store.webhooks import SqlSubjectIndex, SqlWebhookInbox, SqlWebhookLicenses
@@ -53,6 +54,7 @@ class Statements:
         self.idempotency = IdempotencyStatements(self.sql)
         self.tokens = TokenStatements(self.sql)
         self.periods = PeriodSql(self.sql)
+        self.records = RecordStatements(self.sql)
 
 
 class SqlUnitOfWork:
@@ -67,6 +69,7 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotency
     outbox: SqlOutbox
     periods: SqlPeriods
+    records: SqlRecords
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotency(st.idempotency, cursor)
         self.outbox = SqlOutbox(st.outbox, cursor)
         self.periods = SqlPeriods(st.periods, cursor)
+        self.records = SqlRecords(st.records, cursor)
         return self
 
     # The Core repositories --------------------------------------------------------------------
