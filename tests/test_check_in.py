@@ -19,8 +19,12 @@ from bridge.store import tables
 from bridge.testing import FakeClock
 from tests.conftest import Api, error_of, make_container
 
-MONTHLY = {"interval": "month", "count": 1, "anchor": "CALENDAR", "timezone": "UTC"}
-CHECK_IN = {"requireCheckIn": True, "checkInInterval": "day", "checkInIntervalCount": 1}
+MONTHLY: dict[str, Any] = {"interval": "month", "count": 1, "anchor": "CALENDAR", "timezone": "UTC"}
+CHECK_IN: dict[str, Any] = {
+    "requireCheckIn": True,
+    "checkInInterval": "day",
+    "checkInIntervalCount": 1,
+}
 
 
 def record(n: int = 1, at: datetime | None = None, rid: str | None = None) -> dict[str, Any]:
@@ -48,7 +52,9 @@ def db_api(db_url: str, clock: FakeClock) -> Iterator[Api]:
 def test_policy_check_in_terms_are_validated_as_keygen_does(api: Api) -> None:
     """Interval and count are checked only when check-ins are required, with Keygen's codes,
     details and pointers; the policy shows the three attributes."""
-    body = {"data": {"type": "policies", "attributes": {"name": "P", "requireCheckIn": True}}}
+    body: dict[str, Any] = {
+        "data": {"type": "policies", "attributes": {"name": "P", "requireCheckIn": True}}
+    }
     body["data"]["relationships"] = {"product": {"data": {"type": "products", "id": api.product()}}}
     bad = api.request("POST", "/v1/policies", json=body)
     assert bad.status_code == 422
@@ -69,7 +75,11 @@ def test_policy_check_in_terms_are_validated_as_keygen_does(api: Api) -> None:
     policy = api.ok("GET", f"/v1/policies/{api.policy(checkInInterval='fortnight')}")
     assert policy["data"]["attributes"]["requireCheckIn"] is False  # not required: not checked
     policy = api.ok("GET", f"/v1/policies/{api.policy(**CHECK_IN)}")["data"]["attributes"]
-    assert (policy["requireCheckIn"], policy["checkInInterval"], policy["checkInIntervalCount"]) == (
+    assert (
+        policy["requireCheckIn"],
+        policy["checkInInterval"],
+        policy["checkInIntervalCount"],
+    ) == (
         True,
         "day",
         1,
@@ -121,12 +131,16 @@ def test_check_in_refused_when_not_required_and_role_matrix(api: Api) -> None:
     lic = api.license(api.policy(product, **CHECK_IN), key="checkin-key-1")
     assert check_in(api, lic["id"], token=api.product_token(product)).status_code == 200
     assert check_in(api, lic["id"], token=api.license_token(lic["id"])).status_code == 200
-    by_key = check_in(api, "checkin-key-1", token=None, headers={"Authorization": "License checkin-key-1"})
+    by_key = check_in(
+        api, "checkin-key-1", token=None, headers={"Authorization": "License checkin-key-1"}
+    )
     assert by_key.status_code == 200
     other = api.product_token(api.product("Other"))
     assert check_in(api, lic["id"], token=other).status_code == 404
     assert check_in(api, lic["id"], token=None).status_code == 401
-    under_account = api.request("POST", f"/v1/accounts/default/licenses/{lic['id']}/actions/check-in")
+    under_account = api.request(
+        "POST", f"/v1/accounts/default/licenses/{lic['id']}/actions/check-in"
+    )
     assert under_account.status_code == 200
 
 
@@ -153,7 +167,8 @@ def test_records_once_each_a_bad_one_never_blocks_the_good(db_api: Api) -> None:
     assert again.json()["data"]["attributes"]["uses"] == 5
     after = api.ok("GET", f"/v1/licenses/{lic['id']}/usage")
     kinds = [e["attributes"]["kind"] for e in after["data"]]
-    assert kinds.count("increment") == 2 and kinds.count("check_in") == 2
+    assert kinds.count("increment") == 2
+    assert kinds.count("check_in") == 2
     assert after["meta"]["pages"]["count"] == history["meta"]["pages"]["count"] + 1
     keys = {e["attributes"]["idempotencyKey"] for e in after["data"]}
     assert {batch[0]["id"], batch[2]["id"]} <= keys
@@ -202,7 +217,9 @@ def test_batch_limit_and_malformed_records(api: Api) -> None:
     assert error_of(typed)["code"] == "TYPE_MISMATCH"
     history = api.ok("GET", f"/v1/licenses/{lic['id']}/usage")
     assert history["meta"]["pages"]["count"] == 0
-    assert statuses(check_in(api, lic["id"], [record() for _ in range(1000)])) == ["accepted"] * 1000
+    assert (
+        statuses(check_in(api, lic["id"], [record() for _ in range(1000)])) == ["accepted"] * 1000
+    )
 
 
 def test_late_record_updates_its_closed_period_and_keeps_its_time(
@@ -232,28 +249,36 @@ def test_late_record_updates_its_closed_period_and_keeps_its_time(
             assert answer.json()["data"]["attributes"]["uses"] == 1
         with container.engine.connect() as conn:
             period = conn.execute(select(tables.periods)).mappings().one()
-            entry = conn.execute(
-                select(tables.ledger).where(tables.ledger.c.idempotency_key == batch[0]["id"])
-            ).mappings().one()
-            rows = conn.execute(
-                select(tables.outbox).where(tables.outbox.c.entry_id == entry["id"])
-            ).mappings().all()
+            entry = (
+                conn.execute(
+                    select(tables.ledger).where(tables.ledger.c.idempotency_key == batch[0]["id"])
+                )
+                .mappings()
+                .one()
+            )
+            rows = (
+                conn.execute(select(tables.outbox).where(tables.outbox.c.entry_id == entry["id"]))
+                .mappings()
+                .all()
+            )
         assert (period["uses_at_close"], period["increments"]) == (9, 9)
         assert (period["late_increments"], period["late_entries"]) == (3, 1)
         assert entry["occurred_at"] == january
         assert [(r["sink"], r["status"]) for r in rows] == [("file", "pending")]
         # A sink that takes changes up to 7 days old keeps this 14-day-old record, reported.
-        service = CheckInService(
-            container.uows, clock, ["file"], {"file": timedelta(days=7)}
-        )
+        service = CheckInService(container.uows, clock, ["file"], {"file": timedelta(days=7)})
         old = RawUsageRecord(str(uuid.uuid4()), 1, january.isoformat())
         outcome = service.check_in(Principal(Role.ADMIN, "admin"), CheckIn(lic["id"], (old,)))
         with container.engine.connect() as conn:
-            dead = conn.execute(
-                select(tables.outbox).where(
-                    tables.outbox.c.entry_id == outcome.results[0].entry_id
+            dead = (
+                conn.execute(
+                    select(tables.outbox).where(
+                        tables.outbox.c.entry_id == outcome.results[0].entry_id
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
         assert (dead["status"], dead["reason"]) == ("dead", "late_window_passed")
     finally:
         container.dispose()
