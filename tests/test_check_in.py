@@ -14,7 +14,10 @@ from sqlalchemy import select
 from bridge.bootstrap import build_app
 from bridge.domain.access import Principal, Role
 from bridge.domain.commands import CheckIn, RawUsageRecord
+from bridge.domain.reconcile import Window
 from bridge.service.checkin import CheckInService
+from bridge.service.common import PageRequest
+from bridge.service.reconcile import reconciliation_report
 from bridge.store import tables
 from bridge.testing import FakeClock
 from tests.conftest import Api, error_of, make_container
@@ -265,6 +268,9 @@ def test_late_record_updates_its_closed_period_and_keeps_its_time(
         assert (period["late_increments"], period["late_entries"]) == (3, 1)
         assert entry["occurred_at"] == january
         assert [(r["sink"], r["status"]) for r in rows] == [("file", "pending")]
+        container.reconciler().run(Window.parse("2026-01"))
+        report = reconciliation_report(container.uows, None, None, None, PageRequest(1, 10))
+        assert [(f.sink, f.late, f.ledger_total) for f in report.items] == [("file", 1, 9)]
         # A sink that takes changes up to 7 days old keeps this 14-day-old record, reported.
         service = CheckInService(container.uows, clock, ["file"], {"file": timedelta(days=7)})
         old = RawUsageRecord(str(uuid.uuid4()), 1, january.isoformat())

@@ -832,6 +832,7 @@ class ReconciliationAttributes(Out):
     unrepairable: int
     resendable: int
     checked_at: datetime
+    late: int = 0  # offline records that arrived after the period closed
 
 
 class ReconciliationResource(Out):
