@@ -74,7 +74,18 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
     │   ├── MetadataInvalid             METADATA_INVALID
     │   ├── ValueInvalid                VALUE_INVALID            (the store cannot hold it)
-    │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
+    │   ├── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
+    │   ├── CheckInNotRequired          CHECK_IN_NOT_REQUIRED    (Keygen: no code)
+    │   ├── CheckInIntervalNotAllowed   CHECK_IN_INTERVAL_NOT_ALLOWED
+    │   ├── CheckInIntervalCountNotAllowed CHECK_IN_INTERVAL_COUNT_NOT_ALLOWED
+    │   └── UsageRecordRejected         USAGE_RECORD_REJECTED    (base: one record of a check-in,
+    │       │                                                     in its result, never the answer)
+    │       ├── UsageRecordIdInvalid    USAGE_RECORD_ID_INVALID
+    │       ├── UsageRecordIncrementInvalid USAGE_RECORD_INCREMENT_INVALID
+    │       ├── UsageRecordTimeInvalid  USAGE_RECORD_TIME_INVALID
+    │       ├── UsageRecordInFuture     USAGE_RECORD_IN_FUTURE
+    │       ├── UsageRecordBeforeLicense USAGE_RECORD_BEFORE_LICENSE
+    │       └── UsageRecordIdConflict   USAGE_RECORD_ID_CONFLICT
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
         ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
         └── SchemaUnknown               SCHEMA_UNKNOWN           (read-only commands)
