@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from bridge.bootstrap import build_app
+from bridge.cli import app
 from bridge.domain.access import Principal, Role
 from bridge.domain.commands import CheckIn, RawUsageRecord
 from bridge.domain.reconcile import Window
@@ -288,3 +292,35 @@ def test_late_record_updates_its_closed_period_and_keeps_its_time(
         assert (dead["status"], dead["reason"]) == ("dead", "late_window_passed")
     finally:
         container.dispose()
+
+
+def test_cli_check_in_policy_and_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``policy create --check-in``, ``license check-in`` and ``usage history``, which shows the
+    check-in; a license of a policy without check-ins is refused with Keygen's error."""
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> Any:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, result.output
+        return result
+
+    product = json.loads(run("product", "create", "--name", "App", "--json").stdout)["id"]
+    policy = json.loads(
+        run(
+            "policy", "create", "--product", product, "--name", "P", "--check-in", "week", "--json"
+        ).stdout
+    )["id"]
+    run("license", "create", "--policy", policy, "--key", "cli-check-in-1")
+    checked = json.loads(run("license", "check-in", "cli-check-in-1", "--json").stdout)
+    last = datetime.fromisoformat(checked["last_check_in"])
+    assert datetime.fromisoformat(checked["next_check_in"]) == last + timedelta(weeks=1)
+    history = json.loads(run("usage", "history", "cli-check-in-1", "--json").stdout)
+    assert [e["kind"] for e in history] == ["check_in"]
+    plain = json.loads(
+        run("policy", "create", "--product", product, "--name", "Q", "--json").stdout
+    )["id"]
+    run("license", "create", "--policy", plain, "--key", "cli-check-in-2")
+    refused = run("license", "check-in", "cli-check-in-2", code=1)
+    assert "CHECK_IN_NOT_REQUIRED" in refused.output

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from bridge.domain.commands import UNSET, Maybe, NewPolicy, PolicyPatch, RawRule
 from bridge.domain.errors import (
+    INT4_MAX,
     AttributeInvalid,
     CheckInIntervalCountNotAllowed,
     CheckInIntervalNotAllowed,
@@ -214,6 +215,8 @@ def _check_in(policy: Policy, change: NewPolicy | PolicyPatch) -> dict[str, Any]
             raise CheckInIntervalNotAllowed
         if count is None or not 1 <= count <= MAX_CHECK_IN_COUNT:
             raise CheckInIntervalCountNotAllowed
+    elif count is not None and abs(count) > INT4_MAX:  # unchecked by Keygen, but unstorable
+        raise CheckInIntervalCountNotAllowed
     return {
         "require_check_in": required,
         "check_in_interval": interval,
