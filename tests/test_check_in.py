@@ -25,6 +25,7 @@ from bridge.service.reconcile import reconciliation_report
 from bridge.store import tables
 from bridge.testing import FakeClock
 from tests.conftest import Api, error_of, make_container
+from tests.threads import run_in_threads
 
 MONTHLY: dict[str, Any] = {"interval": "month", "count": 1, "anchor": "CALENDAR", "timezone": "UTC"}
 CHECK_IN: dict[str, Any] = {
@@ -324,3 +325,45 @@ def test_cli_check_in_policy_and_history(tmp_path: Path, monkeypatch: pytest.Mon
     run("license", "create", "--policy", plain, "--key", "cli-check-in-2")
     refused = run("license", "check-in", "cli-check-in-2", code=1)
     assert "CHECK_IN_NOT_REQUIRED" in refused.output
+
+
+def test_concurrent_check_ins_apply_each_record_once(db_url: str, clock: FakeClock) -> None:
+    """Six check-ins racing with the same records on one license, and with one record id on
+    two licenses: each record is accepted exactly once (SQLite and PostgreSQL)."""
+    container = make_container(db_url, clock)
+    try:
+        with TestClient(build_app(container)) as client:
+            api = Api(client)
+            policy = api.policy(maxUses=1000, **CHECK_IN)
+            first, second = api.license(policy)["id"], api.license(policy)["id"]
+        service = container.checkins()
+        admin = Principal(Role.ADMIN, "admin")
+        at = clock.now().isoformat()
+        shared = tuple(RawUsageRecord(str(uuid.uuid4()), 1, at) for _ in range(20))
+        contested = RawUsageRecord(str(uuid.uuid4()), 5, at)
+        outcomes: list[Any] = []
+
+        def check_in_once(i: int) -> None:
+            target = first if i < 6 else (first, second)[i % 2]
+            usage = shared if i < 6 else (contested,)
+            outcomes.append(service.check_in(admin, CheckIn(target, usage)))
+
+        run_in_threads(8, check_in_once, deadline_s=60)
+        shared_ids = {r.id for r in shared}
+        accepted = [
+            r.id
+            for o in outcomes
+            for r in o.results
+            if r.status.value == "accepted" and r.id in shared_ids
+        ]
+        assert sorted(accepted) == sorted(shared_ids)
+        contested_results = [r for o in outcomes for r in o.results if r.id == contested.id]
+        assert sorted(r.status.value for r in contested_results) == ["accepted", "rejected"]
+        assert {r.code for r in contested_results} == {None, "USAGE_RECORD_ID_CONFLICT"}
+        with container.engine.connect() as conn:
+            entries = conn.execute(
+                select(tables.ledger.c.delta).where(tables.ledger.c.kind == "increment")
+            ).all()
+        assert sum(d for (d,) in entries) == 20 + 5
+    finally:
+        container.dispose()
