@@ -24,7 +24,7 @@ from bridge.bootstrap import Container, build_app
 from bridge.client import AsyncMeterClient, LimitReached, MeterClient, Unreachable
 from bridge.store import tables
 from bridge.testing import FakeClock
-from tests.conftest import Api
+from tests.conftest import Api, make_container
 
 MONTHLY: dict[str, Any] = {"interval": "month", "count": 1, "anchor": "CALENDAR", "timezone": "UTC"}
 CHECK_IN: dict[str, Any] = {
@@ -224,16 +224,27 @@ _STEPS = st.lists(
 )
 
 
+@pytest.fixture
+def any_db_app(db_url: str, clock: FakeClock) -> Iterator[tuple[TestClient, Container]]:
+    """The app on SQLite and on PostgreSQL (one database per test; each example of the
+    property below uses a license and a buffer of its own)."""
+    container = make_container(db_url, clock)
+    with TestClient(build_app(container), raise_server_exceptions=True) as client:
+        yield client, container
+    container.dispose()
+
+
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=_STEPS)
 def test_any_interleaving_counts_each_use_once_in_its_period(
-    served_app: TestClient, container: Container, clock: FakeClock, tmp_path: Path, steps: list[Any]
+    any_db_app: tuple[TestClient, Container], clock: FakeClock, tmp_path: Path, steps: list[Any]
 ) -> None:
     """Whatever happens (outages, lost requests and answers, duplicated requests, the client
     killed between any two steps or mid-request, period boundaries passed offline), once the
     network is back every use made is counted once, in the period its time falls in."""
+    served_app, container = any_db_app
     api = Api(served_app)
     key = _license(api)
     license_id = api.ok("GET", f"/v1/licenses/{key}")["data"]["id"]

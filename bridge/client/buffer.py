@@ -131,6 +131,11 @@ class Buffer:
                     (json.dumps(license),),
                 )
 
+    def pending_count(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM records WHERE status = 'pending'")
+            return int(row.fetchone()[0])
+
     def get(self, record_id: str) -> Record | None:
         with self._lock:
             row = self._db.execute(

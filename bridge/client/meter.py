@@ -228,7 +228,8 @@ class MeterClient:
 
     @property
     def pending(self) -> int:
-        return len(self._core.buffer.pending(10**9))
+        """How many records wait for the bridge's answer."""
+        return self._core.buffer.pending_count()
 
     def close(self) -> None:
         self._http.close()
@@ -290,8 +291,14 @@ class AsyncMeterClient:
             raise self._core.unreachable(exc, self._monotonic()) from exc
         return await asyncio.to_thread(self._core.settle, response, self._monotonic())
 
+    async def record(self, record_id: str) -> Record | None:
+        return await asyncio.to_thread(self._core.buffer.get, record_id)
+
     async def records(self) -> list[Record]:
         return await asyncio.to_thread(self._core.buffer.all)
+
+    async def pending(self) -> int:
+        return await asyncio.to_thread(self._core.buffer.pending_count)
 
     async def aclose(self) -> None:
         await self._http.aclose()
