@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 import structlog
@@ -21,6 +22,7 @@ from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.checkin import CheckInService
 from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
@@ -72,6 +74,14 @@ class Container:
 
     def usage(self) -> UsageService:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
+
+    def checkins(self) -> CheckInService:
+        """Check-ins; each sink with a reader is sent offline records within its platform's
+        dedupe window (older ones could not be resent safely), the file sink any record."""
+        windows = {name: reader.dedupe_window for name, reader in self.readers.items()}
+        tolerance = timedelta(seconds=self.settings.checkin.future_tolerance_s)
+        sinks = [s.name for s in self.sinks]
+        return CheckInService(self.uows, self.clock, sinks, windows, tolerance)
 
     def machines(self) -> MachineService:
         return MachineService(self.uows, self.clock, [s.name for s in self.sinks])
@@ -267,6 +277,7 @@ def build_app(container: Container) -> FastAPI:
         account=container.settings.account,
         ready=container.ready,
         webhooks=build_receivers(container.settings),
+        checkins=container.checkins(),
     )
     signing = Signing(
         account=container.settings.account,

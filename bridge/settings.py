@@ -105,6 +105,18 @@ class MachinesSettings(BaseModel):
     )
 
 
+class CheckInSettings(BaseModel):
+    """Check-ins and the offline usage records they carry."""
+
+    future_tolerance_s: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="How far ahead of the server's clock an offline usage record may be dated "
+        "(a client clock running fast); later ones are refused as USAGE_RECORD_IN_FUTURE",
+    )
+
+
 class SigningSettings(BaseModel):
     """The account's Ed25519 key that signs every response (see ``bridge/keys.py``)."""
 
@@ -145,6 +157,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     machines: MachinesSettings = MachinesSettings()
+    checkin: CheckInSettings = CheckInSettings()
     signing: SigningSettings = SigningSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     keygen: KeygenSettings = KeygenSettings()

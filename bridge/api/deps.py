@@ -16,6 +16,7 @@ from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
+from bridge.service.checkin import CheckInService
 from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, PageRequest
 from bridge.service.machines import MachineService
 from bridge.webhooks.endpoints import Receivers
@@ -32,6 +33,7 @@ class ApiContext:
     account: str
     ready: Callable[[], bool]
     webhooks: Receivers = field(default_factory=lambda: Receivers({}))
+    checkins: CheckInService | None = None
 
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the

@@ -19,7 +19,7 @@ JSONAPI = "application/vnd.api+json"
 _LICENSE_TO_MANY = ("users", "machines", "tokens", "entitlements")
 # Keygen policy settings the bridge has no input for, at the values its behaviour has: Keygen's
 # defaults, except authentication (the bridge takes both license keys and tokens: MIXED). It has
-# no scope requirements, check-ins, pools, processes or components (the README's Keygen section).
+# no scope requirements, pools, processes or components (the README's Keygen section).
 KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
     "machine_uniqueness_strategy": "UNIQUE_PER_LICENSE",
     "machine_matching_strategy": "MATCH_ANY",
@@ -38,7 +38,6 @@ KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
     "require_user_scope": False,
     "require_checksum_scope": False,
     "require_version_scope": False,
-    "require_check_in": False,
 }
 T = TypeVar("T")
 
@@ -141,8 +140,9 @@ class Renderer:
                 scheme=None,
                 encrypted=False,
                 protected=p.protected,
-                check_in_interval=None,
-                check_in_interval_count=None,
+                require_check_in=p.require_check_in,
+                check_in_interval=p.check_in_interval,
+                check_in_interval_count=p.check_in_interval_count,
                 heartbeat_duration=p.heartbeat_duration,
                 heartbeat_cull_strategy=p.heartbeat_cull_strategy,
                 heartbeat_resurrection_strategy=p.heartbeat_resurrection_strategy,
@@ -191,10 +191,10 @@ class Renderer:
                 max_disk=None,
                 max_uses=terms.max_uses,
                 require_heartbeat=terms.require_heartbeat,
-                require_check_in=False,
+                require_check_in=terms.require_check_in,
                 last_validated=lic.last_validated,
-                last_check_in=None,
-                next_check_in=None,
+                last_check_in=lic.last_check_in,
+                next_check_in=lic.next_check_in,
                 last_check_out=None,
                 metadata=lic.metadata,
                 created=lic.created,
