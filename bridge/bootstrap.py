@@ -211,7 +211,7 @@ def build_receivers(settings: Settings) -> Receivers:
     return Receivers(receivers)
 
 
-def build_app(container: Container) -> FastAPI:
+def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     service = container.usage()
     # SQLite has one writer: a writer thread commits concurrent changes in groups.
     sqlite = container.engine.dialect.name == "sqlite"
@@ -233,4 +233,4 @@ def build_app(container: Container) -> FastAPI:
         now=container.clock.now,
         public_host=container.settings.public_host,
     )
-    return create_app(context, signing)
+    return create_app(context, signing, fast_usage=fast_usage)
