@@ -26,7 +26,7 @@ from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
-from bridge.settings import Settings
+from bridge.settings import Settings, access_log_on
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
@@ -233,4 +233,6 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
         now=container.clock.now,
         public_host=container.settings.public_host,
     )
-    return create_app(context, signing, fast_usage=fast_usage)
+    return create_app(
+        context, signing, fast_usage=fast_usage, access_log=access_log_on(container.settings)
+    )

@@ -65,7 +65,9 @@ class _SignedApp(FastAPI):
         return ResponseSigner(super().build_middleware_stack(), self.signing)
 
 
-def create_app(context: ApiContext, signing: Signing, *, fast_usage: bool = True) -> FastAPI:
+def create_app(
+    context: ApiContext, signing: Signing, *, fast_usage: bool = True, access_log: bool = True
+) -> FastAPI:
     """The API. ``fast_usage=False`` leaves the usage actions to the general router (the tests
     compare the two)."""
 
@@ -101,5 +103,5 @@ def create_app(context: ApiContext, signing: Signing, *, fast_usage: bool = True
     if fast_usage:  # inside RequestGuard: added first, so wrapped by it
         routes = {r.name: r for r in usage.router.routes if isinstance(r, APIRoute)}
         app.add_middleware(UsageFastPath, context=context, routes=routes)
-    app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
+    app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES, access_log=access_log)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi.concurrency import run_in_threadpool
 
 from bridge.domain.access import Principal
@@ -26,7 +24,7 @@ class UsageWrites:
     ) -> UsageOutcome:
         if self._batch is None:
             return await run_in_threadpool(self._service.apply, principal, change, answer)
-        return await asyncio.wrap_future(self._batch.submit(principal, change, answer))
+        return await self._batch.submit_async(principal, change, answer)
 
     def close(self) -> None:
         if self._batch is not None:

@@ -11,9 +11,11 @@ leaves no trace, and no caller hears of a change before it is durable.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import queue
 import threading
+from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -32,7 +34,8 @@ class _Job:
     principal: Principal
     change: UsageChange
     answer: Answer[UsageOutcome]
-    future: Future[UsageOutcome] = field(default_factory=Future)
+    future: Future[UsageOutcome] | None = None  # a thread's, or:
+    waiter: asyncio.Future[UsageOutcome] | None = None  # an event loop's
     # The submitter's context (its request id for the logs): contextvars do not cross threads.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     outcome: UsageOutcome | None = None
@@ -57,9 +60,18 @@ class BatchWriter:
     def submit(
         self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
     ) -> Future[UsageOutcome]:
-        job = _Job(principal, change, answer)
-        self._queue.put(job)
-        return job.future
+        future: Future[UsageOutcome] = Future()
+        self._queue.put(_Job(principal, change, answer, future=future))
+        return future
+
+    def submit_async(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> asyncio.Future[UsageOutcome]:
+        """As ``submit``, for a caller on an event loop: a batch's answers reach each loop in
+        one wake-up (``call_soon_threadsafe``) instead of one per change."""
+        waiter: asyncio.Future[UsageOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Job(principal, change, answer, waiter=waiter))
+        return waiter
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -105,6 +117,7 @@ class BatchWriter:
             for job in batch:
                 job.context.run(log.warning, "usage_batch_failed", size=len(batch), error=str(exc))
                 job.outcome, job.alone, job.error = None, False, exc
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[_Job]] = defaultdict(list)
         for job in batch:
             if job.alone:
                 try:
@@ -113,8 +126,32 @@ class BatchWriter:
                     )
                 except Exception as exc:
                     job.error = exc
-            if job.error is not None:
-                job.future.set_exception(job.error)
-            else:
-                assert job.outcome is not None
-                job.future.set_result(job.outcome)
+            if job.waiter is not None:
+                by_loop[job.waiter.get_loop()].append(job)
+            elif job.future is not None:
+                if job.error is not None:
+                    job.future.set_exception(job.error)
+                else:
+                    job.future.set_result(_outcome(job))
+        for loop, jobs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, jobs)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+                log.warning("usage_answers_dropped", count=len(jobs))
+
+
+def _outcome(job: _Job) -> UsageOutcome:
+    assert job.outcome is not None
+    return job.outcome
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """On the callers' loop: each waiter gets its answer (unless its request was cancelled)."""
+    for job in jobs:
+        waiter = job.waiter
+        if waiter is None or waiter.done():
+            continue
+        if job.error is not None:
+            waiter.set_exception(job.error)
+        else:
+            waiter.set_result(_outcome(job))
