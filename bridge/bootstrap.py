@@ -213,9 +213,10 @@ def build_receivers(settings: Settings) -> Receivers:
 
 def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     service = container.usage()
-    # SQLite has one writer: a writer thread commits concurrent changes in groups.
-    sqlite = container.engine.dialect.name == "sqlite"
-    batch = BatchWriter(container.usage_uows, service) if sqlite else None
+    # A writer thread commits concurrent changes in groups (one transaction, a savepoint each):
+    # SQLite has one writer anyway, and on PostgreSQL a commit per change costs more than the
+    # change (a WAL flush, a pooled connection and a threadpool hop each).
+    batch = BatchWriter(container.usage_uows, service)
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import pytest
@@ -18,9 +18,19 @@ from bridge.service import licenses, policies, products
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 from bridge.store.uow import SqlUnitOfWork
+from bridge.testing import FakeClock
+from tests.conftest import make_container
 
 ADMIN = Principal(Role.ADMIN, "test")
 DEADLINE_S = 10.0
+
+
+@pytest.fixture
+def container(db_url: str, clock: FakeClock) -> Iterator[Container]:
+    """The writer on both databases: group commit runs on SQLite and PostgreSQL alike."""
+    c = make_container(db_url, clock)
+    yield c
+    c.dispose()
 
 
 class GatedUnitsOfWork:

@@ -11,9 +11,8 @@ from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 
 
 class UsageWrites:
-    """With a single-writer store (SQLite) changes go to the ``BatchWriter`` thread, which
-    commits them in groups; with PostgreSQL each runs in the threadpool, in parallel with changes
-    to other licenses."""
+    """Changes go to the ``BatchWriter`` thread, which commits them in groups (both databases);
+    without one (``batch=None``) each runs in the threadpool in a transaction of its own."""
 
     def __init__(self, service: UsageService, batch: BatchWriter | None) -> None:
         self._service = service
