@@ -7,6 +7,11 @@ hand-off alone, waiting for the GIL behind the event loop, cost ~1.5 ms per chan
 order in one transaction, each inside its own savepoint, commits once, and only then answers
 every caller. Each answer stays exact (a change sees the ones before it), a rejected change
 leaves no trace, and no caller hears of a change before it is durable.
+
+The same writer runs on PostgreSQL (one per API process): a WAL flush, a pooled connection and a
+threadpool hop per change cost more than the change. Batches of several processes can meet on
+the same rows; a deadlock between them fails one statement (its change runs again alone) or the
+whole transaction (every change of it runs again alone: none of it was durable).
 """
 
 from __future__ import annotations
@@ -99,25 +104,14 @@ class BatchWriter:
 
     def _apply(self, batch: list[_Job]) -> None:
         try:
-            with self._uows() as uow:
-                for job in batch:
-                    try:
-                        with uow.savepoint():
-                            outcome = job.context.run(
-                                self._service.apply_in, uow, job.principal, job.change
-                            )
-                            job.context.run(job.answer, outcome)  # a failure undoes the savepoint
-                            job.outcome = outcome
-                    except (RaceLost, StoreConflict):
-                        job.alone = True
-                    except Exception as exc:  # the caller's to handle, like any rejection
-                        job.error = exc
-                uow.commit()
+            self._together(batch)
+        except StoreConflict:  # a deadlock with another process's batch (PostgreSQL): nothing
+            for job in batch:  # of this one is durable, so each runs again on its own
+                job.outcome, job.alone, job.error = None, True, None
         except Exception as exc:  # nothing of the batch is durable: every caller learns it
             for job in batch:
                 job.context.run(log.warning, "usage_batch_failed", size=len(batch), error=str(exc))
                 job.outcome, job.alone, job.error = None, False, exc
-        by_loop: defaultdict[asyncio.AbstractEventLoop, list[_Job]] = defaultdict(list)
         for job in batch:
             if job.alone:
                 try:
@@ -126,6 +120,29 @@ class BatchWriter:
                     )
                 except Exception as exc:
                     job.error = exc
+        self._answer(batch)
+
+    def _together(self, batch: list[_Job]) -> None:
+        """Every change of the batch in one transaction, each in its own savepoint."""
+        with self._uows() as uow:
+            for job in batch:
+                try:
+                    with uow.savepoint():
+                        outcome = job.context.run(
+                            self._service.apply_in, uow, job.principal, job.change
+                        )
+                        job.context.run(job.answer, outcome)  # a failure undoes the savepoint
+                        job.outcome = outcome
+                except (RaceLost, StoreConflict):
+                    job.alone = True
+                except Exception as exc:  # the caller's to handle, like any rejection
+                    job.error = exc
+            uow.commit()
+
+    @staticmethod
+    def _answer(batch: list[_Job]) -> None:
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[_Job]] = defaultdict(list)
+        for job in batch:
             if job.waiter is not None:
                 by_loop[job.waiter.get_loop()].append(job)
             elif job.future is not None:
