@@ -48,6 +48,9 @@ from connectors.lago.webhook_key import fetch_public_key
 from connectors.m3ter import M3terSink
 from connectors.m3ter.reader import M3terReader
 
+# Writer threads per API process on PostgreSQL (each holds a pooled connection while it writes).
+WRITER_LANES = 4
+
 
 @dataclass
 class Container:
@@ -216,7 +219,9 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     # A writer thread commits concurrent changes in groups (one transaction, a savepoint each):
     # SQLite has one writer anyway, and on PostgreSQL a commit per change costs more than the
     # change (a WAL flush, a pooled connection and a threadpool hop each).
-    batch = BatchWriter(container.usage_uows, service)
+    sqlite = container.engine.dialect.name == "sqlite"
+    lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
+    batch = BatchWriter(container.usage_uows, service, lanes=lanes)
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,

@@ -52,21 +52,41 @@ _STOP = object()
 
 
 class BatchWriter:
+    """``lanes`` writer threads (1 on SQLite, which has one writer anyway). On PostgreSQL a
+    lane spends most of its time waiting for the server's answers, so several work side by
+    side; a change goes to the lane of its license reference, so two lanes never wait on each
+    other's row locks for the same license."""
+
     def __init__(
-        self, uows: UsageUnitOfWorkFactory, service: UsageService, *, max_batch: int = 256
+        self,
+        uows: UsageUnitOfWorkFactory,
+        service: UsageService,
+        *,
+        max_batch: int = 256,
+        lanes: int = 1,
     ) -> None:
         self._uows = uows
         self._service = service
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
-        self._thread.start()
+        self._queues: list[queue.SimpleQueue[_Job | object]] = [
+            queue.SimpleQueue() for _ in range(lanes)
+        ]
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"bridge-writer-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _queue_of(self, change: UsageChange) -> queue.SimpleQueue[_Job | object]:
+        queues = self._queues
+        return queues[0] if len(queues) == 1 else queues[hash(change.license_ref) % len(queues)]
 
     def submit(
         self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
     ) -> Future[UsageOutcome]:
         future: Future[UsageOutcome] = Future()
-        self._queue.put(_Job(principal, change, answer, future=future))
+        self._queue_of(change).put(_Job(principal, change, answer, future=future))
         return future
 
     def submit_async(
@@ -75,19 +95,21 @@ class BatchWriter:
         """As ``submit``, for a caller on an event loop: a batch's answers reach each loop in
         one wake-up (``call_soon_threadsafe``) instead of one per change."""
         waiter: asyncio.Future[UsageOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Job(principal, change, answer, waiter=waiter))
+        self._queue_of(change).put(_Job(principal, change, answer, waiter=waiter))
         return waiter
 
     def close(self) -> None:
-        """Finish what is queued, then stop the thread."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        """Finish what is queued, then stop the threads."""
+        for q in self._queues:
+            q.put(_STOP)
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self) -> None:
+    def _run(self, jobs: queue.SimpleQueue[_Job | object]) -> None:
         stopping = False
         while not stopping:
             batch: list[_Job] = []
-            item = self._queue.get()
+            item = jobs.get()
             while True:
                 if item is _STOP:
                     stopping = True
@@ -96,7 +118,7 @@ class BatchWriter:
                 if stopping or len(batch) >= self._max_batch:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = jobs.get_nowait()
                 except queue.Empty:
                     break
             if batch:
