@@ -66,20 +66,20 @@ def bare_app() -> FastAPI:
     return app
 
 
-def bridge_app(url: str, access_log: str) -> FastAPI:
+def bridge_app(url: str, access_log: str, fast_usage: str) -> FastAPI:
     """The bridge as ``build_app`` builds it (the bench's outbox sink); ``access_log``: on, off
-    or default (the setting unset)."""
+    or default (the setting unset); ``fast_usage``: off leaves increments to the router."""
     from bridge.bootstrap import build_app
 
     extra = {} if access_log == "default" else {"access_log": access_log == "on"}
     container = s.container_for(url, migrate=False, **extra)
-    return build_app(container)
+    return build_app(container, fast_usage=fast_usage == "on")
 
 
 def worker_app() -> FastAPI:
     """One process of a ``--workers N`` server (uvicorn's factory, as ``serve --workers``)."""
-    kind, url, access_log = os.environ["BENCH_SERVER"].split("|", 2)
-    return bare_app() if kind == "bare" else bridge_app(url, access_log)
+    kind, access_log, fast_usage, url = os.environ["BENCH_SERVER"].split("|", 3)
+    return bare_app() if kind == "bare" else bridge_app(url, access_log, fast_usage)
 
 
 def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
@@ -103,9 +103,13 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
     if args.workers > 1:  # as serve --workers: uvicorn's supervisor and a factory
         from uvicorn.supervisors import Multiprocess
 
-        os.environ["BENCH_SERVER"] = f"{kind}|{url}|{args.access_log}"
+        os.environ["BENCH_SERVER"] = f"{kind}|{args.access_log}|{args.fast_usage}|{url}"
         config = uvicorn.Config(
-            "http_api:worker_app", factory=True, workers=args.workers, **options
+            "http_api:worker_app",
+            factory=True,
+            workers=args.workers,
+            timeout_worker_healthcheck=60,  # as serve: slow starts on a busy machine
+            **options,
         )
         sock = config.bind_socket()
         Multiprocess(config, sockets=[sock]).run()
@@ -114,7 +118,7 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
         app = bare_app()
     else:
         s.container_for(url).dispose()  # migrates, as serve does
-        app = bridge_app(url, args.access_log)
+        app = bridge_app(url, args.access_log, args.fast_usage)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
@@ -373,6 +377,8 @@ def server(db: str, args: argparse.Namespace, kind: str = "bridge") -> Iterator[
         str(getattr(args, "workers", 1)),
         "--access-log",
         getattr(args, "access_log", "default"),
+        "--fast-usage",
+        getattr(args, "fast_usage", "on"),
     ]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -434,9 +440,9 @@ def bench(args: argparse.Namespace) -> None:
         store = "PostgreSQL" if args.database == "postgres" else "SQLite (WAL, synchronous=FULL)"
         print(
             f"servers: uvicorn (loop {args.loop}, http {args.http}, as serve), {args.workers} "
-            f"process(es) each: the bridge app on {store} (access log: {args.access_log}) and a "
-            f"bare FastAPI app; client: {client}, {args.connections} connections; "
-            f"{args.licenses} licenses, sink 'bench'"
+            f"process(es) each: the bridge app on {store} (access log: {args.access_log}, fast "
+            f"path: {args.fast_usage}) and a bare FastAPI app; client: {client}, "
+            f"{args.connections} connections; {args.licenses} licenses, sink 'bench'"
         )
         results: dict[str, list[Load]] = {"increment": [], "bare": []}
         with server(url, args, "bridge") as bridge_port, server(url, args, "bare") as bare_port:
@@ -540,6 +546,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=["default", "on", "off"],
         default="default",
         help="the bridge's access_log setting (default: unset, as serve)",
+    )
+    parser.add_argument(
+        "--fast-usage",
+        choices=["on", "off"],
+        default="on",
+        help="off: increments through FastAPI's router, as before issue 15 (on)",
     )
     parser.add_argument("--loop", default="auto", help="uvicorn's loop (auto, as serve)")
     parser.add_argument("--http", default="auto", help="uvicorn's HTTP protocol (auto, as serve)")

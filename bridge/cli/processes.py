@@ -78,7 +78,16 @@ def serve(
             if config is not None:  # the API processes read the same settings
                 os.environ["BRIDGE_CONFIG"] = str(config.resolve())
             with _relay_thread(c), _webhook_thread(c), _scheduler(c):
-                _run_workers(uvicorn.Config(WORKER_APP, factory=True, workers=workers, **options))
+                config = uvicorn.Config(
+                    WORKER_APP,
+                    factory=True,
+                    workers=workers,
+                    # a process still importing and connecting is not a dead one (uvicorn's
+                    # default, 5 s, kills workers that start slowly on a busy machine)
+                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+                    **options,
+                )
+                _run_workers(config)
                 log.info("shutdown_started", command="serve")
             log.info("serve_stopped")
             return
@@ -93,6 +102,7 @@ def serve(
 
 
 WORKER_APP = "bridge.cli.processes:worker_app"
+WORKER_HEALTHCHECK_S = 60
 
 
 def worker_app() -> FastAPI:
