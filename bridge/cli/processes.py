@@ -78,7 +78,7 @@ def serve(
             if config is not None:  # the API processes read the same settings
                 os.environ["BRIDGE_CONFIG"] = str(config.resolve())
             with _relay_thread(c), _webhook_thread(c), _scheduler(c):
-                config = uvicorn.Config(
+                supervised = uvicorn.Config(
                     WORKER_APP,
                     factory=True,
                     workers=workers,
@@ -87,7 +87,7 @@ def serve(
                     timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
                     **options,
                 )
-                _run_workers(config)
+                _run_workers(supervised)
                 log.info("shutdown_started", command="serve")
             log.info("serve_stopped")
             return
