@@ -30,7 +30,7 @@ from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
-from bridge.settings import Settings
+from bridge.settings import Settings, access_log_on
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
@@ -53,6 +53,9 @@ from connectors.lago.reader import LagoReader
 from connectors.lago.webhook_key import fetch_public_key
 from connectors.m3ter import M3terSink
 from connectors.m3ter.reader import M3terReader
+
+# Writer threads per API process on PostgreSQL (each holds a pooled connection while it writes).
+WRITER_LANES = 4
 
 
 @dataclass
@@ -262,11 +265,14 @@ def build_receivers(settings: Settings) -> Receivers:
     return Receivers(receivers)
 
 
-def build_app(container: Container) -> FastAPI:
+def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     service = container.usage()
-    # SQLite has one writer: a writer thread commits concurrent changes in groups.
+    # A writer thread commits concurrent changes in groups (one transaction, a savepoint each):
+    # SQLite has one writer anyway, and on PostgreSQL a commit per change costs more than the
+    # change (a WAL flush, a pooled connection and a threadpool hop each).
     sqlite = container.engine.dialect.name == "sqlite"
-    batch = BatchWriter(container.usage_uows, service) if sqlite else None
+    lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
+    batch = BatchWriter(container.usage_uows, service, lanes=lanes)
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
@@ -285,4 +291,6 @@ def build_app(container: Container) -> FastAPI:
         now=container.clock.now,
         public_host=container.settings.public_host,
     )
-    return create_app(context, signing)
+    return create_app(
+        context, signing, fast_usage=fast_usage, access_log=access_log_on(container.settings)
+    )

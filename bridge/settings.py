@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
+    access_log: bool | None = Field(
+        None,
+        description="Log one request_completed line per HTTP request (method, path, status, "
+        "ms); unset: on with console logs, off with JSON logs",
+    )
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
@@ -172,6 +177,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def access_log_on(settings: Settings) -> bool:
+    """Whether the API logs a line per request (``access_log``, else by the log format)."""
+    if settings.access_log is not None:
+        return settings.access_log
+    return settings.log_format == "console"
 
 
 def load_settings(config: Path | str | None = None, **overrides: object) -> Settings:

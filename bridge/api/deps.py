@@ -55,7 +55,7 @@ _authorization = APIKeyHeader(
 )
 
 
-async def _authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
+async def authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
     # The configured admin token needs no lookup; other tokens are read from the store in the
     # threadpool, so the event loop never blocks on the database.
     admin = ctx.auth.configured_admin(authorization)
@@ -67,7 +67,7 @@ async def _authenticate(ctx: ApiContext, authorization: str | None) -> Principal
 async def principal(
     request: Request, authorization: Annotated[str | None, Depends(_authorization)]
 ) -> Principal:
-    return await _authenticate(request.app.state.context, authorization)
+    return await authenticate(request.app.state.context, authorization)
 
 
 Bearer = Annotated[Principal, Depends(principal)]
@@ -101,7 +101,7 @@ async def request_id(request: Request) -> str | None:
 RequestId = Annotated[str | None, Depends(request_id)]
 
 
-def _checked_key(key: str | None) -> str | None:
+def checked_idempotency_key(key: str | None) -> str | None:
     if key is not None and (not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable()):
         raise IdempotencyKeyInvalid
     return key
@@ -133,8 +133,8 @@ async def usage_call(
     ctx: ApiContext = request.app.state.context
     return UsageCall(
         ctx=ctx,
-        principal=await _authenticate(ctx, authorization),
-        idempotency_key=_checked_key(key),
+        principal=await authenticate(ctx, authorization),
+        idempotency_key=checked_idempotency_key(key),
         request_id=getattr(request.state, "request_id", None),
     )
 

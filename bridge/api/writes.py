@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi.concurrency import run_in_threadpool
 
 from bridge.domain.access import Principal
@@ -13,9 +11,8 @@ from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 
 
 class UsageWrites:
-    """With a single-writer store (SQLite) changes go to the ``BatchWriter`` thread, which
-    commits them in groups; with PostgreSQL each runs in the threadpool, in parallel with changes
-    to other licenses."""
+    """Changes go to the ``BatchWriter`` thread, which commits them in groups (both databases);
+    without one (``batch=None``) each runs in the threadpool in a transaction of its own."""
 
     def __init__(self, service: UsageService, batch: BatchWriter | None) -> None:
         self._service = service
@@ -26,7 +23,7 @@ class UsageWrites:
     ) -> UsageOutcome:
         if self._batch is None:
             return await run_in_threadpool(self._service.apply, principal, change, answer)
-        return await asyncio.wrap_future(self._batch.submit(principal, change, answer))
+        return await self._batch.submit_async(principal, change, answer)
 
     def close(self) -> None:
         if self._batch is not None:
