@@ -29,7 +29,6 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -39,12 +38,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import _setup as s
 from fastapi import FastAPI, Request  # module level: the routes' postponed annotations
 from fastapi.responses import JSONResponse
+from sqlalchemy import create_engine, text
 
-TARGET = 0.5  # issue 15, SQLite
+TARGETS = {"sqlite": 0.5, "postgres": 0.4}  # issue 15
 HOST = "127.0.0.1"
 
 
@@ -65,37 +66,60 @@ def bare_app() -> FastAPI:
     return app
 
 
-def serve(db: Path, port: int, kind: str, args: argparse.Namespace) -> None:
+def bridge_app(url: str, access_log: str, fast_usage: str) -> FastAPI:
+    """The bridge as ``build_app`` builds it (the bench's outbox sink); ``access_log``: on, off
+    or default (the setting unset); ``fast_usage``: off leaves increments to the router."""
+    from bridge.bootstrap import build_app
+
+    extra = {} if access_log == "default" else {"access_log": access_log == "on"}
+    container = s.container_for(url, migrate=False, **extra)
+    return build_app(container, fast_usage=fast_usage == "on")
+
+
+def worker_app() -> FastAPI:
+    """One process of a ``--workers N`` server (uvicorn's factory, as ``serve --workers``)."""
+    kind, access_log, fast_usage, url = os.environ["BENCH_SERVER"].split("|", 3)
+    return bare_app() if kind == "bare" else bridge_app(url, access_log, fast_usage)
+
+
+def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
     """Run uvicorn as ``meterbridge serve`` does (``bridge.cli.processes.serve``'s options)."""
     import uvicorn
 
     from bridge.logging import configure
 
-    container = None
+    _watchdog(args.lifetime)
+    configure(args.log_level)  # as serve: uvicorn's records and request_completed via structlog
+    options: dict[str, Any] = {
+        "host": HOST,
+        "port": port,
+        "log_level": args.log_level,
+        "log_config": None,
+        "access_log": False,
+        "date_header": False,  # as serve: the signer sets the one Date header it signs
+        "loop": args.loop,
+        "http": args.http,
+    }
+    if args.workers > 1:  # as serve --workers: uvicorn's supervisor and a factory
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ["BENCH_SERVER"] = f"{kind}|{args.access_log}|{args.fast_usage}|{url}"
+        config = uvicorn.Config(
+            "http_api:worker_app",
+            factory=True,
+            workers=args.workers,
+            timeout_worker_healthcheck=60,  # as serve: slow starts on a busy machine
+            **options,
+        )
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+        return
     if kind == "bare":
         app = bare_app()
     else:
-        from bridge.bootstrap import build_app
-
-        container = s.container_for(s.sqlite_url(db))  # migrates, as serve does; sink "bench"
-        app = build_app(container)
-    _watchdog(args.lifetime)
-    configure(args.log_level)  # as serve: uvicorn's records and request_completed via structlog
-    uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=HOST,
-            port=port,
-            log_level=args.log_level,
-            log_config=None,
-            access_log=False,
-            date_header=False,  # as serve: the signer sets the one Date header it signs
-            loop=args.loop,
-            http=args.http,
-        )
-    ).run()
-    if container is not None:
-        container.dispose()
+        s.container_for(url).dispose()  # migrates, as serve does
+        app = bridge_app(url, args.access_log, args.fast_usage)
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
 def _watchdog(lifetime: float) -> None:
@@ -305,17 +329,30 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
 PIDS: dict[int, int] = {}  # a running server's port -> its process id
 
 
+def _stat(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(port: int) -> float:
-    """User + system CPU seconds of the server on ``port`` so far (Linux), else NaN."""
+    """User + system CPU seconds of the server on ``port`` so far, its worker processes
+    included (Linux), else NaN."""
     try:
-        fields = Path(f"/proc/{PIDS[port]}/stat").read_text().rsplit(")", 1)[1].split()
+        root = PIDS[port]
+        fields = [_stat(root)]
     except (KeyError, OSError):
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = _stat(entry.name)
+                if int(stat[1]) == root:  # a worker process (its parent is the server)
+                    fields.append(stat)
+    ticks = sum(int(f[11]) + int(f[12]) for f in fields)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def server(db: Path, args: argparse.Namespace, kind: str = "bridge") -> Iterator[int]:
+def server(db: str, args: argparse.Namespace, kind: str = "bridge") -> Iterator[int]:
     """A ``kind`` server ("bridge" or "bare") in a subprocess; its port while it runs."""
     port = free_port()
     log = (Path(args.folder) / f"server-{kind}.log").open("wb")
@@ -323,7 +360,7 @@ def server(db: Path, args: argparse.Namespace, kind: str = "bridge") -> Iterator
         sys.executable,
         str(Path(__file__).resolve()),
         "--serve",
-        str(db),
+        db,
         "--kind",
         kind,
         "--port",
@@ -336,6 +373,12 @@ def server(db: Path, args: argparse.Namespace, kind: str = "bridge") -> Iterator
         getattr(args, "loop", "auto"),
         "--http",
         getattr(args, "http", "auto"),
+        "--workers",
+        str(getattr(args, "workers", 1)),
+        "--access-log",
+        getattr(args, "access_log", "default"),
+        "--fast-usage",
+        getattr(args, "fast_usage", "on"),
     ]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -353,13 +396,14 @@ def server(db: Path, args: argparse.Namespace, kind: str = "bridge") -> Iterator
         log.close()
 
 
-def ledger_count(db: Path) -> int:
-    conn = sqlite3.connect(db, timeout=30)
+def ledger_count(url: str) -> int:
+    engine = create_engine(url)
     try:
-        count: int = conn.execute("SELECT count(*) FROM usage_ledger").fetchone()[0]
-        return count
+        with engine.connect() as conn:
+            count: int = conn.execute(text("SELECT count(*) FROM usage_ledger")).scalar_one()
+            return count
     finally:
-        conn.close()
+        engine.dispose()
 
 
 def row(load: Load) -> None:
@@ -378,28 +422,36 @@ def bench(args: argparse.Namespace) -> None:
     if client == "wrk" and args.ops is not None:
         raise SystemExit("--ops needs --client python (wrk runs for a duration)")
     drive = run_wrk if client == "wrk" else run_python
-    with s.scratch_dir(args.dir) as folder:
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(s.scratch_dir(args.dir))
         args.folder = str(folder)
         db = folder / "bridge.db"
-        seeding = s.container_for(s.sqlite_url(db))
+        if args.database == "postgres":
+            url = stack.enter_context(s.scratch_pg(s.pg_base_url(args.pg_url)))
+        else:
+            url = s.sqlite_url(db)
+        seeding = s.container_for(url)
         ids = s.seed(seeding, args.licenses)
         seeding.dispose()
-        hold = s.prime_sqlite_wal(db)  # a running service's WAL, held open all along
+        if args.database == "sqlite":
+            stack.callback(s.prime_sqlite_wal(db).close)  # a running service's WAL, held open
         paths = [f"/v1/licenses/{i}/actions/increment-usage" for i in ids]
         s.context_line()
+        store = "PostgreSQL" if args.database == "postgres" else "SQLite (WAL, synchronous=FULL)"
         print(
-            f"servers: uvicorn (loop {args.loop}, http {args.http}, as serve), 1 process each: "
-            f"the bridge app on SQLite (WAL, synchronous=FULL) and a bare FastAPI app; client: "
-            f"{client}, {args.connections} connections; {args.licenses} licenses, sink 'bench'"
+            f"servers: uvicorn (loop {args.loop}, http {args.http}, as serve), {args.workers} "
+            f"process(es) each: the bridge app on {store} (access log: {args.access_log}, fast "
+            f"path: {args.fast_usage}) and a bare FastAPI app; client: {client}, "
+            f"{args.connections} connections; {args.licenses} licenses, sink 'bench'"
         )
         results: dict[str, list[Load]] = {"increment": [], "bare": []}
-        with server(db, args, "bridge") as bridge_port, server(db, args, "bare") as bare_port:
+        with server(url, args, "bridge") as bridge_port, server(url, args, "bare") as bare_port:
             ports = {"increment": bridge_port, "bare": bare_port}
             print(
                 f"\n{'measurement':<36} {'requests':>8} {'secs':>6} {'req/s':>9} "
                 f"{'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>6} {'cpu us/req':>11}"
             )
-            before = ledger_count(db)
+            before = ledger_count(url)
             for r in range(args.rounds):
                 names = list(results) if r % 2 == 0 else list(reversed(results))
                 for name in names:
@@ -413,8 +465,7 @@ def bench(args: argparse.Namespace) -> None:
                     load.cpu_s = cpu_seconds(ports[name]) - cpu
                     row(load)
                     results[name].append(load)
-            written = ledger_count(db) - before
-        hold.close()
+            written = ledger_count(url) - before
 
     counted = sum(x.requests - x.bad for x in results["increment"])
     if written < counted:
@@ -424,14 +475,19 @@ def bench(args: argparse.Namespace) -> None:
         print()
         for total in totals.values():
             row(total)
-    _summary(totals, args.connections)
+    _summary(totals, args)
 
 
-def _summary(totals: dict[str, Load], connections: int) -> None:
+def _summary(totals: dict[str, Load], args: argparse.Namespace) -> None:
+    connections = args.connections
+    target = TARGETS[args.database]
     inc, bare = totals["increment"], totals["bare"]
     value = inc.rate / bare.rate if bare.rate else float("nan")
-    verdict = "meets" if value >= TARGET else "BELOW"
-    print(f"\nSummary (issue 15's target on SQLite: increments >= {TARGET}x the bare endpoint)")
+    verdict = "meets" if value >= target else "BELOW"
+    print(
+        f"\nSummary (issue 15's target on {args.database}: increments >= {target}x the bare "
+        f"endpoint; {args.workers} process(es) each)"
+    )
     print(
         f"  HTTP x{connections}: increment {inc.rate:.1f} req/s, "
         f"bare FastAPI {bare.rate:.1f} req/s, ratio {value:.2f}x ({verdict} target)"
@@ -474,7 +530,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", help="as serve's default (info)")
     parser.add_argument("--lifetime", type=float, default=600.0, help="server's hard stop (s)")
     parser.add_argument("--dir", default=None, help="where the scratch database goes (on disk)")
-    parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--pg-url",
+        default=None,
+        help="PostgreSQL server for --database postgres (a scratch "
+        "database is made there; default $BRIDGE_BENCH_DATABASE_URL or the local test server)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes each, as serve --workers (1)"
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=["default", "on", "off"],
+        default="default",
+        help="the bridge's access_log setting (default: unset, as serve)",
+    )
+    parser.add_argument(
+        "--fast-usage",
+        choices=["on", "off"],
+        default="on",
+        help="off: increments through FastAPI's router, as before issue 15 (on)",
+    )
     parser.add_argument("--loop", default="auto", help="uvicorn's loop (auto, as serve)")
     parser.add_argument("--http", default="auto", help="uvicorn's HTTP protocol (auto, as serve)")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

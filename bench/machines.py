@@ -148,7 +148,7 @@ def bench(args: argparse.Namespace) -> None:
             "sink 'bench'"
         )
         totals: dict[str, list[Load]] = {"activate": [], "increment": []}
-        with http_api.server(db, args) as port:
+        with http_api.server(s.sqlite_url(db), args) as port:
             sides = {"activate": activation(port, ids), "increment": increment(port, ids)}
             print(
                 f"\n{'measurement':<36} {'requests':>8} {'secs':>6} {'req/s':>9} "

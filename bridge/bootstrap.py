@@ -25,6 +25,7 @@ from bridge.keys import AccountKey, load_key
 from bridge.observability.http import registry, renderer
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.checkin import CheckInService
 from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
@@ -33,7 +34,7 @@ from bridge.service.status import outbox_depth
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
-from bridge.settings import Settings
+from bridge.settings import Settings, access_log_on
 from bridge.store import stats
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
@@ -58,6 +59,9 @@ from connectors.lago.webhook_key import fetch_public_key
 from connectors.m3ter import M3terSink
 from connectors.m3ter.reader import M3terReader
 
+# Writer threads per API process on PostgreSQL (each holds a pooled connection while it writes).
+WRITER_LANES = 4
+
 
 @dataclass
 class Container:
@@ -78,6 +82,14 @@ class Container:
 
     def usage(self) -> UsageService:
         return UsageService(self.usage_uows, self.clock, [s.name for s in self.sinks])
+
+    def checkins(self) -> CheckInService:
+        """Check-ins; each sink with a reader is sent offline records within its platform's
+        dedupe window (older ones could not be resent safely), the file sink any record."""
+        windows = {name: reader.dedupe_window for name, reader in self.readers.items()}
+        tolerance = timedelta(seconds=self.settings.checkin.future_tolerance_s)
+        sinks = [s.name for s in self.sinks]
+        return CheckInService(self.uows, self.clock, sinks, windows, tolerance)
 
     def machines(self) -> MachineService:
         return MachineService(self.uows, self.clock, [s.name for s in self.sinks])
@@ -286,11 +298,14 @@ def build_receivers(settings: Settings) -> Receivers:
     return Receivers(receivers)
 
 
-def build_app(container: Container) -> FastAPI:
+def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     service = container.usage()
-    # SQLite has one writer: a writer thread commits concurrent changes in groups.
+    # A writer thread commits concurrent changes in groups (one transaction, a savepoint each):
+    # SQLite has one writer anyway, and on PostgreSQL a commit per change costs more than the
+    # change (a WAL flush, a pooled connection and a threadpool hop each).
     sqlite = container.engine.dialect.name == "sqlite"
-    batch = BatchWriter(container.usage_uows, service) if sqlite else None
+    lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
+    batch = BatchWriter(container.usage_uows, service, lanes=lanes)
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
@@ -302,6 +317,7 @@ def build_app(container: Container) -> FastAPI:
         ready=container.ready,
         webhooks=build_receivers(container.settings),
         metrics=metrics_renderer(container) if metrics_on_api(container.settings) else None,
+        checkins=container.checkins(),
     )
     signing = Signing(
         account=container.settings.account,
@@ -309,7 +325,9 @@ def build_app(container: Container) -> FastAPI:
         now=container.clock.now,
         public_host=container.settings.public_host,
     )
-    return create_app(context, signing)
+    return create_app(
+        context, signing, fast_usage=fast_usage, access_log=access_log_on(container.settings)
+    )
 
 
 def metrics_registry(container: Container) -> CollectorRegistry:

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from bridge.domain.errors import Terminal
+from bridge.logging import resolve_format
 from bridge.webhooks.settings import WebhooksSettings
 from connectors.file import FileSinkSettings
 from connectors.keygen import KeygenSettings
@@ -134,6 +135,18 @@ class MetricsSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address of the metrics port")
 
 
+class CheckInSettings(BaseModel):
+    """Check-ins and the offline usage records they carry."""
+
+    future_tolerance_s: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="How far ahead of the server's clock an offline usage record may be dated "
+        "(a client clock running fast); later ones are refused as USAGE_RECORD_IN_FUTURE",
+    )
+
+
 class SigningSettings(BaseModel):
     """The account's Ed25519 key that signs every response (see ``bridge/keys.py``)."""
 
@@ -171,6 +184,11 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "console", "json"] = Field(
         "auto", description="auto: readable lines on a terminal, JSON lines otherwise"
     )
+    access_log: bool | None = Field(
+        None,
+        description="Log one request_completed line per HTTP request (method, path, status, "
+        "ms); unset: on with console logs, off with JSON logs",
+    )
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
     sqlite_cache_mib: int = Field(
         256, ge=16, le=65_536, description="SQLite page cache of the whole pool, per process"
@@ -179,6 +197,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     machines: MachinesSettings = MachinesSettings()
+    checkin: CheckInSettings = CheckInSettings()
     signing: SigningSettings = SigningSettings()
     metrics: MetricsSettings = MetricsSettings()
     retention: RetentionSettings = RetentionSettings()
@@ -195,6 +214,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def access_log_on(settings: Settings) -> bool:
+    """Whether the API logs a line per request (``access_log``, else by the log format)."""
+    if settings.access_log is not None:
+        return settings.access_log
+    return resolve_format(settings.log_format) == "console"
 
 
 def load_settings(config: Path | str | None = None, **overrides: object) -> Settings:

@@ -22,6 +22,14 @@ def _broken(*_args: Any, **_kwargs: Any) -> Any:
     raise RenderingBroke
 
 
+# An offline usage record of a check-in (dated at the fake clock's start, the license's creation).
+_RECORD = {
+    "id": "3f0c9e43-5b8e-4f4a-9d1e-2a7b6c5d4e3f",
+    "increment": 1,
+    "occurredAt": "2026-01-01T00:00:00+00:00",
+}
+
+
 def _writes(world: dict[str, str]) -> list[tuple[str, str, dict[str, Any] | None]]:
     lic, machine = world["license"], world["machine"]
 
@@ -39,6 +47,7 @@ def _writes(world: dict[str, str]) -> list[tuple[str, str, dict[str, Any] | None
         ("POST", f"/v1/licenses/{lic}/actions/increment-usage", {"meta": {"increment": 2}}),
         ("POST", f"/v1/licenses/{lic}/actions/decrement-usage", {"meta": {"decrement": 1}}),
         ("POST", f"/v1/licenses/{lic}/actions/reset-usage", None),
+        ("POST", f"/v1/licenses/{lic}/actions/check-in", {"meta": {"usage": [_RECORD]}}),
         # machine actions
         (
             "POST",
@@ -70,7 +79,16 @@ def _writes(world: dict[str, str]) -> list[tuple[str, str, dict[str, Any] | None
 
 def _world(api: Api) -> dict[str, str]:
     product = api.product()
-    policy = api.policy(product, floating=True, maxMachines=5, maxCores=64, maxUses=100)
+    policy = api.policy(
+        product,
+        floating=True,
+        maxMachines=5,
+        maxCores=64,
+        maxUses=100,
+        requireCheckIn=True,
+        checkInInterval="year",
+        checkInIntervalCount=1,
+    )
     created = api.license(policy)
     lic = created["id"]
     api.increment(lic, 5)
@@ -100,7 +118,7 @@ def test_a_write_whose_answer_cannot_render_commits_nothing(
     with api_on(db_url, clock) as api, capture_logs() as logs:
         world = _world(api)
         engine = engine_of(api)
-        for name in ("product", "policy", "license", "machine", "token"):
+        for name in ("product", "policy", "license", "license_json", "machine", "token"):
             monkeypatch.setattr(Renderer, name, _broken)
         for method, path, body in _writes(world):
             before = dump(engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import pytest
@@ -18,9 +18,19 @@ from bridge.service import licenses, policies, products
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 from bridge.store.uow import SqlUnitOfWork
+from bridge.testing import FakeClock
+from tests.conftest import make_container
 
 ADMIN = Principal(Role.ADMIN, "test")
 DEADLINE_S = 10.0
+
+
+@pytest.fixture
+def container(db_url: str, clock: FakeClock) -> Iterator[Container]:
+    """The writer on both databases: group commit runs on SQLite and PostgreSQL alike."""
+    c = make_container(db_url, clock)
+    yield c
+    c.dispose()
 
 
 class GatedUnitsOfWork:
@@ -144,3 +154,29 @@ def test_close_finishes_queued_changes(container: Container) -> None:
     futures = [writer.submit(ADMIN, change) for _ in range(20)]
     writer.close()
     assert sorted(f.result(0).license.uses for f in futures) == list(range(1, 21))
+
+
+def test_waiters_on_an_event_loop_get_exact_answers(container: Container) -> None:
+    """``submit_async``: changes awaited on one loop are answered (in one wake-up per batch),
+    each with its own outcome or error."""
+    import asyncio
+
+    license_id = setup_license(container, max_uses=3)
+    uows = GatedUnitsOfWork(container)
+    uows.gate.set()
+    writer = BatchWriter(uows, UsageService(uows, container.clock, ("sink",)))
+
+    async def main() -> list[UsageOutcome | BaseException]:
+        waiters = [
+            writer.submit_async(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 1))
+            for _ in range(5)
+        ]
+        return await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), DEADLINE_S)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    accepted = [r for r in results if isinstance(r, UsageOutcome)]
+    assert sorted(r.license.uses for r in accepted) == [1, 2, 3]
+    assert sum(isinstance(r, UsesLimitExceeded) for r in results) == 2

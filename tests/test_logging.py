@@ -182,6 +182,7 @@ def test_a_full_serve_run_logs_no_secret_and_every_request_line_has_its_id(
         "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'full.db'}",
         "BRIDGE_LOG_LEVEL": "debug",
         "BRIDGE_LOG_FORMAT": "json",
+        "BRIDGE_ACCESS_LOG": "true",  # off by default with JSON logs
         "BRIDGE_SINKS__FILE__PATH": str(tmp_path / "usage.ndjson"),
         "BRIDGE_RELAY__IDLE_S": "0.05",
         "BRIDGE_RELAY__RETRY_BASE_S": "0.05",

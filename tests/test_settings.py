@@ -83,3 +83,12 @@ def test_the_image_keeps_the_database_and_the_file_sink_in_its_data_volume(
     assert settings.database_url.startswith("sqlite:///")
     for path in (database, settings.sinks.file.path, Path(workdir)):
         assert path.is_relative_to(volume), path
+
+
+def test_the_access_log_defaults_to_on_with_console_logs_and_off_with_json() -> None:
+    from bridge.settings import access_log_on
+
+    assert access_log_on(load_settings(log_format="console"))
+    assert not access_log_on(load_settings(log_format="json"))
+    assert access_log_on(load_settings(log_format="json", access_log=True))
+    assert not access_log_on(load_settings(log_format="console", access_log=False))

@@ -4,6 +4,7 @@ stable code, and a 4xx leaves the store byte-for-byte unchanged."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, seed, settings
@@ -43,6 +44,9 @@ _POLICY = [
     "heartbeatDuration",
     "expirationBasis",
     "usagePeriod",
+    "requireCheckIn",
+    "checkInInterval",
+    "checkInIntervalCount",
     "metadata",
 ]
 _MACHINE = ["fingerprint", "cores", "name", "platform", "hostname", "metadata"]
@@ -64,6 +68,7 @@ ROUTES: list[tuple[str, str, str | None, str, list[str], tuple[str, str] | None]
     ("POST", "/v1/licenses/{license}/actions/suspend", "meta", "", [], None),
     ("POST", "/v1/licenses/{license}/actions/reinstate", "meta", "", [], None),
     ("POST", "/v1/licenses/{license}/actions/validate", "meta", "", ["nonce", "scope"], None),
+    ("POST", "/v1/licenses/{license}/actions/check-in", "meta", "", ["usage"], None),
     ("POST", "/v1/licenses/actions/validate-key", "meta", "", ["key", "nonce", "scope"], None),
     ("POST", "/v1/machines", "data", "machines", _MACHINE, ("license", "{license}")),
     ("PATCH", "/v1/machines/{machine}", "data", "machines", _MACHINE[1:], None),
@@ -117,10 +122,31 @@ usage_periods = st.fixed_dictionaries(
     },
 )
 
+# Offline usage records of a check-in: the documented shape with any values, and near misses.
+usage_records = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": st.uuids().map(str) | texts,
+            "increment": st.sampled_from(_TRICKY_INTS) | st.integers(-3, 3),
+            "occurredAt": texts | st.datetimes(timezones=st.just(UTC)).map(datetime.isoformat),
+        },
+        optional={"extra": scalars},
+    ),
+    max_size=4,
+)
+
 
 def _world(api: Api) -> dict[str, str]:
     product = api.product()
-    policy = api.policy(product, floating=True, maxMachines=50, maxCores=500)
+    policy = api.policy(
+        product,
+        floating=True,
+        maxMachines=50,
+        maxCores=500,
+        requireCheckIn=True,
+        checkInInterval="year",
+        checkInIntervalCount=1,
+    )
     lic = api.license(policy)["id"]
     body = {
         "data": {
@@ -183,9 +209,8 @@ def test_any_json_in_any_attribute_is_2xx_or_a_4xx_that_changed_nothing(
                 label="attribute",
             )
             values = st.none() | scalars | json_values  # null and scalars drawn more often
-            value = data.draw(
-                usage_periods | values if attribute == "usagePeriod" else values, label="value"
-            )
+            special = {"usagePeriod": usage_periods, "usage": usage_records}.get(str(attribute))
+            value = data.draw(special | values if special is not None else values, label="value")
             body = _body(route, attribute, value, world)
             before = dump(engine)
             response = api.request(

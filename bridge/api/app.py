@@ -6,14 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from bridge import __version__
 from bridge.api import errors
 from bridge.api.deps import ApiContext, check_account
+from bridge.api.fast_usage import UsageFastPath
 from bridge.api.middleware import RequestGuard
 from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
+    checkin,
     health,
     keygen,
     licenses,
@@ -46,6 +49,7 @@ def _resources() -> APIRouter:
         policies,
         licenses,
         usage,
+        checkin,
         machines,
         outbox,
         reconciliations,
@@ -67,7 +71,12 @@ class _SignedApp(FastAPI):
         return ResponseSigner(super().build_middleware_stack(), self.signing)
 
 
-def create_app(context: ApiContext, signing: Signing) -> FastAPI:
+def create_app(
+    context: ApiContext, signing: Signing, *, fast_usage: bool = True, access_log: bool = True
+) -> FastAPI:
+    """The API. ``fast_usage=False`` leaves the usage actions to the general router (the tests
+    compare the two)."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -98,6 +107,9 @@ def create_app(context: ApiContext, signing: Signing) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES)
+    if fast_usage:  # inside RequestGuard: added first, so wrapped by it
+        routes = {r.name: r for r in usage.router.routes if isinstance(r, APIRoute)}
+        app.add_middleware(UsageFastPath, context=context, routes=routes)
+    app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES, access_log=access_log)
     app.add_middleware(RequestMetrics)  # outermost: counts the guard's refusals too
     return app

@@ -16,6 +16,7 @@ from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
+from bridge.service.checkin import CheckInService
 from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, PageRequest
 from bridge.service.machines import MachineService
 from bridge.webhooks.endpoints import Receivers
@@ -34,6 +35,7 @@ class ApiContext:
     webhooks: Receivers = field(default_factory=lambda: Receivers({}))
     # Renders /metrics (body, content type); None when it is off or served on its own port.
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    checkins: CheckInService | None = None
 
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the
@@ -55,7 +57,7 @@ _authorization = APIKeyHeader(
 )
 
 
-async def _authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
+async def authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
     # The configured admin token needs no lookup; other tokens are read from the store in the
     # threadpool, so the event loop never blocks on the database.
     admin = ctx.auth.configured_admin(authorization)
@@ -67,7 +69,7 @@ async def _authenticate(ctx: ApiContext, authorization: str | None) -> Principal
 async def principal(
     request: Request, authorization: Annotated[str | None, Depends(_authorization)]
 ) -> Principal:
-    return await _authenticate(request.app.state.context, authorization)
+    return await authenticate(request.app.state.context, authorization)
 
 
 Bearer = Annotated[Principal, Depends(principal)]
@@ -101,7 +103,7 @@ async def request_id(request: Request) -> str | None:
 RequestId = Annotated[str | None, Depends(request_id)]
 
 
-def _checked_key(key: str | None) -> str | None:
+def checked_idempotency_key(key: str | None) -> str | None:
     if key is not None and (not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable()):
         raise IdempotencyKeyInvalid
     return key
@@ -133,8 +135,8 @@ async def usage_call(
     ctx: ApiContext = request.app.state.context
     return UsageCall(
         ctx=ctx,
-        principal=await _authenticate(ctx, authorization),
-        idempotency_key=_checked_key(key),
+        principal=await authenticate(ctx, authorization),
+        idempotency_key=checked_idempotency_key(key),
         request_id=getattr(request.state, "request_id", None),
     )
 

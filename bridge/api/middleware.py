@@ -36,11 +36,13 @@ class RequestGuard:
     """Tags each request with an id (``X-Request-Id``), bound into the log context of every
     line the request logs and logged with the answer's status (``request_completed``); rejects
     non-JSON bodies with 415, bodies over ``max_body`` bytes with 413, whether or not they
-    declare a Content-Length, and a NUL in the path or the query with 400 ``STRING_INVALID``."""
+    declare a Content-Length, and a NUL in the path or the query with 400 ``STRING_INVALID``.
+    ``access_log=False`` drops the ``request_completed`` line (the ``access_log`` setting)."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, access_log: bool = True) -> None:
         self.app = app
         self.max_body = max_body
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,19 +57,21 @@ class RequestGuard:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        access_log = self.access_log
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append(
                     (b"x-request-id", request_id.encode("latin-1"))
                 )
-                log.info(
-                    "request_completed",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=message["status"],
-                    ms=round((time.perf_counter() - started) * 1000, 1),
-                )
+                if access_log:
+                    log.info(
+                        "request_completed",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=message["status"],
+                        ms=round((time.perf_counter() - started) * 1000, 1),
+                    )
             await send(message)
 
         error = self._reject(scope["method"], headers) or _bad_text(scope)

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from bridge.api import schemas as s
 from bridge.domain.model import License, Machine, Policy, Product, UsageEntry
@@ -19,7 +20,7 @@ JSONAPI = "application/vnd.api+json"
 _LICENSE_TO_MANY = ("users", "machines", "tokens", "entitlements")
 # Keygen policy settings the bridge has no input for, at the values its behaviour has: Keygen's
 # defaults, except authentication (the bridge takes both license keys and tokens: MIXED). It has
-# no scope requirements, check-ins, pools, processes or components (the README's Keygen section).
+# no scope requirements, pools, processes or components (the README's Keygen section).
 KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
     "machine_uniqueness_strategy": "UNIQUE_PER_LICENSE",
     "machine_matching_strategy": "MATCH_ANY",
@@ -38,7 +39,6 @@ KEYGEN_POLICY_CONSTANTS: dict[str, Any] = {
     "require_user_scope": False,
     "require_checksum_scope": False,
     "require_version_scope": False,
-    "require_check_in": False,
 }
 T = TypeVar("T")
 
@@ -141,8 +141,9 @@ class Renderer:
                 scheme=None,
                 encrypted=False,
                 protected=p.protected,
-                check_in_interval=None,
-                check_in_interval_count=None,
+                require_check_in=p.require_check_in,
+                check_in_interval=p.check_in_interval,
+                check_in_interval_count=p.check_in_interval_count,
                 heartbeat_duration=p.heartbeat_duration,
                 heartbeat_cull_strategy=p.heartbeat_cull_strategy,
                 heartbeat_resurrection_strategy=p.heartbeat_resurrection_strategy,
@@ -191,10 +192,10 @@ class Renderer:
                 max_disk=None,
                 max_uses=terms.max_uses,
                 require_heartbeat=terms.require_heartbeat,
-                require_check_in=False,
+                require_check_in=terms.require_check_in,
                 last_validated=lic.last_validated,
-                last_check_in=None,
-                next_check_in=None,
+                last_check_in=lic.last_check_in,
+                next_check_in=lic.next_check_in,
                 last_check_out=None,
                 metadata=lic.metadata,
                 created=lic.created,
@@ -215,6 +216,83 @@ class Renderer:
             | {"machines": self._machines(own, lic)},
             links=s.Links(self_=own),
         )
+
+    def license_json(self, lic: License, now: datetime) -> bytes:
+        """``LicenseDocument(data=self.license(lic, now))`` as the response body, built as plain
+        data and encoded once, without the models' validation: the usage actions' hot path
+        (``bridge.api.fast_usage``). ``tests/test_fast_usage.py`` holds the two equal."""
+        lic = lic.current(now)
+        terms = lic.terms
+        own = f"{self.base}/licenses/{lic.id}"
+        period = terms.usage_period
+        attributes = {
+            "name": lic.name,
+            "key": lic.key,
+            "expiry": lic.expiry,
+            "status": lic.status(now).value,
+            "uses": lic.uses,
+            "suspended": lic.suspended,
+            "scheme": None,
+            "encrypted": False,
+            "strict": terms.strict,
+            "floating": terms.floating,
+            "protected": lic.protected,
+            "version": None,
+            "maxMachines": terms.max_machines,
+            "maxProcesses": None,
+            "maxUsers": None,
+            "maxCores": terms.max_cores,
+            "maxMemory": None,
+            "maxDisk": None,
+            "maxUses": terms.max_uses,
+            "requireHeartbeat": terms.require_heartbeat,
+            "requireCheckIn": terms.require_check_in,
+            "lastValidated": lic.last_validated,
+            "lastCheckIn": lic.last_check_in,
+            "nextCheckIn": lic.next_check_in,
+            "lastCheckOut": None,
+            "metadata": lic.metadata,
+            "created": lic.created,
+            "updated": lic.updated,
+            "usagePeriod": period.to_api() if period else None,
+            "periodAnchor": lic.period_anchor,
+            "periodStart": lic.period_start,
+            "periodEnd": lic.period_end,
+        }
+
+        def to_one(name: str, kind: str, ident: str | None) -> dict[str, Any]:
+            data = {"type": kind, "id": ident} if ident is not None else None
+            return {"data": data, "links": {"related": f"{own}/{name}"}}
+
+        relationships: dict[str, Any] = {
+            "account": {
+                "data": {"type": "accounts", "id": self.account},
+                "links": {"related": self.base},
+            },
+            "product": to_one("product", "products", lic.product_id),
+            "policy": to_one("policy", "policies", lic.policy_id),
+            "group": to_one("group", "groups", None),
+            "owner": to_one("owner", "users", None),
+        }
+        for name in _LICENSE_TO_MANY:
+            relationships[name] = {"links": {"related": f"{own}/{name}"}}
+        relationships["machines"] = {
+            "links": {"related": f"{own}/machines"},
+            "meta": {
+                "cores": lic.machines_cores,
+                "memory": 0,
+                "disk": 0,
+                "count": lic.machines_count,
+            },
+        }
+        resource = {
+            "id": lic.id,
+            "type": "licenses",
+            "attributes": attributes,
+            "relationships": relationships,
+            "links": {"self": own},
+        }
+        return to_json({"data": resource})
 
     def _machines(self, owner: str, lic: License) -> s.MachinesRelationshipOut:
         meta = s.MachinesMeta(cores=lic.machines_cores, memory=0, disk=0, count=lic.machines_count)

@@ -132,6 +132,9 @@ class PolicyAttributesIn(Strict):
     heartbeat_cull_strategy: str | None = None
     heartbeat_resurrection_strategy: str | None = None
     heartbeat_basis: str | None = None
+    require_check_in: bool | None = None
+    check_in_interval: str | None = None
+    check_in_interval_count: int | None = None
     usage_period: Meta | None = None
     metadata: Metadata | None = None
 
@@ -165,6 +168,9 @@ class PolicyCreate(Strict):
             heartbeat_cull_strategy=a.heartbeat_cull_strategy,
             heartbeat_resurrection_strategy=a.heartbeat_resurrection_strategy,
             heartbeat_basis=a.heartbeat_basis,
+            require_check_in=a.require_check_in,
+            check_in_interval=a.check_in_interval,
+            check_in_interval_count=a.check_in_interval_count,
             usage_period=a.usage_period,
             metadata=a.metadata,
         )
@@ -200,6 +206,9 @@ class PolicyUpdate(Strict):
                 a, "heartbeat_resurrection_strategy", a.heartbeat_resurrection_strategy
             ),
             heartbeat_basis=_sent(a, "heartbeat_basis", a.heartbeat_basis),
+            require_check_in=_sent(a, "require_check_in", a.require_check_in),
+            check_in_interval=_sent(a, "check_in_interval", a.check_in_interval),
+            check_in_interval_count=_sent(a, "check_in_interval_count", a.check_in_interval_count),
             usage_period=_sent(a, "usage_period", a.usage_period),
             metadata=_sent(a, "metadata", a.metadata),
         )
@@ -823,6 +832,7 @@ class ReconciliationAttributes(Out):
     unrepairable: int
     resendable: int
     checked_at: datetime
+    late: int = 0  # offline records that arrived after the period closed
 
 
 class ReconciliationResource(Out):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi.concurrency import run_in_threadpool
 
 from bridge.domain.access import Principal
@@ -15,9 +13,8 @@ from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 
 
 class UsageWrites:
-    """With a single-writer store (SQLite) changes go to the ``BatchWriter`` thread, which
-    commits them in groups; with PostgreSQL each runs in the threadpool, in parallel with changes
-    to other licenses."""
+    """Changes go to the ``BatchWriter`` thread, which commits them in groups (both databases);
+    without one (``batch=None``) each runs in the threadpool in a transaction of its own."""
 
     def __init__(self, service: UsageService, batch: BatchWriter | None) -> None:
         self._service = service
@@ -30,7 +27,7 @@ class UsageWrites:
             if self._batch is None:
                 outcome = await run_in_threadpool(self._service.apply, principal, change, answer)
             else:
-                outcome = await asyncio.wrap_future(self._batch.submit(principal, change, answer))
+                outcome = await self._batch.submit_async(principal, change, answer)
         except BridgeError as exc:
             metrics.usage_change(change.kind.value, exc.code)
             raise

@@ -8,7 +8,7 @@ import typer
 
 from bridge.cli.support import ADMIN, ConfigOpt, JsonOpt, PageOpt, container, license_row, show
 from bridge.domain.access import LicenseAction
-from bridge.domain.commands import NewLicense
+from bridge.domain.commands import CheckIn, NewLicense
 from bridge.service import licenses
 from bridge.service.common import PageRequest
 
@@ -58,3 +58,17 @@ def license_show(
         lic = licenses.get_license(c.uows, ADMIN, license, LicenseAction.READ)
     columns = [*_COLUMNS, "created", "updated"]
     show([license_row(lic)], columns, as_json, "License", one=True)
+
+
+@app.command("check-in")
+def license_check_in(
+    license: Annotated[str, typer.Argument(help="License id or key")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keygen's check-in: set lastCheckIn (the policy must require check-ins)."""
+    with container(config) as c:
+        outcome = c.checkins().check_in(ADMIN, CheckIn(license))
+    lic = outcome.license
+    row = {**license_row(lic), "next_check_in": lic.next_check_in}
+    show([row], ["id", "key", "last_check_in", "next_check_in"], as_json, "License", one=True)

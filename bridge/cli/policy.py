@@ -35,6 +35,11 @@ def policy_create(
     floating: Annotated[bool, typer.Option(help="More than one machine per license")] = False,
     max_machines: Annotated[int | None, typer.Option(help="Machines per license")] = None,
     max_cores: Annotated[int | None, typer.Option(help="Cores summed over a license")] = None,
+    check_in: Annotated[
+        str | None,
+        typer.Option(help="Require a check-in every day, week, month or year (Keygen's)"),
+    ] = None,
+    check_in_count: Annotated[int, typer.Option(help="Intervals between check-ins")] = 1,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -47,6 +52,9 @@ def policy_create(
         max_machines=max_machines,
         max_cores=max_cores,
         expiration_basis=ExpirationBasis.FROM_FIRST_USE if first_use else None,
+        require_check_in=check_in is not None or None,
+        check_in_interval=check_in,
+        check_in_interval_count=check_in_count if check_in is not None else None,
         usage_period=(
             {
                 "interval": period,

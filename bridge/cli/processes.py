@@ -4,19 +4,26 @@ scheduled jobs). Each stops gracefully on SIGTERM or Ctrl-C and exits 0."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
 
-from bridge.bootstrap import Container, build_app
+from bridge.bootstrap import Container, build, build_app
 from bridge.cli.support import ConfigOpt, container, err, out
 from bridge.keys import SigningKeyInvalid, ensure_key
+from bridge.logging import configure
 from bridge.service.auth import ensure_admin_token
+from bridge.settings import load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 log = structlog.get_logger(__name__)
 WEBHOOK_STOP_TIMEOUT_S = 10.0
@@ -26,6 +33,14 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port (PostgreSQL only); the relay, the webhook "
+            "worker and the scheduler stay in this one",
+        ),
+    ] = 1,
 ) -> None:
     """Apply migrations and run the HTTP API (SQLite by default). SIGTERM or Ctrl-C stops it
     gracefully: open requests are answered, the relay finishes its batch, the scheduler stops,
@@ -36,6 +51,9 @@ def serve(
 
     bound_arenas()  # before the threads start: freed memory stays in a few arenas
     with container(config, migrate=True) as c:
+        if workers > 1 and c.engine.dialect.name == "sqlite":
+            err.print("[red]error:[/red] --workers needs PostgreSQL (SQLite has one writer)")
+            raise typer.Exit(2)
         if c.settings.admin_token is None:
             secret = ensure_admin_token(c.uows, c.clock)
             if secret is not None:
@@ -49,19 +67,34 @@ def serve(
         if created is not None:
             out.print(f"Response-signing key created in {created} (mode 0600); public key (hex):")
             out.print(key.public_hex(), soft_wrap=True)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                build_app(c),
-                host=host or c.settings.host,
-                port=port or c.settings.port,
-                log_level=c.settings.log_level,
-                date_header=False,  # the signer sets the one Date header it signs
-                # uvicorn's records go through bridge.logging (context, redaction, format);
-                # the middleware logs each request as request_completed, with its id.
-                log_config=None,
-                access_log=False,
-            )
-        )
+        options: dict[str, Any] = {
+            "host": host or c.settings.host,
+            "port": port or c.settings.port,
+            "log_level": c.settings.log_level,
+            "date_header": False,  # the signer sets the one Date header it signs
+            # uvicorn's records go through bridge.logging (context, redaction, format); the
+            # middleware logs each request as request_completed (the access_log setting).
+            "log_config": None,
+            "access_log": False,
+        }
+        if workers > 1:
+            if config is not None:  # the API processes read the same settings
+                os.environ["BRIDGE_CONFIG"] = str(config.resolve())
+            with _relay_thread(c), _webhook_thread(c), _scheduler(c):
+                supervised = uvicorn.Config(
+                    WORKER_APP,
+                    factory=True,
+                    workers=workers,
+                    # a process still importing and connecting is not a dead one (uvicorn's
+                    # default, 5 s, kills workers that start slowly on a busy machine)
+                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+                    **options,
+                )
+                _run_workers(supervised)
+                log.info("shutdown_started", command="serve")
+            log.info("serve_stopped")
+            return
+        server = uvicorn.Server(uvicorn.Config(build_app(c), **options))
         # uvicorn takes the signals while it runs and then raises them again, for the handlers
         # it found: these, so that the relay and the scheduler still stop in order below.
         _on_stop_signals(lambda: setattr(server, "should_exit", True))
@@ -69,6 +102,33 @@ def serve(
             server.run()
             log.info("shutdown_started", command="serve")
     log.info("serve_stopped")
+
+
+WORKER_APP = "bridge.cli.processes:worker_app"
+WORKER_HEALTHCHECK_S = 60
+
+
+def worker_app() -> FastAPI:
+    """The app of one API process of ``serve --workers N``: uvicorn calls this in each process
+    it spawns. The settings come from the environment (and ``$BRIDGE_CONFIG``, which ``serve``
+    sets from ``--config``); ``serve`` has migrated the schema and created the keys already."""
+    settings = load_settings()
+    configure(settings.log_level, settings.log_format)
+    built = build(settings)
+    built.check_schema()
+    return build_app(built)
+
+
+def _run_workers(config: uvicorn.Config) -> None:
+    """uvicorn's supervisor: it binds the socket, spawns the processes, restarts one that dies,
+    and on SIGTERM or SIGINT stops them all gracefully (each answers its open requests)."""
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
 
 
 def worker(

@@ -45,6 +45,7 @@ _REPORT_COLUMNS = (
     "repaired",
     "resendable",
     "unrepairable",
+    "late",
 )
 
 

@@ -32,6 +32,7 @@ class LicenseAction(StrEnum):
     SUSPEND = "suspend"
     CREATE_TOKEN = "create-token"  # noqa: S105 - an action name, not a secret
     READ_USAGE = "read-usage"
+    CHECK_IN = "check-in"  # Keygen: the same role matrix as increment
 
 
 class MachineAction(StrEnum):
@@ -47,9 +48,15 @@ class MachineAction(StrEnum):
 _SELF_MACHINE_ACTIONS = frozenset(MachineAction) - {MachineAction.CHANGE_CORES}
 
 # What a license may do to itself (Keygen LICENSE_PERMISSIONS: only license.usage.increment
-# among the usage actions, plus read and validate).
+# among the usage actions, plus read, validate and check-in).
 _SELF_LICENSE_ACTIONS = frozenset(
-    {LicenseAction.READ, LicenseAction.VALIDATE, LicenseAction.INCREMENT, LicenseAction.READ_USAGE}
+    {
+        LicenseAction.READ,
+        LicenseAction.VALIDATE,
+        LicenseAction.INCREMENT,
+        LicenseAction.READ_USAGE,
+        LicenseAction.CHECK_IN,
+    }
 )
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bridge.domain.commands import UNSET, Maybe, NewPolicy, PolicyPatch, RawRule
 from bridge.domain.errors import (
+    INT4_MAX,
     AttributeInvalid,
+    CheckInIntervalCountNotAllowed,
+    CheckInIntervalNotAllowed,
     DurationInvalid,
     ExpirationBasisNotAllowed,
     ExpirationStrategyNotAllowed,
@@ -38,6 +41,7 @@ from bridge.domain.errors import (
 from bridge.domain.limits import check_int4
 from bridge.domain.machines import check_overage_compatible
 from bridge.domain.model import (
+    CHECK_IN_INTERVALS,
     CULL_STRATEGIES,
     EXPIRATION_STRATEGIES,
     HEARTBEAT_BASES,
@@ -52,6 +56,7 @@ from bridge.domain.validation import instant_in_range
 T = TypeVar("T")
 U = TypeVar("U")
 
+MAX_CHECK_IN_COUNT = 365  # Keygen's checkInIntervalCount range is 1..365
 MIN_HEARTBEAT_S = 60  # Keygen's minimum heartbeat duration
 KEY_MIN, KEY_MAX = 6, 255
 MAX_TEXT = 255  # machine fingerprint, name, platform and hostname
@@ -139,6 +144,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
     except ValueError:
         raise ExpirationBasisNotAllowed from None
     strategies = _strategies(policy, change)
+    check_in = _check_in(policy, change)
     metadata = policy.metadata if change.metadata is UNSET else change.metadata or {}
     usage_period = policy.usage_period
     if change.usage_period is not UNSET:
@@ -161,6 +167,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
         heartbeat_cull_strategy=strategies["heartbeat_cull_strategy"],
         heartbeat_resurrection_strategy=strategies["heartbeat_resurrection_strategy"],
         heartbeat_basis=strategies["heartbeat_basis"],
+        **check_in,
         metadata=metadata,
         usage_period=usage_period,
         updated=now,
@@ -195,6 +202,26 @@ def _strategies(policy: Policy, change: NewPolicy | PolicyPatch) -> dict[str, st
             "is ALWAYS_REVIVE)"
         )
     return values
+
+
+def _check_in(policy: Policy, change: NewPolicy | PolicyPatch) -> dict[str, Any]:
+    """Keygen's check-in terms: the interval and its count are validated only when check-ins
+    are required (then one of day/week/month/year, and 1..365)."""
+    required = given_non_null(change.require_check_in, policy.require_check_in)
+    interval = given(change.check_in_interval, policy.check_in_interval)
+    count = given(change.check_in_interval_count, policy.check_in_interval_count)
+    if required:
+        if interval not in CHECK_IN_INTERVALS:
+            raise CheckInIntervalNotAllowed
+        if count is None or not 1 <= count <= MAX_CHECK_IN_COUNT:
+            raise CheckInIntervalCountNotAllowed
+    elif count is not None and abs(count) > INT4_MAX:  # unchecked by Keygen, but unstorable
+        raise CheckInIntervalCountNotAllowed
+    return {
+        "require_check_in": required,
+        "check_in_interval": interval,
+        "check_in_interval_count": count,
+    }
 
 
 # Licenses -----------------------------------------------------------------------------------

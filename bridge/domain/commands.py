@@ -76,6 +76,9 @@ class NewPolicy:
     heartbeat_cull_strategy: str | None = None  # default DEACTIVATE_DEAD
     heartbeat_resurrection_strategy: str | None = None  # default NO_REVIVE
     heartbeat_basis: str | None = None  # default FROM_FIRST_PING
+    require_check_in: bool | None = None  # default False
+    check_in_interval: str | None = None  # day, week, month, year (when check-ins are required)
+    check_in_interval_count: int | None = None  # 1..365 (when check-ins are required)
     usage_period: RawRule | None = None
     metadata: Metadata | None = None
 
@@ -98,6 +101,9 @@ class PolicyPatch:
     heartbeat_cull_strategy: Maybe[str | None] = UNSET
     heartbeat_resurrection_strategy: Maybe[str | None] = UNSET
     heartbeat_basis: Maybe[str | None] = UNSET
+    require_check_in: Maybe[bool | None] = UNSET
+    check_in_interval: Maybe[str | None] = UNSET
+    check_in_interval_count: Maybe[int | None] = UNSET
     usage_period: Maybe[RawRule | None] = UNSET
     metadata: Maybe[Metadata | None] = UNSET
 
@@ -162,3 +168,24 @@ class MachinePatch:
     platform: Maybe[str | None] = UNSET
     hostname: Maybe[str | None] = UNSET
     metadata: Maybe[Metadata | None] = UNSET
+
+
+# Check-ins ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RawUsageRecord:
+    """One offline usage record as sent: checked one by one by the check-in
+    (``bridge.domain.checkin.parse_record``), so a bad record does not block the others."""
+
+    id: str
+    increment: int
+    occurred_at: str  # ISO-8601 with an offset
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    """A check-in of the license ``license_ref`` (id or key), with the offline usage recorded
+    since the last one, in the order the client recorded it."""
+
+    license_ref: str
+    usage: tuple[RawUsageRecord, ...] = ()
+    request_id: str | None = None

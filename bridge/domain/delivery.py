@@ -41,6 +41,8 @@ class Reason(StrEnum):
     HORIZON_PASSED = "horizon_passed"  # still failing past the sink's retry horizon
     # The platform took the item, then reported (a webhook) that it will not bill it.
     REJECTED_AFTER_ACCEPTANCE = "rejected_after_acceptance"
+    # An offline record older than the platform accepts (``bridge.domain.checkin``): never sent.
+    LATE_WINDOW_PASSED = "late_window_passed"
 
 
 class OutboxStatus(StrEnum):

@@ -23,6 +23,7 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── StringInvalid               STRING_INVALID           (NUL or a lone surrogate)
     │   ├── IdInvalid                   ID_INVALID
     │   ├── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
+    │   ├── UsageBatchTooLarge          USAGE_BATCH_TOO_LARGE    (a check-in's records)
     │   └── WebhookPayloadInvalid       WEBHOOK_PAYLOAD_INVALID  (signed, but not a usable event)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
@@ -74,7 +75,18 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── PeriodAnchorInvalid         PERIOD_ANCHOR_INVALID
     │   ├── MetadataInvalid             METADATA_INVALID
     │   ├── ValueInvalid                VALUE_INVALID            (the store cannot hold it)
-    │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
+    │   ├── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
+    │   ├── CheckInNotRequired          CHECK_IN_NOT_REQUIRED    (Keygen: no code)
+    │   ├── CheckInIntervalNotAllowed   CHECK_IN_INTERVAL_NOT_ALLOWED
+    │   ├── CheckInIntervalCountNotAllowed CHECK_IN_INTERVAL_COUNT_NOT_ALLOWED
+    │   └── UsageRecordRejected         USAGE_RECORD_REJECTED    (base: one record of a check-in,
+    │       │                                                     in its result, never the answer)
+    │       ├── UsageRecordIdInvalid    USAGE_RECORD_ID_INVALID
+    │       ├── UsageRecordIncrementInvalid USAGE_RECORD_INCREMENT_INVALID
+    │       ├── UsageRecordTimeInvalid  USAGE_RECORD_TIME_INVALID
+    │       ├── UsageRecordInFuture     USAGE_RECORD_IN_FUTURE
+    │       ├── UsageRecordBeforeLicense USAGE_RECORD_BEFORE_LICENSE
+    │       └── UsageRecordIdConflict   USAGE_RECORD_ID_CONFLICT
     ├── KeygenRefused (424)             KEYGEN_REFUSED           (Keygen's API said no, for good)
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
         ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
@@ -119,6 +131,8 @@ class Field(StrEnum):
     PRODUCT = "product"  # a relationship: the product's id
     POLICY = "policy"
     LICENSE = "license"
+    CHECK_IN_INTERVAL = "check_in_interval"
+    CHECK_IN_INTERVAL_COUNT = "check_in_interval_count"
     INCREMENT = "increment"  # the amount of a usage action
     DECREMENT = "decrement"
     PAGE = "page"
@@ -215,6 +229,12 @@ class AcceptSignatureInvalid(BadRequest):
 
     code = "ACCEPT_SIGNATURE_INVALID"
     default_detail = "invalid accept-signature header (malformed)"
+
+
+class UsageBatchTooLarge(BadRequest):
+    """A check-in carrying more offline usage records than one request may."""
+
+    code = "USAGE_BATCH_TOO_LARGE"
 
 
 class WebhookPayloadInvalid(BadRequest):
@@ -546,6 +566,64 @@ class KeygenNotConfigured(NotFound):
 
     code = "KEYGEN_NOT_CONFIGURED"
     default_detail = "no Keygen account is configured: set [keygen] account_id and public_key"
+
+
+class CheckInNotRequired(Unprocessable):
+    """A check-in of a license whose policy does not require check-ins (Keygen's answer)."""
+
+    code = "CHECK_IN_NOT_REQUIRED"
+    title = "Unprocessable entity"
+    default_detail = "cannot be checked in because the policy does not require it"
+
+
+class CheckInIntervalNotAllowed(Unprocessable):
+    code = "CHECK_IN_INTERVAL_NOT_ALLOWED"
+    default_field = Field.CHECK_IN_INTERVAL
+    default_detail = "must be one of: day, week, month, year"
+
+
+class CheckInIntervalCountNotAllowed(Unprocessable):
+    code = "CHECK_IN_INTERVAL_COUNT_NOT_ALLOWED"
+    default_field = Field.CHECK_IN_INTERVAL_COUNT
+    default_detail = "must be a number between 1 and 365 inclusive"
+
+
+class UsageRecordRejected(Unprocessable):
+    """Base of the refusals of one offline usage record: reported in the check-in's per-record
+    results (``meta.usage``), never as the whole request's answer. Not sent itself."""
+
+    code = "USAGE_RECORD_REJECTED"
+
+
+class UsageRecordIdInvalid(UsageRecordRejected):
+    code = "USAGE_RECORD_ID_INVALID"
+    default_detail = "must be a UUID"
+
+
+class UsageRecordIncrementInvalid(UsageRecordRejected):
+    code = "USAGE_RECORD_INCREMENT_INVALID"
+    default_detail = f"must be an integer between 1 and {INT4_MAX}"
+
+
+class UsageRecordTimeInvalid(UsageRecordRejected):
+    code = "USAGE_RECORD_TIME_INVALID"
+    default_detail = (
+        "must be an ISO-8601 date-time with a timezone offset between 1900-01-01 and 9000-01-01"
+    )
+
+
+class UsageRecordInFuture(UsageRecordRejected):
+    code = "USAGE_RECORD_IN_FUTURE"
+
+
+class UsageRecordBeforeLicense(UsageRecordRejected):
+    code = "USAGE_RECORD_BEFORE_LICENSE"
+    default_detail = "is before the license was created"
+
+
+class UsageRecordIdConflict(UsageRecordRejected):
+    code = "USAGE_RECORD_ID_CONFLICT"
+    default_detail = "was already used for a different usage record"
 
 
 # 424 ----------------------------------------------------------------------------------------

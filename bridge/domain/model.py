@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from bridge.domain.periods import PeriodRule, PeriodState, Rollover
+from bridge.domain.periods import PeriodRule, PeriodState, Rollover, advance
 
 
 class ExpirationBasis(StrEnum):
@@ -29,6 +29,7 @@ class UsageKind(StrEnum):
     DECREMENT = "decrement"
     RESET = "reset"  # reset-usage, by a caller
     PERIOD_RESET = "period_reset"  # the close of a usage period
+    CHECK_IN = "check_in"  # a check-in (delta 0); its offline records are increments
     # Machine entries: their delta is a change of the license's core total, and their
     # before/after values are that total (see ``UsageEntry``).
     ACTIVATE = "activate"
@@ -83,6 +84,10 @@ class Terms:
     floating: bool = False
     require_heartbeat: bool = False
     expiration_strategy: str = "RESTRICT_ACCESS"
+    # The policy's check-in terms (Keygen's requireCheckIn, checkInInterval(Count)).
+    require_check_in: bool = False
+    check_in_interval: str | None = None
+    check_in_interval_count: int | None = None
 
     def over(
         self,
@@ -106,6 +111,9 @@ class Terms:
             self.floating,
             self.require_heartbeat,
             self.expiration_strategy,
+            self.require_check_in,
+            self.check_in_interval,
+            self.check_in_interval_count,
         )
 
     def to_snapshot(self) -> dict[str, Any]:
@@ -144,6 +152,9 @@ class Policy:
     heartbeat_resurrection_strategy: str = "NO_REVIVE"
     heartbeat_basis: str = "FROM_FIRST_PING"
     expiration_strategy: str = "RESTRICT_ACCESS"
+    require_check_in: bool = False
+    check_in_interval: str | None = None  # day, week, month, year
+    check_in_interval_count: int | None = None  # 1..365
 
     @property
     def heartbeat(self) -> HeartbeatTerms:
@@ -173,6 +184,9 @@ class Policy:
             self.floating,
             self.require_heartbeat,
             self.expiration_strategy,
+            self.require_check_in,
+            self.check_in_interval,
+            self.check_in_interval_count,
         )
 
 
@@ -208,6 +222,8 @@ class License:
     max_cores_override: int | None = None
     # Keygen's lastValidated: written by validations only (``LicenseRepository.touch_validated``).
     last_validated: datetime | None = None
+    # Keygen's lastCheckIn: set at creation under a policy requiring check-ins, and by check-ins.
+    last_check_in: datetime | None = None
     # The license's machines (Keygen's relationships.machines.meta), read with it, never stored.
     machines_count: int = 0
     machines_cores: int = 0
@@ -267,6 +283,22 @@ class License:
             return now + timedelta(seconds=self.terms.first_use_duration)
         return None
 
+    @property
+    def next_check_in(self) -> datetime | None:
+        """Keygen's nextCheckIn: the last check-in plus the policy's interval (when required)."""
+        terms = self.terms
+        if not terms.require_check_in or self.last_check_in is None:
+            return None
+        return check_in_due(
+            self.last_check_in, terms.check_in_interval, terms.check_in_interval_count
+        )
+
+    def check_in_overdue(self, now: datetime) -> bool:
+        """Keygen's ``check_in_overdue?``: the last check-in is older than the interval (never
+        when check-ins are not required or none was recorded)."""
+        due = self.next_check_in
+        return due is not None and due < now
+
     def status(self, now: datetime) -> LicenseStatus:
         if self.suspended:
             return LicenseStatus.SUSPENDED
@@ -308,6 +340,7 @@ _SNAPSHOT_TIMES = (
     "period_start",
     "period_end",
     "last_validated",
+    "last_check_in",
 )
 # Snapshots stored before the license carried its terms held its policy's values instead.
 _POLICY_SNAPSHOT_FIELDS = {
@@ -335,6 +368,17 @@ def _snapshot_upgraded(data: dict[str, Any]) -> dict[str, Any]:
         policy[name] = values.get(override) or policy[name]
     values["terms"] = policy
     return values
+
+
+CHECK_IN_INTERVALS = ("day", "week", "month", "year")
+
+
+def check_in_due(last: datetime, interval: str | None, count: int | None) -> datetime | None:
+    """``last`` plus ``count`` intervals, as Rails adds ``count.interval`` (calendar months and
+    years, clamped to the month's end); None for terms Keygen would not compute either."""
+    if interval not in CHECK_IN_INTERVALS or count is None:
+        return None
+    return advance(last, interval, count)
 
 
 HEARTBEAT_TTL_S = 600  # Keygen's HEARTBEAT_TTL: the duration when the policy sets none

@@ -172,6 +172,14 @@ def _add_months(origin: datetime, months: int) -> datetime:
     return origin.replace(year=year, month=month + 1, day=day)
 
 
+def advance(at: datetime, interval: str, count: int) -> datetime:
+    """``at`` plus ``count`` days, weeks, months or years, as Rails' ``count.interval.since``:
+    months and years are calendar ones, the day clamped to the month's length (UTC)."""
+    if interval in ("month", "year"):
+        return _add_months(at, count * (12 if interval == "year" else 1))
+    return at + timedelta(days=count * (7 if interval == "week" else 1))
+
+
 def _wall_boundary(rule: PeriodRule, origin: datetime, k: int) -> datetime:
     if rule.interval in _MONTHS:
         return _add_months(origin, k * rule.count * _MONTHS[rule.interval])

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from bridge.domain.checkin import StoredRecord
 from bridge.domain.delivery import (
     DeadLetter,
     ItemFailure,
@@ -25,7 +26,7 @@ from bridge.domain.errors import Transient
 from bridge.domain.keygen import KeygenRepository
 from bridge.domain.machines import MachineTally
 from bridge.domain.model import License, Machine, Policy, Product, UsageEntry
-from bridge.domain.periods import PeriodState, Rollover
+from bridge.domain.periods import ClosedPeriod, PeriodState, Rollover
 from bridge.domain.reconcile import (
     ClosedPeriodRef,
     Finding,
@@ -467,6 +468,61 @@ class UsageUnitOfWork(Transaction, Protocol):
 
 class UsageUnitOfWorkFactory(Protocol):
     def __call__(self) -> UsageUnitOfWork: ...
+
+
+class CheckInLicenses(UsageCounters, Protocol):
+    """What a check-in needs of the licenses table."""
+
+    def lock(self, license_id: str) -> bool: ...
+    def check_in(self, license_id: str, now: datetime) -> None:
+        """Set the license's lastCheckIn."""
+        ...
+
+
+class CheckInOutbox(OutboxWriter, Protocol):
+    def add_dead(
+        self, entry: UsageEntry, sinks: Sequence[str], reason: Reason, error: str
+    ) -> None: ...
+
+
+class CheckInPeriods(PeriodWriter, Protocol):
+    def closed_at(self, license_id: str, at: datetime) -> ClosedPeriod | None:
+        """The license's closed usage period that holds ``at`` (``uses_at_open`` unread)."""
+        ...
+
+    def add_late(self, license_id: str, start: datetime, n: int) -> None:
+        """Count a late record of ``n`` uses in the closed period starting at ``start``."""
+        ...
+
+
+class UsageRecords(Protocol):
+    """The accepted offline usage records, by their client id (``bridge.domain.checkin``)."""
+
+    def get(self, record_id: str) -> StoredRecord | None: ...
+    def add(self, record: StoredRecord, received_at: datetime) -> None:
+        """Raises ``StoreConflict`` when a concurrent transaction took the id (PostgreSQL)."""
+        ...
+
+
+class CheckInUnitOfWork(Transaction, Protocol):
+    """The one transaction of a check-in and its offline usage records."""
+
+    @property
+    def licenses(self) -> CheckInLicenses: ...
+    @property
+    def ledger(self) -> LedgerWriter: ...
+    @property
+    def outbox(self) -> CheckInOutbox: ...
+    @property
+    def periods(self) -> CheckInPeriods: ...
+    @property
+    def records(self) -> UsageRecords: ...
+
+    def savepoint(self) -> AbstractContextManager[None]: ...
+
+
+class CheckInUnitOfWorkFactory(Protocol):
+    def __call__(self, *, write: bool = ...) -> CheckInUnitOfWork: ...
 
 
 class StoreConflict(Exception, Transient):

@@ -158,6 +158,7 @@ class Reconciliation:
     unrepairable: int  # lost changes outside the platform's dedupe window: never resent
     checked_at: datetime
     resendable: int = 0  # lost changes inside it: what a repair resends (or resent)
+    late: int = 0  # offline records dated inside the period that arrived after it closed
 
 
 def compare(

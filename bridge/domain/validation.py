@@ -83,8 +83,8 @@ def validate_license(
     scope: ValidationScope,
     machines: MachineFacts | None = None,
 ) -> ValidationResult:
-    """Keygen's order: suspended, expired (REVOKE_ACCESS), scope checks, machine limits
-    (strict), expired (the other strategies), then valid."""
+    """Keygen's order: suspended, expired (REVOKE_ACCESS), overdue for check-in, scope checks,
+    machine limits (strict), expired (the other strategies), then valid."""
     status = license.status(now)
     if status is LicenseStatus.SUSPENDED:
         return ValidationResult(False, "SUSPENDED", "is suspended")
@@ -92,6 +92,8 @@ def validate_license(
     strategy = license.terms.expiration_strategy
     if expired and strategy == "REVOKE_ACCESS":  # before anything else (Keygen)
         return _no("EXPIRED", "is expired")
+    if license.check_in_overdue(now):
+        return _no("OVERDUE", "is overdue for check in")
     found = _unsatisfied_scope(license, scope) or _machine_scopes(scope, machines, now)
     if found is not None:
         return found

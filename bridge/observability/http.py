@@ -92,7 +92,15 @@ def _template(scope: Scope) -> str:
     full = getattr(context, "path_format", None)
     if full:
         return str(full)
-    return str(getattr(scope.get("route"), "path", None) or _UNROUTED)
+    path = getattr(scope.get("route"), "path", None)
+    if path is None:
+        return _UNROUTED
+    # A route answered outside the router (the usage fast path): its prefix from the URL form.
+    if path.startswith("/v1") or not scope["path"].startswith("/v1/"):
+        return str(path)
+    if "account" in scope.get("path_params", {}):
+        return f"/v1/accounts/{{account}}{path}"
+    return f"/v1{path}"
 
 
 # The store's view, read at each scrape: per sink and undelivered status, the count and the

@@ -7,13 +7,20 @@ hand-off alone, waiting for the GIL behind the event loop, cost ~1.5 ms per chan
 order in one transaction, each inside its own savepoint, commits once, and only then answers
 every caller. Each answer stays exact (a change sees the ones before it), a rejected change
 leaves no trace, and no caller hears of a change before it is durable.
+
+The same writer runs on PostgreSQL (one per API process): a WAL flush, a pooled connection and a
+threadpool hop per change cost more than the change. Batches of several processes can meet on
+the same rows; a deadlock between them fails one statement (its change runs again alone) or the
+whole transaction (every change of it runs again alone: none of it was durable).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import queue
 import threading
+from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -32,7 +39,8 @@ class _Job:
     principal: Principal
     change: UsageChange
     answer: Answer[UsageOutcome]
-    future: Future[UsageOutcome] = field(default_factory=Future)
+    future: Future[UsageOutcome] | None = None  # a thread's, or:
+    waiter: asyncio.Future[UsageOutcome] | None = None  # an event loop's
     # The submitter's context (its request id for the logs): contextvars do not cross threads.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     outcome: UsageOutcome | None = None
@@ -44,33 +52,64 @@ _STOP = object()
 
 
 class BatchWriter:
+    """``lanes`` writer threads (1 on SQLite, which has one writer anyway). On PostgreSQL a
+    lane spends most of its time waiting for the server's answers, so several work side by
+    side; a change goes to the lane of its license reference, so two lanes never wait on each
+    other's row locks for the same license."""
+
     def __init__(
-        self, uows: UsageUnitOfWorkFactory, service: UsageService, *, max_batch: int = 256
+        self,
+        uows: UsageUnitOfWorkFactory,
+        service: UsageService,
+        *,
+        max_batch: int = 256,
+        lanes: int = 1,
     ) -> None:
         self._uows = uows
         self._service = service
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="bridge-writer", daemon=True)
-        self._thread.start()
+        self._queues: list[queue.SimpleQueue[_Job | object]] = [
+            queue.SimpleQueue() for _ in range(lanes)
+        ]
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"bridge-writer-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _queue_of(self, change: UsageChange) -> queue.SimpleQueue[_Job | object]:
+        queues = self._queues
+        return queues[0] if len(queues) == 1 else queues[hash(change.license_ref) % len(queues)]
 
     def submit(
         self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
     ) -> Future[UsageOutcome]:
-        job = _Job(principal, change, answer)
-        self._queue.put(job)
-        return job.future
+        future: Future[UsageOutcome] = Future()
+        self._queue_of(change).put(_Job(principal, change, answer, future=future))
+        return future
+
+    def submit_async(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
+    ) -> asyncio.Future[UsageOutcome]:
+        """As ``submit``, for a caller on an event loop: a batch's answers reach each loop in
+        one wake-up (``call_soon_threadsafe``) instead of one per change."""
+        waiter: asyncio.Future[UsageOutcome] = asyncio.get_running_loop().create_future()
+        self._queue_of(change).put(_Job(principal, change, answer, waiter=waiter))
+        return waiter
 
     def close(self) -> None:
-        """Finish what is queued, then stop the thread."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        """Finish what is queued, then stop the threads."""
+        for q in self._queues:
+            q.put(_STOP)
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self) -> None:
+    def _run(self, jobs: queue.SimpleQueue[_Job | object]) -> None:
         stopping = False
         while not stopping:
             batch: list[_Job] = []
-            item = self._queue.get()
+            item = jobs.get()
             while True:
                 if item is _STOP:
                     stopping = True
@@ -79,7 +118,7 @@ class BatchWriter:
                 if stopping or len(batch) >= self._max_batch:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = jobs.get_nowait()
                 except queue.Empty:
                     break
             if batch:
@@ -87,20 +126,10 @@ class BatchWriter:
 
     def _apply(self, batch: list[_Job]) -> None:
         try:
-            with self._uows() as uow:
-                for job in batch:
-                    try:
-                        with uow.savepoint():
-                            outcome = job.context.run(
-                                self._service.apply_in, uow, job.principal, job.change
-                            )
-                            job.context.run(job.answer, outcome)  # a failure undoes the savepoint
-                            job.outcome = outcome
-                    except (RaceLost, StoreConflict):
-                        job.alone = True
-                    except Exception as exc:  # the caller's to handle, like any rejection
-                        job.error = exc
-                uow.commit()
+            self._together(batch)
+        except StoreConflict:  # a deadlock with another process's batch (PostgreSQL): nothing
+            for job in batch:  # of this one is durable, so each runs again on its own
+                job.outcome, job.alone, job.error = None, True, None
         except Exception as exc:  # nothing of the batch is durable: every caller learns it
             for job in batch:
                 job.context.run(log.warning, "usage_batch_failed", size=len(batch), error=str(exc))
@@ -113,8 +142,55 @@ class BatchWriter:
                     )
                 except Exception as exc:
                     job.error = exc
-            if job.error is not None:
-                job.future.set_exception(job.error)
-            else:
-                assert job.outcome is not None
-                job.future.set_result(job.outcome)
+        self._answer(batch)
+
+    def _together(self, batch: list[_Job]) -> None:
+        """Every change of the batch in one transaction, each in its own savepoint."""
+        with self._uows() as uow:
+            for job in batch:
+                try:
+                    with uow.savepoint():
+                        outcome = job.context.run(
+                            self._service.apply_in, uow, job.principal, job.change
+                        )
+                        job.context.run(job.answer, outcome)  # a failure undoes the savepoint
+                        job.outcome = outcome
+                except (RaceLost, StoreConflict):
+                    job.alone = True
+                except Exception as exc:  # the caller's to handle, like any rejection
+                    job.error = exc
+            uow.commit()
+
+    @staticmethod
+    def _answer(batch: list[_Job]) -> None:
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[_Job]] = defaultdict(list)
+        for job in batch:
+            if job.waiter is not None:
+                by_loop[job.waiter.get_loop()].append(job)
+            elif job.future is not None:
+                if job.error is not None:
+                    job.future.set_exception(job.error)
+                else:
+                    job.future.set_result(_outcome(job))
+        for loop, jobs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, jobs)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+                log.warning("usage_answers_dropped", count=len(jobs))
+
+
+def _outcome(job: _Job) -> UsageOutcome:
+    assert job.outcome is not None
+    return job.outcome
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """On the callers' loop: each waiter gets its answer (unless its request was cancelled)."""
+    for job in jobs:
+        waiter = job.waiter
+        if waiter is None or waiter.done():
+            continue
+        if job.error is not None:
+            waiter.set_exception(job.error)
+        else:
+            waiter.set_result(_outcome(job))

@@ -114,6 +114,8 @@ def create_license(
             period_anchor=check_period_anchor(command.period_anchor),
             max_machines_override=max_machines,
             max_cores_override=max_cores,
+            # Keygen's set_first_check_in: a license that must check in starts checked in.
+            last_check_in=now if policy.require_check_in else None,
         ).under(policy.terms)
         license = license.current(now)  # opens its first usage period, if it has a rule
         uow.licenses.add(license)

@@ -94,6 +94,9 @@ def _policy(row: RowMapping) -> Policy:
         heartbeat_resurrection_strategy=row["heartbeat_resurrection_strategy"],
         heartbeat_basis=row["heartbeat_basis"],
         expiration_strategy=row["expiration_strategy"],
+        require_check_in=bool(row["require_check_in"]),
+        check_in_interval=row["check_in_interval"],
+        check_in_interval_count=row["check_in_interval_count"],
     )
 
 
@@ -117,6 +120,9 @@ def _policy_values(p: Policy) -> dict[str, Any]:
         "heartbeat_resurrection_strategy": p.heartbeat_resurrection_strategy,
         "heartbeat_basis": p.heartbeat_basis,
         "expiration_strategy": p.expiration_strategy,
+        "require_check_in": p.require_check_in,
+        "check_in_interval": p.check_in_interval,
+        "check_in_interval_count": p.check_in_interval_count,
         "metadata": p.metadata,
         "created": p.created,
         "updated": p.updated,

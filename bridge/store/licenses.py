@@ -41,6 +41,7 @@ COLUMNS = (
     "period_end",
     "period_open_uses",
     "last_validated",
+    "last_check_in",
 )
 _FIRST_USE = ExpirationBasis.FROM_FIRST_USE.value
 # The projection: the license's columns and the policy columns its terms come from, by name.
@@ -54,6 +55,9 @@ _POLICY_COLUMNS = {
     "policy_floating": "p.floating",
     "policy_require_heartbeat": "p.require_heartbeat",
     "policy_expiration_strategy": "p.expiration_strategy",
+    "policy_require_check_in": "p.require_check_in",
+    "policy_check_in_interval": "p.check_in_interval",
+    "policy_check_in_interval_count": "p.check_in_interval_count",
     "first_use_duration": f"CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END",
     # Keygen's relationships.machines.meta: index probes (uq_machines_license_fingerprint) in
     # the same statement, so a list page costs no query per license.
@@ -83,13 +87,18 @@ def _param(column: str) -> str:
 _INSERT = f"""
 INSERT INTO licenses ({", ".join(COLUMNS)}) VALUES ({", ".join(map(_param, COLUMNS))})
 """  # noqa: S608 - only module constants are interpolated
-# Only the usage actions and period rollovers write the counter and the open period, and only
-# validations write last_validated.
-_UPDATABLE = tuple(
-    c
-    for c in COLUMNS
-    if c not in ("id", "uses", "period_start", "period_end", "period_open_uses", "last_validated")
+# Only the usage actions and period rollovers write the counter and the open period, only
+# validations write last_validated, and only check-ins last_check_in.
+_WRITTEN_ELSEWHERE = (
+    "id",
+    "uses",
+    "period_start",
+    "period_end",
+    "period_open_uses",
+    "last_validated",
+    "last_check_in",
 )
+_UPDATABLE = tuple(c for c in COLUMNS if c not in _WRITTEN_ELSEWHERE)
 _UPDATE = f"""
 UPDATE licenses SET {", ".join(f"{c} = {_param(c)}" for c in _UPDATABLE)} WHERE id = :id
 """  # noqa: S608 - only module constants are interpolated
@@ -122,6 +131,7 @@ _SET_USES = f"UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id AN
 _TOUCH_VALIDATED = "UPDATE licenses SET last_validated = :now WHERE id = :id"
 _TOUCH_VALIDATED_PG = f"""{_TOUCH_VALIDATED}
   AND id IN (SELECT id FROM licenses WHERE id = :id FOR UPDATE SKIP LOCKED)"""  # noqa: S608
+_CHECK_IN = "UPDATE licenses SET last_check_in = :now WHERE id = :id"
 _SET_EXPIRY = "UPDATE licenses SET expiry = :expiry WHERE id = :id AND expiry IS NULL"
 _KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key = :key"
 _OF_POLICY = "SELECT 1 AS found FROM licenses WHERE policy_id = :policy_id LIMIT 1"
@@ -142,6 +152,9 @@ def _policy_terms(
     floating: bool,
     require_heartbeat: bool,
     expiration_strategy: str,
+    require_check_in: bool = False,
+    check_in_interval: str | None = None,
+    check_in_interval_count: int | None = None,
 ) -> Terms:
     rule = rule_from_json(usage_period)
     return Terms(
@@ -154,6 +167,9 @@ def _policy_terms(
         floating,
         require_heartbeat,
         expiration_strategy,
+        require_check_in,
+        check_in_interval,
+        check_in_interval_count,
     )
 
 
@@ -169,6 +185,9 @@ def license_from_row(row: Any) -> License:
         bool(row["policy_floating"]),
         bool(row["policy_require_heartbeat"]),
         row["policy_expiration_strategy"],
+        bool(row["policy_require_check_in"]),
+        row["policy_check_in_interval"],
+        row["policy_check_in_interval_count"],
     )
     rule = rule_from_json(row["usage_period"])
     return License(
@@ -199,6 +218,7 @@ def license_from_row(row: Any) -> License:
         max_machines_override=row["max_machines_override"],
         max_cores_override=row["max_cores_override"],
         last_validated=read_ts(row["last_validated"]),
+        last_check_in=read_ts(row["last_check_in"]),
         machines_count=int(row["machines_count"]),
         machines_cores=int(row["machines_cores"]),
     )
@@ -235,6 +255,7 @@ def _values(sql: Sql, lic: License) -> dict[str, Any]:
         "period_end": sql.ts(lic.period_end),
         "period_open_uses": lic.period_open_uses,
         "last_validated": sql.ts(lic.last_validated),
+        "last_check_in": sql.ts(lic.last_check_in),
     }
 
 
@@ -251,6 +272,7 @@ class LicenseStatements:
         self.lock_uses = sql.style(_LOCK_USES if sql.sqlite else _LOCK_USES + " FOR UPDATE")
         self.set_uses = sql.style(_SET_USES)
         self.set_expiry = sql.style(_SET_EXPIRY)
+        self.check_in = sql.style(_CHECK_IN)
         self.touch_validated = sql.style(_TOUCH_VALIDATED if sql.sqlite else _TOUCH_VALIDATED_PG)
         self.key_exists = sql.style(_KEY_EXISTS)
         self.of_policy = sql.style(_OF_POLICY)
@@ -372,6 +394,10 @@ class SqlLicenses:
         """Keygen's lastValidated; skipped (PostgreSQL) while another write holds the row."""
         params = {"id": license_id, "now": self._sql.ts(now)}
         self._cursor.execute(self._st.touch_validated, params)
+
+    def check_in(self, license_id: str, now: datetime) -> None:
+        """Keygen's lastCheckIn."""
+        self._cursor.execute(self._st.check_in, {"id": license_id, "now": self._sql.ts(now)})
 
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
         params = {"id": license_id, "expiry": self._sql.ts(expiry)}

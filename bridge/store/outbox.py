@@ -30,6 +30,11 @@ _INSERT = """
 INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created)
 VALUES (:entry_id, :sink, 'pending', 0, :at, :at)
 """
+# A change a sink will not be sent (past the platform's accepted window), kept as a dead letter.
+_INSERT_DEAD = """
+INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created, reason, last_error)
+VALUES (:entry_id, :sink, 'dead', 0, :at, :at, :reason, :error)
+"""
 # The relay's claim: due items of one sink (pending, or in flight past their lease), oldest due
 # first, off the partial index ix_outbox_due. PostgreSQL appends FOR UPDATE ... SKIP LOCKED.
 _CLAIM = f"""
@@ -140,6 +145,7 @@ class OutboxStatements:
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
         self.insert = sql.style(_INSERT)
+        self.insert_dead = sql.style(_INSERT_DEAD)
         self.claim = sql.style(_CLAIM if sql.sqlite else f"{_CLAIM}{_SKIP_LOCKED}\n")
         self.lease = sql.style(_LEASE)
         self.mark = sql.style(_MARK)
@@ -174,6 +180,13 @@ class SqlOutbox:
             self._cursor.execute(self._st.insert, rows[0])
         elif rows:
             self._cursor.executemany(self._st.insert, rows)
+
+    def add_dead(self, entry: UsageEntry, sinks: Sequence[str], reason: Reason, error: str) -> None:
+        """Rows for ``sinks`` that are dead letters from the start, with their reason."""
+        at = self._sql.ts(entry.occurred_at)
+        for sink in sinks:
+            row = {"entry_id": entry.id, "sink": sink, "at": at, "reason": reason, "error": error}
+            self._cursor.execute(self._st.insert_dead, row)
 
     def claim(
         self, sink: str, now: datetime, lease_until: datetime, limit: int

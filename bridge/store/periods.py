@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.domain.periods import PeriodState, Rollover, rule_from_json
+from bridge.domain.periods import ClosedPeriod, PeriodState, Rollover, rule_from_json
 from bridge.domain.ports import StoreConflict
-from bridge.store.sql import Sql, every, read_ts
+from bridge.store.sql import Sql, every, one, read_ts
 
 PERIOD_ACTOR = "period"
 
@@ -142,6 +142,18 @@ UPDATE licenses SET period_start = :start, period_end = :end
 WHERE id = :id AND period_end = :old_end
 """
 
+# A closed period that holds an instant, and a late record added to it (``bridge.domain.checkin``).
+_CLOSED_AT = """
+SELECT period_start, period_end, uses_at_close FROM usage_periods
+WHERE license_id = :license_id AND period_start <= :at AND :at < period_end
+"""
+_ADD_LATE = """
+UPDATE usage_periods SET uses_at_close = uses_at_close + :n, increments = increments + :n,
+       entries = entries + 1, late_increments = late_increments + :n,
+       late_entries = late_entries + 1
+WHERE license_id = :license_id AND period_start = :start
+"""
+
 _UNOPENED = f"""
 SELECT {_STATE_COLUMNS}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
@@ -167,6 +179,8 @@ class PeriodSql:
         self._due = sql.style(_DUE)
         self._unopened = sql.style(_UNOPENED)
         self._align = sql.style(_ALIGN)
+        self._closed_at = sql.style(_CLOSED_AT)
+        self._add_late = sql.style(_ADD_LATE)
         self._fill_licenses = sql.style(_SQ_FILL_LICENSES)
         self._fill_closed = sql.style(_SQ_FILL_CLOSED)
         self._close = sql.style(_SQ_CLOSE)
@@ -269,6 +283,18 @@ class PeriodSql:
         params = {"id": license_id, "old_end": ts(old_end), "start": ts(start), "end": ts(end)}
         cursor.execute(self._align, params)
         return bool(cursor.rowcount)
+
+    def closed_at(self, cursor: Any, license_id: str, at: datetime) -> ClosedPeriod | None:
+        cursor.execute(self._closed_at, {"license_id": license_id, "at": self.sql.ts(at)})
+        row = one(cursor, ("period_start", "period_end", "uses_at_close"))
+        if row is None:
+            return None
+        start, end = read_ts(row["period_start"]), read_ts(row["period_end"])
+        return ClosedPeriod(start, end, 0, int(row["uses_at_close"]))
+
+    def add_late(self, cursor: Any, license_id: str, start: datetime, n: int) -> None:
+        params = {"license_id": license_id, "start": self.sql.ts(start), "n": n}
+        cursor.execute(self._add_late, params)
 
     @staticmethod
     def _state(row: Any) -> PeriodState:
@@ -374,3 +400,11 @@ class SqlPeriods:
 
     def align(self, license_id: str, old_end: datetime, start: datetime, end: datetime) -> bool:
         return self._sql.align(self._cursor, license_id, old_end, start, end)
+
+    def closed_at(self, license_id: str, at: datetime) -> ClosedPeriod | None:
+        """The license's closed period that holds ``at`` (``uses_at_open`` is not read: 0)."""
+        return self._sql.closed_at(self._cursor, license_id, at)
+
+    def add_late(self, license_id: str, start: datetime, n: int) -> None:
+        """Count a late record of ``n`` uses in the closed period that starts at ``start``."""
+        self._sql.add_late(self._cursor, license_id, start, n)

@@ -131,6 +131,10 @@ class SqlReconciliation:
                 repaired=repaired,
                 unrepairable=finding.unrepairable,
                 resendable=len(finding.to_resend),
+                # Late records (``bridge.domain.checkin``) are counted on the period's record.
+                late=select(periods.c.late_entries)
+                .where(periods.c.id == period.id)
+                .scalar_subquery(),
                 status=finding.status,
                 checked_at=now,
             )
@@ -190,6 +194,7 @@ class SqlReconciliation:
                 unrepairable=r["unrepairable"],
                 resendable=r["resendable"],
                 checked_at=r["checked_at"],
+                late=r["late"],
             )
             for r in self._conn.execute(query).mappings()
         ]

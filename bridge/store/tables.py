@@ -91,6 +91,14 @@ class PolicyRow(SQLModel, table=True):
     )
     created: datetime = _utc()
     updated: datetime = _utc()
+    # Keygen's check-in: required, and every count x interval (day, week, month, year).
+    require_check_in: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    check_in_interval: str | None = Field(default=None, max_length=8)
+    check_in_interval_count: int | None = Field(
+        default=None, sa_column=Column(Integer, nullable=True)
+    )
 
 
 class LicenseRow(SQLModel, table=True):
@@ -124,6 +132,7 @@ class LicenseRow(SQLModel, table=True):
         default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
     )
     last_validated: datetime | None = _utc(nullable=True)  # Keygen's lastValidated
+    last_check_in: datetime | None = _utc(nullable=True)  # Keygen's lastCheckIn
 
 
 class MachineRow(SQLModel, table=True):
@@ -282,6 +291,29 @@ class UsagePeriodRow(SQLModel, table=True):
     reset_entry_id: str = Field(max_length=36)
     closed_by: str = Field(max_length=16)  # "usage" (lazy rollover) or "scheduler"
     closed_at: datetime = _utc()
+    # Offline records dated inside the period that arrived after it closed (also counted above).
+    late_increments: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    late_entries: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+
+
+class UsageRecordRow(SQLModel, table=True):
+    """An offline usage record the bridge accepted, by its client id: the key that applies each
+    record at most once, whichever request brings it (``bridge.service.checkin``)."""
+
+    __tablename__ = "usage_records"
+
+    id: str = Field(sa_column=Column(String(36), primary_key=True))
+    license_id: str = Field(max_length=36)
+    increment: int = Field(sa_column=Column(BigInteger, nullable=False))
+    occurred_at: datetime = _utc()
+    entry_id: str = Field(max_length=36)  # its ledger entry
+    period_start: datetime | None = _utc(nullable=True)  # the usage period it was counted in
+    late: bool = Field(sa_column=Column(Boolean, nullable=False))  # that period had closed
+    received_at: datetime = _utc()
 
 
 class ReconciliationRow(SQLModel, table=True):
@@ -313,6 +345,7 @@ class ReconciliationRow(SQLModel, table=True):
     resendable: int = 0  # lost changes inside the platform's dedupe window
     status: str = Field(max_length=16)  # "ok" or "mismatch"
     checked_at: datetime = _utc()
+    late: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class WebhookDeliveryRow(SQLModel, table=True):
@@ -451,6 +484,7 @@ outbox = _table(OutboxRow)
 outbox_purges = _table(OutboxPurgeRow)
 sink_health = _table(SinkHealthRow)
 periods = _table(UsagePeriodRow)
+usage_records = _table(UsageRecordRow)
 reconciliations = _table(ReconciliationRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
 webhook_subjects = _table(WebhookSubjectRow)

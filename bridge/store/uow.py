@@ -38,6 +38,7 @@ from bridge.store.machines import SqlMachines
 from bridge.store.outbox import OutboxStatements, SqlOutbox
 from bridge.store.periods import PeriodSql, SqlPeriods
 from bridge.store.reconcile import SqlReconciliation
+from bridge.store.records import RecordStatements, SqlRecords
 from bridge.store.sql import Sql
 from bridge.store.tokens import SqlTokens, TokenStatements
 from bridge.store.webhooks import SqlSubjectIndex, SqlWebhookInbox, SqlWebhookLicenses
@@ -54,6 +55,7 @@ class Statements:
         self.idempotency = IdempotencyStatements(self.sql)
         self.tokens = TokenStatements(self.sql)
         self.periods = PeriodSql(self.sql)
+        self.records = RecordStatements(self.sql)
 
 
 class SqlUnitOfWork:
@@ -68,6 +70,7 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotency
     outbox: SqlOutbox
     periods: SqlPeriods
+    records: SqlRecords
 
     def __init__(
         self,
@@ -111,6 +114,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotency(st.idempotency, cursor)
         self.outbox = SqlOutbox(st.outbox, cursor)
         self.periods = SqlPeriods(st.periods, cursor)
+        self.records = SqlRecords(st.records, cursor)
         return self
 
     # The Core repositories --------------------------------------------------------------------

@@ -59,5 +59,6 @@ def _resource(r: Reconciliation) -> s.ReconciliationResource:
             unrepairable=r.unrepairable,
             resendable=r.resendable,
             checked_at=r.checked_at,
+            late=r.late,
         ),
     )
