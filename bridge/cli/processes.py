@@ -80,7 +80,7 @@ def serve(
         if workers > 1:
             if config is not None:  # the API processes read the same settings
                 os.environ["BRIDGE_CONFIG"] = str(config.resolve())
-            with _relay_thread(c), _webhook_thread(c), _scheduler(c):
+            with _metrics_port(c), _relay_thread(c), _webhook_thread(c), _scheduler(c):
                 supervised = uvicorn.Config(
                     WORKER_APP,
                     factory=True,
