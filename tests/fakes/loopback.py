@@ -53,9 +53,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a hanging request never keeps the test process alive
     block_on_close = False
 
-    def __init__(self, loopback: LoopbackServer) -> None:
+    def __init__(self, loopback: LoopbackServer, port: int) -> None:
         self.loopback = loopback
-        super().__init__(("127.0.0.1", 0), _RequestHandler)
+        super().__init__(("127.0.0.1", port), _RequestHandler)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -116,11 +116,18 @@ class LoopbackServer:
     ``with`` block (or between ``start()`` and ``stop()``)."""
 
     def __init__(
-        self, handler: Handler, *, as_url: str | None = None, hang_s: float = WAIT_S
+        self,
+        handler: Handler,
+        *,
+        as_url: str | None = None,
+        hang_s: float = WAIT_S,
+        port: int = 0,
     ) -> None:
+        """``port``: 0 lets the OS pick; a given one serves again where a stopped server was
+        (a platform back after an outage, at the address the bridge was configured with)."""
         self.handler = handler
         self.hang_s = hang_s
-        self._server = _Server(self)
+        self._server = _Server(self, port)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host!s}:{port}"
         self.as_url = (as_url or self.url).rstrip("/")
