@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    db_pool_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="How long a request waits for a free connection (503)"
+    )
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()

@@ -3,7 +3,8 @@
 A unique-key race or a deadlock becomes ``StoreConflict`` (the use case may retry); a value the
 store refuses (out of a column's range, text it cannot encode, a NOT NULL, foreign-key or check
 constraint) is bad input: ``ValueInvalid`` or ``StringInvalid``, a 4xx; an unreachable, locked
-or otherwise failing database becomes ``ServiceUnavailable`` (503, safe to retry with the same
+or otherwise failing database, or a pool with no connection free in time, becomes
+``ServiceUnavailable`` (503, safe to retry with the same
 Idempotency-Key). Both SQLAlchemy's wrappers and the driver's own errors are recognised, since
 the cursor-level modules talk to the driver directly. The details never quote the statement or its
 parameters (a license key may be among them).
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bridge.domain.errors import ServiceUnavailable, StringInvalid, ValueInvalid
 from bridge.domain.ports import StoreConflict
@@ -57,3 +59,5 @@ def raise_translated(exc: BaseException, dbapi: Any) -> None:
         raise StoreConflict(str(exc)) from exc
     if isinstance(exc, OperationalError | dbapi.Error):
         raise ServiceUnavailable from exc
+    if isinstance(exc, PoolTimeout):  # every pooled connection busy for db_pool_timeout_s
+        raise ServiceUnavailable("no database connection was free in time; retry") from exc

@@ -83,14 +83,16 @@ class Process:
         return self
 
     def ready(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
         try:
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
     def kill9(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
         self.proc.send_signal(signal.SIGKILL)
         assert self.proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL
         self.kills += 1
@@ -386,7 +388,9 @@ def ledger_rows(db_url: str) -> tuple[dict[str, int], dict[str, int], list[str],
             entries = list(conn.execute(text("SELECT id FROM usage_ledger")).scalars())
             keys = list(
                 conn.execute(
-                    text("SELECT idempotency_key FROM usage_ledger WHERE idempotency_key IS NOT NULL")
+                    text(
+                        "SELECT idempotency_key FROM usage_ledger WHERE idempotency_key IS NOT NULL"
+                    )
                 ).scalars()
             )
             undelivered = conn.execute(
@@ -472,4 +476,3 @@ def sqlite_settings(directory: Path) -> dict[str, str]:
 
 def no_file_sink() -> dict[str, str]:
     return {"BRIDGE_SINKS__FILE__ENABLED": "false"}
-
