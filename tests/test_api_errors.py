@@ -291,3 +291,23 @@ def test_a_pool_with_no_free_connection_is_503(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert error_of(response)["code"] == "SERVICE_UNAVAILABLE"
     assert response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("sqlite_says", "detail"),
+    [
+        ("database or disk is full", "the database's disk is full"),
+        ("attempt to write a readonly database", "the database file is read-only"),
+        ("unable to open database file", "the database file cannot be opened (or created)"),
+    ],
+)
+def test_a_failing_disk_is_named_in_the_503(sqlite_says: str, detail: str) -> None:
+    """SQLite's file-system failures become 503s that say what is wrong (the operator's fix)."""
+    import sqlite3
+
+    from bridge.domain.errors import ServiceUnavailable
+    from bridge.store.errors import raise_translated
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        raise_translated(sqlite3.OperationalError(sqlite_says), sqlite3)
+    assert raised.value.detail == f"{detail}; retry with the same Idempotency-Key"

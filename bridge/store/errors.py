@@ -41,6 +41,27 @@ def _constraint(exc: BaseException) -> str:
     return str(name)
 
 
+# SQLite's answers when its file system fails it, in the words an operator acts on.
+_SQLITE_CAUSES = (
+    ("disk is full", "the database's disk is full"),
+    ("readonly database", "the database file is read-only"),
+    ("unable to open database file", "the database file cannot be opened (or created)"),
+    ("disk I/O error", "the database's disk failed to read or write"),
+)
+
+
+def unavailable(
+    exc: BaseException, advice: str = "; retry with the same Idempotency-Key"
+) -> ServiceUnavailable:
+    """The 503 for a database error: what is wrong where SQLite says so (a full or read-only
+    disk), else the generic detail (PostgreSQL's text may quote values, so it is not shown)."""
+    text = str(getattr(exc, "orig", exc))
+    for marker, cause in _SQLITE_CAUSES:
+        if marker in text:
+            return ServiceUnavailable(cause + advice)
+    return ServiceUnavailable() if advice else ServiceUnavailable("the database is unreachable")
+
+
 def raise_translated(exc: BaseException, dbapi: Any) -> None:
     """Raise the domain error for ``exc`` (chained), or return if it is no database error."""
     state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
@@ -58,6 +79,6 @@ def raise_translated(exc: BaseException, dbapi: Any) -> None:
     if state in _RETRYABLE_STATES:
         raise StoreConflict(str(exc)) from exc
     if isinstance(exc, OperationalError | dbapi.Error):
-        raise ServiceUnavailable from exc
+        raise unavailable(exc) from exc
     if isinstance(exc, PoolTimeout):  # every pooled connection busy for db_pool_timeout_s
         raise ServiceUnavailable("no database connection was free in time; retry") from exc
