@@ -72,12 +72,19 @@ class Process:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Process:
+        return self.spawn().wait_ready()
+
+    def spawn(self) -> Process:
         argv = [sys.executable, "-m", "bridge", self.command]
         if self.command == "serve":
             self.port = self.port or free_port()
             argv += ["--port", str(self.port)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self) -> Process:
+        """``serve``: until ``/readyz`` answers 200 (the others have nothing to ask)."""
         if self.command == "serve":
             wait_for(self.ready, f"{self.command} to be ready ({self.log})")
         return self
@@ -107,10 +114,12 @@ class Process:
 
 @contextmanager
 def running(*processes: Process) -> Iterator[None]:
-    """Start them in order; stop every one (SIGTERM) when the block ends, even on failure."""
+    """Start them all at once; stop every one (SIGTERM) when the block ends, even on failure."""
     try:
         for p in processes:
-            p.start()
+            p.spawn()
+        for p in processes:
+            p.wait_ready()
         yield
     finally:
         codes = {p.log.name: p.stop() for p in processes}
