@@ -5,8 +5,8 @@ billed once, each webhook stored once and applied once."""
 from __future__ import annotations
 
 import random
-import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -33,7 +33,7 @@ WEBHOOKS = 40
 def _send_webhooks(urls: list[str], subscriptions: list[str], sent: list[str]) -> None:
     """Each delivery to both API processes at once (as a platform's retry might), in order."""
     rng = random.Random(7)
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10) as http, ThreadPoolExecutor(len(urls)) as pool:
         for _ in range(WEBHOOKS):
             unique = uuid.uuid4().hex
             body = sign.body_of(
@@ -48,18 +48,11 @@ def _send_webhooks(urls: list[str], subscriptions: list[str], sent: list[str]) -
                 }
             )
             headers = sign.lago_hmac(HMAC_KEY, body, unique)
-            answers: list[int] = []
-
-            def post(url: str, body: bytes = body, headers: dict[str, str] = headers) -> None:
-                answers.append(
-                    http.post(f"{url}/v1/webhooks/lago", content=body, headers=headers).status_code
-                )
-
-            threads = [threading.Thread(target=post, args=(url,)) for url in urls]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            posts = [
+                pool.submit(http.post, f"{url}/v1/webhooks/lago", content=body, headers=headers)
+                for url in urls
+            ]
+            answers = [p.result().status_code for p in posts]
             assert answers == [200, 200], answers
             sent.append(unique)
 
