@@ -35,6 +35,10 @@ from tests.fakes.m3ter import API, CLIENT_ID, CLIENT_SECRET, INGEST, ORG, FakeM3
 from tests.served import ADMIN, free_port
 
 DEADLINE_S = 60.0
+# How many times a scenario repeats its faults, and how long a timed phase lasts: small in CI;
+# bench/fault_soak.sh runs the long variants.
+ROUNDS = int(os.environ.get("BRIDGE_FAULT_ROUNDS", "2"))
+PHASE_S = float(os.environ.get("BRIDGE_FAULT_PHASE_S", "2"))
 LAGO_KEY = "lago-reliability-key"
 JSON_API = "application/vnd.api+json"
 
@@ -56,6 +60,10 @@ def base_env(settings: dict[str, str]) -> dict[str, str]:
     return {**env, "BRIDGE_ADMIN_TOKEN": ADMIN, "COLUMNS": "200", **settings}
 
 
+# What each process logs once its stop handler is installed and it is at work.
+_STARTED = {"worker": b"relay_started", "scheduler": b"scheduler running"}
+
+
 @dataclass
 class Process:
     """One ``meterbridge <command>`` process, restartable; its output appended to ``log``."""
@@ -66,6 +74,7 @@ class Process:
     port: int | None = None  # serve only
     proc: subprocess.Popen[bytes] | None = None
     kills: int = 0
+    _logged: int = 0  # the log's size when the current process was spawned
 
     @property
     def url(self) -> str:
@@ -79,15 +88,27 @@ class Process:
         if self.command == "serve":
             self.port = self.port or free_port()
             argv += ["--port", str(self.port)]
+        self._logged = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self) -> Process:
-        """``serve``: until ``/readyz`` answers 200 (the others have nothing to ask)."""
+        """Until it is at work, its SIGTERM handler in place: ``serve`` answers ``/readyz``;
+        ``worker`` and ``scheduler`` have said they started (a SIGTERM before that, while
+        Python imports, would just end the process)."""
         if self.command == "serve":
             wait_for(self.ready, f"{self.command} to be ready ({self.log})")
+        else:
+            wait_for(self._started, f"{self.command} to start ({self.log})")
         return self
+
+    def _started(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        with self.log.open("rb") as f:
+            f.seek(self._logged)
+            return _STARTED[self.command] in f.read()
 
     def ready(self) -> bool:
         assert self.proc is not None

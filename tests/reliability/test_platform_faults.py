@@ -4,11 +4,11 @@ again each holds every ledger entry exactly once."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from tests.reliability.harness import (
+    PHASE_S,
     Figures,
     Load,
     Process,
@@ -21,9 +21,6 @@ from tests.reliability.harness import (
     wait_drained,
     wait_for,
 )
-
-# Each phase's length in seconds: short in CI; bench/reliability_soak.py runs minutes.
-PHASE_S = float(os.environ.get("BRIDGE_FAULT_PHASE_S", "2"))
 
 
 def test_platforms_down_then_throttling_then_slow_then_back(tmp_path: Path) -> None:

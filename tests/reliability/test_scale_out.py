@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 from tests import webhook_signing as sign
 from tests.reliability.harness import (
+    ROUNDS,
     Figures,
     Load,
     Process,
@@ -79,7 +80,7 @@ def test_two_of_each_process_on_one_postgresql(pg_url: str, tmp_path: Path) -> N
             unkeyed = Load(lambda: urls, licenses, threads=2, keys=False).start()
             sent: list[str] = []
             _send_webhooks(urls, [f"sub_{n}" for n in range(10)], sent)
-            keyed.wait_accepted(100)
+            keyed.wait_accepted(60 * ROUNDS)
             keyed.stop()
             unkeyed.stop()
             wait_drained(pg_url)
