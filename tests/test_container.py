@@ -97,6 +97,22 @@ def test_the_image_is_multi_stage_slim_and_not_root() -> None:
             assert all((ROOT / s).exists() for s in sources), args
 
 
+def test_the_build_context_is_what_the_image_copies() -> None:
+    """``.dockerignore`` sends the builder exactly what the Dockerfile copies: never a local
+    database, signing key, usage file or virtual environment."""
+    copied = set()
+    for word, args in DOCKERFILE:
+        if word == "COPY" and not args.startswith("--from"):
+            copied |= {s.rstrip("/") for s in shlex.split(args)[:-1]}
+    lines = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    assert {line[1:].rstrip("/") for line in lines if line.startswith("!")} == copied
+
+
 def test_entrypoint_and_command_are_the_cli() -> None:
     """``meterbridge`` is the project's script; ``serve`` its default command."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
