@@ -3,9 +3,9 @@
 # and longer outages than CI runs (each still ends with the same audit: nothing lost, nothing
 # billed twice, counters equal to the ledger). Prints each scenario's figures at the end.
 #
-# Usage: bash bench/fault_soak.sh [ROUNDS [PHASE_S]]   (defaults 20 rounds, 120 s phases)
-#   ROUNDS:  kill -9 rounds per process, PostgreSQL stops, scale-out load (x 60 changes)
-#   PHASE_S: how long the billing platforms stay down (the 429 and timeout phases follow)
+# Usage: bash bench/fault_soak.sh [ROUNDS [OUTAGE_S]]   (defaults 20 rounds, 120 s outages)
+#   ROUNDS:  kill -9 rounds per scenario, PostgreSQL stops, scale-out load (x 60 changes)
+#   OUTAGE_S: how long the billing platforms stay down (the 429 and timeout phases follow)
 # PostgreSQL: $BRIDGE_TEST_DATABASE_URL, else postgresql+psycopg://postgres@127.0.0.1:5432/test
 # (the scenario that restarts PostgreSQL runs a private server of its own). Takes about
 # ROUNDS x 30 s + PHASE_S on a 2-core machine.
