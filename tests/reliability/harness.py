@@ -37,6 +37,8 @@ from tests.fakes.m3ter import API, CLIENT_ID, CLIENT_SECRET, INGEST, ORG, FakeM3
 from tests.served import ADMIN, free_port
 
 DEADLINE_S = 60.0
+# Several processes importing at once on a busy 2-core machine may take a while to listen.
+STARTUP_S = 180.0
 # How many times a scenario repeats its faults, and how long a timed phase lasts: small in CI;
 # bench/fault_soak.sh runs the long variants.
 ROUNDS = int(os.environ.get("BRIDGE_FAULT_ROUNDS", "2"))
@@ -99,10 +101,8 @@ class Process:
         """Until it is at work, its SIGTERM handler in place: ``serve`` answers ``/readyz``;
         ``worker`` and ``scheduler`` have said they started (a SIGTERM before that, while
         Python imports, would just end the process)."""
-        if self.command == "serve":
-            wait_for(self.ready, f"{self.command} to be ready ({self.log})")
-        else:
-            wait_for(self._started, f"{self.command} to start ({self.log})")
+        started = self.ready if self.command == "serve" else self._started
+        wait_for(started, f"{self.command} to start ({self.log})", STARTUP_S)
         return self
 
     def _started(self) -> bool:
@@ -137,16 +137,20 @@ class Process:
 
 @contextmanager
 def running(*processes: Process) -> Iterator[None]:
-    """Start them all at once; stop every one (SIGTERM) when the block ends, even on failure."""
+    """Start them all at once; stop every one (SIGTERM) when the block ends: each must exit 0
+    (a graceful stop), unless the block failed (then its error is the one reported)."""
     try:
         for p in processes:
             p.spawn()
         for p in processes:
             p.wait_ready()
         yield
-    finally:
-        codes = {p.log.name: p.stop() for p in processes}
-        assert set(codes.values()) <= {0}, codes
+    except BaseException:
+        for p in processes:
+            p.stop()
+        raise
+    codes = {p.log.name: p.stop() for p in processes}
+    assert set(codes.values()) <= {0}, codes
 
 
 # -- the platforms ----------------------------------------------------------------------------
