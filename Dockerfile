@@ -11,7 +11,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY connectors ./connectors
-RUN /opt/meterbridge/bin/pip install --no-cache-dir ".[postgres]"
+RUN /opt/meterbridge/bin/pip install --no-cache-dir ".[postgres]" \
+ && /opt/meterbridge/bin/pip uninstall --yes --quiet pip setuptools
 
 # -- run: that environment alone on a slim base, as an unprivileged user ------------------------
 FROM python:3.11-slim
