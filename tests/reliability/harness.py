@@ -342,7 +342,7 @@ class Load:
         deadline = time.monotonic() + DEADLINE_S * 2
         while True:
             url = rng.choice(self.urls())
-            client = clients.get(url) or clients.setdefault(url, admin(url, timeout=5))
+            client = clients.get(url) or clients.setdefault(url, admin(url, timeout=30))
             headers = {"Idempotency-Key": key} if key else {}
             outcome: int | str
             try:
