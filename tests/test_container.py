@@ -116,7 +116,7 @@ def test_the_build_context_is_what_the_image_copies() -> None:
 def test_entrypoint_and_command_are_the_cli() -> None:
     """``meterbridge`` is the project's script; ``serve`` its default command."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["meterbridge"] == "bridge.cli:main"
+    assert scripts["meterbridge"] == "bridge.entry:main"
     assert json.loads(_one(FINAL, "ENTRYPOINT")) == ["meterbridge"]
     command = json.loads(_one(FINAL, "CMD"))
     assert command == ["serve"]
