@@ -94,7 +94,11 @@ class Process:
             argv += ["--port", str(self.port)]
         self._logged = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            # In the scenario's directory: on PostgreSQL the signing key file is created in the
+            # working directory (shared by the scenario's processes, as replicas must share it).
+            self.proc = subprocess.Popen(
+                argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.log.parent
+            )
         return self
 
     def wait_ready(self) -> Process:
