@@ -15,6 +15,7 @@ from bridge.api.middleware import RequestGuard
 from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
     health,
+    keygen,
     licenses,
     machines,
     me,
@@ -48,6 +49,7 @@ def _resources() -> APIRouter:
         reconciliations,
         me,
         webhooks,
+        keygen,
     ):
         router.include_router(module.router)
     router.include_router(webhooks.inbound)  # signed by the platform, not token-authenticated
