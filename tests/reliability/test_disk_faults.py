@@ -70,11 +70,11 @@ def tmpfs(where: Path) -> Iterator[bool]:
 def _fill(volume: Path) -> Path:
     """Write a file until the file system has no byte left."""
     filler = volume / "filler"
-    with filler.open("wb") as f:
+    # Unbuffered: nothing is left to flush (and fail again) when the file is closed.
+    with filler.open("wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
