@@ -192,7 +192,11 @@ class Container:
 
 def build(settings: Settings, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
     sinks, readers = build_sinks(settings, clock)
     return Container(
         settings,
