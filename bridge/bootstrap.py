@@ -20,9 +20,11 @@ from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
+from bridge.service.checkout import CheckoutService
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
+from bridge.service.signed_keys import KeyMint
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
@@ -216,6 +218,7 @@ def build_app(container: Container) -> FastAPI:
     # SQLite has one writer: a writer thread commits concurrent changes in groups.
     sqlite = container.engine.dialect.name == "sqlite"
     batch = BatchWriter(container.usage_uows, service) if sqlite else None
+    key = container.account_key()
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
@@ -225,11 +228,13 @@ def build_app(container: Container) -> FastAPI:
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,
+        checkout=CheckoutService(container.uows, container.clock, key),
+        mint=KeyMint(key, container.settings.account),
         webhooks=build_receivers(container.settings),
     )
     signing = Signing(
         account=container.settings.account,
-        key=container.account_key().private,
+        key=key.private,
         now=container.clock.now,
         public_host=container.settings.public_host,
     )

@@ -14,6 +14,7 @@ from bridge.api.deps import ApiContext, check_account
 from bridge.api.middleware import RequestGuard
 from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
+    checkouts,
     health,
     licenses,
     machines,
@@ -44,6 +45,7 @@ def _resources() -> APIRouter:
         licenses,
         usage,
         machines,
+        checkouts,
         outbox,
         reconciliations,
         me,

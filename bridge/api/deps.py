@@ -16,8 +16,10 @@ from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
+from bridge.service.checkout import CheckoutService
 from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, PageRequest
 from bridge.service.machines import MachineService
+from bridge.service.signed_keys import KeyMint
 from bridge.webhooks.endpoints import Receivers
 
 
@@ -31,6 +33,8 @@ class ApiContext:
     render: Renderer
     account: str
     ready: Callable[[], bool]
+    checkout: CheckoutService
+    mint: KeyMint  # signs the keys of ED25519_SIGN licenses
     webhooks: Receivers = field(default_factory=lambda: Receivers({}))
 
 

@@ -47,13 +47,14 @@ from bridge.domain.model import (
     Policy,
 )
 from bridge.domain.periods import PeriodRule
+from bridge.domain.signed_keys import KEY_MAX, check_scheme
 from bridge.domain.validation import instant_in_range
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 MIN_HEARTBEAT_S = 60  # Keygen's minimum heartbeat duration
-KEY_MIN, KEY_MAX = 6, 255
+KEY_MIN = 6  # Keygen's minimum for a key it does not sign; KEY_MAX (16 KiB) for any key
 MAX_TEXT = 255  # machine fingerprint, name, platform and hostname
 _RANGE = "must lie between 1900-01-01 and 9000-01-01 UTC"
 
@@ -139,6 +140,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
     except ValueError:
         raise ExpirationBasisNotAllowed from None
     strategies = _strategies(policy, change)
+    scheme = check_scheme(change.scheme) if isinstance(change, NewPolicy) else policy.scheme
     metadata = policy.metadata if change.metadata is UNSET else change.metadata or {}
     usage_period = policy.usage_period
     if change.usage_period is not UNSET:
@@ -163,6 +165,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
         heartbeat_basis=strategies["heartbeat_basis"],
         metadata=metadata,
         usage_period=usage_period,
+        scheme=scheme,
         updated=now,
     )
 

@@ -78,6 +78,7 @@ class NewPolicy:
     heartbeat_basis: str | None = None  # default FROM_FIRST_PING
     usage_period: RawRule | None = None
     metadata: Metadata | None = None
+    scheme: str | None = None  # ED25519_SIGN: signed license keys; fixed at creation (Keygen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +163,17 @@ class MachinePatch:
     platform: Maybe[str | None] = UNSET
     hostname: Maybe[str | None] = UNSET
     metadata: Maybe[Metadata | None] = UNSET
+
+
+# Check-out ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CheckOut:
+    """A license or machine file request: the query's parameters under the body's ``meta``.
+
+    ``ttl`` UNSET is Keygen's default (a month); ``None`` (sent as null or blank) is no expiry.
+    """
+
+    encrypt: bool = False
+    algorithm: str | None = None
+    ttl: Maybe[int | None] = UNSET
+    include: tuple[str, ...] = ()

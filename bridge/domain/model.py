@@ -83,6 +83,7 @@ class Terms:
     floating: bool = False
     require_heartbeat: bool = False
     expiration_strategy: str = "RESTRICT_ACCESS"
+    scheme: str | None = None  # the policy's key scheme (ED25519_SIGN), shown by its licenses
 
     def over(
         self,
@@ -106,6 +107,7 @@ class Terms:
             self.floating,
             self.require_heartbeat,
             self.expiration_strategy,
+            self.scheme,
         )
 
     def to_snapshot(self) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class Policy:
     heartbeat_resurrection_strategy: str = "NO_REVIVE"
     heartbeat_basis: str = "FROM_FIRST_PING"
     expiration_strategy: str = "RESTRICT_ACCESS"
+    scheme: str | None = None  # ED25519_SIGN: its licenses' keys are signed (signed_keys.py)
 
     @property
     def heartbeat(self) -> HeartbeatTerms:
@@ -173,6 +176,7 @@ class Policy:
             self.floating,
             self.require_heartbeat,
             self.expiration_strategy,
+            self.scheme,
         )
 
 
@@ -208,6 +212,8 @@ class License:
     max_cores_override: int | None = None
     # Keygen's lastValidated: written by validations only (``LicenseRepository.touch_validated``).
     last_validated: datetime | None = None
+    # Keygen's lastCheckOut: written by license check-outs only (``touch_checked_out``).
+    last_check_out: datetime | None = None
     # The license's machines (Keygen's relationships.machines.meta), read with it, never stored.
     machines_count: int = 0
     machines_cores: int = 0
@@ -308,6 +314,7 @@ _SNAPSHOT_TIMES = (
     "period_start",
     "period_end",
     "last_validated",
+    "last_check_out",
 )
 # Snapshots stored before the license carried its terms held its policy's values instead.
 _POLICY_SNAPSHOT_FIELDS = {
@@ -412,6 +419,7 @@ class Machine:
     updated: datetime
     last_heartbeat: datetime | None = None
     next_heartbeat: datetime | None = None  # past it, the reaper deactivates the machine
+    last_check_out: datetime | None = None  # Keygen's lastCheckOut (machine files)
     # Read with the machine: its license's product and its policy's heartbeat terms.
     product_id: str | None = None
     heartbeat: HeartbeatTerms = HeartbeatTerms()

@@ -94,6 +94,7 @@ def _policy(row: RowMapping) -> Policy:
         heartbeat_resurrection_strategy=row["heartbeat_resurrection_strategy"],
         heartbeat_basis=row["heartbeat_basis"],
         expiration_strategy=row["expiration_strategy"],
+        scheme=row["scheme"],
     )
 
 
@@ -117,6 +118,7 @@ def _policy_values(p: Policy) -> dict[str, Any]:
         "heartbeat_resurrection_strategy": p.heartbeat_resurrection_strategy,
         "heartbeat_basis": p.heartbeat_basis,
         "expiration_strategy": p.expiration_strategy,
+        "scheme": p.scheme,
         "metadata": p.metadata,
         "created": p.created,
         "updated": p.updated,

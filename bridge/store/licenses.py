@@ -8,6 +8,7 @@ name in ``license_from_row``. Cursor-level (``bridge.store.sql``): the usage hot
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
@@ -41,6 +42,8 @@ COLUMNS = (
     "period_end",
     "period_open_uses",
     "last_validated",
+    "key_digest",
+    "last_check_out",
 )
 _FIRST_USE = ExpirationBasis.FROM_FIRST_USE.value
 # The projection: the license's columns and the policy columns its terms come from, by name.
@@ -54,6 +57,7 @@ _POLICY_COLUMNS = {
     "policy_floating": "p.floating",
     "policy_require_heartbeat": "p.require_heartbeat",
     "policy_expiration_strategy": "p.expiration_strategy",
+    "policy_scheme": "p.scheme",
     "first_use_duration": f"CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END",
     # Keygen's relationships.machines.meta: index probes (uq_machines_license_fingerprint) in
     # the same statement, so a list page costs no query per license.
@@ -68,7 +72,7 @@ SELECT {", ".join([*(f"l.{c}" for c in COLUMNS), *_POLICY_COLUMNS.values()])}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
 """  # noqa: S608 - only module constants are interpolated
 _FIND = f"""{_SELECT}
-WHERE l.id = :ref OR l.key = :ref
+WHERE l.id = :ref OR l.key_digest = :digest
 ORDER BY CASE WHEN l.id = :ref THEN 0 ELSE 1 END
 LIMIT 1
 """
@@ -88,7 +92,16 @@ INSERT INTO licenses ({", ".join(COLUMNS)}) VALUES ({", ".join(map(_param, COLUM
 _UPDATABLE = tuple(
     c
     for c in COLUMNS
-    if c not in ("id", "uses", "period_start", "period_end", "period_open_uses", "last_validated")
+    if c
+    not in (
+        "id",
+        "uses",
+        "period_start",
+        "period_end",
+        "period_open_uses",
+        "last_validated",
+        "last_check_out",
+    )
 )
 _UPDATE = f"""
 UPDATE licenses SET {", ".join(f"{c} = {_param(c)}" for c in _UPDATABLE)} WHERE id = :id
@@ -122,12 +135,19 @@ _SET_USES = f"UPDATE licenses SET uses = :uses, updated = :now WHERE id = :id AN
 _TOUCH_VALIDATED = "UPDATE licenses SET last_validated = :now WHERE id = :id"
 _TOUCH_VALIDATED_PG = f"""{_TOUCH_VALIDATED}
   AND id IN (SELECT id FROM licenses WHERE id = :id FOR UPDATE SKIP LOCKED)"""  # noqa: S608
+# Keygen's touch of last_check_out_at: the file is rendered first, so it shows the previous one.
+_TOUCH_CHECKED_OUT = "UPDATE licenses SET last_check_out = :now WHERE id = :id"
 _SET_EXPIRY = "UPDATE licenses SET expiry = :expiry WHERE id = :id AND expiry IS NULL"
-_KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key = :key"
+_KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key_digest = :digest"
 _OF_POLICY = "SELECT 1 AS found FROM licenses WHERE policy_id = :policy_id LIMIT 1"
 _DELETE = "DELETE FROM licenses WHERE id = :id"
 _COUNT = "SELECT COUNT(*) AS total FROM licenses l JOIN policies p ON p.id = l.policy_id"
 _LOCK = "SELECT id AS found FROM licenses WHERE id = :id"
+
+
+def key_digest(key: str) -> str:
+    """What a key is found by: keys may be longer than an index entry (signed keys, 16 KiB)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 # Memoized: a store has few policies, and the usage path maps a license on every change.
@@ -142,6 +162,7 @@ def _policy_terms(
     floating: bool,
     require_heartbeat: bool,
     expiration_strategy: str,
+    scheme: str | None,
 ) -> Terms:
     rule = rule_from_json(usage_period)
     return Terms(
@@ -154,6 +175,7 @@ def _policy_terms(
         floating,
         require_heartbeat,
         expiration_strategy,
+        scheme,
     )
 
 
@@ -169,6 +191,7 @@ def license_from_row(row: Any) -> License:
         bool(row["policy_floating"]),
         bool(row["policy_require_heartbeat"]),
         row["policy_expiration_strategy"],
+        row["policy_scheme"],
     )
     rule = rule_from_json(row["usage_period"])
     return License(
@@ -199,6 +222,7 @@ def license_from_row(row: Any) -> License:
         max_machines_override=row["max_machines_override"],
         max_cores_override=row["max_cores_override"],
         last_validated=read_ts(row["last_validated"]),
+        last_check_out=read_ts(row["last_check_out"]),
         machines_count=int(row["machines_count"]),
         machines_cores=int(row["machines_cores"]),
     )
@@ -235,6 +259,8 @@ def _values(sql: Sql, lic: License) -> dict[str, Any]:
         "period_end": sql.ts(lic.period_end),
         "period_open_uses": lic.period_open_uses,
         "last_validated": sql.ts(lic.last_validated),
+        "key_digest": key_digest(lic.key),
+        "last_check_out": sql.ts(lic.last_check_out),
     }
 
 
@@ -252,6 +278,7 @@ class LicenseStatements:
         self.set_uses = sql.style(_SET_USES)
         self.set_expiry = sql.style(_SET_EXPIRY)
         self.touch_validated = sql.style(_TOUCH_VALIDATED if sql.sqlite else _TOUCH_VALIDATED_PG)
+        self.touch_checked_out = sql.style(_TOUCH_CHECKED_OUT)
         self.key_exists = sql.style(_KEY_EXISTS)
         self.of_policy = sql.style(_OF_POLICY)
         self.delete = sql.style(_DELETE)
@@ -298,7 +325,7 @@ class SqlLicenses:
 
     def find(self, id_or_key: str) -> License | None:
         """By id or key; an id match wins over a key equal to another license's id."""
-        return self._license(self._st.find, {"ref": id_or_key})
+        return self._license(self._st.find, {"ref": id_or_key, "digest": key_digest(id_or_key)})
 
     def get(self, license_id: str) -> License | None:
         return self._license(self._st.get, {"id": license_id})
@@ -323,7 +350,7 @@ class SqlLicenses:
         return self._one(self._st.lock, {"id": license_id}) is not None
 
     def key_exists(self, key: str) -> bool:
-        return self._one(self._st.key_exists, {"key": key}) is not None
+        return self._one(self._st.key_exists, {"digest": key_digest(key)}) is not None
 
     def any_of_policy(self, policy_id: str) -> bool:
         return self._one(self._st.of_policy, {"policy_id": policy_id}) is not None
@@ -372,6 +399,11 @@ class SqlLicenses:
         """Keygen's lastValidated; skipped (PostgreSQL) while another write holds the row."""
         params = {"id": license_id, "now": self._sql.ts(now)}
         self._cursor.execute(self._st.touch_validated, params)
+
+    def touch_checked_out(self, license_id: str, now: datetime) -> None:
+        """Keygen's lastCheckOut."""
+        params = {"id": license_id, "now": self._sql.ts(now)}
+        self._cursor.execute(self._st.touch_checked_out, params)
 
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
         params = {"id": license_id, "expiry": self._sql.ts(expiry)}
