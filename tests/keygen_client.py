@@ -78,6 +78,30 @@ def _machine_file(secret: str, certificate: str) -> dict[str, Any]:
     }
 
 
+_OFFLINE_OPS = ("checkout", "machine_checkout", "license_file", "verify_key")
+
+
+async def _offline(step: dict[str, Any], license: Any) -> dict[str, Any]:
+    """The offline steps: files checked out and read back, files and signed keys verified."""
+    if step["op"] == "checkout":
+        issued = await license.checkout(step.get("ttl"), step.get("include"))
+        issued.verify()  # the file as the API answered it
+        return {
+            **_license_file(license.key, issued.certificate),
+            "certificate": issued.certificate,
+            "file_ttl": issued.ttl,
+        }
+    if step["op"] == "machine_checkout":
+        machine = await license.machine(step["machine"])
+        issued = await machine.checkout(step.get("ttl"), step.get("include"))
+        issued.verify()
+        secret = license.key + machine.fingerprint
+        return {**_machine_file(secret, issued.certificate), "file_ttl": issued.ttl}
+    if step["op"] == "license_file":
+        return _license_file(step["key"], step["certificate"])
+    return {"ok": True, "dataset": verify(SchemeCode.Ed25519Sign, step["key"])}
+
+
 async def run(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     license: Any = None
@@ -108,24 +132,8 @@ async def run(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             elif step["op"] == "machine_deactivate":
                 await (await license.machine(step["machine"])).deactivate()
                 result = {"ok": True}
-            elif step["op"] == "checkout":
-                issued = await license.checkout(step.get("ttl"), step.get("include"))
-                issued.verify()  # the file as the API answered it
-                result = {
-                    **_license_file(license.key, issued.certificate),
-                    "certificate": issued.certificate,
-                    "file_ttl": issued.ttl,
-                }
-            elif step["op"] == "machine_checkout":
-                machine = await license.machine(step["machine"])
-                issued = await machine.checkout(step.get("ttl"), step.get("include"))
-                issued.verify()
-                secret = license.key + machine.fingerprint
-                result = {**_machine_file(secret, issued.certificate), "file_ttl": issued.ttl}
-            elif step["op"] == "license_file":
-                result = _license_file(step["key"], step["certificate"])
-            elif step["op"] == "verify_key":
-                result = {"ok": True, "dataset": verify(SchemeCode.Ed25519Sign, step["key"])}
+            elif step["op"] in _OFFLINE_OPS:
+                result = await _offline(step, license)
             else:
                 raise ValueError(step["op"])
         except KeygenError as error:

@@ -35,6 +35,9 @@ def policy_create(
     floating: Annotated[bool, typer.Option(help="More than one machine per license")] = False,
     max_machines: Annotated[int | None, typer.Option(help="Machines per license")] = None,
     max_cores: Annotated[int | None, typer.Option(help="Cores summed over a license")] = None,
+    scheme: Annotated[
+        str | None, typer.Option(help="ED25519_SIGN: sign the licenses' keys (offline checks)")
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -46,6 +49,7 @@ def policy_create(
         floating=floating,
         max_machines=max_machines,
         max_cores=max_cores,
+        scheme=scheme,
         expiration_basis=ExpirationBasis.FROM_FIRST_USE if first_use else None,
         usage_period=(
             {
