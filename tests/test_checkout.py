@@ -68,7 +68,8 @@ def verified_dataset(kind: str, text: str, secret: str | None = None) -> dict[st
 
 
 # Fixtures ------------------------------------------------------------------------------------
-def _keyed(url: str, clock: FakeClock) -> Iterator[Api]:
+def keyed_api(url: str, clock: FakeClock) -> Iterator[Api]:
+    """The API with the RFC 8032 key as the account key (``TEST_PUBLIC`` verifies)."""
     container = make_container(url, clock, signing={"key": TEST_KEY})
     with TestClient(build_app(container), raise_server_exceptions=False) as client:
         yield Api(client)
@@ -78,13 +79,13 @@ def _keyed(url: str, clock: FakeClock) -> Iterator[Api]:
 @pytest.fixture
 def api(sqlite_url: str, clock: FakeClock) -> Iterator[Api]:
     clock.set(ISSUED)
-    yield from _keyed(sqlite_url, clock)
+    yield from keyed_api(sqlite_url, clock)
 
 
 @pytest.fixture
 def any_db_api(db_url: str, clock: FakeClock) -> Iterator[Api]:
     clock.set(ISSUED)
-    yield from _keyed(db_url, clock)
+    yield from keyed_api(db_url, clock)
 
 
 def check_out(api: Api, license: str, query: str = "", **kwargs: Any) -> Any:
@@ -211,6 +212,9 @@ def test_a_ttl_out_of_bounds_is_checkout_ttl_invalid(api: Api) -> None:
         ("", {"ttl": 60}, _SHORT),
         ("?ttl=-1", None, _SHORT),
         ("?ttl=2147483648", None, "must be less than or equal to 2147483647"),
+        ("?ttl=" + "9" * 5000, None, "must be less than or equal to 2147483647"),
+        ("?ttl=-" + "9" * 5000, None, _SHORT),
+        ("", {"ttl": 10**30}, "must be less than or equal to 2147483647"),
     ]
     for query, meta, detail in cases:
         body = {"meta": meta} if meta is not None else None
@@ -225,6 +229,7 @@ def test_a_ttl_that_is_not_an_integer_is_a_type_mismatch(api: Api) -> None:
     lic = api.license()["id"]
     detail = "type mismatch (received string expected integer)"
     _expect(check_out(api, lic, "?ttl=abc"), 400, "TYPE_MISMATCH", detail, "ttl")
+    _expect(check_out(api, lic, "?ttl=%C2%B2"), 400, "TYPE_MISMATCH", detail, "ttl")  # "²"
     detail = "type mismatch (received string expected boolean)"
     _expect(check_out(api, lic, "?encrypt=maybe"), 400, "TYPE_MISMATCH", detail, "encrypt")
 

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from nacl.signing import VerifyKey
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from bridge.bootstrap import build_app
 from bridge.cli import app as cli
 from bridge.keys import AccountKey, load_key
 from bridge.settings import load_settings
@@ -29,9 +27,8 @@ from bridge.store.engine import make_engine
 from bridge.store.migrate import upgrade
 from bridge.testing import FakeClock
 from tests.conftest import Api, error_of, make_container
+from tests.test_checkout import TEST_PUBLIC, keyed_api
 
-TEST_KEY = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"  # RFC 8032 test 1
-TEST_PUBLIC = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
 _SHAPE = re.compile(r"key/([A-Za-z0-9_=-]+)\.([A-Za-z0-9_=-]+)")
 
 
@@ -48,21 +45,14 @@ def verified_dataset(key: str, public: str = TEST_PUBLIC) -> str:
     return base64.urlsafe_b64decode(encoded).decode()
 
 
-def _keyed(url: str, clock: FakeClock) -> Iterator[Api]:
-    container = make_container(url, clock, signing={"key": TEST_KEY})
-    with TestClient(build_app(container), raise_server_exceptions=False) as client:
-        yield Api(client)
-    container.dispose()
-
-
 @pytest.fixture
 def api(sqlite_url: str, clock: FakeClock) -> Iterator[Api]:
-    yield from _keyed(sqlite_url, clock)
+    yield from keyed_api(sqlite_url, clock)
 
 
 @pytest.fixture
 def any_db_api(db_url: str, clock: FakeClock) -> Iterator[Api]:
-    yield from _keyed(db_url, clock)
+    yield from keyed_api(db_url, clock)
 
 
 def _create(api: Api, policy: str, **attributes: Any) -> Any:

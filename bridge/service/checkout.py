@@ -84,12 +84,8 @@ class CheckoutService:
         with self._uows(write=True) as uow:
             license = load_license(uow.licenses, principal, license_ref, LicenseAction.CHECK_OUT)
             terms = checkout_terms(FileKind.LICENSE, request)
-            issued = self._clock.now()
-            names = set(terms.includes)
-            snapshot = self._snapshot(uow, license, None, names, terms, issued)
-            secret = file_secret(FileKind.LICENSE, license.key)
-            found = self._file(FileKind.LICENSE, snapshot, terms, dataset, secret)
-            uow.licenses.touch_checked_out(license.id, issued)
+            found = self._issue(uow, license, None, set(terms.includes), terms, dataset)
+            uow.licenses.touch_checked_out(license.id, found.issued)
             answer(found)
             uow.commit()
         return found
@@ -108,32 +104,32 @@ class CheckoutService:
         with self._uows(write=True) as uow:
             machine, license = visible_machine(uow, principal, machine_ref, MachineAction.CHECK_OUT)
             terms = checkout_terms(FileKind.MACHINE, request)
-            issued = self._clock.now()
             # ``license.product`` includes the license and its product (JSON:API includes every
             # resource on the path); the machine's own owner, group, ... the bridge has none of.
             on_license = [n for n in terms.includes if n == "license" or n.startswith("license.")]
             names = {n.removeprefix("license.") for n in on_license}
             if on_license:
                 names.add("license")
-            snapshot = self._snapshot(uow, license, machine, names, terms, issued)
-            secret = file_secret(FileKind.MACHINE, license.key, machine.fingerprint)
-            found = self._file(FileKind.MACHINE, snapshot, terms, dataset, secret)
-            uow.machines.touch_checked_out(machine.id, issued)
+            found = self._issue(uow, license, machine, names, terms, dataset)
+            uow.machines.touch_checked_out(machine.id, found.issued)
             answer(found)
             uow.commit()
         return found
 
-    def _snapshot(
+    def _issue(
         self,
         uow: UnitOfWork,
         license: License,
         machine: Machine | None,
         names: set[str],
         terms: CheckoutTerms,
-        issued: datetime,
-    ) -> Snapshot:
+        dataset: Dataset,
+    ) -> CheckedOutFile:
+        """The signed file of the license, or of its machine, as of now."""
+        kind = FileKind.LICENSE if machine is None else FileKind.MACHINE
+        issued = self._clock.now()
         expiry = expiry_after(issued, terms.ttl)
-        return Snapshot(
+        snapshot = Snapshot(
             license=license,
             machine=machine,
             included_license=machine is not None and "license" in names,
@@ -142,27 +138,19 @@ class CheckoutService:
             meta=dataset_meta(issued, expiry, terms.ttl),
             now=issued,
         )
-
-    def _file(
-        self,
-        kind: FileKind,
-        snapshot: Snapshot,
-        terms: CheckoutTerms,
-        dataset: Dataset,
-        secret: str,
-    ) -> CheckedOutFile:
-        issued = snapshot.now
+        fingerprint = machine.fingerprint if machine is not None else None
+        secret = file_secret(kind, license.key, fingerprint)
         text = certificate(
             kind, dataset(snapshot), terms, self._signer, secret=secret, iv=os.urandom(IV_BYTES)
         )
         return CheckedOutFile(
             id=new_id(),
             kind=kind,
-            license_id=snapshot.license.id,
-            machine_id=snapshot.machine.id if snapshot.machine is not None else None,
+            license_id=license.id,
+            machine_id=machine.id if machine is not None else None,
             certificate=text,
             issued=issued,
-            expiry=expiry_after(issued, terms.ttl),
+            expiry=expiry,
             ttl=terms.ttl,
             includes=terms.includes,
             algorithm=terms.algorithm,

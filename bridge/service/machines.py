@@ -225,7 +225,7 @@ class MachineService:
                 if license is None or not can_see_license(principal, license):
                     raise NotFound.resource("license", license_ref)
                 license_id = license.id
-            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ, license_id)
+            machine, _ = visible_machine(uow, principal, machine_id, MachineAction.READ, license_id)
         return machine
 
     def list(
@@ -269,21 +269,11 @@ class MachineService:
             raise LicenseNotFound
         return license
 
-    def _visible(
-        self,
-        uow: UnitOfWork,
-        principal: Principal,
-        machine_ref: str,
-        action: MachineAction,
-        license_id: str | None = None,
-    ) -> tuple[Machine, License]:
-        return visible_machine(uow, principal, machine_ref, action, license_id)
-
     def _locked_machine(
         self, uow: UnitOfWork, principal: Principal, machine_ref: str, action: MachineAction
     ) -> tuple[Machine, License]:
         """The machine, read again once its license is held (it may have changed meanwhile)."""
-        found, license = self._visible(uow, principal, machine_ref, action)
+        found, license = visible_machine(uow, principal, machine_ref, action)
         uow.licenses.lock(license.id)
         machine = uow.machines.get(found.id)
         if machine is None:

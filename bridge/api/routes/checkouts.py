@@ -7,6 +7,7 @@ body's ``meta`` (which wins), as Keygen merges them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -17,16 +18,19 @@ from bridge.api.deps import ApiContext, Bearer, Ctx
 from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import Rendered
 from bridge.api.sources import Located, Source
+from bridge.domain.access import Principal
 from bridge.domain.checkout import FileKind, compact_json, keygen_time
 from bridge.domain.commands import UNSET, CheckOut, Maybe
 from bridge.domain.errors import TypeMismatch
 from bridge.service.checkout import CheckedOutFile, Snapshot
+from bridge.service.common import Answer
 
 router = APIRouter(tags=["check-out"], route_class=JsonApiRoute)
 
 # Keygen's typed_params boolean coercion; a blank value is null (no encryption).
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class CheckOutMeta(s.Strict):
@@ -67,6 +71,14 @@ def _mismatch(name: str, value: str, expected: str) -> Located:
     return Located(TypeMismatch(detail), Source(parameter=name))
 
 
+def _bounded_int(raw: str) -> int:
+    """The integer, or one as far out of the ttl's bounds when it has more than 18 digits
+    (Python refuses to convert very long ones)."""
+    sign = -1 if raw.startswith("-") else 1
+    digits = raw.lstrip("-").lstrip("0") or "0"
+    return sign * (int(digits) if len(digits) <= 18 else 10**18)
+
+
 def _from_query(query: Mapping[str, str]) -> dict[str, Any]:
     """The check-out parameters the query names, coerced as Keygen's ``typed_query`` does."""
     found: dict[str, Any] = {}
@@ -79,9 +91,9 @@ def _from_query(query: Mapping[str, str]) -> dict[str, Any]:
         found["algorithm"] = query["algorithm"]
     if "ttl" in query:
         raw = query["ttl"].strip()
-        if raw and not raw.lstrip("-").isdigit():
+        if raw and _INTEGER.fullmatch(raw) is None:
             raise _mismatch("ttl", raw, "integer")
-        found["ttl"] = int(raw) if raw else None  # blank: no expiry
+        found["ttl"] = _bounded_int(raw) if raw else None  # blank: no expiry
     if "include" in query:
         found["include"] = [name for name in query["include"].split(",") if name]
     return found
@@ -174,11 +186,16 @@ class _Attachment:
     """GET's answer: the certificate as a file named after the resource (Keygen)."""
 
     def __init__(self) -> None:
-        self.response: Response | None = None
+        self._response: Response | None = None
+
+    @property
+    def response(self) -> Response:
+        assert self._response is not None, "the use case did not render its answer"
+        return self._response
 
     def __call__(self, found: CheckedOutFile) -> None:
         name = found.machine_id or found.license_id
-        self.response = Response(
+        self._response = Response(
             content=found.certificate.encode(),
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{name}.lic"'},
@@ -186,57 +203,55 @@ class _Attachment:
 
 
 _Body = Annotated[CheckOutIn | None, Body()]
+_ATTACHMENT: dict[int | str, dict[str, Any]] = {200: {"content": {"application/octet-stream": {}}}}
 
 
-@router.post("/licenses/{license_id}/actions/check-out", response_model=FileDocument)
-def check_out_license(
-    ctx: Ctx, bearer: Bearer, request: Request, license_id: str, body: _Body = None
-) -> Response:
-    """A license file; by id or key."""
-    answer: Rendered[CheckedOutFile] = Rendered(lambda found: _document(ctx, found))
-    ctx.checkout.license_file(
-        bearer, license_id, _command(request.query_params, body), _dataset(ctx), answer
+def _check_out(
+    ctx: ApiContext,
+    bearer: Principal,
+    kind: FileKind,
+    ref: str,
+    request: CheckOut,
+    answer: Answer[CheckedOutFile],
+) -> None:
+    issue = ctx.checkout.license_file if kind is FileKind.LICENSE else ctx.checkout.machine_file
+    issue(bearer, ref, request, _dataset(ctx), answer)
+
+
+def _document_answer(ctx: ApiContext) -> Rendered[CheckedOutFile]:
+    return Rendered(lambda found: _document(ctx, found))
+
+
+def _add_routes(collection: str, kind: FileKind, alias: str) -> None:
+    """POST (the document) and GET (the attachment) of one kind of file."""
+    path = f"/{collection}/{{ref}}/actions/check-out"
+
+    @router.post(
+        path,
+        response_model=FileDocument,
+        name=f"check_out_{kind.value}",
+        description=f"A {kind.value} file; ``ref`` is its id or {alias}.",
     )
-    return answer.response
+    def check_out(
+        ctx: Ctx, bearer: Bearer, request: Request, ref: str, body: _Body = None
+    ) -> Response:
+        answer = _document_answer(ctx)
+        command = _command(request.query_params, body)
+        _check_out(ctx, bearer, kind, ref, command, answer)
+        return answer.response
 
-
-@router.get(
-    "/licenses/{license_id}/actions/check-out",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
-def download_license_file(ctx: Ctx, bearer: Bearer, request: Request, license_id: str) -> Response:
-    """The license file's certificate as ``<id>.lic``."""
-    answer = _Attachment()
-    ctx.checkout.license_file(
-        bearer, license_id, _command(request.query_params, None), _dataset(ctx), answer
+    @router.get(
+        path,
+        response_class=Response,
+        responses=_ATTACHMENT,
+        name=f"download_{kind.value}_file",
+        description=f"The {kind.value} file's certificate, as ``<id>.lic``.",
     )
-    assert answer.response is not None
-    return answer.response
+    def download(ctx: Ctx, bearer: Bearer, request: Request, ref: str) -> Response:
+        answer = _Attachment()
+        _check_out(ctx, bearer, kind, ref, _command(request.query_params, None), answer)
+        return answer.response
 
 
-@router.post("/machines/{machine_id}/actions/check-out", response_model=FileDocument)
-def check_out_machine(
-    ctx: Ctx, bearer: Bearer, request: Request, machine_id: str, body: _Body = None
-) -> Response:
-    """A machine file; by id or fingerprint."""
-    answer: Rendered[CheckedOutFile] = Rendered(lambda found: _document(ctx, found))
-    ctx.checkout.machine_file(
-        bearer, machine_id, _command(request.query_params, body), _dataset(ctx), answer
-    )
-    return answer.response
-
-
-@router.get(
-    "/machines/{machine_id}/actions/check-out",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
-def download_machine_file(ctx: Ctx, bearer: Bearer, request: Request, machine_id: str) -> Response:
-    """The machine file's certificate as ``<id>.lic``."""
-    answer = _Attachment()
-    ctx.checkout.machine_file(
-        bearer, machine_id, _command(request.query_params, None), _dataset(ctx), answer
-    )
-    assert answer.response is not None
-    return answer.response
+_add_routes("licenses", FileKind.LICENSE, "key")
+_add_routes("machines", FileKind.MACHINE, "fingerprint")
