@@ -203,7 +203,10 @@ class _Attachment:
 
 
 _Body = Annotated[CheckOutIn | None, Body()]
-_ATTACHMENT: dict[int | str, dict[str, Any]] = {200: {"content": {"application/octet-stream": {}}}}
+# GET's 200 is the certificate; its errors are JSON:API documents like every other route's.
+_ATTACHMENT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+}
 
 
 def _check_out(
@@ -242,7 +245,6 @@ def _add_routes(collection: str, kind: FileKind, alias: str) -> None:
 
     @router.get(
         path,
-        response_class=Response,
         responses=_ATTACHMENT,
         name=f"download_{kind.value}_file",
         description=f"The {kind.value} file's certificate, as ``<id>.lic``.",
