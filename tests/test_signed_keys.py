@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 from nacl.signing import VerifyKey
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
 from bridge.cli import app as cli
 from bridge.keys import AccountKey, load_key
 from bridge.settings import load_settings
 from bridge.store.engine import make_engine
-from bridge.store.migrate import upgrade
+from bridge.store.migrate import alembic_config, upgrade
 from bridge.testing import FakeClock
 from tests.conftest import Api, error_of, make_container
 from tests.test_checkout import TEST_PUBLIC, keyed_api
@@ -227,3 +229,24 @@ def test_the_migration_gives_existing_keys_their_digest(tmp_path: Path) -> None:
     container.dispose()
     assert found is not None
     assert found.id == "l"
+
+
+def test_the_migration_downgrades_and_upgrades_again(db_url: str) -> None:
+    """This migration, down to the one before it, restores the unique key column (under its
+    dialect's name), and up again finds it."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    config = alembic_config(engine)
+    script = ScriptDirectory.from_config(config)
+    (mine,) = [r for r in script.walk_revisions() if (r.doc or "").startswith("Offline validation")]
+    assert isinstance(mine.down_revision, str)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, mine.down_revision)
+        columns = {c["name"] for c in inspect(conn).get_columns("licenses")}
+    assert "key_digest" not in columns
+    upgrade(engine)
+    with engine.connect() as conn:
+        version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
+    engine.dispose()
+    assert version == script.get_current_head()

@@ -69,7 +69,7 @@ def downgrade() -> None:
         batch_op.alter_column(
             "key", existing_type=sa.Text(), type_=sa.String(length=255), existing_nullable=False
         )
-        batch_op.create_unique_constraint("licenses_key_key", ["key"])
+        batch_op.create_unique_constraint(_old_key_constraint(), ["key"])
         batch_op.drop_column("last_check_out")
         batch_op.drop_column("key_digest")
     with op.batch_alter_table("machines", schema=None) as batch_op:
