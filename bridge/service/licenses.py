@@ -99,9 +99,8 @@ def create_license(
         license_id = new_id()
         expiry = expiry if expiry is not None else policy.expiry_at_creation(now)
         if policy.scheme is not None:
-            sent = command.key
             key = require_mint(mint).key_for(
-                policy, license_id=license_id, sent=sent, created=now, expiry=expiry
+                policy, license_id=license_id, sent=command.key, created=now, expiry=expiry
             )
             if uow.licenses.key_exists(key):
                 raise KeyTaken
