@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -21,6 +22,7 @@ from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.checkout import CheckoutService
+from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
@@ -34,6 +36,7 @@ from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
 from bridge.store.uow import SqlUnitOfWorkFactory
 from bridge.webhooks.endpoints import (
+    KeygenReceiver,
     LagoPublicKey,
     LagoReceiver,
     M3terReceiver,
@@ -44,6 +47,7 @@ from bridge.webhooks.endpoints import (
 )
 from bridge.webhooks.subject_map import TemplateSubjects
 from connectors.file import FileSink
+from connectors.keygen import KeygenClient
 from connectors.lago import LagoSink
 from connectors.lago.reader import LagoReader
 from connectors.lago.webhook_key import fetch_public_key
@@ -59,6 +63,9 @@ class Container:
     clock: Clock
     sinks: tuple[Sink, ...] = field(default=())
     readers: dict[str, PlatformReader] = field(default_factory=dict)
+    # Set when the process stops: long jobs (the Keygen check's paced calls) end early.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    keygen_client: KeygenClient | None = None
 
     @property
     def usage_uows(self) -> UsageUnitOfWorkFactory:
@@ -84,7 +91,31 @@ class Container:
         lago = self.readers.get("lago")
         if isinstance(lago, LagoReader):
             readers["lago"] = lago.subscription_period
-        return WebhookWorker(self.uows, self.clock, rules, policy, readers=readers)
+        handlers = {}
+        if self.settings.keygen.enabled:
+            handlers["keygen"] = self.keygen_relay().handle
+        return WebhookWorker(
+            self.uows, self.clock, rules, policy, readers=readers, handlers=handlers
+        )
+
+    def keygen_relay(self) -> KeygenRelay:
+        """The Keygen relay (its API calls need ``[keygen] token``)."""
+        keygen = self.settings.keygen
+        if self.keygen_client is None and keygen.account_id and keygen.token:
+            self.keygen_client = KeygenClient(keygen)
+        policy = KeygenPolicy(
+            usage_period=keygen.rule,
+            requests_per_s=keygen.requests_per_s,
+            check_interval_s=keygen.check_interval_s,
+            sweep_s=keygen.sweep_s,
+            checks_per_run=keygen.checks_per_run,
+            reset_retry_base_s=keygen.reset_retry_base_s,
+            reset_retry_cap_s=keygen.reset_retry_cap_s,
+        )
+        sinks = [s.name for s in self.sinks]
+        return KeygenRelay(
+            self.uows, self.clock, sinks, self.keygen_client, policy, stop=self.stopping
+        )
 
     def reindex_webhook_subjects(self) -> int:
         """Rebuild the subject index from every license (after a template changed)."""
@@ -110,6 +141,7 @@ class Container:
             # SQLite has one writer: more transactions at a time would only queue.
             close_workers=1 if sqlite else self.settings.scheduler.close_workers,
             key_retention_days=self.settings.scheduler.idempotency_retention_days,
+            keygen=self.keygen_relay() if self.settings.keygen.enabled else None,
         )
 
     def authenticator(self) -> Authenticator:
@@ -137,6 +169,9 @@ class Container:
         ensure_current(self.engine)
 
     def dispose(self) -> None:
+        self.stopping.set()
+        if self.keygen_client is not None:
+            self.keygen_client.close()
         for sink in self.sinks:
             close = getattr(sink, "close", None)  # sinks that own an HTTP client
             if close is not None:
@@ -207,6 +242,12 @@ def build_receivers(settings: Settings) -> Receivers:
         receivers["stripe"] = StripeReceiver(hooks.stripe)
     if hooks.m3ter.enabled:
         receivers["m3ter"] = M3terReceiver(hooks.m3ter)
+    keygen = settings.keygen
+    if keygen.enabled:
+        assert keygen.account_id is not None
+        receivers["keygen"] = KeygenReceiver(
+            keygen.account_id, keygen.key, keygen.algorithm, keygen.tolerance_s, keygen.public_host
+        )
     for source, standard in hooks.standard.items():
         receiver = StandardReceiver(source, standard)
         receivers[receiver.provider] = receiver

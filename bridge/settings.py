@@ -21,6 +21,7 @@ from pydantic_settings import (
 from bridge.domain.errors import Terminal
 from bridge.webhooks.settings import WebhooksSettings
 from connectors.file import FileSinkSettings
+from connectors.keygen import KeygenSettings
 from connectors.lago import LagoSinkSettings
 from connectors.m3ter import M3terSinkSettings
 
@@ -146,6 +147,7 @@ class Settings(BaseSettings):
     machines: MachinesSettings = MachinesSettings()
     signing: SigningSettings = SigningSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    keygen: KeygenSettings = KeygenSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -16,6 +16,7 @@ from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
     checkouts,
     health,
+    keygen,
     licenses,
     machines,
     me,
@@ -50,6 +51,7 @@ def _resources() -> APIRouter:
         reconciliations,
         me,
         webhooks,
+        keygen,
     ):
         router.include_router(module.router)
     router.include_router(webhooks.inbound)  # signed by the platform, not token-authenticated

@@ -18,6 +18,7 @@ import typer
 
 from bridge.cli import (
     db,
+    keygen,
     keys,
     license,
     machine,
@@ -51,6 +52,7 @@ GROUPS = (
     reconcile,
     machine,
     keys,
+    keygen,
 )
 for group in GROUPS:
     app.add_typer(group.app, name=group.__name__.rpartition(".")[2])

@@ -112,6 +112,7 @@ def scheduler(config: ConfigOpt = None) -> None:
         out.print("scheduler running; Ctrl-C stops it")
         stopping.wait()
         log.info("shutdown_started", command="scheduler")
+        c.stopping.set()  # a paced Keygen job in progress ends early
         jobs.shutdown(wait=True)
     log.info("scheduler_stopped")
 
@@ -151,7 +152,13 @@ def _relay_thread(c: Container) -> Iterator[None]:
 
 def _webhooks_configured(c: Container) -> bool:
     hooks = c.settings.webhooks
-    return bool(hooks.lago.enabled or hooks.stripe.enabled or hooks.m3ter.enabled or hooks.standard)
+    return bool(
+        hooks.lago.enabled
+        or hooks.stripe.enabled
+        or hooks.m3ter.enabled
+        or hooks.standard
+        or c.settings.keygen.enabled
+    )
 
 
 @contextmanager
@@ -193,5 +200,6 @@ def _scheduler(c: Container) -> Iterator[None]:
     try:
         yield
     finally:
+        c.stopping.set()  # a paced Keygen job in progress ends early
         jobs.shutdown(wait=True)  # a running job finishes first
         log.info("scheduler_stopped")

@@ -38,7 +38,8 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── LicenseSuspended            LICENSE_SUSPENDED        (``License <key>`` of a suspended)
     │   └── LicenseExpired              LICENSE_EXPIRED          (... expired, REVOKE_ACCESS)
     ├── NotFound (404)                  NOT_FOUND
-    │   └── RouteNotFound               ROUTE_NOT_FOUND
+    │   ├── RouteNotFound               ROUTE_NOT_FOUND
+    │   └── KeygenNotConfigured         KEYGEN_NOT_CONFIGURED    (no ``[keygen]`` account)
     ├── MethodNotAllowed (405)          METHOD_NOT_ALLOWED
     ├── PayloadTooLarge (413)           PAYLOAD_TOO_LARGE
     ├── ContentTypeUnsupported (415)    CONTENT_TYPE_UNSUPPORTED
@@ -78,9 +79,11 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── MetadataInvalid             METADATA_INVALID
     │   ├── ValueInvalid                VALUE_INVALID            (the store cannot hold it)
     │   └── IdempotencyKeyReused        IDEMPOTENCY_KEY_REUSED
+    ├── KeygenRefused (424)             KEYGEN_REFUSED           (Keygen's API said no, for good)
     └── ServiceUnavailable (503)        SERVICE_UNAVAILABLE
         ├── SchemaBehind                SCHEMA_BEHIND            (read-only commands)
-        └── SchemaUnknown               SCHEMA_UNKNOWN           (read-only commands)
+        ├── SchemaUnknown               SCHEMA_UNKNOWN           (read-only commands)
+        └── KeygenUnavailable           KEYGEN_UNAVAILABLE       (Keygen's API: 409, 429, 5xx, down)
 """
 
 from __future__ import annotations
@@ -569,6 +572,28 @@ class IdempotencyKeyReused(Unprocessable):
     )
 
 
+class KeygenNotConfigured(NotFound):
+    """A Keygen command or route without a ``[keygen]`` account configured."""
+
+    code = "KEYGEN_NOT_CONFIGURED"
+    default_detail = "no Keygen account is configured: set [keygen] account_id and public_key"
+
+
+# 424 ----------------------------------------------------------------------------------------
+class KeygenRefused(BridgeError, Terminal):
+    """Keygen's API refused a call for good (a 4xx other than 409 and 429); ``upstream``
+    is Keygen's status and the detail carries Keygen's first error."""
+
+    status = 424
+    title = "Failed dependency"
+    code = "KEYGEN_REFUSED"
+    default_detail = "Keygen refused the request"
+
+    def __init__(self, detail: str | None = None, *, upstream: int = 0) -> None:
+        super().__init__(detail)
+        self.upstream = upstream
+
+
 # 503 ----------------------------------------------------------------------------------------
 class ServiceUnavailable(BridgeError, Transient):
     status = 503
@@ -590,6 +615,18 @@ class SchemaUnknown(ServiceUnavailable):
 
     code = "SCHEMA_UNKNOWN"
     default_detail = "the database schema is newer than this version"
+
+
+class KeygenUnavailable(ServiceUnavailable):
+    """Keygen's API cannot answer now (down, 5xx, 409 under contention, 429 rate limited);
+    ``retry_after`` is the seconds Keygen asked to wait, if it said."""
+
+    code = "KEYGEN_UNAVAILABLE"
+    default_detail = "Keygen's API is unavailable; try again later"
+
+    def __init__(self, detail: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 def all_error_classes() -> list[type[BridgeError]]:

@@ -21,6 +21,7 @@ from bridge.domain.delivery import (
     SinkStatus,
 )
 from bridge.domain.errors import Transient
+from bridge.domain.keygen import KeygenRepository
 from bridge.domain.machines import MachineTally
 from bridge.domain.model import License, Machine, Policy, Product, UsageEntry
 from bridge.domain.periods import PeriodState, Rollover
@@ -424,6 +425,8 @@ class UnitOfWork(Transaction, Protocol):
     def webhooks(self) -> WebhookInbox: ...
     @property
     def webhook_licenses(self) -> WebhookLicenses: ...
+    @property
+    def keygen(self) -> KeygenRepository: ...
 
 
 class UnitOfWorkFactory(Protocol):

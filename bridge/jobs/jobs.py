@@ -11,6 +11,7 @@ import structlog
 
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.domain.reconcile import Window
+from bridge.service.keygen import CheckSummary, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.periods import close_due_periods
 from bridge.service.reconcile import Reconciler, RunSummary
@@ -36,7 +37,11 @@ class Jobs:
         close_batch: int = 5000,
         close_workers: int = 1,
         key_retention_days: int = 30,
+        keygen: KeygenRelay | None = None,
+        keygen_close_limit: int = 50,
     ) -> None:
+        self._keygen = keygen
+        self._keygen_close_limit = keygen_close_limit
         self._key_retention_days = key_retention_days
         self._close_batch = close_batch
         self._close_workers = close_workers
@@ -48,13 +53,24 @@ class Jobs:
         self._lookback_days = lookback_days
 
     def close_periods(self) -> int | None:
-        """Close every due usage period; ``None`` if another replica is at it."""
-        return self._exclusive(
-            "close-periods",
-            lambda: close_due_periods(
-                self._uows, self._clock, batch=self._close_batch, workers=self._close_workers
-            ),
+        """Close every due usage period; ``None`` if another replica is at it. Licenses mirrored
+        from Keygen are checked against Keygen's API first (a bounded number per run)."""
+        return self._exclusive("close-periods", self._close_all)
+
+    def _close_all(self) -> int:
+        closed = 0
+        if self._keygen is not None:
+            closed += self._keygen.close_due(self._keygen_close_limit).closed
+        return closed + close_due_periods(
+            self._uows, self._clock, batch=self._close_batch, workers=self._close_workers
         )
+
+    def keygen(self) -> CheckSummary | None:
+        """The Keygen relay's job: the resets of closed periods, then the periodic check."""
+        keygen = self._keygen
+        if keygen is None:
+            return None
+        return self._exclusive("keygen", keygen.run)
 
     def reap_machines(self) -> int | None:
         """Deactivate every machine whose heartbeat is overdue, freeing its cores."""

@@ -68,4 +68,11 @@ def build_scheduler(jobs: Jobs, settings: Settings, *, blocking: bool) -> BaseSc
         CronTrigger.from_crontab(settings.scheduler.reconcile_cron, timezone=UTC),
         id="reconcile",
     )
+    if settings.keygen.enabled:
+        scheduler.add_job(
+            _logged("keygen", jobs.keygen),
+            IntervalTrigger(seconds=settings.keygen.check_interval_s, timezone=UTC),
+            id="keygen",
+            next_run_time=now,
+        )
     return scheduler

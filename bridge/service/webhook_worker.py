@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 CLOSED_BY = "webhook"
 # Reads the platform's current billing period of a subscription (Lago), when one is wired.
 PeriodReader = Callable[[str], tuple[datetime, datetime] | None]
+# Handles a provider's deliveries itself (the Keygen relay), in the delivery's transaction.
+Handler = Callable[[UnitOfWork, WebhookDelivery], tuple[DeliveryStatus, list[str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,9 @@ class WebhookWorker:
         policy: WebhookPolicy,
         *,
         readers: Mapping[str, PeriodReader] | None = None,
+        handlers: Mapping[str, Handler] | None = None,
     ) -> None:
+        self.handlers = dict(handlers or {})
         self.uows = uows
         self.clock = clock
         self.rules = rules  # provider kind -> overrides of the default rules
@@ -134,6 +138,9 @@ class WebhookWorker:
     # the rules ---------------------------------------------------------------------------
     def _apply(self, uow: UnitOfWork, d: WebhookDelivery) -> tuple[DeliveryStatus, list[str]]:
         kind = d.provider.split("/", 1)[0]
+        handler = self.handlers.get(kind)
+        if handler is not None:
+            return handler(uow, d)
         actions = actions_for(d.provider, d.event_type, self.rules.get(kind, {}))
         if not actions:
             return DeliveryStatus.IGNORED, [f"no rule for {d.event_type}"]

@@ -353,6 +353,67 @@ class WebhookEffectRow(SQLModel, table=True):
     at: datetime = _utc()
 
 
+class KeygenLicenseRow(SQLModel, table=True):
+    """A license mirrored from Keygen (its ``licenses`` row has the same id): what the relay
+    knows of it in Keygen, and when it was last heard of and checked."""
+
+    __tablename__ = "keygen_licenses"
+    __table_args__ = (Index("ix_keygen_licenses_check", "next_check_at", "license_id"),)
+
+    license_id: str = Field(primary_key=True, max_length=36)
+    baseline: int = Field(sa_column=Column(BigInteger, nullable=False))  # uses when first seen
+    max_uses: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    keygen_uses: int = Field(sa_column=Column(BigInteger, nullable=False))  # latest known
+    keygen_updated: datetime = _utc()  # Keygen's time of that value
+    forwarded: int = Field(sa_column=Column(BigInteger, nullable=False))  # total forwarded
+    corrections: int = 0  # deltas forwarded by a check (a delivery was lost)
+    corrected: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    mirrored_at: datetime = _utc()
+    last_delivery_at: datetime | None = _utc(nullable=True)
+    last_check_at: datetime | None = _utc(nullable=True)
+    next_check_at: datetime = _utc()  # the periodic check's turn
+    deleted_at: datetime | None = _utc(nullable=True)  # license.deleted in Keygen
+
+
+class KeygenSnapshotRow(SQLModel, table=True):
+    """Every usage snapshot the relay has seen of a license (bridge.domain.keygen)."""
+
+    __tablename__ = "keygen_snapshots"
+    __table_args__ = (Index("ix_keygen_snapshots_order", "license_id", "reset", "version", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    license_id: str = Field(max_length=36)
+    version: str = Field(max_length=64)  # bridge.domain.keygen.Version.key
+    uses: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reset: bool = False
+    source: str = Field(max_length=16)  # webhook, check, reset (the bridge's own)
+    delta: int = Field(sa_column=Column(BigInteger, nullable=False))  # what it changed
+    recorded_at: datetime = _utc()
+
+
+class KeygenResetRow(SQLModel, table=True):
+    """The Keygen reset of one closed usage period (the period record's Keygen part)."""
+
+    __tablename__ = "keygen_resets"
+    __table_args__ = (
+        UniqueConstraint("license_id", "period_start", name="uq_keygen_resets_license_start"),
+        Index("ix_keygen_resets_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
+    license_id: str = Field(max_length=36)
+    period_start: datetime = _utc()
+    period_end: datetime = _utc()
+    status: str = Field(max_length=16)  # pending, done, superseded, gone
+    attempts: int = 0
+    next_attempt_at: datetime = _utc()
+    uses_before: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reset_at: datetime | None = _utc(nullable=True)  # Keygen's time of the reset
+    last_error: str | None = None
+    created: datetime = _utc()
+    done_at: datetime | None = _utc(nullable=True)
+
+
 def _table(model: Any) -> Table:
     table: Table = model.__table__
     return table
@@ -370,3 +431,6 @@ reconciliations = _table(ReconciliationRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
 webhook_subjects = _table(WebhookSubjectRow)
 webhook_effects = _table(WebhookEffectRow)
+keygen_licenses = _table(KeygenLicenseRow)
+keygen_snapshots = _table(KeygenSnapshotRow)
+keygen_resets = _table(KeygenResetRow)

@@ -31,6 +31,7 @@ from bridge.store.catalog import SqlPolicies, SqlProducts
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
 from bridge.store.idempotency import IdempotencyStatements, SqlIdempotency
+from bridge.store.keygen import SqlKeygen
 from bridge.store.ledger import LedgerStatements, SqlLedger
 from bridge.store.licenses import LicenseStatements, SqlLicenses
 from bridge.store.machines import SqlMachines
@@ -158,6 +159,10 @@ class SqlUnitOfWork:
         index = self._subject_index
         make = partial(SqlWebhookLicenses, index=index)
         return cast(SqlWebhookLicenses, self._repository("webhook_licenses", make))
+
+    @property
+    def keygen(self) -> SqlKeygen:
+        return cast(SqlKeygen, self._repository("keygen", SqlKeygen))
 
     # The transaction --------------------------------------------------------------------------
     @contextmanager

@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 
 from bridge.domain.errors import WebhookPayloadInvalid, WebhookUnverified
+from bridge.domain.keygen import DocumentInvalid, payload_license_id, read_delivery
 from bridge.domain.webhooks import NewDelivery
 from bridge.webhooks.settings import (
     LagoWebhookSettings,
@@ -26,7 +28,9 @@ from bridge.webhooks.settings import (
 from bridge.webhooks.subjects import lago_subject, m3ter_subject, stripe_subject
 from bridge.webhooks.verify import (
     Headers,
+    KeygenKey,
     standard_secret,
+    verify_keygen,
     verify_lago,
     verify_m3ter,
     verify_standard,
@@ -168,6 +172,54 @@ class StandardReceiver:
         verify_standard([key], self.settings.tolerance_s, headers, body, now)
         event = _object(body)
         return _new(self.provider, headers.get("webhook-id"), event.get("type"), body, None)
+
+
+def _host_of(netloc: str) -> str:
+    """The host without its port (Keygen signs Ruby's ``URI#host``)."""
+    if netloc.startswith("["):  # an IPv6 literal keeps its brackets
+        return netloc.split("]", 1)[0] + "]"
+    host, _, port = netloc.rpartition(":")
+    return host if host and port.isdigit() else netloc
+
+
+@dataclass
+class KeygenReceiver:
+    """Keygen's ``webhook-events`` deliveries, keyed on ``meta.idempotencyToken`` (a manual
+    retry in Keygen's dashboard is a new event id with the same token)."""
+
+    account_id: str
+    key: KeygenKey
+    algorithm: str
+    tolerance_s: float
+    public_host: str | None = None
+    provider: str = "keygen"
+
+    def accept(self, headers: Headers, body: bytes, url: str, now: datetime) -> NewDelivery:
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        verify_keygen(
+            key=self.key,
+            algorithm=self.algorithm,
+            account_id=self.account_id,
+            method="POST",
+            target=target,
+            host=self.public_host or _host_of(parts.netloc),
+            tolerance_s=self.tolerance_s,
+            headers=headers,
+            body=body,
+            now=now,
+        )
+        try:
+            delivery = read_delivery(_object(body))
+        except DocumentInvalid as exc:
+            raise WebhookPayloadInvalid(str(exc)) from None
+        return _new(
+            self.provider,
+            delivery.token,
+            delivery.event,
+            body,
+            payload_license_id(delivery.payload),
+        )
 
 
 class Receivers:

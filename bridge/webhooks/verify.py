@@ -13,10 +13,17 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from bridge.domain.errors import (
     WebhookSignatureInvalid,
@@ -193,3 +200,117 @@ def verify_m3ter(
     if timestamp.isdigit() and int(timestamp) > 10**11:
         seconds = str(int(timestamp) // 1000)
     _check_time(seconds, now, tolerance_s, "X-m3ter-timestamp")
+
+
+# Keygen ---------------------------------------------------------------------------------------
+KeygenKey = Ed25519PublicKey | RSAPublicKey
+_PARAM = re.compile(r'\s*(\w+)="([^"]*)"\s*(?:,|$)')
+_COVERED = ("(request-target)", "host", "date", "digest")
+
+
+def keygen_public_key(text: str, algorithm: str) -> KeygenKey:
+    """The account's public key from the dashboard's form (Ed25519: 64 hex digits; RSA: PEM) or
+    the API's (``meta.keys``: base64 of that text). ``ValueError`` names what is wrong."""
+    raw = text.strip()
+    if algorithm == "ed25519":
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", raw):
+            try:
+                raw = base64.b64decode(raw, validate=True).decode().strip()
+            except (binascii.Error, UnicodeDecodeError):
+                raw = ""
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", raw):
+            raise ValueError("an Ed25519 public key is 64 hex digits, or base64 of them")
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(raw))
+    if "BEGIN" not in raw:
+        try:
+            raw = base64.b64decode(raw, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError("an RSA public key is PEM, or base64 of the PEM") from None
+    key = serialization.load_pem_public_key(raw.encode())
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("the PEM is not an RSA public key")
+    return key
+
+
+def keygen_signing_string(covered: Iterable[str], values: Mapping[str, str]) -> bytes:
+    """draft-cavage-http-signatures: one ``name: value`` line per covered header, in order."""
+    return "\n".join(f"{name}: {values[name]}" for name in covered).encode()
+
+
+def _keygen_params(header: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    position = 0
+    while position < len(header):
+        match = _PARAM.match(header, position)
+        if match is None or match.end() == position:
+            raise WebhookSignatureInvalid("Keygen-Signature is malformed")
+        params[match.group(1).lower()] = match.group(2)
+        position = match.end()
+    return params
+
+
+def _keygen_verify(key: KeygenKey, algorithm: str, signature: bytes, message: bytes) -> None:
+    if isinstance(key, Ed25519PublicKey):
+        key.verify(signature, message)
+    elif algorithm == "rsa-pss-sha256":
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+        key.verify(signature, message, pss, hashes.SHA256())
+    else:
+        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def verify_keygen(
+    *,
+    key: KeygenKey,
+    algorithm: str,
+    account_id: str,
+    method: str,
+    target: str,
+    host: str,
+    tolerance_s: float,
+    headers: Headers,
+    body: bytes,
+    now: datetime,
+) -> None:
+    """Keygen's ``Keygen-Signature`` (draft-cavage-http-signatures-08): the ``Digest`` is the
+    body's SHA-256, the signature covers ``(request-target) host date digest`` as the sender
+    made them (``host``: the endpoint URL's host, no port), and the ``Date`` is within
+    ``tolerance_s`` of now."""
+    params = _keygen_params(_header(headers, "keygen-signature"))
+    date = headers.get("date") or headers.get("keygen-date")
+    digest = headers.get("digest") or headers.get("keygen-digest")
+    if not date or not digest:
+        raise WebhookSignatureMissing("the Date or Digest header is missing")
+    expected_digest = "sha-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+    if not hmac.compare_digest(expected_digest.encode(), digest.strip().encode("ascii", "replace")):
+        raise WebhookSignatureInvalid("the Digest is not the body's SHA-256")
+    if params.get("algorithm", "").lower() != algorithm:
+        raise WebhookSignatureInvalid(f"the signature's algorithm is not {algorithm}")
+    if params.get("keyid") not in (None, account_id):
+        raise WebhookSignatureInvalid("the signature's keyid is not the configured account")
+    covered = params.get("headers", "date").lower().split()
+    if any(name not in covered for name in _COVERED):
+        raise WebhookSignatureInvalid("the signature must cover (request-target) host date digest")
+    values = {
+        "(request-target)": f"{method.lower()} {target or '/'}",
+        "host": host,
+        "date": date.strip(),
+        "digest": digest.strip(),
+    }
+    if any(name not in values for name in covered):
+        raise WebhookSignatureInvalid("the signature covers a header the bridge does not check")
+    try:
+        signature = base64.b64decode(params.get("signature", ""), validate=True)
+        _keygen_verify(key, algorithm, signature, keygen_signing_string(covered, values))
+    except (binascii.Error, InvalidSignature, ValueError):
+        raise WebhookSignatureInvalid() from None
+    try:
+        signed = parsedate_to_datetime(date.strip())
+    except (TypeError, ValueError):
+        raise WebhookSignatureInvalid("the Date is not an HTTP date") from None
+    if signed.tzinfo is None:
+        signed = signed.replace(tzinfo=now.tzinfo)
+    if tolerance_s > 0 and abs((now - signed).total_seconds()) > tolerance_s:
+        raise WebhookTimestampStale(
+            f"the signed Date is more than {tolerance_s:g} s from the bridge's clock"
+        )

@@ -131,6 +131,13 @@ async def m3ter_webhook(request: Request, ctx: Ctx) -> JsonApiResponse:
     return await _receive(request, ctx, "m3ter")
 
 
+@inbound.post("/webhooks/keygen", responses=_RESPONSES)
+async def keygen_webhook(request: Request, ctx: Ctx) -> JsonApiResponse:
+    """Keygen (``Keygen-Signature``, draft-cavage, over ``(request-target) host date digest``);
+    the delivery key is ``meta.idempotencyToken``."""
+    return await _receive(request, ctx, "keygen")
+
+
 @inbound.post("/webhooks/standard/{source}", responses=_RESPONSES)
 async def standard_webhook(request: Request, ctx: Ctx, source: str) -> JsonApiResponse:
     """Any Standard Webhooks sender configured as ``[webhooks.standard.<source>]``; the

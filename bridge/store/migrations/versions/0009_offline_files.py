@@ -1,7 +1,7 @@
 """Offline validation: policies.scheme (signed keys), keys found by digest, lastCheckOut
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0011
 Create Date: 2026-11-30
 
 Signed license keys reach about 22 KB, more than a PostgreSQL B-tree entry holds, so the unique
@@ -19,7 +19,7 @@ from alembic import op
 import bridge.store.types
 
 revision: str = "0009"
-down_revision: str | None = "0008"
+down_revision: str | None = "0011"  # after main's Keygen relay (the lead re-chains)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
