@@ -23,10 +23,12 @@ from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.checkin import CheckInService
+from bridge.service.checkout import CheckoutService
 from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
+from bridge.service.signed_keys import KeyMint
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
@@ -277,6 +279,7 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     sqlite = container.engine.dialect.name == "sqlite"
     lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
     batch = BatchWriter(container.usage_uows, service, lanes=lanes)
+    key = container.account_key()
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
@@ -286,12 +289,14 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,
+        checkout=CheckoutService(container.uows, container.clock, key),
+        mint=KeyMint(key, container.settings.account),
         webhooks=build_receivers(container.settings),
         checkins=container.checkins(),
     )
     signing = Signing(
         account=container.settings.account,
-        key=container.account_key().private,
+        key=key.private,
         now=container.clock.now,
         public_host=container.settings.public_host,
     )
