@@ -33,23 +33,28 @@ def writer_lock(engine: Engine) -> Lock | None:
     return _writer_locks.setdefault(engine, Lock())
 
 
-def make_engine(url: str, *, pool_size: int = 10, sqlite_cache_mib: int = 256) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, pool_timeout_s: float = 10.0, sqlite_cache_mib: int = 256
+) -> Engine:
     """``sqlite_cache_mib``: SQLite's page cache for the whole pool, shared out per connection
     (each connection caches pages on its own, and keeps them while it is pooled)."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, sqlite_cache_mib)
+        return _sqlite_engine(url, pool_timeout_s, sqlite_cache_mib)
     # No pool_pre_ping: it costs a round trip per checkout. A connection broken by a server
     # restart fails its statement (503, retry), and SQLAlchemy then invalidates the pool.
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
+        # A request that finds no free connection this long is answered 503 (retry), rather
+        # than queueing behind slow queries for as long as its client waits.
+        pool_timeout=pool_timeout_s,
         pool_recycle=1800,
         hide_parameters=True,  # errors never quote parameters (license keys, token digests)
     )
 
 
-def _sqlite_engine(url: str, cache_mib: int) -> Engine:
+def _sqlite_engine(url: str, pool_timeout_s: float, cache_mib: int) -> Engine:
     # Per connection, in KiB (a negative cache_size), never below SQLite's default of 2 MiB.
     cache_kib = max(2048, cache_mib * 1024 // (2 * SQLITE_POOL_SIZE))
     engine = create_engine(
@@ -57,6 +62,7 @@ def _sqlite_engine(url: str, cache_mib: int) -> Engine:
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         pool_size=SQLITE_POOL_SIZE,
         max_overflow=SQLITE_POOL_SIZE,
+        pool_timeout=pool_timeout_s,
         hide_parameters=True,
     )
 
