@@ -131,11 +131,22 @@ def test_failed_deliveries_are_counted_by_reason(container: Container, api: Api)
     assert after == before + 1
 
 
-def test_checkin_records_are_counted_by_result() -> None:
-    """The function the check-in feature calls counts under its result."""
-    before = value("bridge_checkin_records_total", result="late")
-    metrics.checkin_record("late")
-    assert value("bridge_checkin_records_total", result="late") == before + 1
+def test_checkin_records_are_counted_by_result(api: Api) -> None:
+    """Each offline record of a check-in counts under its result, once."""
+    from tests.test_check_in import CHECK_IN, check_in, record
+
+    lic = api.license(api.policy(maxUses=3, **CHECK_IN))
+    results = ("accepted", "duplicate", "rejected")
+    before = {r: value("bridge_checkin_records_total", result=r) for r in results}
+    good = record(2)
+    assert check_in(api, lic["id"], [good, record(5)]).status_code == 200
+    assert check_in(api, lic["id"], [good]).status_code == 200
+    after = {r: value("bridge_checkin_records_total", result=r) for r in results}
+    assert {r: after[r] - before[r] for r in results} == {
+        "accepted": 1,
+        "duplicate": 1,
+        "rejected": 1,
+    }
 
 
 def _free_port() -> int:

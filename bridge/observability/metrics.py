@@ -161,8 +161,8 @@ def webhook_delivery(provider: str, outcome: str) -> None:
 
 
 def checkin_record(result: str) -> None:
-    """A check-in record written (for the check-in feature): ``result`` is its outcome, a short
-    fixed word such as ``ok``, ``late`` or ``rejected``."""
+    """One offline usage record of a check-in, by its result: ``accepted``, ``late`` (accepted
+    into a period that had closed), ``duplicate`` or ``rejected``."""
     _CHECKINS.labels(result).inc()
 
 
