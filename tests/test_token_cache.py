@@ -16,7 +16,7 @@ from sqlalchemy import text
 from bridge.bootstrap import Container, build_app
 from bridge.domain.access import Principal, Role
 from bridge.service.auth import Authenticator, digest
-from bridge.service.principal_cache import PrincipalCache
+from bridge.service.principal_cache import PrincipalCache, RevocationWatch
 from bridge.testing import FakeClock
 from tests.conftest import ADMIN_TOKEN, Api, error_of, make_container
 
@@ -41,6 +41,7 @@ class Process:
     api: Api
     cache: PrincipalCache
     ticks: Ticks
+    watch: RevocationWatch
 
     def status(self, token: str, path: str = "/v1/licenses") -> int:
         code: int = self.api.request("GET", path, token=token).status_code
@@ -59,7 +60,9 @@ def _process(url: str, clock: FakeClock, stack: ExitStack) -> Process:
     auth = Authenticator(container.uows, ADMIN_TOKEN, clock, cache)
     app.state.context = dataclasses.replace(ctx, auth=auth)
     client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
-    return Process(container, Api(client), cache, ticks)
+    watch = auth.watch()
+    assert watch is not None
+    return Process(container, Api(client), cache, ticks, watch)
 
 
 @pytest.fixture
@@ -109,6 +112,27 @@ def test_deleted_product_token_is_refused_at_once_here_and_after_the_check_there
     assert here.status(token) == 401
     there.ticks.now += CHECK_S
     assert there.status(token) == 401
+
+
+def test_the_watch_refuses_a_revoked_token_in_another_process_without_waiting(
+    pair: tuple[Process, Process],
+) -> None:
+    """The watch thread's step (twice per check interval) reads the moved counter: no clock
+    needs to move; and while the counter stays, it keeps cached principals served."""
+    here, there = pair
+    lic = here.api.license(here.api.policy())
+    token = here.api.license_token(lic["id"])
+    path = f"/v1/licenses/{lic['id']}"
+    _warm(there, token, path)
+    there.ticks.now += CHECK_S * 0.6
+    there.watch.step()  # nothing revoked: the entry stays good for another interval
+    there.ticks.now += CHECK_S * 0.6
+    assert there.cache.get(digest(token)) is not None
+
+    here.api.ok("DELETE", path, 204)
+    there.watch.step()
+    assert there.cache.get(digest(token)) is None
+    assert there.status(token, path) == 401
 
 
 def test_another_process_drops_every_principal_once_the_counter_moves(

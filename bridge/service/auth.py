@@ -22,7 +22,7 @@ from bridge.domain.errors import (
 from bridge.domain.model import LicenseStatus
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import new_id
-from bridge.service.principal_cache import PrincipalCache
+from bridge.service.principal_cache import PrincipalCache, RevocationWatch
 
 TOKEN_PREFIX = {Role.ADMIN: "admin", Role.PRODUCT: "prod", Role.LICENSE: "activ"}
 
@@ -74,6 +74,14 @@ class Authenticator:
         if self._admin_digest is not None and hmac.compare_digest(token_digest, self._admin_digest):
             return Principal(Role.ADMIN, "admin")
         return None if self._cache is None else self._cache.get(token_digest)
+
+    def watch(self) -> RevocationWatch | None:
+        """The thread that keeps the cache's view of revocations current (not started)."""
+        return None if self._cache is None else RevocationWatch(self._cache, self._generation)
+
+    def _generation(self) -> int:
+        with self._uows() as uow:
+            return uow.tokens.generation()
 
     def _from_token(self, token: str) -> Principal:
         token_digest = digest(token)

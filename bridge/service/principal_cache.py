@@ -4,8 +4,11 @@ A bounded LRU of SHA-256 digest -> principal (never a raw token), each entry liv
 ``ttl_s`` (a safety net). Exact invalidation comes from two places:
 
 - in this process, ``invalidate`` runs right after a commit that removed tokens;
-- in other processes, such a commit also bumps the database's ``auth_generation`` counter, and a
-  lookup re-reads it at least every ``check_s``: a moved counter drops the whole cache.
+- in other processes, such a commit also bumps the database's ``auth_generation`` counter. An
+  entry is served only while a read of that counter begun within the last ``check_s`` saw it
+  unchanged (a moved counter drops the whole cache): ``RevocationWatch`` re-reads it twice per
+  ``check_s`` in the background, and a look-up reads it too, so a token revoked at T is refused
+  everywhere from T + ``check_s`` on.
 
 A lookup that read the database before a revocation must not store what it read: ``put`` takes
 the epoch taken before the read and the counter read with it, and stores nothing if either has
@@ -14,12 +17,17 @@ moved since.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from threading import Lock
 
+import structlog
+
 from bridge.domain.access import Principal
+
+log = structlog.get_logger(__name__)
 
 
 class PrincipalCache:
@@ -43,6 +51,10 @@ class PrincipalCache:
     @property
     def enabled(self) -> bool:
         return self._ttl > 0
+
+    @property
+    def check_s(self) -> float:
+        return self._check
 
     def get(self, token_digest: str) -> Principal | None:
         """The cached principal, or None: unknown, expired, or the counter is due a re-read."""
@@ -97,3 +109,39 @@ class PrincipalCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class RevocationWatch:
+    """A thread re-reading the revocation counter every half ``check_s``, so that cached
+    principals keep being served (a request never waits for the counter)."""
+
+    def __init__(self, cache: PrincipalCache, read: Callable[[], int]) -> None:
+        self._cache = cache
+        self._read = read
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> None:
+        _, started = self._cache.begin()
+        self._cache.observe(self._read(), started)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bridge-auth-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self._cache.check_s / 2):
+            try:
+                self.step()
+            except Exception:  # the database is away: look-ups read the counter themselves
+                if not failing:
+                    log.warning("revocation_check_failed", exc_info=True)
+                failing = True
+            else:
+                failing = False

@@ -22,7 +22,12 @@ _FIND = "SELECT role, bearer_id FROM tokens WHERE digest = :digest"
 _ANY_ADMIN = "SELECT 1 AS found FROM tokens WHERE role = 'admin' LIMIT 1"
 _DELETE_FOR = "DELETE FROM tokens WHERE bearer_id = :bearer_id"
 _GENERATION = "SELECT generation FROM auth_generation WHERE id = 1"
-_BUMP = "UPDATE auth_generation SET generation = generation + 1 WHERE id = 1"
+# An upsert: the row comes with the migration, but a table emptied by hand must not stop counting
+# (it restarts from 1: a process that saw more drops its cache on the TTL, not on the counter).
+_BUMP = """
+INSERT INTO auth_generation (id, generation) VALUES (1, 1)
+ON CONFLICT (id) DO UPDATE SET generation = auth_generation.generation + 1
+"""
 
 
 class TokenStatements:
