@@ -23,11 +23,13 @@ from bridge.keys import AccountKey, load_key
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.checkin import CheckInService
+from bridge.service.checkout import CheckoutService
 from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.principal_cache import PrincipalCache
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
+from bridge.service.signed_keys import KeyMint
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
@@ -197,7 +199,11 @@ class Container:
 
 def build(settings: Settings, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
     sinks, readers = build_sinks(settings, clock)
     return Container(
         settings,
@@ -278,6 +284,7 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     sqlite = container.engine.dialect.name == "sqlite"
     lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
     batch = BatchWriter(container.usage_uows, service, lanes=lanes)
+    key = container.account_key()
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
@@ -287,12 +294,14 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,
+        checkout=CheckoutService(container.uows, container.clock, key),
+        mint=KeyMint(key, container.settings.account),
         webhooks=build_receivers(container.settings),
         checkins=container.checkins(),
     )
     signing = Signing(
         account=container.settings.account,
-        key=container.account_key().private,
+        key=key.private,
         now=container.clock.now,
         public_host=container.settings.public_host,
     )

@@ -179,6 +179,9 @@ class Settings(BaseSettings):
         "ms); unset: on with console logs, off with JSON logs",
     )
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    db_pool_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="How long a request waits for a free connection (503)"
+    )
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()

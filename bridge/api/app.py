@@ -17,6 +17,7 @@ from bridge.api.middleware import RequestGuard
 from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
     checkin,
+    checkouts,
     health,
     keygen,
     licenses,
@@ -49,6 +50,7 @@ def _resources() -> APIRouter:
         usage,
         checkin,
         machines,
+        checkouts,
         outbox,
         reconciliations,
         me,

@@ -32,26 +32,30 @@ def writer_lock(engine: Engine) -> Lock | None:
     return _writer_locks.setdefault(engine, Lock())
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, pool_timeout_s: float = 10.0) -> Engine:
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, pool_timeout_s)
     # No pool_pre_ping: it costs a round trip per checkout. A connection broken by a server
     # restart fails its statement (503, retry), and SQLAlchemy then invalidates the pool.
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
+        # A request that finds no free connection this long is answered 503 (retry), rather
+        # than queueing behind slow queries for as long as its client waits.
+        pool_timeout=pool_timeout_s,
         pool_recycle=1800,
         hide_parameters=True,  # errors never quote parameters (license keys, token digests)
     )
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, pool_timeout_s: float) -> Engine:
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
         pool_size=20,
         max_overflow=20,
+        pool_timeout=pool_timeout_s,
         hide_parameters=True,
     )
 
