@@ -37,6 +37,8 @@ class ApiContext:
     checkout: CheckoutService
     mint: KeyMint  # signs the keys of ED25519_SIGN licenses
     webhooks: Receivers = field(default_factory=lambda: Receivers({}))
+    # Renders /metrics (body, content type); None when it is off or served on its own port.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
     checkins: CheckInService | None = None
 
 

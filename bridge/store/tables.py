@@ -228,6 +228,13 @@ class OutboxRow(SQLModel, table=True):
             sqlite_where=text("status IN ('pending', 'inflight')"),
             postgresql_where=text("status IN ('pending', 'inflight')"),
         ),
+        # Only dead letters: counted per sink without reading the delivered history.
+        Index(
+            "ix_outbox_dead",
+            "sink",
+            sqlite_where=text("status = 'dead'"),
+            postgresql_where=text("status = 'dead'"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
@@ -239,6 +246,29 @@ class OutboxRow(SQLModel, table=True):
     last_error: str | None = None
     created: datetime = _utc()
     reason: str | None = Field(default=None, max_length=32)  # bridge.domain.delivery.Reason
+
+
+class OutboxPurgeRow(SQLModel, table=True):
+    """Per sink, the time before which its delivered outbox items may have been purged."""
+
+    __tablename__ = "outbox_purges"
+
+    sink: str = Field(primary_key=True, max_length=64)
+    purged_before: datetime = _utc()
+
+
+class SinkHealthRow(SQLModel, table=True):
+    """Each sink's circuit, pause and last error, as its relay last recorded them."""
+
+    __tablename__ = "sink_health"
+
+    sink: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    circuit_open_until: datetime | None = _utc(nullable=True)
+    paused_until: datetime | None = _utc(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_at: datetime | None = _utc(nullable=True)
+    updated_at: datetime = _utc()
 
 
 class IdempotencyRow(SQLModel, table=True):
@@ -468,12 +498,15 @@ licenses = _table(LicenseRow)
 machines = _table(MachineRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
+outbox_purges = _table(OutboxPurgeRow)
+sink_health = _table(SinkHealthRow)
 periods = _table(UsagePeriodRow)
 usage_records = _table(UsageRecordRow)
 reconciliations = _table(ReconciliationRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
 webhook_subjects = _table(WebhookSubjectRow)
 webhook_effects = _table(WebhookEffectRow)
+idempotency_keys = _table(IdempotencyRow)
 keygen_licenses = _table(KeygenLicenseRow)
 keygen_snapshots = _table(KeygenSnapshotRow)
 keygen_resets = _table(KeygenResetRow)
