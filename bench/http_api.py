@@ -15,7 +15,12 @@ installed (a C client that is never the bottleneck here), otherwise a lean async
 keep-alive client in this process. 32 connections, each request for a random one of 1,000
 licenses (admin token).
 
-    python bench/http_api.py [--seconds 10] [--rounds 2] [--connections 32]
+``--auth database`` authenticates with an admin token stored in the database (what ``serve``
+creates when no admin token is configured) instead of the configured one, and adds a third
+server alternating with the others: the bridge with its principal cache off
+(``auth.cache_ttl_s = 0``), a query and a threadpool hop per request.
+
+    python bench/http_api.py [--seconds 10] [--rounds 2] [--connections 32] [--auth database]
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from fastapi import FastAPI, Request  # module level: the routes' postponed anno
 from fastapi.responses import JSONResponse
 from sqlalchemy import create_engine, text
 
+from bridge.service.auth import ensure_admin_token
+
 TARGETS = {"sqlite": 0.5, "postgres": 0.4}  # issue 15
 HOST = "127.0.0.1"
 
@@ -66,20 +73,23 @@ def bare_app() -> FastAPI:
     return app
 
 
-def bridge_app(url: str, access_log: str, fast_usage: str) -> FastAPI:
+def bridge_app(url: str, access_log: str, fast_usage: str, auth_cache: str = "on") -> FastAPI:
     """The bridge as ``build_app`` builds it (the bench's outbox sink); ``access_log``: on, off
-    or default (the setting unset); ``fast_usage``: off leaves increments to the router."""
+    or default (the setting unset); ``fast_usage``: off leaves increments to the router;
+    ``auth_cache``: off sets ``auth.cache_ttl_s = 0``."""
     from bridge.bootstrap import build_app
 
-    extra = {} if access_log == "default" else {"access_log": access_log == "on"}
+    extra: dict[str, Any] = {} if access_log == "default" else {"access_log": access_log == "on"}
+    if auth_cache == "off":
+        extra["auth"] = {"cache_ttl_s": 0}
     container = s.container_for(url, migrate=False, **extra)
     return build_app(container, fast_usage=fast_usage == "on")
 
 
 def worker_app() -> FastAPI:
     """One process of a ``--workers N`` server (uvicorn's factory, as ``serve --workers``)."""
-    kind, access_log, fast_usage, url = os.environ["BENCH_SERVER"].split("|", 3)
-    return bare_app() if kind == "bare" else bridge_app(url, access_log, fast_usage)
+    kind, access_log, fast_usage, auth_cache, url = os.environ["BENCH_SERVER"].split("|", 4)
+    return bare_app() if kind == "bare" else bridge_app(url, access_log, fast_usage, auth_cache)
 
 
 def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
@@ -103,7 +113,9 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
     if args.workers > 1:  # as serve --workers: uvicorn's supervisor and a factory
         from uvicorn.supervisors import Multiprocess
 
-        os.environ["BENCH_SERVER"] = f"{kind}|{args.access_log}|{args.fast_usage}|{url}"
+        os.environ["BENCH_SERVER"] = (
+            f"{kind}|{args.access_log}|{args.fast_usage}|{args.auth_cache}|{url}"
+        )
         config = uvicorn.Config(
             "http_api:worker_app",
             factory=True,
@@ -118,7 +130,7 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
         app = bare_app()
     else:
         s.container_for(url).dispose()  # migrates, as serve does
-        app = bridge_app(url, args.access_log, args.fast_usage)
+        app = bridge_app(url, args.access_log, args.fast_usage, args.auth_cache)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
@@ -182,7 +194,7 @@ def run_wrk(
 ) -> Load:
     script = Path(args.folder) / "bench.lua"
     quoted = ", ".join(f'"{p}"' for p in paths)
-    script.write_text(_WRK_SCRIPT % {"token": s.ADMIN_TOKEN, "paths": quoted})
+    script.write_text(_WRK_SCRIPT % {"token": args.token, "paths": quoted})
     command = [
         "wrk",
         f"-t{args.client_threads}",
@@ -253,12 +265,12 @@ async def connection(
             await writer.wait_closed()
 
 
-def empty_posts(port: int, paths: list[str]) -> Requests:
-    """Body-less POSTs to a random one of ``paths``, as the admin."""
+def empty_posts(port: int, paths: list[str], token: str = s.ADMIN_TOKEN) -> Requests:
+    """Body-less POSTs to a random one of ``paths``, as the admin (``token``)."""
     requests = [
         (
             f"POST {p} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Authorization: Bearer {s.ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
         ).encode()
         for p in paths
     ]
@@ -282,7 +294,7 @@ def run_python(
         start = time.perf_counter()
         deadline = start + seconds
         quotas = [None] * n if ops is None else [ops // n + (i < ops % n) for i in range(n)]
-        make = empty_posts(port, paths)
+        make = empty_posts(port, paths, getattr(args, "token", s.ADMIN_TOKEN))
         await asyncio.gather(*(connection(port, make, deadline, q, lat, codes) for q in quotas))
         return time.perf_counter() - start
 
@@ -352,7 +364,9 @@ def cpu_seconds(port: int) -> float:
 
 
 @contextlib.contextmanager
-def server(db: str, args: argparse.Namespace, kind: str = "bridge") -> Iterator[int]:
+def server(
+    db: str, args: argparse.Namespace, kind: str = "bridge", auth_cache: str = "on"
+) -> Iterator[int]:
     """A ``kind`` server ("bridge" or "bare") in a subprocess; its port while it runs."""
     port = free_port()
     log = (Path(args.folder) / f"server-{kind}.log").open("wb")
@@ -379,6 +393,8 @@ def server(db: str, args: argparse.Namespace, kind: str = "bridge") -> Iterator[
         getattr(args, "access_log", "default"),
         "--fast-usage",
         getattr(args, "fast_usage", "on"),
+        "--auth-cache",
+        auth_cache,
     ]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -432,6 +448,9 @@ def bench(args: argparse.Namespace) -> None:
             url = s.sqlite_url(db)
         seeding = s.container_for(url)
         ids = s.seed(seeding, args.licenses)
+        args.token = s.ADMIN_TOKEN
+        if args.auth == "database":  # as serve creates when no admin token is configured
+            args.token = ensure_admin_token(seeding.uows, seeding.clock)
         seeding.dispose()
         if args.database == "sqlite":
             stack.callback(s.prime_sqlite_wal(db).close)  # a running service's WAL, held open
@@ -442,32 +461,15 @@ def bench(args: argparse.Namespace) -> None:
             f"servers: uvicorn (loop {args.loop}, http {args.http}, as serve), {args.workers} "
             f"process(es) each: the bridge app on {store} (access log: {args.access_log}, fast "
             f"path: {args.fast_usage}) and a bare FastAPI app; client: {client}, "
-            f"{args.connections} connections; {args.licenses} licenses, sink 'bench'"
+            f"{args.connections} connections; {args.licenses} licenses, sink 'bench'; token: "
+            + ("configured admin" if args.auth == "admin" else "database admin token")
         )
-        results: dict[str, list[Load]] = {"increment": [], "bare": []}
-        with server(url, args, "bridge") as bridge_port, server(url, args, "bare") as bare_port:
-            ports = {"increment": bridge_port, "bare": bare_port}
-            print(
-                f"\n{'measurement':<36} {'requests':>8} {'secs':>6} {'req/s':>9} "
-                f"{'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>6} {'cpu us/req':>11}"
-            )
-            before = ledger_count(url)
-            for r in range(args.rounds):
-                names = list(results) if r % 2 == 0 else list(reversed(results))
-                for name in names:
-                    drive(f"(warm-up {name})", ports[name], paths, args.warmup, args)
-                    label = f"{name} (round {r + 1})"
-                    cpu = cpu_seconds(ports[name])
-                    if args.ops is None:
-                        load = drive(label, ports[name], paths, args.seconds, args)
-                    else:
-                        load = run_python(label, ports[name], paths, 0, args, ops=args.ops)
-                    load.cpu_s = cpu_seconds(ports[name]) - cpu
-                    row(load)
-                    results[name].append(load)
-            written = ledger_count(url) - before
+        results, ports = _servers(stack, url, args)
+        before = ledger_count(url)
+        _measure(results, ports, paths, drive, args)
+        written = ledger_count(url) - before
 
-    counted = sum(x.requests - x.bad for x in results["increment"])
+    counted = sum(x.requests - x.bad for k in ("increment", "uncached") for x in results.get(k, []))
     if written < counted:
         raise SystemExit(f"the ledger has {written} new entries for {counted} increments")
     totals = {name: _total(name, loads) for name, loads in results.items()}
@@ -476,6 +478,48 @@ def bench(args: argparse.Namespace) -> None:
         for total in totals.values():
             row(total)
     _summary(totals, args)
+
+
+def _servers(
+    stack: contextlib.ExitStack, url: str, args: argparse.Namespace
+) -> tuple[dict[str, list[Load]], dict[str, int]]:
+    """The servers measured (each started in ``stack``): the bridge, the bare app and, with a
+    database token, the bridge with its principal cache off."""
+    names = ["increment", "uncached", "bare"] if args.auth == "database" else ["increment", "bare"]
+    ports = {
+        "increment": stack.enter_context(server(url, args, "bridge")),
+        "bare": stack.enter_context(server(url, args, "bare")),
+    }
+    if args.auth == "database":
+        ports["uncached"] = stack.enter_context(server(url, args, "bridge", "off"))
+    return {name: [] for name in names}, ports
+
+
+def _measure(
+    results: dict[str, list[Load]],
+    ports: dict[str, int],
+    paths: list[str],
+    drive: Callable[..., Load],
+    args: argparse.Namespace,
+) -> None:
+    """Each server in turn, the order reversed every other round."""
+    print(
+        f"\n{'measurement':<36} {'requests':>8} {'secs':>6} {'req/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>6} {'cpu us/req':>11}"
+    )
+    for r in range(args.rounds):
+        names = list(results) if r % 2 == 0 else list(reversed(results))
+        for name in names:
+            drive(f"(warm-up {name})", ports[name], paths, args.warmup, args)
+            label = f"{name} (round {r + 1})"
+            cpu = cpu_seconds(ports[name])
+            if args.ops is None:
+                load = drive(label, ports[name], paths, args.seconds, args)
+            else:
+                load = run_python(label, ports[name], paths, 0, args, ops=args.ops)
+            load.cpu_s = cpu_seconds(ports[name]) - cpu
+            row(load)
+            results[name].append(load)
 
 
 def _summary(totals: dict[str, Load], args: argparse.Namespace) -> None:
@@ -497,6 +541,14 @@ def _summary(totals: dict[str, Load], args: argparse.Namespace) -> None:
         f"  server CPU per request: increment {inc.cpu_us:.0f} us, bare {bare.cpu_us:.0f} us, "
         f"ratio {cost:.2f}x (one process: its throughput is bound by 1/CPU per request)"
     )
+    if "uncached" in totals:
+        off = totals["uncached"]
+        gain = inc.rate / off.rate if off.rate else float("nan")
+        print(
+            f"  database token: principal cache on {inc.rate:.1f} req/s ({inc.cpu_us:.0f} us), "
+            f"off {off.rate:.1f} req/s ({off.cpu_us:.0f} us), ratio {gain:.2f}x; uncached / "
+            f"bare {off.rate / bare.rate if bare.rate else float('nan'):.2f}x"
+        )
     if any(t.bad for t in totals.values()):
         print("  warning: some answers were not 2xx; see the non-2xx column")
 
@@ -553,6 +605,14 @@ def main(argv: list[str] | None = None) -> None:
         default="on",
         help="off: increments through FastAPI's router, as before issue 15 (on)",
     )
+    parser.add_argument(
+        "--auth",
+        choices=["admin", "database"],
+        default="admin",
+        help="database: a token stored in the database (as serve creates), and a third server "
+        "with the principal cache off (admin: the configured admin token)",
+    )
+    parser.add_argument("--auth-cache", default="on", help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="auto", help="uvicorn's loop (auto, as serve)")
     parser.add_argument("--http", default="auto", help="uvicorn's HTTP protocol (auto, as serve)")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

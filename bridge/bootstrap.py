@@ -29,6 +29,7 @@ from bridge.service.checkin import CheckInService
 from bridge.service.checkout import CheckoutService
 from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
+from bridge.service.principal_cache import PrincipalCache
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.service.signed_keys import KeyMint
@@ -178,7 +179,11 @@ class Container:
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
-        return Authenticator(self.uows, token.get_secret_value() if token else None, self.clock)
+        auth = self.settings.auth
+        cache = PrincipalCache(auth.cache_ttl_s, auth.cache_check_s, auth.cache_size)
+        self.uows.on_revocation(cache.invalidate)
+        secret = token.get_secret_value() if token else None
+        return Authenticator(self.uows, secret, self.clock, cache)
 
     def account_key(self) -> AccountKey:
         """The configured or stored signing key (``serve`` creates one first). Without one, an

@@ -147,6 +147,27 @@ class CheckInSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """Database tokens (product, license, and the admin token serve creates): their principals
+    are cached by token digest, so an authenticated request needs no query."""
+
+    cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Longest a cached principal is used (a safety net: revocations drop it "
+        "sooner); 0 turns the cache off",
+    )
+    cache_check_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often each API process re-reads the database's revocation counter: "
+        "a token revoked by another process is refused here within this bound",
+    )
+    cache_size: int = Field(10_000, ge=1, le=1_000_000, description="Most principals cached")
+
+
 class SigningSettings(BaseModel):
     """The account's Ed25519 key that signs every response (see ``bridge/keys.py``)."""
 
@@ -202,6 +223,7 @@ class Settings(BaseSettings):
     machines: MachinesSettings = MachinesSettings()
     checkin: CheckInSettings = CheckInSettings()
     signing: SigningSettings = SigningSettings()
+    auth: AuthSettings = AuthSettings()
     metrics: MetricsSettings = MetricsSettings()
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhooksSettings = WebhooksSettings()

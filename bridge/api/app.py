@@ -81,7 +81,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watch = context.auth.watch()
+        if watch is not None:
+            watch.start()
         yield
+        if watch is not None:
+            watch.close()
         context.usage.close()
 
     app = _SignedApp(

@@ -62,11 +62,11 @@ _authorization = APIKeyHeader(
 
 
 async def authenticate(ctx: ApiContext, authorization: str | None) -> Principal:
-    # The configured admin token needs no lookup; other tokens are read from the store in the
-    # threadpool, so the event loop never blocks on the database.
-    admin = ctx.auth.configured_admin(authorization)
-    if admin is not None:
-        return admin
+    # The configured admin token and cached database tokens need no lookup; others are read
+    # from the store in the threadpool, so the event loop never blocks on the database.
+    known = ctx.auth.known(authorization)
+    if known is not None:
+        return known
     return await run_in_threadpool(ctx.auth.authenticate, authorization)
 
 

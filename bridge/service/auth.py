@@ -22,6 +22,7 @@ from bridge.domain.errors import (
 from bridge.domain.model import LicenseStatus
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.service.common import new_id
+from bridge.service.principal_cache import PrincipalCache, RevocationWatch
 
 TOKEN_PREFIX = {Role.ADMIN: "admin", Role.PRODUCT: "prod", Role.LICENSE: "activ"}
 
@@ -35,10 +36,17 @@ def mint_token(role: Role) -> str:
 
 
 class Authenticator:
-    def __init__(self, uows: UnitOfWorkFactory, admin_token: str | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        uows: UnitOfWorkFactory,
+        admin_token: str | None,
+        clock: Clock,
+        cache: PrincipalCache | None = None,
+    ) -> None:
         self._uows = uows
         self._clock = clock
         self._admin_digest = digest(admin_token) if admin_token else None
+        self._cache = cache if cache is not None and cache.enabled else None
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The bearer named by an ``Authorization`` header, or 401."""
@@ -55,27 +63,48 @@ class Authenticator:
             return self._from_license_key(credential)
         raise TokenInvalid("Authorization scheme must be Bearer or License")
 
-    def configured_admin(self, authorization: str | None) -> Principal | None:
-        """The admin, when the header carries the configured admin token; no I/O."""
-        if self._admin_digest is None or not authorization:
+    def known(self, authorization: str | None) -> Principal | None:
+        """The bearer without I/O: the configured admin token, or a cached database token."""
+        if not authorization or (self._admin_digest is None and self._cache is None):
             return None
         scheme, _, credential = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             return None
-        if hmac.compare_digest(digest(credential.strip()), self._admin_digest):
+        token_digest = digest(credential.strip())
+        if self._admin_digest is not None and hmac.compare_digest(token_digest, self._admin_digest):
             return Principal(Role.ADMIN, "admin")
-        return None
+        return None if self._cache is None else self._cache.get(token_digest)
+
+    def watch(self) -> RevocationWatch | None:
+        """The thread that keeps the cache's view of revocations current (not started)."""
+        return None if self._cache is None else RevocationWatch(self._cache, self._generation)
+
+    def _generation(self) -> int:
+        with self._uows() as uow:
+            return uow.tokens.generation()
 
     def _from_token(self, token: str) -> Principal:
         token_digest = digest(token)
         if self._admin_digest is not None and hmac.compare_digest(token_digest, self._admin_digest):
             return Principal(Role.ADMIN, "admin")
-        with self._uows() as uow:
-            found = uow.tokens.find(token_digest)
-            if found is None:
-                raise TokenInvalid
-            role, bearer_id = found
-        return Principal(Role(role), bearer_id)
+        cache = self._cache
+        if cache is None:
+            with self._uows() as uow:
+                found = uow.tokens.find(token_digest)
+        else:
+            began = cache.begin()
+            with self._uows() as uow:
+                # The counter first: read after the token, it could include a revocation the
+                # token read missed, and the stale principal would be stored as current.
+                generation = uow.tokens.generation()
+                found = uow.tokens.find(token_digest)
+            cache.observe(generation, began[1])
+        if found is None:
+            raise TokenInvalid
+        principal = Principal(Role(found[0]), found[1])
+        if cache is not None:
+            cache.put(token_digest, principal, began, generation)
+        return principal
 
     def _from_license_key(self, key: str) -> Principal:
         with self._uows() as uow:

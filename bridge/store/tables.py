@@ -179,6 +179,15 @@ class TokenRow(SQLModel, table=True):
     created: datetime = _utc()
 
 
+class AuthGenerationRow(SQLModel, table=True):
+    """One row: bumped with every token revocation, so API processes drop cached principals."""
+
+    __tablename__ = "auth_generation"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    generation: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class UsageEntryRow(SQLModel, table=True):
     """The append-only usage ledger. No foreign key: history outlives a deleted license."""
 

@@ -80,8 +80,11 @@ class SqlUnitOfWork:
         write: bool = False,
         writer: Lock | None = None,
         subjects: SubjectMapper | None = None,
+        revoked: Callable[[], None] | None = None,
     ) -> None:
         self._subjects = subjects
+        self._on_revoked = revoked  # called after a commit that revoked tokens
+        self._revoked = False
         self._engine = engine
         self._dbapi: Any = engine.dialect.dbapi
         self._st = st
@@ -109,13 +112,16 @@ class SqlUnitOfWork:
         # The webhook subject index is written with each license (only when webhooks are on).
         index = (lambda: self._subject_index) if self._subjects is not None else None
         self.licenses = SqlLicenses(st.licenses, cursor, index)
-        self.tokens = SqlTokens(st.tokens, cursor)
+        self.tokens = SqlTokens(st.tokens, cursor, self._mark_revoked)
         self.ledger = SqlLedger(st.ledger, cursor)
         self.idempotency = SqlIdempotency(st.idempotency, cursor)
         self.outbox = SqlOutbox(st.outbox, cursor)
         self.periods = SqlPeriods(st.periods, cursor)
         self.records = SqlRecords(st.records, cursor)
         return self
+
+    def _mark_revoked(self) -> None:
+        self._revoked = True
 
     # The Core repositories --------------------------------------------------------------------
     def _connection(self) -> Connection:
@@ -194,6 +200,9 @@ class SqlUnitOfWork:
             raise_translated(exc, self._dbapi)
             raise
         self._done = True
+        if self._revoked and self._on_revoked is not None:
+            self._revoked = False
+            self._on_revoked()
 
     def __exit__(
         self,
@@ -242,11 +251,25 @@ class SqlUnitOfWorkFactory:
         self._subjects = subjects  # keeps webhook_subjects current as licenses are written
         self._st = Statements(engine.dialect.name)
         self._writer = writer_lock(engine)
+        self._revocation_listeners: list[Callable[[], None]] = []
+
+    def on_revocation(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every commit that removed tokens (in this process)."""
+        self._revocation_listeners.append(listener)
+
+    def _revoked(self) -> None:
+        for listener in self._revocation_listeners:
+            listener()
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
         writer = self._writer if write else None
         return SqlUnitOfWork(
-            self.engine, self._st, write=write, writer=writer, subjects=self._subjects
+            self.engine,
+            self._st,
+            write=write,
+            writer=writer,
+            subjects=self._subjects,
+            revoked=self._revoked,
         )
 
     def usage(self) -> SqlUnitOfWork:
