@@ -142,3 +142,40 @@ def test_processes_starting_at_once_on_a_fresh_sqlite_file_all_migrate_it(tmp_pa
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     assert _migrate_at_once(url) == ["ok"] * PROCESSES
     assert _at_head(url)
+
+
+def test_sqlite_upgrade_keeps_rows_of_tables_it_rebuilds(tmp_path: Path) -> None:
+    """A SQLite store with licenses under a policy upgrades through the migrations that rebuild
+    ``policies`` (Alembic's batch mode drops the old table while licenses point at it): every
+    row stays, and foreign keys are enforced again afterwards."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0006")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO products (id, name, metadata, created, updated) "
+                "VALUES ('p', 'P', '{}', '2026-01-01', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO policies (id, product_id, name, floating, strict, overage_strategy,"
+                " protected, expiration_basis, metadata, created, updated) VALUES ('q', 'p', 'Q',"
+                " 0, 0, 'NO_OVERAGE', 0, 'FROM_CREATION', '{}', '2026-01-01', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO licenses (id, key, policy_id, uses, protected, suspended, metadata,"
+                " created, updated) VALUES ('l', 'OLD-KEY-1', 'q', 3, 0, 0, '{}', '2026-01-01',"
+                " '2026-01-01')"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, policy_id, uses FROM licenses")).all() == [
+            ("l", "q", 3)
+        ]
+        assert conn.execute(text("SELECT id FROM policies")).scalars().all() == ["q"]
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from bridge.domain.errors import SchemaBehind, SchemaUnknown
@@ -57,13 +58,34 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def _upgrade_once(engine: Engine, revision: str) -> None:
     config = alembic_config(engine)
-    # bridge_write: SQLite's BEGIN IMMEDIATE, so a second process waits for the first instead of
-    # failing to upgrade its read snapshot once the first has created the tables.
-    with engine.execution_options(bridge_write=True).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key("migrate")})
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Alembic's batch mode rebuilds a SQLite table (create, copy, drop, rename); with
+            # foreign keys on, dropping a table that other rows point at is refused (or would
+            # cascade). SQLite's documented procedure: keys off outside the transaction, checked
+            # before the commit, on again after.
+            _driver(conn).execute("PRAGMA foreign_keys=OFF")
+        try:
+            # bridge_write: SQLite's BEGIN IMMEDIATE, so a second process waits for the first
+            # instead of failing to upgrade its read snapshot once the first has created the
+            # tables.
+            with conn.execution_options(bridge_write=True).begin():
+                if not sqlite:
+                    key = {"k": advisory_key("migrate")}
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), key)
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("a migration left rows whose foreign key points nowhere")
+        finally:
+            if sqlite:
+                _driver(conn).execute("PRAGMA foreign_keys=ON")
+
+
+def _driver(conn: Connection) -> Any:
+    """The DBAPI connection: a PRAGMA sent there starts no transaction."""
+    return conn.connection.driver_connection
 
 
 def ensure_current(engine: Engine) -> None:
