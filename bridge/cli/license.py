@@ -14,7 +14,7 @@ from bridge.service.common import PageRequest
 
 app = typer.Typer(help="Licenses.", no_args_is_help=True)
 
-_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended"]
+_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended", "mirror"]
 
 
 @app.command("create")
