@@ -10,7 +10,7 @@ import bridge
 import bridge.cli
 from bridge.cli import app
 
-_NOT_GROUPS = {"processes", "startup", "support"}
+_NOT_GROUPS = {"processes", "support"}
 
 
 def test_each_group_is_the_module_named_as_it() -> None:

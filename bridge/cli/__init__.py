@@ -5,8 +5,7 @@ command group, named exactly as the group (``meterbridge outbox retry`` is ``out
 module defines ``app``, its ``typer.Typer``, and is listed in ``GROUPS`` below, which adds it
 under its module's name. The commands without a group, ``serve``, ``worker`` and ``scheduler``
 (the long-running processes), are in ``processes.py``; what several modules share (the wired
-container, output, common options) is in ``support.py``; ``startup.py`` handles a stop that
-arrives while a long-running command is still loading. A new group ``keys`` is therefore
+container, output, common options) is in ``support.py``. A new group ``keys`` is therefore
 ``bridge/cli/keys.py`` plus one entry in ``GROUPS``; ``tests/test_cli_layout.py`` checks the rule.
 
 Store commands act as the admin, directly on the configured database (an operator on the box).
@@ -14,10 +13,6 @@ Output is a readable table by default and JSON with ``--json``.
 """
 
 from __future__ import annotations
-
-# isort: off
-from bridge.cli import startup  # noqa: F401  first: a SIGTERM while the modules below load
-# isort: on
 
 import typer
 
