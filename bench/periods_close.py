@@ -63,9 +63,11 @@ def seed_sql(dialect: str, n: int) -> list[str]:
         f"metadata, created, updated) VALUES ('pol', 'prod', 'Monthly', NULL, 1, NULL, false, "
         f"false, 'NO_OVERAGE', false, NULL, 'FROM_CREATION', '{RULE}', '{{}}', {created}, "
         f"{created})",
-        f"{series}INSERT INTO licenses (id, key, name, policy_id, uses, max_uses_override, "
-        f"protected, suspended, expiry, metadata, created, updated, period_start, period_end, "
-        f"period_open_uses) SELECT 'lic-' || {pad}, 'key-' || {pad}, NULL, 'pol', mod(n, 50) + 1, "
+        # key_digest only needs to be unique here: the bench never finds a license by key.
+        f"{series}INSERT INTO licenses (id, key, key_digest, name, policy_id, uses, "
+        f"max_uses_override, protected, suspended, expiry, metadata, created, updated, "
+        f"period_start, period_end, period_open_uses) SELECT 'lic-' || {pad}, 'key-' || {pad}, "
+        f"'kd-' || {pad}, NULL, 'pol', mod(n, 50) + 1, "
         f"NULL, false, false, NULL, '{{}}', {created}, {created}, {start}, {end}, 0 {source}",
         f"{series}INSERT INTO usage_ledger (id, license_id, kind, delta, uses_before, "
         f"uses_after, actor, occurred_at) SELECT 'inc-' || {pad}, 'lic-' || {pad}, 'increment',"

@@ -35,6 +35,7 @@ from pydantic import SecretStr
 from bridge.domain.reconcile import Window
 from bridge.logging import configure
 from bridge.service.reconcile import Reconciler
+from bridge.store.licenses import key_digest
 from bridge.testing import FakeClock
 from connectors.lago import LagoSink, LagoSinkSettings
 from connectors.lago.reader import LagoReader
@@ -73,12 +74,13 @@ def seed(path: str, entries: int, licenses: int) -> dict[str, list[dict[str, Any
     for n in range(licenses):
         lic, sub = f"lic-{n:08d}", f"sub-{n:08d}"
         db.execute(
-            "INSERT INTO licenses (id, key, policy_id, uses, protected, suspended, metadata, "
-            "created, updated, period_start, period_end, period_open_uses) "
-            "VALUES (?, ?, 'pol', 0, 0, 0, ?, ?, ?, ?, ?, 0)",
+            "INSERT INTO licenses (id, key, key_digest, policy_id, uses, protected, suspended, "
+            "metadata, created, updated, period_start, period_end, period_open_uses) "
+            "VALUES (?, ?, ?, 'pol', 0, 0, 0, ?, ?, ?, ?, ?, 0)",
             (
                 lic,
                 f"key-{n:08d}",
+                key_digest(f"key-{n:08d}"),
                 json.dumps({"lago_subscription_id": sub}),
                 created,
                 created,

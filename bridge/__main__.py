@@ -1,5 +1,5 @@
 """``python -m bridge`` is ``meterbridge``."""
 
-from bridge.cli import main
+from bridge.entry import main
 
 main()

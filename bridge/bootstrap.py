@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
 import structlog
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from bridge.api.app import create_app
@@ -20,17 +22,22 @@ from bridge.clock import SystemClock
 from bridge.domain.ports import Clock, PlatformReader, Sink, UsageUnitOfWorkFactory
 from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
+from bridge.observability.http import registry, renderer
 from bridge.service.auth import Authenticator
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.checkin import CheckInService
+from bridge.service.checkout import CheckoutService
 from bridge.service.keygen import KeygenPolicy, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.reconcile import Reconciler
 from bridge.service.relay import Relay, RelayPolicy
+from bridge.service.signed_keys import KeyMint
+from bridge.service.status import outbox_depth
 from bridge.service.usage import UsageService
 from bridge.service.webhook_worker import WebhookPolicy, WebhookWorker
 from bridge.service.webhooks import reindex
 from bridge.settings import Settings, access_log_on
+from bridge.store import stats
 from bridge.store.engine import make_engine, ping
 from bridge.store.locks import JobLocks
 from bridge.store.migrate import ensure_current, upgrade
@@ -152,8 +159,22 @@ class Container:
             # SQLite has one writer: more transactions at a time would only queue.
             close_workers=1 if sqlite else self.settings.scheduler.close_workers,
             key_retention_days=self.settings.scheduler.idempotency_retention_days,
+            outbox_retention=self.outbox_retention(),
+            webhook_retention=timedelta(days=self.settings.retention.webhook_days),
+            purge_batch=self.settings.retention.batch,
             keygen=self.keygen_relay() if self.settings.keygen.enabled else None,
         )
+
+    def outbox_retention(self) -> dict[str, timedelta]:
+        """Each sink's retention of delivered items: the setting, or the platform's dedupe
+        window if longer (a repair may re-enqueue an item inside it)."""
+        days = timedelta(days=self.settings.retention.outbox_days)
+        retention = {}
+        for sink in self.sinks:
+            reader = self.readers.get(sink.name)
+            window = reader.dedupe_window if reader is not None else None
+            retention[sink.name] = max(days, window) if window is not None else days
+        return retention
 
     def authenticator(self) -> Authenticator:
         token = self.settings.admin_token
@@ -179,6 +200,16 @@ class Container:
         """Raise ``SchemaBehind``/``SchemaUnknown`` unless the schema is at head; no migration."""
         ensure_current(self.engine)
 
+    def schema_revision(self) -> tuple[str | None, str | None]:
+        """The database's schema revision and this version's head."""
+        return stats.schema_revision(self.engine)
+
+    def table_sizes(self) -> list[stats.TableSize]:
+        return stats.table_sizes(self.engine)
+
+    def last_reconciliation(self) -> stats.LastReconciliation:
+        return stats.last_reconciliation(self.engine)
+
     def dispose(self) -> None:
         self.stopping.set()
         if self.keygen_client is not None:
@@ -192,7 +223,12 @@ class Container:
 
 def build(settings: Settings, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_cache_mib=settings.sqlite_cache_mib,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
     sinks, readers = build_sinks(settings, clock)
     return Container(
         settings,
@@ -273,6 +309,7 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     sqlite = container.engine.dialect.name == "sqlite"
     lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
     batch = BatchWriter(container.usage_uows, service, lanes=lanes)
+    key = container.account_key()
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
@@ -282,15 +319,33 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,
+        checkout=CheckoutService(container.uows, container.clock, key),
+        mint=KeyMint(key, container.settings.account),
         webhooks=build_receivers(container.settings),
+        metrics=metrics_renderer(container) if metrics_on_api(container.settings) else None,
         checkins=container.checkins(),
     )
     signing = Signing(
         account=container.settings.account,
-        key=container.account_key().private,
+        key=key.private,
         now=container.clock.now,
         public_host=container.settings.public_host,
     )
     return create_app(
         context, signing, fast_usage=fast_usage, access_log=access_log_on(container.settings)
     )
+
+
+def metrics_registry(container: Container) -> CollectorRegistry:
+    """The metrics ``/metrics`` shows, with the outbox read from this container's store."""
+    depth = partial(outbox_depth, container.uows, container.clock)
+    return registry(depth, [s.name for s in container.sinks])
+
+
+def metrics_renderer(container: Container) -> Callable[[], tuple[bytes, str]]:
+    return renderer(metrics_registry(container))
+
+
+def metrics_on_api(settings: Settings) -> bool:
+    """Whether ``/metrics`` is served by the API (else on ``metrics.port``, or not at all)."""
+    return settings.metrics.enabled and settings.metrics.port is None

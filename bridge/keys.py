@@ -53,6 +53,10 @@ class AccountKey:
             raise SigningKeyInvalid(f"{source}: expected 64 hex digits (an Ed25519 private key)")
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
+    def sign(self, data: bytes) -> bytes:
+        """Ed25519 over ``data`` (license files, signed license keys)."""
+        return self.private.sign(data)
+
     def private_hex(self) -> str:
         raw = self.private.private_bytes(
             serialization.Encoding.Raw,
@@ -118,3 +122,14 @@ def ensure_key(settings: Settings) -> tuple[AccountKey, Path | None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return key, path
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """Signs with the stored key, created on first use as ``serve`` would: the CLI signs only
+    the keys of licenses whose policy is ED25519_SIGN, and creates no key file otherwise."""
+
+    settings: Settings
+
+    def sign(self, data: bytes) -> bytes:
+        return ensure_key(self.settings)[0].sign(data)

@@ -181,10 +181,27 @@ _handler: logging.Handler | None = None
 _QUIET = ("httpx", "httpcore", "alembic", "apscheduler")
 
 
-def configure(level: str = "info", fmt: str = "console") -> None:
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
+
+
+def resolve_format(fmt: str) -> str:
+    """``console`` or ``json``: ``auto`` is console on a terminal, JSON otherwise."""
+    if fmt == "auto":
+        return "console" if _on_terminal() else "json"
+    return fmt
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog, and route the standard library's records (uvicorn, Alembic,
-    APScheduler, httpx) through the same context, redaction and renderer."""
+    APScheduler, httpx) through the same context, redaction and renderer. ``fmt``: ``json``,
+    ``console``, or ``auto`` (console on a terminal, JSON otherwise: a container, systemd, a
+    pipe into a log shipper)."""
     global _handler  # noqa: PLW0603 (one configuration per process; a rerun replaces it)
+    fmt = resolve_format(fmt)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from bridge.domain.errors import Terminal
+from bridge.logging import resolve_format
 from bridge.webhooks.settings import WebhooksSettings
 from connectors.file import FileSinkSettings
 from connectors.keygen import KeygenSettings
@@ -105,6 +106,35 @@ class MachinesSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long delivered outbox items and handled webhook deliveries are kept (the ledger and
+    the period records are kept for ever). Purged daily at ``scheduler.purge_cron``."""
+
+    outbox_days: float = Field(
+        35.0,
+        ge=1,
+        description="Delivered outbox items older than this (and than their platform's dedupe "
+        "window, inside which a repair resends them) are deleted",
+    )
+    webhook_days: float = Field(
+        30.0, ge=1, description="Applied or ignored webhook deliveries older than this go"
+    )
+    batch: int = Field(
+        5000, ge=100, le=100_000, description="Rows per purge transaction (short locks)"
+    )
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics (``/metrics``): on the API for the admin token, or on a port of
+    their own without authentication (bind it where only the scraper reaches it)."""
+
+    enabled: bool = Field(True, description="Serve /metrics")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Serve them on this port instead of the API's"
+    )
+    host: str = Field("127.0.0.1", description="Address of the metrics port")
+
+
 class CheckInSettings(BaseModel):
     """Check-ins and the offline usage records they carry."""
 
@@ -151,19 +181,29 @@ class Settings(BaseSettings):
         "stands in front; responses are signed over it instead of the Host header received",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["console", "json"] = "console"
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: readable lines on a terminal, JSON lines otherwise"
+    )
     access_log: bool | None = Field(
         None,
         description="Log one request_completed line per HTTP request (method, path, status, "
         "ms); unset: on with console logs, off with JSON logs",
     )
     db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    db_pool_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="How long a request waits for a free connection (503)"
+    )
+    sqlite_cache_mib: int = Field(
+        256, ge=16, le=65_536, description="SQLite page cache of the whole pool, per process"
+    )
     sinks: SinksSettings = SinksSettings()
     relay: RelaySettings = RelaySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     machines: MachinesSettings = MachinesSettings()
     checkin: CheckInSettings = CheckInSettings()
     signing: SigningSettings = SigningSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retention: RetentionSettings = RetentionSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     keygen: KeygenSettings = KeygenSettings()
 
@@ -183,7 +223,7 @@ def access_log_on(settings: Settings) -> bool:
     """Whether the API logs a line per request (``access_log``, else by the log format)."""
     if settings.access_log is not None:
         return settings.access_log
-    return settings.log_format == "console"
+    return resolve_format(settings.log_format) == "console"
 
 
 def load_settings(config: Path | str | None = None, **overrides: object) -> Settings:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from tests.conftest import Api, error_of
+import pytest
+from fastapi.testclient import TestClient
+
+from bridge.bootstrap import build, build_app
+from bridge.settings import load_settings
+from tests.conftest import ADMIN_TOKEN, Api, error_of
 
 
 @pytest.mark.parametrize(
@@ -263,4 +268,46 @@ def test_a_broken_database_is_503_not_500(api: Api) -> None:
     assert error_of(token_response)["code"] == "SERVICE_UNAVAILABLE"
     usage_response = api.increment(lic["id"])
     assert usage_response.status_code == 503
+    # Clients (and proxies) are told when to try again, on every 503.
+    assert token_response.headers["Retry-After"] == usage_response.headers["Retry-After"] == "1"
     assert api.ok("GET", f"/v1/licenses/{lic['id']}")["data"]["attributes"]["uses"] == 0
+
+
+def test_a_pool_with_no_free_connection_is_503(tmp_path: Path) -> None:
+    """Every pooled connection busy past ``db_pool_timeout_s`` is a 503 with ``Retry-After``
+    (SQLAlchemy's pool timeout is no driver error; it was a 500)."""
+    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    container = build(
+        load_settings(database_url=url, admin_token=ADMIN_TOKEN, db_pool_timeout_s=0.1)
+    )
+    container.migrate()
+    engine = container.uows.engine
+    held = [engine.raw_connection() for _ in range(40)]  # the SQLite pool: 20 + 20 overflow
+    with TestClient(build_app(container), raise_server_exceptions=False) as client:
+        response = Api(client).increment("any-license")
+    for conn in held:
+        conn.close()
+    container.dispose()
+    assert response.status_code == 503
+    assert error_of(response)["code"] == "SERVICE_UNAVAILABLE"
+    assert response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("sqlite_says", "detail"),
+    [
+        ("database or disk is full", "the database's disk is full"),
+        ("attempt to write a readonly database", "the database file is read-only"),
+        ("unable to open database file", "the database file cannot be opened (or created)"),
+    ],
+)
+def test_a_failing_disk_is_named_in_the_503(sqlite_says: str, detail: str) -> None:
+    """SQLite's file-system failures become 503s that say what is wrong (the operator's fix)."""
+    import sqlite3
+
+    from bridge.domain.errors import ServiceUnavailable
+    from bridge.store.errors import raise_translated
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        raise_translated(sqlite3.OperationalError(sqlite_says), sqlite3)
+    assert raised.value.detail == f"{detail}; retry with the same Idempotency-Key"

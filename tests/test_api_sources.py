@@ -21,6 +21,7 @@ BIG = 2_147_483_648
 _WRITE_DOCUMENTS: tuple[type[BaseModel], ...] = (
     s.ProductAttributesIn,
     s.PolicyAttributesIn,
+    s.PolicyCreateAttributesIn,
     s.LicenseAttributesIn,
     s.MachineAttributesIn,
     s.MachineUpdateAttributesIn,
@@ -74,7 +75,7 @@ def _relationship(kind: str) -> dict[str, Any]:
     ("document", "attributes", "relationships"),
     [
         (s.ProductIn, s.ProductAttributesIn, None),
-        (s.PolicyCreate, s.PolicyAttributesIn, {"product": _relationship("products")}),
+        (s.PolicyCreate, s.PolicyCreateAttributesIn, {"product": _relationship("products")}),
         (s.PolicyUpdate, s.PolicyAttributesIn, None),
         (s.LicenseCreate, s.LicenseAttributesIn, {"policy": _relationship("policies")}),
         (s.LicenseUpdate, s.LicenseAttributesIn, None),
@@ -205,7 +206,7 @@ def test_relationship_errors_point_at_the_relationship(api: Api) -> None:
         (
             {"key": "short"},
             "KEY_INVALID",
-            "must be 6 to 255 printable characters without padding",
+            "must be 6 to 16384 printable characters without padding",
             Field.KEY,
         ),
         ({"key": "TAKEN-KEY"}, "KEY_TAKEN", "has already been taken", Field.KEY),

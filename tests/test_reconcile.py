@@ -30,6 +30,7 @@ from bridge.service.policies import create_policy
 from bridge.service.products import create_product
 from bridge.service.reconcile import reconciliation_report
 from bridge.service.relay import Relay, RelayPolicy
+from bridge.service.retention import purge_outbox
 from bridge.service.usage import UsageChange
 from bridge.testing import FakeClock
 from connectors.lago import LagoSink, LagoSinkSettings
@@ -280,3 +281,18 @@ def test_window_parsing() -> None:
     for args in bad:
         with pytest.raises(ReconcileWindowInvalid):
             Window.parse(*args)
+
+
+def test_purged_deliveries_still_count_as_delivered(world: World) -> None:
+    """Once the delivered items of January are purged (past their retention), the period
+    still reconciles as delivered and agreeing: a change without its item from before the
+    sink's purge watermark was delivered."""
+    january(world)
+    world.clock.set(datetime(2026, 3, 20, tzinfo=UTC))
+    windows = world.container.outbox_retention()
+    assert purge_outbox(world.container.uows, world.clock, windows) == 10
+    summary = world.reconcile()
+    assert (summary.checked, summary.ok, summary.mismatched) == (2, 2, 0)
+    for sink in ("lago", "m3ter"):
+        found = world.report(sink)
+        assert (found.delivered_total, found.delivered_count, found.undelivered_count) == (13, 5, 0)

@@ -17,11 +17,13 @@ from bridge.api.middleware import RequestGuard
 from bridge.api.render import JsonApiResponse
 from bridge.api.routes import (
     checkin,
+    checkouts,
     health,
     keygen,
     licenses,
     machines,
     me,
+    metrics,
     outbox,
     policies,
     products,
@@ -31,6 +33,7 @@ from bridge.api.routes import (
 )
 from bridge.api.schemas import ErrorDocument
 from bridge.api.signing import ResponseSigner, Signing
+from bridge.observability.http import RequestMetrics
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -49,6 +52,7 @@ def _resources() -> APIRouter:
         usage,
         checkin,
         machines,
+        checkouts,
         outbox,
         reconciliations,
         me,
@@ -104,8 +108,10 @@ def create_app(
         generate_unique_id_function=lambda route: f"account_{route.name}",
     )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     if fast_usage:  # inside RequestGuard: added first, so wrapped by it
         routes = {r.name: r for r in usage.router.routes if isinstance(r, APIRoute)}
         app.add_middleware(UsageFastPath, context=context, routes=routes)
     app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES, access_log=access_log)
+    app.add_middleware(RequestMetrics)  # outermost: counts the guard's refusals too
     return app

@@ -17,8 +17,10 @@ from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.service.auth import Authenticator
 from bridge.service.checkin import CheckInService
+from bridge.service.checkout import CheckoutService
 from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE, PageRequest
 from bridge.service.machines import MachineService
+from bridge.service.signed_keys import KeyMint
 from bridge.webhooks.endpoints import Receivers
 
 
@@ -32,7 +34,11 @@ class ApiContext:
     render: Renderer
     account: str
     ready: Callable[[], bool]
+    checkout: CheckoutService
+    mint: KeyMint  # signs the keys of ED25519_SIGN licenses
     webhooks: Receivers = field(default_factory=lambda: Receivers({}))
+    # Renders /metrics (body, content type); None when it is off or served on its own port.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
     checkins: CheckInService | None = None
 
 

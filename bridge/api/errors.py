@@ -31,6 +31,7 @@ from bridge.domain.errors import (
 from bridge.service.common import MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 
 log = structlog.get_logger(__name__)
+RETRY_AFTER_S = 1  # seconds: a restarted database or a freed pool is usually back this soon
 
 _EXPECTED = {
     "int_type": "integer",
@@ -129,7 +130,11 @@ def error_response(
     if isinstance(error, Located):
         source = error.source
         error = error.error
-    headers = {"WWW-Authenticate": 'Bearer realm="meterbridge"'} if error.status == 401 else None
+    headers = None
+    if error.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="meterbridge"'}
+    elif error.status == 503:  # the store is away or contended: tell clients when to retry
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JsonApiResponse(
         error_document(error, request_id, source), status_code=error.status, headers=headers
     )

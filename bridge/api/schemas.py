@@ -139,9 +139,13 @@ class PolicyAttributesIn(Strict):
     metadata: Metadata | None = None
 
 
+class PolicyCreateAttributesIn(PolicyAttributesIn):
+    scheme: str | None = None  # Keygen takes it at creation only
+
+
 class PolicyCreateData(Strict):
     type: Literal["policies", "policy"]
-    attributes: PolicyAttributesIn = PolicyAttributesIn()
+    attributes: PolicyCreateAttributesIn = PolicyCreateAttributesIn()
     relationships: PolicyRelationships
 
 
@@ -173,6 +177,7 @@ class PolicyCreate(Strict):
             check_in_interval_count=a.check_in_interval_count,
             usage_period=a.usage_period,
             metadata=a.metadata,
+            scheme=a.scheme,
         )
 
 
@@ -548,7 +553,7 @@ class LicenseAttributes(Out):
     status: str
     uses: int  # the count of the current usage period
     suspended: bool
-    scheme: str | None  # null: the bridge issues no signed or encrypted keys
+    scheme: str | None  # the policy's: ED25519_SIGN (signed keys) or null
     encrypted: bool
     strict: bool
     floating: bool

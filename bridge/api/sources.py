@@ -70,6 +70,7 @@ _ATTRIBUTES = (
     Field.CORES,
     Field.PLATFORM,
     Field.HOSTNAME,
+    Field.SCHEME,
 )
 
 SOURCES: dict[Field, Source] = {
@@ -82,6 +83,10 @@ SOURCES: dict[Field, Source] = {
     Field.DECREMENT: Source(pointer="/meta/decrement"),
     Field.PAGE: Source(parameter="page"),
     Field.IDEMPOTENCY_KEY: Source(parameter="Idempotency-Key"),
+    # Keygen points check-out errors at the parameter, whether sent in the query or in meta.
+    Field.TTL: Source(parameter="ttl"),
+    Field.ALGORITHM: Source(parameter="algorithm"),
+    Field.INCLUDE: Source(parameter="include"),
 }
 
 

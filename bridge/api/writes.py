@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi.concurrency import run_in_threadpool
 
 from bridge.domain.access import Principal
+from bridge.domain.errors import BridgeError
+from bridge.observability import metrics
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.common import Answer, ignore
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
@@ -21,9 +23,16 @@ class UsageWrites:
     async def apply(
         self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
     ) -> UsageOutcome:
-        if self._batch is None:
-            return await run_in_threadpool(self._service.apply, principal, change, answer)
-        return await self._batch.submit_async(principal, change, answer)
+        try:
+            if self._batch is None:
+                outcome = await run_in_threadpool(self._service.apply, principal, change, answer)
+            else:
+                outcome = await self._batch.submit_async(principal, change, answer)
+        except BridgeError as exc:
+            metrics.usage_change(change.kind.value, exc.code)
+            raise
+        metrics.usage_change(change.kind.value, None)
+        return outcome
 
     def close(self) -> None:
         if self._batch is not None:

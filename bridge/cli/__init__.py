@@ -28,6 +28,7 @@ from bridge.cli import (
     processes,
     product,
     reconcile,
+    status,
     usage,
     webhooks,
 )
@@ -41,6 +42,7 @@ for command in (processes.scheduler, processes.serve, processes.worker):
 
 # In the order of --help.
 GROUPS = (
+    status,
     db,
     product,
     policy,

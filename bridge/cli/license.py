@@ -9,8 +9,10 @@ import typer
 from bridge.cli.support import ADMIN, ConfigOpt, JsonOpt, PageOpt, container, license_row, show
 from bridge.domain.access import LicenseAction
 from bridge.domain.commands import CheckIn, NewLicense
+from bridge.keys import StoredKey
 from bridge.service import licenses
 from bridge.service.common import PageRequest
+from bridge.service.signed_keys import KeyMint
 
 app = typer.Typer(help="Licenses.", no_args_is_help=True)
 
@@ -31,7 +33,9 @@ def license_create(
         policy_id=policy, key=key or None, max_uses=max_uses or None, name=name or None
     )
     with container(config) as c:
-        lic = licenses.create_license(c.uows, c.clock, ADMIN, command)
+        # A policy that signs its keys (ED25519_SIGN) needs the account key serve signs with.
+        mint = KeyMint(StoredKey(c.settings), c.settings.account)
+        lic = licenses.create_license(c.uows, c.clock, ADMIN, command, mint=mint)
     show([license_row(lic)], _COLUMNS, as_json, "License", one=True)
 
 

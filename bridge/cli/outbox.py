@@ -79,3 +79,22 @@ def outbox_retry(
     with container(config) as c:
         count = retry_dead_letters(c.uows, c.clock, sink, ids)
     out.print(f"requeued {count} dead letters")
+
+
+@app.command("purge")
+def outbox_purge(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete delivered items past their sink's retention (what the scheduler does daily), and
+    webhook deliveries handled for good past theirs. Undelivered items are never deleted."""
+    from datetime import timedelta
+
+    from bridge.service.retention import purge_outbox, purge_webhooks
+
+    with container(config) as c:
+        batch = c.settings.retention.batch
+        items = purge_outbox(c.uows, c.clock, c.outbox_retention(), batch=batch)
+        hooks = timedelta(days=c.settings.retention.webhook_days)
+        deliveries = purge_webhooks(c.uows, c.clock, hooks, batch=batch)
+    if as_json:
+        out.print_json(data={"outbox_items": items, "webhook_deliveries": deliveries})
+    else:
+        out.print(f"purged {items} delivered outbox items and {deliveries} webhook deliveries")

@@ -40,6 +40,9 @@ def policy_create(
         typer.Option(help="Require a check-in every day, week, month or year (Keygen's)"),
     ] = None,
     check_in_count: Annotated[int, typer.Option(help="Intervals between check-ins")] = 1,
+    scheme: Annotated[
+        str | None, typer.Option(help="ED25519_SIGN: sign the licenses' keys (offline checks)")
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -51,6 +54,7 @@ def policy_create(
         floating=floating,
         max_machines=max_machines,
         max_cores=max_cores,
+        scheme=scheme,
         expiration_basis=ExpirationBasis.FROM_FIRST_USE if first_use else None,
         require_check_in=check_in is not None or None,
         check_in_interval=check_in,

@@ -47,6 +47,9 @@ def serve(
     then it exits 0."""
     import uvicorn
 
+    from bridge.observability.memory import bound_arenas
+
+    bound_arenas()  # before the threads start: freed memory stays in a few arenas
     with container(config, migrate=True) as c:
         if workers > 1 and c.engine.dialect.name == "sqlite":
             err.print("[red]error:[/red] --workers needs PostgreSQL (SQLite has one writer)")
@@ -77,7 +80,7 @@ def serve(
         if workers > 1:
             if config is not None:  # the API processes read the same settings
                 os.environ["BRIDGE_CONFIG"] = str(config.resolve())
-            with _relay_thread(c), _webhook_thread(c), _scheduler(c):
+            with _metrics_port(c), _relay_thread(c), _webhook_thread(c), _scheduler(c):
                 supervised = uvicorn.Config(
                     WORKER_APP,
                     factory=True,
@@ -95,7 +98,7 @@ def serve(
         # uvicorn takes the signals while it runs and then raises them again, for the handlers
         # it found: these, so that the relay and the scheduler still stop in order below.
         _on_stop_signals(lambda: setattr(server, "should_exit", True))
-        with _relay_thread(c), _webhook_thread(c), _scheduler(c):
+        with _metrics_port(c), _relay_thread(c), _webhook_thread(c), _scheduler(c):
             server.run()
             log.info("shutdown_started", command="serve")
     log.info("serve_stopped")
@@ -136,6 +139,9 @@ def worker(
 ) -> None:
     """Run the outbox relay alone (any number on PostgreSQL; one per SQLite file). SIGTERM or
     Ctrl-C stops it after its batch in flight, recorded, then it exits 0."""
+    from bridge.observability.memory import bound_arenas
+
+    bound_arenas()
     with container(config) as c:
         if once:
             relay = c.relay()
@@ -162,7 +168,9 @@ def scheduler(config: ConfigOpt = None) -> None:
     """Run the scheduled jobs alone: period closing, machine reaping and the daily
     reconciliation (any number of replicas on PostgreSQL; one per SQLite file)."""
     from bridge.jobs.scheduler import build_scheduler
+    from bridge.observability.memory import bound_arenas
 
+    bound_arenas()
     with container(config) as c:
         jobs = build_scheduler(c.jobs(), c.settings, blocking=False)
         # SIGTERM or Ctrl-C: stop taking jobs, let a running one finish, then exit 0.
@@ -185,6 +193,24 @@ def _on_stop_signals(stop: Callable[[], None]) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
+
+
+@contextmanager
+def _metrics_port(c: Container) -> Iterator[None]:
+    """``/metrics`` on a port of its own, when ``metrics.port`` is set."""
+    port = c.settings.metrics.port
+    if not c.settings.metrics.enabled or port is None:
+        yield
+        return
+    from bridge.bootstrap import metrics_registry
+    from bridge.observability.http import serve_port
+
+    stop = serve_port(metrics_registry(c), c.settings.metrics.host, port)
+    log.info("metrics_served", host=c.settings.metrics.host, port=port)
+    try:
+        yield
+    finally:
+        stop()
 
 
 @contextmanager

@@ -36,9 +36,12 @@ LicenseArg = Annotated[str, typer.Argument(help="License id or key")]
 
 
 @contextmanager
-def container(config: Path | None, *, migrate: bool = True) -> Iterator[Container]:
+def container(
+    config: Path | None, *, migrate: bool = True, check: bool = True
+) -> Iterator[Container]:
     """The wired bridge for one command. ``migrate``: bring the schema to head first (under a
-    lock); read-only commands pass False and fail with ``SCHEMA_BEHIND`` instead."""
+    lock); read-only commands pass False and fail with ``SCHEMA_BEHIND`` instead, unless they
+    pass ``check=False`` too (``status`` shows the schema's revision, whatever it is)."""
     try:
         settings = load_settings(config)
     except ConfigFileMissing as exc:
@@ -49,7 +52,7 @@ def container(config: Path | None, *, migrate: bool = True) -> Iterator[Containe
     try:
         if migrate:
             built.migrate()
-        else:
+        elif check:
             built.check_schema()
         yield built
     except BridgeError as exc:

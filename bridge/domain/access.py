@@ -2,8 +2,9 @@
 
 - admin: everything;
 - product: the product itself, its policies, licenses of its policies and their machines;
-- license: itself only (read, validate, increment) and its own machines (activate, read,
-  describe, ping, deactivate; never change their cores). Another license is 404, not 403.
+- license: itself only (read, validate, increment, check out) and its own machines (activate,
+  read, describe, ping, deactivate, check out; never change their cores). Another license is
+  404, not 403.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class LicenseAction(StrEnum):
     CREATE_TOKEN = "create-token"  # noqa: S105 - an action name, not a secret
     READ_USAGE = "read-usage"
     CHECK_IN = "check-in"  # Keygen: the same role matrix as increment
+    CHECK_OUT = "check-out"  # a license file
 
 
 class MachineAction(StrEnum):
@@ -42,13 +44,14 @@ class MachineAction(StrEnum):
     CHANGE_CORES = "change-cores"
     PING = "ping"
     DEACTIVATE = "deactivate"
+    CHECK_OUT = "check-out"  # a machine file
 
 
 # What a license may do to its own machines: everything but change their cores afterwards.
 _SELF_MACHINE_ACTIONS = frozenset(MachineAction) - {MachineAction.CHANGE_CORES}
 
 # What a license may do to itself (Keygen LICENSE_PERMISSIONS: only license.usage.increment
-# among the usage actions, plus read, validate and check-in).
+# among the usage actions, plus read, validate, check-in and check-out).
 _SELF_LICENSE_ACTIONS = frozenset(
     {
         LicenseAction.READ,
@@ -56,6 +59,7 @@ _SELF_LICENSE_ACTIONS = frozenset(
         LicenseAction.INCREMENT,
         LicenseAction.READ_USAGE,
         LicenseAction.CHECK_IN,
+        LicenseAction.CHECK_OUT,
     }
 )
 

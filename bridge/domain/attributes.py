@@ -51,6 +51,7 @@ from bridge.domain.model import (
     Policy,
 )
 from bridge.domain.periods import PeriodRule
+from bridge.domain.signed_keys import KEY_MAX, check_scheme
 from bridge.domain.validation import instant_in_range
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ U = TypeVar("U")
 
 MAX_CHECK_IN_COUNT = 365  # Keygen's checkInIntervalCount range is 1..365
 MIN_HEARTBEAT_S = 60  # Keygen's minimum heartbeat duration
-KEY_MIN, KEY_MAX = 6, 255
+KEY_MIN = 6  # Keygen's minimum for a key it does not sign; KEY_MAX (16 KiB) for any key
 MAX_TEXT = 255  # machine fingerprint, name, platform and hostname
 _RANGE = "must lie between 1900-01-01 and 9000-01-01 UTC"
 
@@ -145,6 +146,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
         raise ExpirationBasisNotAllowed from None
     strategies = _strategies(policy, change)
     check_in = _check_in(policy, change)
+    scheme = check_scheme(change.scheme) if isinstance(change, NewPolicy) else policy.scheme
     metadata = policy.metadata if change.metadata is UNSET else change.metadata or {}
     usage_period = policy.usage_period
     if change.usage_period is not UNSET:
@@ -170,6 +172,7 @@ def policy_with(policy: Policy, change: NewPolicy | PolicyPatch, now: datetime) 
         **check_in,
         metadata=metadata,
         usage_period=usage_period,
+        scheme=scheme,
         updated=now,
     )
 

@@ -81,6 +81,7 @@ class NewPolicy:
     check_in_interval_count: int | None = None  # 1..365 (when check-ins are required)
     usage_period: RawRule | None = None
     metadata: Metadata | None = None
+    scheme: str | None = None  # ED25519_SIGN: signed license keys; fixed at creation (Keygen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +190,17 @@ class CheckIn:
     license_ref: str
     usage: tuple[RawUsageRecord, ...] = ()
     request_id: str | None = None
+
+
+# Check-out ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CheckOut:
+    """A license or machine file request: the query's parameters under the body's ``meta``.
+
+    ``ttl`` UNSET is Keygen's default (a month); ``None`` (sent as null or blank) is no expiry.
+    """
+
+    encrypt: bool = False
+    algorithm: str | None = None
+    ttl: Maybe[int | None] = UNSET
+    include: tuple[str, ...] = ()

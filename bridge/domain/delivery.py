@@ -90,6 +90,20 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkHealth:
+    """A sink's circuit, pause and last failure, as a relay last recorded them (it records them
+    when they change, never per delivered batch)."""
+
+    sink: str
+    failures: int  # failed batches in a row
+    circuit_open_until: datetime | None
+    paused_until: datetime | None  # the platform asked to wait until then
+    last_error: str | None
+    last_error_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SinkStatus:
     sink: str
     status: OutboxStatus

@@ -24,6 +24,9 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── IdInvalid                   ID_INVALID
     │   ├── AcceptSignatureInvalid      ACCEPT_SIGNATURE_INVALID (Keygen: no code)
     │   ├── UsageBatchTooLarge          USAGE_BATCH_TOO_LARGE    (a check-in's records)
+    │   ├── CheckoutTtlInvalid          CHECKOUT_TTL_INVALID
+    │   ├── CheckoutAlgorithmInvalid    CHECKOUT_ALGORITHM_INVALID
+    │   ├── CheckoutIncludeInvalid      CHECKOUT_INCLUDE_INVALID
     │   └── WebhookPayloadInvalid       WEBHOOK_PAYLOAD_INVALID  (signed, but not a usable event)
     ├── TokenMissing (401)              TOKEN_MISSING
     ├── TokenInvalid (401)              TOKEN_INVALID
@@ -55,6 +58,7 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── MaxCoresInvalid             MAX_CORES_INVALID
     │   ├── OverageStrategyNotAllowed   OVERAGE_STRATEGY_NOT_ALLOWED
     │   ├── ExpirationBasisNotAllowed   EXPIRATION_BASIS_NOT_ALLOWED
+    │   ├── SchemeNotAllowed            SCHEME_NOT_ALLOWED
     │   ├── ExpirationStrategyNotAllowed EXPIRATION_STRATEGY_NOT_ALLOWED
     │   ├── HeartbeatCullStrategyNotAllowed HEARTBEAT_CULL_STRATEGY_NOT_ALLOWED
     │   ├── HeartbeatResurrectionStrategyNotAllowed HEARTBEAT_RESURRECTION_STRATEGY_NOT_ALLOWED
@@ -138,6 +142,10 @@ class Field(StrEnum):
     DECREMENT = "decrement"
     PAGE = "page"
     IDEMPOTENCY_KEY = "idempotency_key"
+    SCHEME = "scheme"
+    TTL = "ttl"  # the check-out parameters (query or meta)
+    ALGORITHM = "algorithm"
+    INCLUDE = "include"
 
 
 class Transient:
@@ -236,6 +244,23 @@ class UsageBatchTooLarge(BadRequest):
     """A check-in carrying more offline usage records than one request may."""
 
     code = "USAGE_BATCH_TOO_LARGE"
+
+
+class CheckoutTtlInvalid(BadRequest):
+    code = "CHECKOUT_TTL_INVALID"
+    default_field = Field.TTL
+    default_detail = "must be greater than or equal to 3600 (1 hour)"
+
+
+class CheckoutAlgorithmInvalid(BadRequest):
+    code = "CHECKOUT_ALGORITHM_INVALID"
+    default_field = Field.ALGORITHM
+
+
+class CheckoutIncludeInvalid(BadRequest):
+    code = "CHECKOUT_INCLUDE_INVALID"
+    default_field = Field.INCLUDE
+    default_detail = "invalid includes"
 
 
 class WebhookPayloadInvalid(BadRequest):
@@ -419,6 +444,12 @@ class OverageStrategyNotAllowed(Unprocessable):
     code = "OVERAGE_STRATEGY_NOT_ALLOWED"
     default_field = Field.OVERAGE_STRATEGY
     default_detail = "unsupported overage strategy"
+
+
+class SchemeNotAllowed(Unprocessable):
+    code = "SCHEME_NOT_ALLOWED"
+    default_field = Field.SCHEME
+    default_detail = "unsupported signing scheme"
 
 
 class ExpirationBasisNotAllowed(Unprocessable):

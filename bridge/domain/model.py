@@ -89,6 +89,7 @@ class Terms:
     require_check_in: bool = False
     check_in_interval: str | None = None
     check_in_interval_count: int | None = None
+    scheme: str | None = None  # the policy's key scheme (ED25519_SIGN), shown by its licenses
 
     def over(
         self,
@@ -115,6 +116,7 @@ class Terms:
             self.require_check_in,
             self.check_in_interval,
             self.check_in_interval_count,
+            self.scheme,
         )
 
     def to_snapshot(self) -> dict[str, Any]:
@@ -156,6 +158,7 @@ class Policy:
     require_check_in: bool = False
     check_in_interval: str | None = None  # day, week, month, year
     check_in_interval_count: int | None = None  # 1..365
+    scheme: str | None = None  # ED25519_SIGN: its licenses' keys are signed (signed_keys.py)
 
     @property
     def heartbeat(self) -> HeartbeatTerms:
@@ -188,6 +191,7 @@ class Policy:
             self.require_check_in,
             self.check_in_interval,
             self.check_in_interval_count,
+            self.scheme,
         )
 
 
@@ -237,6 +241,8 @@ class License:
     last_validated: datetime | None = None
     # Keygen's lastCheckIn: set at creation under a policy requiring check-ins, and by check-ins.
     last_check_in: datetime | None = None
+    # Keygen's lastCheckOut: written by license check-outs only (``touch_checked_out``).
+    last_check_out: datetime | None = None
     # The license's machines (Keygen's relationships.machines.meta), read with it, never stored.
     machines_count: int = 0
     machines_cores: int = 0
@@ -365,6 +371,7 @@ _SNAPSHOT_TIMES = (
     "period_end",
     "last_validated",
     "last_check_in",
+    "last_check_out",
 )
 # Snapshots stored before the license carried its terms held its policy's values instead.
 _POLICY_SNAPSHOT_FIELDS = {
@@ -480,6 +487,7 @@ class Machine:
     updated: datetime
     last_heartbeat: datetime | None = None
     next_heartbeat: datetime | None = None  # past it, the reaper deactivates the machine
+    last_check_out: datetime | None = None  # Keygen's lastCheckOut (machine files)
     # Read with the machine: its license's product and its policy's heartbeat terms.
     product_id: str | None = None
     heartbeat: HeartbeatTerms = HeartbeatTerms()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import TypeVar
@@ -15,6 +15,7 @@ from bridge.service.keygen import CheckSummary, KeygenRelay
 from bridge.service.machines import MachineService
 from bridge.service.periods import close_due_periods
 from bridge.service.reconcile import Reconciler, RunSummary
+from bridge.service.retention import purge_outbox, purge_webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +38,15 @@ class Jobs:
         close_batch: int = 5000,
         close_workers: int = 1,
         key_retention_days: int = 30,
+        outbox_retention: Mapping[str, timedelta] | None = None,
+        webhook_retention: timedelta = timedelta(days=30),
+        purge_batch: int = 5000,
         keygen: KeygenRelay | None = None,
         keygen_close_limit: int = 50,
     ) -> None:
+        self._outbox_retention = dict(outbox_retention or {})
+        self._webhook_retention = webhook_retention
+        self._purge_batch = purge_batch
         self._keygen = keygen
         self._keygen_close_limit = keygen_close_limit
         self._key_retention_days = key_retention_days
@@ -99,6 +106,24 @@ class Jobs:
             total += purged
             if purged < _PURGE_BATCH:
                 return total
+
+    def purge_outbox(self) -> int | None:
+        """Delete the delivered outbox items past their sink's retention."""
+        return self._exclusive(
+            "purge-outbox",
+            lambda: purge_outbox(
+                self._uows, self._clock, self._outbox_retention, batch=self._purge_batch
+            ),
+        )
+
+    def purge_webhooks(self) -> int | None:
+        """Delete the webhook deliveries handled for good past their retention."""
+        return self._exclusive(
+            "purge-webhooks",
+            lambda: purge_webhooks(
+                self._uows, self._clock, self._webhook_retention, batch=self._purge_batch
+            ),
+        )
 
     def reconcile_recent(self) -> RunSummary | None:
         """Reconcile the periods that ended in the last ``lookback_days`` (report only: a

@@ -44,6 +44,7 @@ from bridge.domain.errors import (
 from bridge.domain.limits import next_uses
 from bridge.domain.model import License, UsageEntry, UsageKind
 from bridge.domain.ports import CheckInUnitOfWork, CheckInUnitOfWorkFactory, Clock, StoreConflict
+from bridge.observability import metrics
 from bridge.service.common import Answer, ignore
 from bridge.service.licenses import load_license
 from bridge.service.periods import roll_over
@@ -140,6 +141,9 @@ class CheckInService:
             uow.commit()
         accepted = sum(r.status is RecordStatus.ACCEPTED for r in results)
         log.info("license_checked_in", records=len(results), accepted=accepted)
+        for result in results:  # after the commit: counted once, as the client learns them
+            late = result.status is RecordStatus.ACCEPTED and result.late
+            metrics.checkin_record("late" if late else result.status.value)
         return outcome
 
     def _record(

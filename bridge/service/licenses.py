@@ -19,7 +19,7 @@ from bridge.domain.attributes import (
     rule_of,
 )
 from bridge.domain.commands import UNSET, LicensePatch, NewLicense
-from bridge.domain.errors import KeyTaken, NotFound, PolicyNotFound
+from bridge.domain.errors import KeyInvalid, KeyTaken, NotFound, PolicyNotFound
 from bridge.domain.model import License, UsageKind
 from bridge.domain.ports import (
     Clock,
@@ -39,6 +39,7 @@ from bridge.service.auth import IssuedToken, issue_token
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import CoreChange, machine_facts, record_core_change
 from bridge.service.periods import roll_over
+from bridge.service.signed_keys import KeyMint, require_mint
 
 
 def generate_key() -> str:
@@ -80,7 +81,10 @@ def create_license(
     principal: Principal,
     command: NewLicense,
     answer: Answer[License] = ignore,
+    *,
+    mint: KeyMint | None = None,
 ) -> License:
+    """``mint`` signs the key of a license whose policy has a scheme (``ED25519_SIGN``)."""
     if principal.role is Role.LICENSE:
         require_admin(principal)
     now = clock.now()
@@ -92,11 +96,20 @@ def create_license(
         expiry = check_expiry(command.expiry)
         max_machines = check_max_machines_override(policy, command.max_machines)
         max_cores = check_max_cores_override(command.max_cores)
-        key = _new_key(uow, command.key) if command.key is not None else generate_key()
+        license_id = new_id()
+        expiry = expiry if expiry is not None else policy.expiry_at_creation(now)
+        if policy.scheme is not None:
+            key = require_mint(mint).key_for(
+                policy, license_id=license_id, sent=command.key, created=now, expiry=expiry
+            )
+            if uow.licenses.key_exists(key):
+                raise KeyTaken
+        else:
+            key = _new_key(uow, command.key) if command.key is not None else generate_key()
         max_uses = check_max_uses_override(command.max_uses)
         usage_period = rule_of(command.usage_period)
         license = License(
-            id=new_id(),
+            id=license_id,
             key=key,
             name=command.name,
             policy_id=policy.id,
@@ -105,7 +118,7 @@ def create_license(
             max_uses_override=max_uses,
             protected=policy.protected if command.protected is None else command.protected,
             suspended=bool(command.suspended),
-            expiry=expiry if expiry is not None else policy.expiry_at_creation(now),
+            expiry=expiry,
             metadata=command.metadata or {},
             created=now,
             updated=now,
@@ -163,6 +176,8 @@ def update_license(
         expiry = license.expiry if patch.expiry is UNSET else check_expiry(patch.expiry)
         key = license.key
         if patch.key is not UNSET and patch.key != license.key:
+            if license.terms.scheme is not None:
+                raise KeyInvalid("cannot be changed for a license whose policy signs its keys")
             key = _new_key(uow, patch.key)
         # A changed rule or anchor applies from the end of the open period.
         usage_period = license.usage_period_override

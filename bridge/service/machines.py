@@ -225,7 +225,7 @@ class MachineService:
                 if license is None or not can_see_license(principal, license):
                     raise NotFound.resource("license", license_ref)
                 license_id = license.id
-            machine, _ = self._visible(uow, principal, machine_id, MachineAction.READ, license_id)
+            machine, _ = visible_machine(uow, principal, machine_id, MachineAction.READ, license_id)
         return machine
 
     def list(
@@ -269,36 +269,11 @@ class MachineService:
             raise LicenseNotFound
         return license
 
-    def _visible(
-        self,
-        uow: UnitOfWork,
-        principal: Principal,
-        machine_ref: str,
-        action: MachineAction,
-        license_id: str | None = None,
-    ) -> tuple[Machine, License]:
-        """The machine by id, else by fingerprint among the machines the bearer can see (Keygen's
-        ``FindByAliasService ... aliases: :fingerprint``), within ``license_id`` if given."""
-        machine = uow.machines.get(machine_ref)
-        if machine is not None and license_id is not None and machine.license_id != license_id:
-            machine = None
-        if machine is None:
-            machine = uow.machines.with_fingerprint(
-                machine_ref,
-                license_id=principal.id if principal.role is Role.LICENSE else license_id,
-                product_id=principal.id if principal.role is Role.PRODUCT else None,
-            )
-        license = uow.licenses.get(machine.license_id) if machine is not None else None
-        if machine is None or license is None:
-            raise NotFound.resource("machine", machine_ref)
-        authorize_machine(principal, license, action, machine_ref)
-        return machine, license
-
     def _locked_machine(
         self, uow: UnitOfWork, principal: Principal, machine_ref: str, action: MachineAction
     ) -> tuple[Machine, License]:
         """The machine, read again once its license is held (it may have changed meanwhile)."""
-        found, license = self._visible(uow, principal, machine_ref, action)
+        found, license = visible_machine(uow, principal, machine_ref, action)
         uow.licenses.lock(license.id)
         machine = uow.machines.get(found.id)
         if machine is None:
@@ -325,3 +300,29 @@ class MachineService:
             request_id,
         )
         record_core_change(uow, change, now, self._sinks)
+
+
+def visible_machine(
+    uow: UnitOfWork,
+    principal: Principal,
+    machine_ref: str,
+    action: MachineAction,
+    license_id: str | None = None,
+) -> tuple[Machine, License]:
+    """The machine by id, else by fingerprint among the machines the bearer can see (Keygen's
+    ``FindByAliasService ... aliases: :fingerprint``), within ``license_id`` if given; 404
+    outside the bearer's scope, 403 for an action its role lacks."""
+    machine = uow.machines.get(machine_ref)
+    if machine is not None and license_id is not None and machine.license_id != license_id:
+        machine = None
+    if machine is None:
+        machine = uow.machines.with_fingerprint(
+            machine_ref,
+            license_id=principal.id if principal.role is Role.LICENSE else license_id,
+            product_id=principal.id if principal.role is Role.PRODUCT else None,
+        )
+    license = uow.licenses.get(machine.license_id) if machine is not None else None
+    if machine is None or license is None:
+        raise NotFound.resource("machine", machine_ref)
+    authorize_machine(principal, license, action, machine_ref)
+    return machine, license

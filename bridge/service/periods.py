@@ -19,6 +19,7 @@ import structlog
 from bridge.domain.model import License
 from bridge.domain.periods import PeriodState
 from bridge.domain.ports import Clock, PeriodWriter, UnitOfWorkFactory
+from bridge.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,9 @@ def roll_over(periods: PeriodWriter, license: License, now: datetime, closed_by:
     if rollover is None:
         return license
     periods.write([(license.period_state, rollover)], now, closed_by)
+    # Counted when written: a change that then fails (rolled back) counts a close that the
+    # next change or the job makes again; rare enough for a rate.
+    metrics.periods_closed(closed_by, len(rollover.closed))
     return license.rolled_over(rollover)
 
 
@@ -83,5 +87,6 @@ def close_due_periods(
         while pending:
             closed += pending.popleft().result()
     if closed:
+        metrics.periods_closed("scheduler", closed)
         log.info("periods_closed", periods=closed)
     return closed

@@ -26,6 +26,7 @@ from bridge.domain.reconcile import (
     Window,
     compare,
 )
+from bridge.observability import metrics
 from bridge.service.common import Page, PageRequest
 
 log = structlog.get_logger(__name__)
@@ -158,6 +159,13 @@ class Reconciler:
 
 
 def _count(summary: RunSummary, sink: str, finding: Finding, resent: int, repair: bool) -> None:
+    metrics.reconciliation_finding(
+        sink,
+        finding.status,
+        undelivered=finding.undelivered_count,
+        missing=len(finding.missing),
+        unknown=len(finding.unknown),
+    )
     summary.checked += 1
     summary.resent += resent
     if not repair:

@@ -50,11 +50,13 @@ from bridge.domain.delivery import (
     Reason,
     Retry,
     RetryPolicy,
+    SinkHealth,
     SinkStatus,
     decide,
     pause_until,
 )
 from bridge.domain.ports import Clock, Sink, UnitOfWorkFactory
+from bridge.observability import metrics
 from bridge.service.common import PageRequest
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,7 @@ class DrainResult:
     retried: int = 0
     dead: int = 0
     unmapped: int = 0  # of ``retried``, those waiting for a mapping (not the platform's fault)
+    error: str | None = None  # the first error of the batch, if any
 
     @property
     def handled(self) -> int:
@@ -113,6 +116,7 @@ class Relay:
     _paused: dict[str, datetime] = field(default_factory=dict, init=False)  # by sink
     _held: dict[str, list[int]] = field(default_factory=dict, init=False)  # claimed, by sink
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _health_changed: set[str] = field(default_factory=set, init=False)  # to record, by sink
 
     def drain_once(self, sink: Sink) -> DrainResult:
         """One batch of one sink."""
@@ -137,6 +141,7 @@ class Relay:
         if paused is not None:
             self._paused[sink.name] = max(paused, self._paused.get(sink.name, paused))
             log.warning("sink_paused", sink=sink.name, until=paused.isoformat())
+            self._health_changed.add(sink.name)
         retry = self.policy.retry  # built once per batch, not once per item
         outcomes = {i.id: decide(errors.get(i.id), i, now, retry, self.rng) for i in items}
         return self._record_outcomes(sink.name, items, outcomes)
@@ -187,6 +192,7 @@ class Relay:
             self._held.pop(sink, None)
         if delivered:
             log.info("outbox_delivered", sink=sink, count=len(delivered))
+        _count(sink, items, outcomes, self.clock.now())
         for (reason, error), ids in dead.items():
             log.warning(
                 "outbox_dead_lettered", sink=sink, count=len(ids), reason=reason.value, error=error
@@ -196,11 +202,13 @@ class Relay:
             by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
         for reason, count in by_reason.items():
             log.warning("outbox_retry_scheduled", sink=sink, count=count, reason=reason.value)
+        errors = [error for (_reason, error) in dead] + [r.error for _id, r in retry]
         return DrainResult(
             len(delivered),
             len(retry),
             sum(len(ids) for ids in dead.values()),
             by_reason.get(Reason.MAPPING_MISSING, 0),
+            errors[0] if errors else None,
         )
 
     def _record_delivered(self, ids: list[int]) -> None:
@@ -253,20 +261,46 @@ class Relay:
 
     def _record(self, sink: str, breaker: _Breaker, result: DrainResult) -> None:
         if not result.failed:
+            recovered = breaker.failures > 0 or breaker.open_until is not None
             if breaker.open_until is not None:
                 log.info("sink_circuit_closed", sink=sink)
             breaker.failures, breaker.open_until = 0, None
+            if recovered or sink in self._health_changed:
+                self._save_health(sink, breaker, None)
             return
         breaker.failures += 1
         if breaker.failures >= self.policy.breaker_failures:
             cooldown = timedelta(seconds=self.policy.breaker_cooldown_s)
             breaker.open_until = self.clock.now() + cooldown
+            metrics.circuit_opened(sink)
             log.warning(
                 "sink_circuit_opened",
                 sink=sink,
                 failures=breaker.failures,
                 cooldown_s=self.policy.breaker_cooldown_s,
             )
+        self._save_health(sink, breaker, result.error)
+
+    def _save_health(self, sink: str, breaker: _Breaker, error: str | None) -> None:
+        """Record the sink's circuit, pause and error for ``meterbridge status``: only when
+        they change (a failed batch, a pause, a recovery), never per delivered batch."""
+        self._health_changed.discard(sink)
+        now = self.clock.now()
+        health = SinkHealth(
+            sink,
+            breaker.failures,
+            breaker.open_until,
+            self._paused.get(sink),
+            error[:2000] if error is not None else None,
+            now if error is not None else None,
+            now,
+        )
+        try:
+            with self.uows(write=True) as uow:
+                uow.outbox.save_health(health)
+                uow.commit()
+        except Exception:  # the store is down: the next change records it
+            log.exception("sink_health_not_saved", sink=sink)
 
     def run(self, stop: threading.Event) -> None:
         """Drain until ``stop`` is set; pause ``idle_s`` whenever a pass found nothing."""
@@ -284,6 +318,28 @@ class Relay:
         except Exception:  # the store is down: those items are resent after their lease
             log.exception("relay_flush_failed")
         log.info("relay_stopped")
+
+
+def _count(
+    sink: str, items: Sequence[OutboxItem], outcomes: dict[int, Outcome], now: datetime
+) -> None:
+    """The batch's outcomes in the metrics, and each delivery's lag since its change."""
+    counts: dict[tuple[str, str], int] = {}
+    lags = []
+    for item in items:
+        outcome = outcomes[item.id]
+        if isinstance(outcome, Delivered):
+            key = ("delivered", "")
+            lags.append((now - item.entry.occurred_at).total_seconds())
+        elif isinstance(outcome, Retry):
+            key = ("retried", outcome.reason.value)
+        else:
+            key = ("dead", outcome.reason.value)
+        counts[key] = counts.get(key, 0) + 1
+    for (outcome_name, reason), count in counts.items():
+        metrics.deliveries(sink, outcome_name, reason, count)
+    if lags:
+        metrics.delivery_lags(sink, lags)
 
 
 def outbox_status(uows: UnitOfWorkFactory) -> list[SinkStatus]:

@@ -22,6 +22,7 @@ from bridge.domain.model import License
 from bridge.domain.periods import ClosedPeriod, Rollover, period_at
 from bridge.domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from bridge.domain.webhooks import DeliveryStatus, WebhookDelivery, WebhookEffect
+from bridge.observability import metrics
 from bridge.webhooks.rules import LICENSE_ACTIONS, Action, Instruction, actions_for, interpret
 
 log = structlog.get_logger(__name__)
@@ -104,6 +105,7 @@ class WebhookWorker:
                 if not fenced:
                     raise Unhandled
                 uow.commit()
+            metrics.webhook_delivery(delivery.provider, status.value)
             log.info("webhook_handled", status=status.value, **bound)
         except Unhandled:
             log.warning("webhook_claim_lost", **bound)
@@ -127,6 +129,7 @@ class WebhookWorker:
                 attempt=delivery.attempts,
             )
             uow.commit()
+        metrics.webhook_delivery(delivery.provider, "failed" if parked else "retried")
         log.warning(
             "webhook_parked" if parked else "webhook_retry",
             provider=delivery.provider,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bridge.domain.errors import NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
 from bridge.domain.webhooks import DeliveryStatus, NewDelivery, WebhookDelivery, WebhookEffect
+from bridge.observability import metrics
 from bridge.service.common import Answer, ignore
 
 
@@ -17,10 +18,15 @@ def receive(
 ) -> WebhookDelivery:
     """Store ``delivery`` once per (provider, delivery id); a redelivery gets the stored one.
     Handling happens later, in the webhook worker."""
+    now = clock.now()
     with uows(write=True) as uow:
-        stored = uow.webhooks.record(delivery, clock.now())
+        stored = uow.webhooks.record(delivery, now)
         answer(stored)
         uow.commit()
+    # Stored by this call if stored at this call's time (a redelivery finds an earlier one).
+    metrics.webhook_delivery(
+        delivery.provider, "received" if stored.received_at == now else "duplicate"
+    )
     return stored
 
 

@@ -97,6 +97,7 @@ def _policy(row: RowMapping) -> Policy:
         require_check_in=bool(row["require_check_in"]),
         check_in_interval=row["check_in_interval"],
         check_in_interval_count=row["check_in_interval_count"],
+        scheme=row["scheme"],
     )
 
 
@@ -123,6 +124,7 @@ def _policy_values(p: Policy) -> dict[str, Any]:
         "require_check_in": p.require_check_in,
         "check_in_interval": p.check_in_interval,
         "check_in_interval_count": p.check_in_interval_count,
+        "scheme": p.scheme,
         "metadata": p.metadata,
         "created": p.created,
         "updated": p.updated,

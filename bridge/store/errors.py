@@ -3,7 +3,8 @@
 A unique-key race or a deadlock becomes ``StoreConflict`` (the use case may retry); a value the
 store refuses (out of a column's range, text it cannot encode, a NOT NULL, foreign-key or check
 constraint) is bad input: ``ValueInvalid`` or ``StringInvalid``, a 4xx; an unreachable, locked
-or otherwise failing database becomes ``ServiceUnavailable`` (503, safe to retry with the same
+or otherwise failing database, or a pool with no connection free in time, becomes
+``ServiceUnavailable`` (503, safe to retry with the same
 Idempotency-Key). Both SQLAlchemy's wrappers and the driver's own errors are recognised, since
 the cursor-level modules talk to the driver directly. The details never quote the statement or its
 parameters (a license key may be among them).
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bridge.domain.errors import ServiceUnavailable, StringInvalid, ValueInvalid
 from bridge.domain.ports import StoreConflict
@@ -39,6 +41,27 @@ def _constraint(exc: BaseException) -> str:
     return str(name)
 
 
+# SQLite's answers when its file system fails it, in the words an operator acts on.
+_SQLITE_CAUSES = (
+    ("disk is full", "the database's disk is full"),
+    ("readonly database", "the database file is read-only"),
+    ("unable to open database file", "the database file cannot be opened (or created)"),
+    ("disk I/O error", "the database's disk failed to read or write"),
+)
+
+
+def unavailable(
+    exc: BaseException, advice: str = "; retry with the same Idempotency-Key"
+) -> ServiceUnavailable:
+    """The 503 for a database error: what is wrong where SQLite says so (a full or read-only
+    disk), else the generic detail (PostgreSQL's text may quote values, so it is not shown)."""
+    text = str(getattr(exc, "orig", exc))
+    for marker, cause in _SQLITE_CAUSES:
+        if marker in text:
+            return ServiceUnavailable(cause + advice)
+    return ServiceUnavailable() if advice else ServiceUnavailable("the database is unreachable")
+
+
 def raise_translated(exc: BaseException, dbapi: Any) -> None:
     """Raise the domain error for ``exc`` (chained), or return if it is no database error."""
     state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
@@ -56,4 +79,6 @@ def raise_translated(exc: BaseException, dbapi: Any) -> None:
     if state in _RETRYABLE_STATES:
         raise StoreConflict(str(exc)) from exc
     if isinstance(exc, OperationalError | dbapi.Error):
-        raise ServiceUnavailable from exc
+        raise unavailable(exc) from exc
+    if isinstance(exc, PoolTimeout):  # every pooled connection busy for db_pool_timeout_s
+        raise ServiceUnavailable("no database connection was free in time; retry") from exc

@@ -8,6 +8,7 @@ name in ``license_from_row``. Cursor-level (``bridge.store.sql``): the usage hot
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
@@ -42,6 +43,8 @@ COLUMNS = (
     "period_open_uses",
     "last_validated",
     "last_check_in",
+    "key_digest",
+    "last_check_out",
 )
 _FIRST_USE = ExpirationBasis.FROM_FIRST_USE.value
 # The projection: the license's columns and the policy columns its terms come from, by name.
@@ -58,6 +61,7 @@ _POLICY_COLUMNS = {
     "policy_require_check_in": "p.require_check_in",
     "policy_check_in_interval": "p.check_in_interval",
     "policy_check_in_interval_count": "p.check_in_interval_count",
+    "policy_scheme": "p.scheme",
     "first_use_duration": f"CASE WHEN p.expiration_basis = '{_FIRST_USE}' THEN p.duration END",
     # Keygen's relationships.machines.meta: index probes (uq_machines_license_fingerprint) in
     # the same statement, so a list page costs no query per license.
@@ -77,7 +81,7 @@ FROM licenses l JOIN policies p ON p.id = l.policy_id
 LEFT JOIN keygen_licenses k ON k.license_id = l.id
 """  # noqa: S608 - only module constants are interpolated
 _FIND = f"""{_SELECT}
-WHERE l.id = :ref OR l.key = :ref
+WHERE l.id = :ref OR l.key_digest = :digest
 ORDER BY CASE WHEN l.id = :ref THEN 0 ELSE 1 END
 LIMIT 1
 """
@@ -93,7 +97,8 @@ _INSERT = f"""
 INSERT INTO licenses ({", ".join(COLUMNS)}) VALUES ({", ".join(map(_param, COLUMNS))})
 """  # noqa: S608 - only module constants are interpolated
 # Only the usage actions and period rollovers write the counter and the open period, only
-# validations write last_validated, and only check-ins last_check_in.
+# validations write last_validated, only check-ins last_check_in and only check-outs
+# last_check_out.
 _WRITTEN_ELSEWHERE = (
     "id",
     "uses",
@@ -102,6 +107,7 @@ _WRITTEN_ELSEWHERE = (
     "period_open_uses",
     "last_validated",
     "last_check_in",
+    "last_check_out",
 )
 _UPDATABLE = tuple(c for c in COLUMNS if c not in _WRITTEN_ELSEWHERE)
 _UPDATE = f"""
@@ -137,12 +143,19 @@ _TOUCH_VALIDATED = "UPDATE licenses SET last_validated = :now WHERE id = :id"
 _TOUCH_VALIDATED_PG = f"""{_TOUCH_VALIDATED}
   AND id IN (SELECT id FROM licenses WHERE id = :id FOR UPDATE SKIP LOCKED)"""  # noqa: S608
 _CHECK_IN = "UPDATE licenses SET last_check_in = :now WHERE id = :id"
+# Keygen's touch of last_check_out_at: the file is rendered first, so it shows the previous one.
+_TOUCH_CHECKED_OUT = "UPDATE licenses SET last_check_out = :now WHERE id = :id"
 _SET_EXPIRY = "UPDATE licenses SET expiry = :expiry WHERE id = :id AND expiry IS NULL"
-_KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key = :key"
+_KEY_EXISTS = "SELECT 1 AS found FROM licenses WHERE key_digest = :digest"
 _OF_POLICY = "SELECT 1 AS found FROM licenses WHERE policy_id = :policy_id LIMIT 1"
 _DELETE = "DELETE FROM licenses WHERE id = :id"
 _COUNT = "SELECT COUNT(*) AS total FROM licenses l JOIN policies p ON p.id = l.policy_id"
 _LOCK = "SELECT id AS found FROM licenses WHERE id = :id"
+
+
+def key_digest(key: str) -> str:
+    """What a key is found by: keys may be longer than an index entry (signed keys, 16 KiB)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 # Memoized: a store has few policies, and the usage path maps a license on every change.
@@ -160,6 +173,7 @@ def _policy_terms(
     require_check_in: bool = False,
     check_in_interval: str | None = None,
     check_in_interval_count: int | None = None,
+    scheme: str | None = None,
 ) -> Terms:
     rule = rule_from_json(usage_period)
     return Terms(
@@ -175,6 +189,7 @@ def _policy_terms(
         require_check_in,
         check_in_interval,
         check_in_interval_count,
+        scheme,
     )
 
 
@@ -193,6 +208,7 @@ def license_from_row(row: Any) -> License:
         bool(row["policy_require_check_in"]),
         row["policy_check_in_interval"],
         row["policy_check_in_interval_count"],
+        row["policy_scheme"],
     )
     rule = rule_from_json(row["usage_period"])
     return License(
@@ -224,6 +240,7 @@ def license_from_row(row: Any) -> License:
         max_cores_override=row["max_cores_override"],
         last_validated=read_ts(row["last_validated"]),
         last_check_in=read_ts(row["last_check_in"]),
+        last_check_out=read_ts(row["last_check_out"]),
         machines_count=int(row["machines_count"]),
         machines_cores=int(row["machines_cores"]),
         mirror=_mirror_mark(row),
@@ -271,6 +288,8 @@ def _values(sql: Sql, lic: License) -> dict[str, Any]:
         "period_open_uses": lic.period_open_uses,
         "last_validated": sql.ts(lic.last_validated),
         "last_check_in": sql.ts(lic.last_check_in),
+        "key_digest": key_digest(lic.key),
+        "last_check_out": sql.ts(lic.last_check_out),
     }
 
 
@@ -289,6 +308,7 @@ class LicenseStatements:
         self.set_expiry = sql.style(_SET_EXPIRY)
         self.check_in = sql.style(_CHECK_IN)
         self.touch_validated = sql.style(_TOUCH_VALIDATED if sql.sqlite else _TOUCH_VALIDATED_PG)
+        self.touch_checked_out = sql.style(_TOUCH_CHECKED_OUT)
         self.key_exists = sql.style(_KEY_EXISTS)
         self.of_policy = sql.style(_OF_POLICY)
         self.delete = sql.style(_DELETE)
@@ -335,7 +355,7 @@ class SqlLicenses:
 
     def find(self, id_or_key: str) -> License | None:
         """By id or key; an id match wins over a key equal to another license's id."""
-        return self._license(self._st.find, {"ref": id_or_key})
+        return self._license(self._st.find, {"ref": id_or_key, "digest": key_digest(id_or_key)})
 
     def get(self, license_id: str) -> License | None:
         return self._license(self._st.get, {"id": license_id})
@@ -360,7 +380,7 @@ class SqlLicenses:
         return self._one(self._st.lock, {"id": license_id}) is not None
 
     def key_exists(self, key: str) -> bool:
-        return self._one(self._st.key_exists, {"key": key}) is not None
+        return self._one(self._st.key_exists, {"digest": key_digest(key)}) is not None
 
     def any_of_policy(self, policy_id: str) -> bool:
         return self._one(self._st.of_policy, {"policy_id": policy_id}) is not None
@@ -413,6 +433,11 @@ class SqlLicenses:
     def check_in(self, license_id: str, now: datetime) -> None:
         """Keygen's lastCheckIn."""
         self._cursor.execute(self._st.check_in, {"id": license_id, "now": self._sql.ts(now)})
+
+    def touch_checked_out(self, license_id: str, now: datetime) -> None:
+        """Keygen's lastCheckOut."""
+        params = {"id": license_id, "now": self._sql.ts(now)}
+        self._cursor.execute(self._st.touch_checked_out, params)
 
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None:
         params = {"id": license_id, "expiry": self._sql.ts(expiry)}

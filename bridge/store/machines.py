@@ -44,6 +44,7 @@ def _machine(row: RowMapping) -> Machine:
         updated=row["updated"],
         last_heartbeat=row["last_heartbeat"],
         next_heartbeat=row["next_heartbeat"],
+        last_check_out=row["last_check_out"],
         product_id=row["product_id"],
         heartbeat=HeartbeatTerms(
             bool(row["require_heartbeat"]),
@@ -118,6 +119,11 @@ class SqlMachines:
 
     def delete(self, machine_id: str) -> None:
         self._conn.execute(delete(machines).where(machines.c.id == machine_id))
+
+    def touch_checked_out(self, machine_id: str, now: datetime) -> None:
+        """Keygen's lastCheckOut (never written by ``update``: a ping does not undo it)."""
+        query = update(machines).where(machines.c.id == machine_id)
+        self._conn.execute(query.values(last_check_out=now))
 
     def dead(self, now: datetime, limit: int) -> list[Machine]:
         query = (

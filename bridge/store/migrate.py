@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from bridge.domain.errors import SchemaBehind, SchemaUnknown
 from bridge.store.engine import SQLITE_BUSY_TIMEOUT_S
+from bridge.store.errors import unavailable
 from bridge.store.locks import advisory_key
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -48,7 +49,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             # handler waiting. The attempt rolled back whole, so running it again is safe.
             locked = engine.dialect.name == "sqlite" and "database is locked" in str(exc)
             if not locked or time.monotonic() > deadline:
-                raise
+                # A clear one-line error for the command (the store unreachable, full or
+                # read-only), not a traceback.
+                raise unavailable(exc, advice="") from exc
             time.sleep(0.05)
 
 

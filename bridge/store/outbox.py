@@ -18,12 +18,13 @@ from bridge.domain.delivery import (
     OutboxItem,
     OutboxStatus,
     Reason,
+    SinkHealth,
     SinkStatus,
 )
 from bridge.domain.model import UsageEntry
 from bridge.store.ledger import SELECT_COLUMNS, entry_from_row
 from bridge.store.licenses import facts_from_row
-from bridge.store.sql import Sql, every, read_ts, total
+from bridge.store.sql import Sql, every, one, read_ts, total
 
 _INSERT = """
 INSERT INTO outbox (entry_id, sink, status, attempts, next_attempt_at, created)
@@ -65,6 +66,46 @@ _STATUS = """
 SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
 FROM outbox GROUP BY sink, status, reason ORDER BY sink, status
 """
+# The same, for the undelivered statuses only: off the partial indexes ix_outbox_due and
+# ix_outbox_dead, so a scrape or ``status`` does not read the delivered history.
+_UNDELIVERED = """
+SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
+FROM outbox WHERE status IN ('pending', 'inflight') GROUP BY sink, status, reason
+UNION ALL
+SELECT sink, status, reason, COUNT(*) AS count, MIN(created) AS oldest
+FROM outbox WHERE status = 'dead' GROUP BY sink, status, reason
+"""
+# Retention: delivered rows are deleted a range of ids at a time (ids follow creation), each
+# range one short transaction, so neither database holds locks for long.
+_ID_BOUNDS = "SELECT MIN(id) AS low, MAX(id) AS high FROM outbox"
+_PURGE_RANGE = """
+DELETE FROM outbox
+WHERE id >= :low AND id < :high AND sink = :sink AND status = 'delivered' AND created < :before
+"""
+_RANGE_NEWEST = "SELECT MIN(created) AS oldest FROM outbox WHERE id >= :low AND id < :high"
+_WATERMARK_GET = "SELECT sink, purged_before FROM outbox_purges"
+_WATERMARK_SET_SQLITE = """
+INSERT INTO outbox_purges (sink, purged_before) VALUES (:sink, :before)
+ON CONFLICT (sink) DO UPDATE SET purged_before = MAX(purged_before, excluded.purged_before)
+"""
+_WATERMARK_SET_PG = """
+INSERT INTO outbox_purges (sink, purged_before) VALUES (:sink, :before)
+ON CONFLICT (sink) DO UPDATE SET purged_before = GREATEST(outbox_purges.purged_before,
+                                                         excluded.purged_before)
+"""
+_HEALTH_COLUMNS = (
+    "sink, failures, circuit_open_until, paused_until, last_error, last_error_at, updated_at"
+)
+_HEALTH_SAVE = f"""
+INSERT INTO sink_health ({_HEALTH_COLUMNS})
+VALUES (:sink, :failures, :circuit_open_until, :paused_until, :last_error, :last_error_at, :now)
+ON CONFLICT (sink) DO UPDATE SET failures = excluded.failures,
+    circuit_open_until = excluded.circuit_open_until, paused_until = excluded.paused_until,
+    last_error = COALESCE(excluded.last_error, sink_health.last_error),
+    last_error_at = COALESCE(excluded.last_error_at, sink_health.last_error_at),
+    updated_at = excluded.updated_at
+"""  # noqa: S608 - only module constants are interpolated
+_HEALTH = f"SELECT {_HEALTH_COLUMNS} FROM sink_health ORDER BY sink"  # noqa: S608
 _DEAD = f"""
 SELECT outbox.id AS item_id, outbox.sink, outbox.attempts, outbox.last_error, outbox.reason,
        {SELECT_COLUMNS}
@@ -112,6 +153,14 @@ class OutboxStatements:
         self.release = sql.style(_RELEASE)
         self.pending = sql.style(_PENDING)
         self.status = sql.style(_STATUS)
+        self.undelivered = sql.style(_UNDELIVERED)
+        self.save_health = sql.style(_HEALTH_SAVE)
+        self.health = sql.style(_HEALTH)
+        self.id_bounds = sql.style(_ID_BOUNDS)
+        self.purge_range = sql.style(_PURGE_RANGE)
+        self.range_oldest = sql.style(_RANGE_NEWEST)
+        self.watermarks = sql.style(_WATERMARK_GET)
+        self.set_watermark = sql.style(_WATERMARK_SET_SQLITE if sql.sqlite else _WATERMARK_SET_PG)
         self.dead = sql.style(_DEAD)
         self.requeue_dead = sql.style(_REQUEUE_DEAD)
         self.requeue_dead_ids = sql.style(_REQUEUE_DEAD.rstrip() + " AND id IN_IDS")
@@ -196,10 +245,10 @@ class SqlOutbox:
         self._cursor.execute(self._st.pending)
         return total(self._cursor)
 
-    def status(self) -> list[SinkStatus]:
+    def status(self, *, undelivered: bool = False) -> list[SinkStatus]:
         """Counts per sink and status, by reason, and the creation time of the oldest
-        undelivered item."""
-        self._cursor.execute(self._st.status)
+        undelivered item; ``undelivered``: pending, in flight and dead only (cheap)."""
+        self._cursor.execute(self._st.undelivered if undelivered else self._st.status)
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in every(self._cursor):
             groups.setdefault((r["sink"], r["status"]), []).append(r)
@@ -213,6 +262,71 @@ class SqlOutbox:
             )
             for (sink, status), rows in groups.items()
         ]
+
+    def save_health(self, health: SinkHealth) -> None:
+        """Record a sink's circuit, pause and last error (a None error keeps the last one)."""
+        ts = self._sql.ts
+        self._cursor.execute(
+            self._st.save_health,
+            {
+                "sink": health.sink,
+                "failures": health.failures,
+                "circuit_open_until": ts(health.circuit_open_until),
+                "paused_until": ts(health.paused_until),
+                "last_error": health.last_error,
+                "last_error_at": ts(health.last_error_at),
+                "now": ts(health.updated_at),
+            },
+        )
+
+    def health(self) -> list[SinkHealth]:
+        self._cursor.execute(self._st.health)
+        return [
+            SinkHealth(
+                r["sink"],
+                int(r["failures"]),
+                read_ts(r["circuit_open_until"]),
+                read_ts(r["paused_until"]),
+                r["last_error"],
+                read_ts(r["last_error_at"]),
+                read_ts(r["updated_at"]),
+            )
+            for r in every(self._cursor)
+        ]
+
+    def id_bounds(self) -> tuple[int, int] | None:
+        """The lowest and highest outbox ids, None when it is empty."""
+        self._cursor.execute(self._st.id_bounds)
+        row = one(self._cursor)
+        if row is None or row["low"] is None:
+            return None
+        return int(row["low"]), int(row["high"])
+
+    def purge_delivered(self, low: int, high: int, before: dict[str, datetime]) -> int:
+        """Delete the delivered items with ids in [low, high) created before ``before`` of
+        their sink (``mark_purged`` first); how many rows went."""
+        deleted = 0
+        for sink, at in before.items():
+            params = {"low": low, "high": high, "sink": sink, "before": self._sql.ts(at)}
+            self._cursor.execute(self._st.purge_range, params)
+            deleted += max(int(self._cursor.rowcount), 0)
+        return deleted
+
+    def range_oldest(self, low: int, high: int) -> datetime | None:
+        """The creation time of the oldest item left with an id in [low, high)."""
+        self._cursor.execute(self._st.range_oldest, {"low": low, "high": high})
+        row = one(self._cursor)
+        return read_ts(row["oldest"]) if row is not None and row["oldest"] is not None else None
+
+    def purged_before(self) -> dict[str, datetime]:
+        """Per sink, the time before which delivered items may have been purged."""
+        self._cursor.execute(self._st.watermarks)
+        return {r["sink"]: read_ts(r["purged_before"]) for r in every(self._cursor)}
+
+    def mark_purged(self, before: dict[str, datetime]) -> None:
+        """Record (never lower) each sink's purge watermark, before its rows are deleted."""
+        for sink, at in before.items():
+            self._cursor.execute(self._st.set_watermark, {"sink": sink, "before": self._sql.ts(at)})
 
     def dead_letters(self, sink: str | None, *, offset: int, limit: int) -> list[DeadLetter]:
         """Dead-lettered items, oldest first, with the error that sent them there."""

@@ -91,10 +91,18 @@ class SqlReconciliation:
             )
             .order_by(ledger.c.seq)
         )
+        # Delivered items older than the sink's purge watermark may have been deleted (the
+        # retention purge): a change without its item from before then was delivered.
+        purged_before = self._outbox.purged_before().get(sink)
         found: dict[int, list[tuple[UsageEntry, bool]]] = defaultdict(list)
         for r in self._conn.execute(query).mappings():
-            delivered = r["delivery"] == OutboxStatus.DELIVERED.value
-            found[r["period_id"]].append((entry_from_row(r), delivered))
+            entry = entry_from_row(r)
+            delivered = r["delivery"] == OutboxStatus.DELIVERED.value or (
+                r["delivery"] is None
+                and purged_before is not None
+                and entry.occurred_at < purged_before
+            )
+            found[r["period_id"]].append((entry, delivered))
         return found
 
     def save(

@@ -85,6 +85,7 @@ class PolicyRow(SQLModel, table=True):
         max_length=32,
         sa_column_kwargs={"server_default": "RESTRICT_ACCESS"},
     )
+    scheme: str | None = Field(default=None, max_length=32)  # ED25519_SIGN: signed keys
     usage_period: str | None = Field(default=None, max_length=255)  # PeriodRule JSON
     metadata_: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
@@ -104,10 +105,15 @@ class PolicyRow(SQLModel, table=True):
 class LicenseRow(SQLModel, table=True):
     __tablename__ = "licenses"
     # The scheduler reads the licenses whose period ended off the front of this index, in order.
-    __table_args__ = (Index("ix_licenses_period_due", "period_end", "id"),)
+    __table_args__ = (
+        Index("ix_licenses_period_due", "period_end", "id"),
+        # Keys are found by digest: a signed key (up to ~22 KB) is too long for a B-tree entry.
+        UniqueConstraint("key_digest", name="uq_licenses_key_digest"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
-    key: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
+    key: str = Field(sa_column=Column(Text, nullable=False))
+    key_digest: str = Field(sa_column=Column(String(64), nullable=False))  # SHA-256, hex
     name: str | None = Field(default=None, max_length=255)
     policy_id: str = Field(foreign_key="policies.id", index=True, max_length=36)
     uses: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
@@ -133,6 +139,7 @@ class LicenseRow(SQLModel, table=True):
     )
     last_validated: datetime | None = _utc(nullable=True)  # Keygen's lastValidated
     last_check_in: datetime | None = _utc(nullable=True)  # Keygen's lastCheckIn
+    last_check_out: datetime | None = _utc(nullable=True)  # Keygen's lastCheckOut
 
 
 class MachineRow(SQLModel, table=True):
@@ -155,6 +162,7 @@ class MachineRow(SQLModel, table=True):
     )
     last_heartbeat: datetime | None = _utc(nullable=True)
     next_heartbeat: datetime | None = _utc(nullable=True, index=True)
+    last_check_out: datetime | None = _utc(nullable=True)  # Keygen's lastCheckOut
     created: datetime = _utc()
     updated: datetime = _utc()
 
@@ -211,6 +219,13 @@ class OutboxRow(SQLModel, table=True):
             sqlite_where=text("status IN ('pending', 'inflight')"),
             postgresql_where=text("status IN ('pending', 'inflight')"),
         ),
+        # Only dead letters: counted per sink without reading the delivered history.
+        Index(
+            "ix_outbox_dead",
+            "sink",
+            sqlite_where=text("status = 'dead'"),
+            postgresql_where=text("status = 'dead'"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGID, primary_key=True))
@@ -222,6 +237,29 @@ class OutboxRow(SQLModel, table=True):
     last_error: str | None = None
     created: datetime = _utc()
     reason: str | None = Field(default=None, max_length=32)  # bridge.domain.delivery.Reason
+
+
+class OutboxPurgeRow(SQLModel, table=True):
+    """Per sink, the time before which its delivered outbox items may have been purged."""
+
+    __tablename__ = "outbox_purges"
+
+    sink: str = Field(primary_key=True, max_length=64)
+    purged_before: datetime = _utc()
+
+
+class SinkHealthRow(SQLModel, table=True):
+    """Each sink's circuit, pause and last error, as its relay last recorded them."""
+
+    __tablename__ = "sink_health"
+
+    sink: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    circuit_open_until: datetime | None = _utc(nullable=True)
+    paused_until: datetime | None = _utc(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_at: datetime | None = _utc(nullable=True)
+    updated_at: datetime = _utc()
 
 
 class IdempotencyRow(SQLModel, table=True):
@@ -451,12 +489,15 @@ licenses = _table(LicenseRow)
 machines = _table(MachineRow)
 ledger = _table(UsageEntryRow)
 outbox = _table(OutboxRow)
+outbox_purges = _table(OutboxPurgeRow)
+sink_health = _table(SinkHealthRow)
 periods = _table(UsagePeriodRow)
 usage_records = _table(UsageRecordRow)
 reconciliations = _table(ReconciliationRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
 webhook_subjects = _table(WebhookSubjectRow)
 webhook_effects = _table(WebhookEffectRow)
+idempotency_keys = _table(IdempotencyRow)
 keygen_licenses = _table(KeygenLicenseRow)
 keygen_snapshots = _table(KeygenSnapshotRow)
 keygen_resets = _table(KeygenResetRow)

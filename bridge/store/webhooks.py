@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -140,6 +140,32 @@ class SqlWebhookInbox:
             .values(status=DeliveryStatus.RECEIVED, next_attempt_at=now, attempts=0)
         )
         return bool(result.rowcount)
+
+    def purge_handled(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` deliveries handled for good (applied, ignored) and received
+        before ``before``, oldest first; their effects stay (the licenses' webhook history).
+        Unmatched and failed ones wait for an operator and are kept."""
+        oldest = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.received_at < before,
+                deliveries.c.status.in_((DeliveryStatus.APPLIED, DeliveryStatus.IGNORED)),
+            )
+            .order_by(deliveries.c.received_at)
+            .limit(limit)
+        )
+        ids = list(self._conn.execute(oldest).scalars())
+        if not ids:
+            return 0
+        self._conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids)))
+        return len(ids)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many deliveries each (provider, status) has."""
+        query = select(deliveries.c.provider, deliveries.c.status, func.count()).group_by(
+            deliveries.c.provider, deliveries.c.status
+        )
+        return {(p, st): int(n) for p, st, n in self._conn.execute(query)}
 
 
 class SqlSubjectIndex:

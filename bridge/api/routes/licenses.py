@@ -32,7 +32,7 @@ def _answer(ctx: Ctx, status: int = 200) -> Rendered[License]:
 @router.post("/licenses", status_code=201, response_model=s.LicenseDocument)
 def create_license(ctx: Ctx, bearer: Bearer, body: s.LicenseCreate) -> JsonApiResponse:
     answer = _answer(ctx, 201)
-    uc.create_license(ctx.uows, ctx.clock, bearer, body.command(), answer)
+    uc.create_license(ctx.uows, ctx.clock, bearer, body.command(), answer, mint=ctx.mint)
     return answer.response
 
 

@@ -14,8 +14,9 @@ from bridge.api.parsing import JsonApiRoute
 from bridge.api.render import JsonApiResponse, Rendered, respond
 from bridge.api.schemas import Out
 from bridge.domain.access import require_admin
-from bridge.domain.errors import RouteNotFound
+from bridge.domain.errors import BridgeError, RouteNotFound
 from bridge.domain.webhooks import DeliveryStatus, WebhookDelivery
+from bridge.observability import metrics
 from bridge.service import webhooks as uc
 
 
@@ -103,9 +104,13 @@ async def _receive(request: Request, ctx: Ctx, provider: str) -> JsonApiResponse
     body = await request.body()
 
     def store() -> JsonApiResponse:
-        delivery = ctx.webhooks.accept(
-            receiver, request.headers, body, str(request.url), ctx.clock.now()
-        )
+        try:
+            delivery = ctx.webhooks.accept(
+                receiver, request.headers, body, str(request.url), ctx.clock.now()
+            )
+        except BridgeError:  # a bad signature, a stale timestamp, a body it cannot read
+            metrics.webhook_delivery(provider, "refused")
+            raise
         answer = Rendered[WebhookDelivery](lambda d: DeliveryDocument(data=resource(d)))
         uc.receive(ctx.uows, ctx.clock, delivery, answer)
         return answer.response

@@ -3,7 +3,7 @@ checkInIntervalCount on policies, lastCheckIn on licenses, the offline usage rec
 accepted client record id), and the late-record totals of closed usage periods
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-30
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import bridge.store.types
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
