@@ -13,12 +13,15 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, insert
 
+from bridge.store.tables import keygen_licenses
 from tests.served import Served
 
 pytest.importorskip(
@@ -206,6 +209,26 @@ def test_the_client_really_verifies_signatures(served: Served, product: str) -> 
     right = client(served, product, "DESK-SIGN-0001", validate)
     assert unchecked[0]["ok"] is True
     assert right[0]["ok"] is True
+
+
+def test_a_mirrored_license_validates_with_its_meta(served: Served, product: str) -> None:
+    """A license mirrored from Keygen carries ``meta.mirror`` on its resource (``GET /me`` and
+    the validation's document included): the client reads it like any license, signature
+    checked."""
+    license = new_license(served, product, "DESK-MIRR-0001", strict=False)
+    engine = create_engine(f"sqlite:///{served.directory / 'served.db'}")
+    now = datetime.now(UTC)
+    mirror = {"baseline": 0, "keygen_uses": 0, "forwarded": 0, "corrections": 0, "corrected": 0}
+    times = {"keygen_updated": now, "mirrored_at": now, "next_check_at": now}
+    with engine.begin() as conn:  # as the relay marks a license it mirrors
+        conn.execute(insert(keygen_licenses).values(license_id=license["id"], **mirror, **times))
+    engine.dispose()
+    with served.admin() as admin:
+        doc = admin.get(f"/v1/licenses/{license['id']}").json()["data"]
+    assert doc["meta"]["mirror"]["source"] == "keygen"
+    results = client(served, product, "DESK-MIRR-0001", [{"op": "validate", "fingerprints": []}])
+    assert results[0]["ok"] is True, results
+    assert (results[0]["id"], results[0]["key"]) == (license["id"], "DESK-MIRR-0001")
 
 
 def test_a_suspended_license(served: Served, product: str) -> None:

@@ -215,7 +215,20 @@ class Renderer:
             | {name: self._to_many(own, name) for name in _LICENSE_TO_MANY}
             | {"machines": self._machines(own, lic)},
             links=s.Links(self_=own),
+            meta=self._license_meta(lic),
         )
+
+    def _license_meta(self, lic: License) -> s.LicenseMetaOut | None:
+        mark = lic.mirror
+        if mark is None:
+            return None
+        mirror = s.MirrorOut(
+            source=mark.source,
+            max_uses=mark.max_uses,
+            mirrored_at=mark.mirrored_at,
+            deleted_at=mark.deleted_at,
+        )
+        return s.LicenseMetaOut(mirror=mirror)
 
     def license_json(self, lic: License, now: datetime) -> bytes:
         """``LicenseDocument(data=self.license(lic, now))`` as the response body, built as plain
@@ -292,6 +305,16 @@ class Renderer:
             "relationships": relationships,
             "links": {"self": own},
         }
+        mark = lic.mirror
+        if mark is not None:
+            resource["meta"] = {
+                "mirror": {
+                    "source": mark.source,
+                    "maxUses": mark.max_uses,
+                    "mirroredAt": mark.mirrored_at,
+                    "deletedAt": mark.deleted_at,
+                }
+            }
         return to_json({"data": resource})
 
     def _machines(self, owner: str, lic: License) -> s.MachinesRelationshipOut:

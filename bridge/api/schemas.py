@@ -581,12 +581,28 @@ class LicenseAttributes(Out):
     period_end: datetime | None
 
 
+class MirrorOut(Out):
+    """``meta.mirror`` of a license mirrored from Keygen: its usage is counted by Keygen, and
+    its limit is Keygen's ``maxUses``."""
+
+    source: str  # "keygen"
+    max_uses: int | None
+    mirrored_at: datetime
+    deleted_at: datetime | None
+
+
+class LicenseMetaOut(Out):
+    mirror: MirrorOut
+
+
 class LicenseResource(Out):
     id: str
     type: Literal["licenses"] = "licenses"
     attributes: LicenseAttributes
     relationships: Relationships
     links: Links
+    # Resource-level meta, which Keygen's clients ignore: only on a mirrored license.
+    meta: LicenseMetaOut | None = Field(default=None, exclude_if=lambda meta: meta is None)
 
 
 class MachineAttributes(Out):

@@ -16,7 +16,7 @@ from bridge.service.signed_keys import KeyMint
 
 app = typer.Typer(help="Licenses.", no_args_is_help=True)
 
-_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended"]
+_COLUMNS = ["id", "key", "policy_id", "uses", "max_uses", "expiry", "suspended", "mirror"]
 
 
 @app.command("create")

@@ -92,5 +92,7 @@ def show(
 
 
 def license_row(lic: Any) -> dict[str, Any]:
-    """A license as ``license`` and ``usage`` print it: its columns and its effective max uses."""
-    return {**record(lic), "max_uses": lic.terms.max_uses}
+    """A license as ``license`` and ``usage`` print it: its columns, its effective max uses and
+    ``mirror``, the server it is mirrored from (``keygen``; its usage is counted there)."""
+    mirror = lic.mirror
+    return {**record(lic), "max_uses": lic.terms.max_uses, "mirror": mirror and mirror.source}

@@ -42,6 +42,7 @@ reads), carries one of two markers: ``Transient`` (trying again later may succee
     │   ├── RouteNotFound               ROUTE_NOT_FOUND
     │   └── KeygenNotConfigured         KEYGEN_NOT_CONFIGURED    (no ``[keygen]`` account)
     ├── MethodNotAllowed (405)          METHOD_NOT_ALLOWED
+    ├── LicenseMirrored (409)           LICENSE_MIRRORED         (its usage is counted by Keygen)
     ├── PayloadTooLarge (413)           PAYLOAD_TOO_LARGE
     ├── ContentTypeUnsupported (415)    CONTENT_TYPE_UNSUPPORTED
     ├── Unprocessable (422)             UNPROCESSABLE            (base; not sent itself)
@@ -655,6 +656,21 @@ class UsageRecordBeforeLicense(UsageRecordRejected):
 class UsageRecordIdConflict(UsageRecordRejected):
     code = "USAGE_RECORD_ID_CONFLICT"
     default_detail = "was already used for a different usage record"
+
+
+# 409 ----------------------------------------------------------------------------------------
+class LicenseMirrored(BridgeError, Terminal):
+    """A usage action or a check-in's usage records on a license mirrored from Keygen: its
+    usage is counted by Keygen (the relay applies what Keygen reports), so a change made here
+    would count beside Keygen's. Refused before any write."""
+
+    status = 409
+    title = "Conflict"
+    code = "LICENSE_MIRRORED"
+    default_detail = (
+        "usage of this license is counted by Keygen (it is mirrored from a Keygen account): "
+        "change it in Keygen, not through the bridge"
+    )
 
 
 # 424 ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bridge.domain.errors import LicenseMirrored
 from bridge.domain.periods import PeriodRule, PeriodState, Rollover, advance
 
 
@@ -195,6 +196,18 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorMark:
+    """A license mirrored from another licensing server (the Keygen relay's
+    ``keygen_licenses``): its usage is counted there and reaches the bridge from there, and
+    its limit (``max_uses``) is that server's."""
+
+    source: str  # "keygen"
+    max_uses: int | None
+    mirrored_at: datetime
+    deleted_at: datetime | None = None  # deleted there; kept here for its history
+
+
+@dataclass(frozen=True, slots=True)
 class License:
     """A license's own columns, and its effective ``terms`` (read with it, never stored on it).
 
@@ -233,6 +246,8 @@ class License:
     # The license's machines (Keygen's relationships.machines.meta), read with it, never stored.
     machines_count: int = 0
     machines_cores: int = 0
+    # Set when the license is mirrored (read with it, never stored on it).
+    mirror: MirrorMark | None = None
 
     def under(self, policy: Terms) -> License:
         """This license with its effective terms recomputed from its policy's ``policy`` (after
@@ -315,9 +330,18 @@ class License:
     def replace(self, **changes: Any) -> License:
         return dataclasses.replace(self, **changes)
 
+    def ensure_counted_here(self) -> None:
+        """The bridge's own usage changes (usage actions, a check-in's records) are refused on
+        a mirrored license, whose usage only its source may change: one counted here would
+        count beside the source's and diverge from it."""
+        if self.mirror is not None:
+            raise LicenseMirrored
+
     def to_snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, stored with an idempotency key so a replay renders the same answer."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # A mirrored license never gets here (``ensure_counted_here``); its mark is read anew.
+        data.pop("mirror")
         for name in _SNAPSHOT_TIMES:
             value = data[name]
             data[name] = value.isoformat() if value is not None else None

@@ -104,6 +104,8 @@ class CheckInService:
                 uow.licenses, principal, command.license_ref, LicenseAction.CHECK_IN
             )
             structlog.contextvars.bind_contextvars(license_id=license.id)
+            if command.usage:
+                license.ensure_counted_here()  # the whole check-in, before any write
             if not license.terms.require_check_in:
                 raise CheckInNotRequired
             uow.licenses.lock(license.id)

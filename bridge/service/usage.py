@@ -97,6 +97,7 @@ class UsageService:
         domain errors it may raise ``StoreConflict`` or ``RaceLost``: run it again alone."""
         license = load_license(uow.licenses, principal, change.license_ref, _ACTION[change.kind])
         structlog.contextvars.bind_contextvars(license_id=license.id)  # known from here on
+        license.ensure_counted_here()  # before any write, the idempotency claim included
         now = self._clock.now()
         if license.period_start is not None and now < license.period_start:
             # This clock is behind the one that opened the period: count the change at the

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from bridge.domain.delivery import LicenseFacts
 from bridge.domain.errors import INT4_MAX
-from bridge.domain.model import ExpirationBasis, License, Terms
+from bridge.domain.model import ExpirationBasis, License, MirrorMark, Terms
 from bridge.domain.periods import rule_from_json
 from bridge.store.sql import Sql, one, read_json, read_ts, total
 
@@ -69,11 +69,16 @@ _POLICY_COLUMNS = {
     "machines_cores": (
         "(SELECT COALESCE(SUM(m.cores), 0) FROM machines m WHERE m.license_id = l.id)"
     ),
+    # The Keygen relay's mark (``MirrorMark``): a primary-key probe of keygen_licenses.
+    "mirrored_at": "k.mirrored_at",
+    "mirror_max_uses": "k.max_uses",
+    "mirror_deleted_at": "k.deleted_at",
 }
 _PROJECTION = (*COLUMNS, *_POLICY_COLUMNS)
 _SELECT = f"""
 SELECT {", ".join([*(f"l.{c}" for c in COLUMNS), *_POLICY_COLUMNS.values()])}
 FROM licenses l JOIN policies p ON p.id = l.policy_id
+LEFT JOIN keygen_licenses k ON k.license_id = l.id
 """  # noqa: S608 - only module constants are interpolated
 _FIND = f"""{_SELECT}
 WHERE l.id = :ref OR l.key_digest = :digest
@@ -238,6 +243,16 @@ def license_from_row(row: Any) -> License:
         last_check_out=read_ts(row["last_check_out"]),
         machines_count=int(row["machines_count"]),
         machines_cores=int(row["machines_cores"]),
+        mirror=_mirror_mark(row),
+    )
+
+
+def _mirror_mark(row: Any) -> MirrorMark | None:
+    mirrored_at = read_ts(row["mirrored_at"])
+    if mirrored_at is None:
+        return None
+    return MirrorMark(
+        "keygen", row["mirror_max_uses"], mirrored_at, read_ts(row["mirror_deleted_at"])
     )
 
 
