@@ -51,6 +51,10 @@ def make_engine(
         pool_timeout=pool_timeout_s,
         pool_recycle=1800,
         hide_parameters=True,  # errors never quote parameters (license keys, token digests)
+        # The same bound on waiting for a row lock: a statement blocked longer (another client
+        # holding licenses locked) fails and is answered 503 with Retry-After, instead of a
+        # request queueing behind the group-commit writer for as long as its client waits.
+        connect_args={"options": f"-c lock_timeout={max(1, round(pool_timeout_s * 1000))}"},
     )
 
 

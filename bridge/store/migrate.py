@@ -72,6 +72,8 @@ def _upgrade_once(engine: Engine, revision: str) -> None:
             # tables.
             with conn.execution_options(bridge_write=True).begin():
                 if not sqlite:
+                    # Wait as long as another process takes to migrate (no lock_timeout).
+                    conn.execute(text("SET LOCAL lock_timeout = 0"))
                     key = {"k": advisory_key("migrate")}
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), key)
                 config.attributes["connection"] = conn
