@@ -109,12 +109,14 @@ def test_a_pool_exhausted_by_slow_queries(pg_url: str, tmp_path: Path) -> None:
 
         holder = threading.Thread(target=hold)
         holder.start()
-        assert locked.wait(30)
-        before = keyed.statuses[503]
-        wait_for(lambda: keyed.statuses[503] > before + 10, "503s from the exhausted pool")
-        release.set()
-        holder.join(30)
-        engine.dispose()
+        try:
+            assert locked.wait(30)
+            before = keyed.statuses[503]
+            wait_for(lambda: keyed.statuses[503] > before + 10, "503s from the exhausted pool")
+        finally:  # a failure must not leave the lock held nor a connection open for GC to find
+            release.set()
+            holder.join(30)
+            engine.dispose()
         keyed.wait_accepted(50)
         keyed.stop()
         wait_drained(pg_url)
