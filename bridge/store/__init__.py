@@ -9,19 +9,19 @@ The only package that imports SQLAlchemy. Its layout:
   per row shape, reading columns by name: ``licenses.py`` (a license and its effective terms,
   read by one projection; the usage counters), ``ledger.py``, ``outbox.py``,
   ``idempotency.py``, ``tokens.py``, ``periods.py`` (rollovers, set-based), ``catalog.py``
-  (products, policies), ``machines.py``, ``reconcile.py``, ``webhooks.py`` (the webhook inbox,
-  subject index and effects).
+  (products), ``policies.py``, ``machines.py``, ``reconcile.py``, ``webhooks.py`` (the webhook
+  inbox, subject index and effects).
 - ``sql.py``: the one SQL helper of the cursor-level modules (parameter style, the SQLite
   datetime text and JSON encodings, rows as mappings); ``tables.py`` and ``types.py``: the
   SQLModel tables and their column types; ``migrations/``: Alembic.
 
-The access style is decided per table, not per call. Tables a usage change, a token look-up or
-the relay touch (licenses, usage_ledger, outbox, idempotency_keys, tokens, usage_periods) are
-written as plain SQL in their module and run on the unit of work's driver cursor through
-``sql.py``: through SQLAlchemy's ``Connection.execute`` each statement costs about five times
-what the database spends on it (``bench/store_sqlite.py``). Every other table (products,
-policies, machines, reconciliations, the webhook tables) goes through SQLAlchemy Core on the
-same connection and transaction. Reports that join several aggregates (reconciliation, the
-machine list) are Core reads in the module that uses them, mapping the joined rows with the
-owning modules' mappers.
+The access style is decided per table, not per call. Tables a usage change, a token look-up,
+the relay or a machine activation touch (licenses, usage_ledger, outbox, idempotency_keys,
+tokens, usage_periods, policies, machines) are written as plain SQL in their module and run on
+the unit of work's driver cursor through ``sql.py``: through SQLAlchemy's ``Connection.execute``
+each statement costs about five times what the database spends on it
+(``bench/store_sqlite.py``). Every other table (products, reconciliations, the webhook and
+Keygen tables) goes through SQLAlchemy Core on the same connection and transaction. Reports
+that join several aggregates (reconciliation) are Core reads in the module that uses them,
+mapping the joined rows with the owning modules' mappers.
 """

@@ -27,16 +27,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import PoolProxiedConnection
 
 from bridge.domain.webhooks import SubjectMapper
-from bridge.store.catalog import SqlPolicies, SqlProducts
+from bridge.store.catalog import SqlProducts
 from bridge.store.engine import writer_lock
 from bridge.store.errors import raise_translated
 from bridge.store.idempotency import IdempotencyStatements, SqlIdempotency
 from bridge.store.keygen import SqlKeygen
 from bridge.store.ledger import LedgerStatements, SqlLedger
 from bridge.store.licenses import LicenseStatements, SqlLicenses
-from bridge.store.machines import SqlMachines
+from bridge.store.machines import MachineStatements, SqlMachines
 from bridge.store.outbox import OutboxStatements, SqlOutbox
 from bridge.store.periods import PeriodSql, SqlPeriods
+from bridge.store.policies import PolicyStatements, SqlPolicies
 from bridge.store.reconcile import SqlReconciliation
 from bridge.store.records import RecordStatements, SqlRecords
 from bridge.store.sql import Sql
@@ -56,13 +57,16 @@ class Statements:
         self.tokens = TokenStatements(self.sql)
         self.periods = PeriodSql(self.sql)
         self.records = RecordStatements(self.sql)
+        self.machines = MachineStatements(self.sql)
+        self.policies = PolicyStatements(self.sql)
 
 
 class SqlUnitOfWork:
     """One transaction on one pooled connection, begun and ended here on the driver
     connection. The cursor-level repositories share the driver cursor; the Core ones
-    (products, policies, machines, reconciliation) share a SQLAlchemy ``Connection`` wrapped
-    around the same connection when first asked for: a usage change never builds one."""
+    (products, reconciliation, the webhook and Keygen tables) share a SQLAlchemy
+    ``Connection`` wrapped around the same connection when first asked for: a usage change or
+    a machine activation never builds one."""
 
     licenses: SqlLicenses
     tokens: SqlTokens
@@ -71,6 +75,8 @@ class SqlUnitOfWork:
     outbox: SqlOutbox
     periods: SqlPeriods
     records: SqlRecords
+    machines: SqlMachines
+    policies: SqlPolicies
 
     def __init__(
         self,
@@ -118,6 +124,8 @@ class SqlUnitOfWork:
         self.outbox = SqlOutbox(st.outbox, cursor)
         self.periods = SqlPeriods(st.periods, cursor)
         self.records = SqlRecords(st.records, cursor)
+        self.machines = SqlMachines(st.machines, cursor)
+        self.policies = SqlPolicies(st.policies, cursor)
         return self
 
     def _mark_revoked(self) -> None:
@@ -141,14 +149,6 @@ class SqlUnitOfWork:
     @property
     def products(self) -> SqlProducts:
         return cast(SqlProducts, self._repository("products", SqlProducts))
-
-    @property
-    def policies(self) -> SqlPolicies:
-        return cast(SqlPolicies, self._repository("policies", SqlPolicies))
-
-    @property
-    def machines(self) -> SqlMachines:
-        return cast(SqlMachines, self._repository("machines", SqlMachines))
 
     @property
     def reconciliation(self) -> SqlReconciliation:
