@@ -17,9 +17,15 @@ from bridge.api.app import create_app
 from bridge.api.deps import ApiContext
 from bridge.api.render import Renderer
 from bridge.api.signing import Signing
-from bridge.api.writes import UsageWrites
+from bridge.api.writes import MachineWrites, UsageWrites
 from bridge.clock import SystemClock
-from bridge.domain.ports import Clock, PlatformReader, Sink, UsageUnitOfWorkFactory
+from bridge.domain.ports import (
+    Clock,
+    PlatformReader,
+    Sink,
+    UsageUnitOfWorkFactory,
+    WriterUnitOfWorkFactory,
+)
 from bridge.jobs.jobs import Jobs
 from bridge.keys import AccountKey, load_key
 from bridge.observability.http import registry, renderer
@@ -81,6 +87,11 @@ class Container:
     @property
     def usage_uows(self) -> UsageUnitOfWorkFactory:
         """The same units of work, seen through the usage path's narrower Protocol."""
+        return self.uows.usage
+
+    @property
+    def writer_uows(self) -> WriterUnitOfWorkFactory:
+        """The same units of work, seen as a ``BatchWriter`` transaction."""
         return self.uows.usage
 
     def usage(self) -> UsageService:
@@ -313,14 +324,16 @@ def build_app(container: Container, *, fast_usage: bool = True) -> FastAPI:
     # change (a WAL flush, a pooled connection and a threadpool hop each).
     sqlite = container.engine.dialect.name == "sqlite"
     lanes = 1 if sqlite else max(1, min(WRITER_LANES, container.settings.db_pool_size // 2))
-    batch = BatchWriter(container.usage_uows, service, lanes=lanes)
+    machines = container.machines()
+    batch = BatchWriter(container.writer_uows, service, lanes=lanes, machines=machines)
     key = container.account_key()
     context = ApiContext(
         uows=container.uows,
         clock=container.clock,
         auth=container.authenticator(),
         usage=UsageWrites(service, batch),
-        machines=container.machines(),
+        machines=machines,
+        activations=MachineWrites(batch),
         render=Renderer(container.settings.account),
         account=container.settings.account,
         ready=container.ready,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from bridge.api.render import Renderer
-from bridge.api.writes import UsageWrites
+from bridge.api.writes import MachineWrites, UsageWrites
 from bridge.domain.access import Principal
 from bridge.domain.errors import IdempotencyKeyInvalid, NotFound
 from bridge.domain.ports import Clock, UnitOfWorkFactory
@@ -31,6 +31,7 @@ class ApiContext:
     auth: Authenticator
     usage: UsageWrites
     machines: MachineService
+    activations: MachineWrites  # in the usage writer's batches
     render: Renderer
     account: str
     ready: Callable[[], bool]
@@ -111,6 +112,32 @@ def checked_idempotency_key(key: str | None) -> str | None:
     if key is not None and (not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable()):
         raise IdempotencyKeyInvalid
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCall:
+    """The context, the bearer and the request id as one dependency (see ``UsageCall``): a
+    machine activation's."""
+
+    ctx: ApiContext
+    principal: Principal
+    request_id: str | None
+
+
+async def write_call(request: Request) -> WriteCall:
+    """Reads the header as ``_authorization`` does (absent or empty: None) instead of depending
+    on it: FastAPI works out the OAuth scopes of every security dependency on every request."""
+    ctx: ApiContext = request.app.state.context
+    return WriteCall(
+        ctx=ctx,
+        principal=await authenticate(ctx, request.headers.get("authorization") or None),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+Write = Annotated[WriteCall, Depends(write_call)]
+# The OpenAPI security of a route that takes ``Write`` (as ``_authorization`` declares it).
+WRITE_SECURITY: dict[str, Any] = {"security": [{_authorization.scheme_name: []}]}
 
 
 @dataclass(frozen=True, slots=True)

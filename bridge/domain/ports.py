@@ -159,7 +159,17 @@ class UsageCounters(LicenseLookup, Protocol):
     def set_expiry_if_unset(self, license_id: str, expiry: datetime) -> None: ...
 
 
-class LicenseRepository(LicenseLookup, Protocol):
+class LicenseLocks(LicenseLookup, Protocol):
+    """What a change of a license's machines needs of the licenses table."""
+
+    def lock(self, license_id: str) -> bool:
+        """Hold the license row until the unit of work ends, serializing its machine changes
+        (PostgreSQL: ``SELECT ... FOR UPDATE``; a SQLite write transaction already holds the
+        whole database). False if the license is gone."""
+        ...
+
+
+class LicenseRepository(LicenseLocks, Protocol):
     def add(self, license: License) -> None: ...
     def touch_validated(self, license_id: str, now: datetime) -> None:
         """Set lastValidated; a no-op while another transaction holds the row (PostgreSQL)."""
@@ -181,11 +191,6 @@ class LicenseRepository(LicenseLookup, Protocol):
 
     def delete(self, license_id: str) -> None: ...
     def any_of_policy(self, policy_id: str) -> bool: ...
-    def lock(self, license_id: str) -> bool:
-        """Hold the license row until the unit of work ends, serializing its machine changes
-        (PostgreSQL: ``SELECT ... FOR UPDATE``; a SQLite write transaction already holds the
-        whole database). False if the license is gone."""
-        ...
 
 
 class MachineRepository(Protocol):
@@ -487,6 +492,38 @@ class UsageUnitOfWork(Transaction, Protocol):
 
 class UsageUnitOfWorkFactory(Protocol):
     def __call__(self) -> UsageUnitOfWork: ...
+
+
+class ActivationUnitOfWork(Transaction, Protocol):
+    """The one transaction of a machine activation: a narrower view of the unit of work, naming
+    only what an activation touches."""
+
+    @property
+    def licenses(self) -> LicenseLocks: ...
+    @property
+    def machines(self) -> MachineRepository: ...
+    @property
+    def policies(self) -> PolicyRepository: ...
+    @property
+    def ledger(self) -> LedgerWriter: ...
+    @property
+    def outbox(self) -> OutboxWriter: ...
+
+
+class WriterLicenses(UsageCounters, LicenseLocks, Protocol):
+    """The licenses table as a ``BatchWriter`` transaction sees it."""
+
+
+class WriterUnitOfWork(UsageUnitOfWork, ActivationUnitOfWork, Protocol):
+    """A ``BatchWriter`` transaction: usage changes and machine activations, each in its own
+    savepoint."""
+
+    @property
+    def licenses(self) -> WriterLicenses: ...
+
+
+class WriterUnitOfWorkFactory(Protocol):
+    def __call__(self) -> WriterUnitOfWork: ...
 
 
 class CheckInLicenses(UsageCounters, Protocol):

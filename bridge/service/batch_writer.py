@@ -12,6 +12,12 @@ The same writer runs on PostgreSQL (one per API process): a WAL flush, a pooled 
 threadpool hop per change cost more than the change. Batches of several processes can meet on
 the same rows; a deadlock between them fails one statement (its change runs again alone) or the
 whole transaction (every change of it runs again alone: none of it was durable).
+
+Machine activations take the same path (``activate_async``): an activation's transaction is
+short next to its commit, and each waiting on its own fsync capped them at the disk's commit
+rate. In a batch each one holds its license (``licenses.lock``) from its savepoint to the
+batch's commit, and sees the machines activated before it, so the limits are decided exactly
+as one transaction per activation decides them.
 """
 
 from __future__ import annotations
@@ -21,31 +27,39 @@ import contextvars
 import queue
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
 
 import structlog
 
 from bridge.domain.access import Principal
-from bridge.domain.ports import StoreConflict, UsageUnitOfWorkFactory
+from bridge.domain.commands import NewMachine
+from bridge.domain.model import Machine
+from bridge.domain.ports import StoreConflict, WriterUnitOfWork, WriterUnitOfWorkFactory
 from bridge.service.common import Answer, ignore
+from bridge.service.machines import MachineService
 from bridge.service.usage import RaceLost, UsageChange, UsageOutcome, UsageService
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 
 @dataclass
 class _Job:
-    principal: Principal
-    change: UsageChange
-    answer: Answer[UsageOutcome]
-    future: Future[UsageOutcome] | None = None  # a thread's, or:
-    waiter: asyncio.Future[UsageOutcome] | None = None  # an event loop's
+    together: Callable[[WriterUnitOfWork], Any]  # the change in the batch's transaction
+    alone: Callable[[], Any]  # the same change in a transaction of its own
+    future: Future[Any] | None = None  # a thread's, or:
+    waiter: asyncio.Future[Any] | None = None  # an event loop's
     # The submitter's context (its request id for the logs): contextvars do not cross threads.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
-    outcome: UsageOutcome | None = None
+    outcome: Any = None
     error: BaseException | None = None
-    alone: bool = False  # lost a race or a key conflict: run again in its own transaction
+    done: bool = False
+    run_alone: bool = False  # lost a race or a key conflict: run again in its own transaction
 
 
 _STOP = object()
@@ -59,14 +73,16 @@ class BatchWriter:
 
     def __init__(
         self,
-        uows: UsageUnitOfWorkFactory,
+        uows: WriterUnitOfWorkFactory,
         service: UsageService,
         *,
         max_batch: int = 256,
         lanes: int = 1,
+        machines: MachineService | None = None,
     ) -> None:
         self._uows = uows
         self._service = service
+        self._machines = machines  # activations take this path only with a machine service
         self._max_batch = max_batch
         self._queues: list[queue.SimpleQueue[_Job | object]] = [
             queue.SimpleQueue() for _ in range(lanes)
@@ -78,15 +94,33 @@ class BatchWriter:
         for thread in self._threads:
             thread.start()
 
-    def _queue_of(self, change: UsageChange) -> queue.SimpleQueue[_Job | object]:
+    @property
+    def activates(self) -> bool:
+        return self._machines is not None
+
+    def _put(self, lane: str, job: _Job) -> None:
         queues = self._queues
-        return queues[0] if len(queues) == 1 else queues[hash(change.license_ref) % len(queues)]
+        (queues[0] if len(queues) == 1 else queues[hash(lane) % len(queues)]).put(job)
+
+    def _usage_job(
+        self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome]
+    ) -> _Job:
+        service = self._service
+
+        def together(uow: WriterUnitOfWork) -> UsageOutcome:
+            outcome = service.apply_in(uow, principal, change)
+            answer(outcome)  # a failure undoes the savepoint
+            return outcome
+
+        return _Job(together, partial(service.apply, principal, change, answer))
 
     def submit(
         self, principal: Principal, change: UsageChange, answer: Answer[UsageOutcome] = ignore
     ) -> Future[UsageOutcome]:
+        job = self._usage_job(principal, change, answer)
         future: Future[UsageOutcome] = Future()
-        self._queue_of(change).put(_Job(principal, change, answer, future=future))
+        job.future = future
+        self._put(change.license_ref, job)
         return future
 
     def submit_async(
@@ -94,8 +128,28 @@ class BatchWriter:
     ) -> asyncio.Future[UsageOutcome]:
         """As ``submit``, for a caller on an event loop: a batch's answers reach each loop in
         one wake-up (``call_soon_threadsafe``) instead of one per change."""
-        waiter: asyncio.Future[UsageOutcome] = asyncio.get_running_loop().create_future()
-        self._queue_of(change).put(_Job(principal, change, answer, waiter=waiter))
+        job = self._usage_job(principal, change, answer)
+        job.waiter = waiter = asyncio.get_running_loop().create_future()
+        self._put(change.license_ref, job)
+        return waiter
+
+    def activate_async(
+        self,
+        principal: Principal,
+        command: NewMachine,
+        request_id: str | None = None,
+        answer: Answer[Machine] = ignore,
+    ) -> asyncio.Future[Machine]:
+        """``MachineService.activate`` in a batch (in the lane of its license reference, as
+        that license's usage changes); from an event loop, as ``submit_async``."""
+        machines = self._machines
+        assert machines is not None, "a writer without a machine service"
+        job = _Job(
+            lambda uow: machines.activate_in(uow, principal, command, request_id, answer),
+            partial(machines.activate, principal, command, request_id, answer),
+        )
+        job.waiter = waiter = asyncio.get_running_loop().create_future()
+        self._put(command.license_ref or "", job)
         return waiter
 
     def close(self) -> None:
@@ -129,17 +183,16 @@ class BatchWriter:
             self._together(batch)
         except StoreConflict:  # a deadlock with another process's batch (PostgreSQL): nothing
             for job in batch:  # of this one is durable, so each runs again on its own
-                job.outcome, job.alone, job.error = None, True, None
+                job.done, job.run_alone, job.error = False, True, None
         except Exception as exc:  # nothing of the batch is durable: every caller learns it
             for job in batch:
                 job.context.run(log.warning, "usage_batch_failed", size=len(batch), error=str(exc))
-                job.outcome, job.alone, job.error = None, False, exc
+                job.done, job.run_alone, job.error = False, False, exc
         for job in batch:
-            if job.alone:
+            if job.run_alone:
                 try:
-                    job.outcome = job.context.run(
-                        self._service.apply, job.principal, job.change, job.answer
-                    )
+                    job.outcome = job.context.run(job.alone)
+                    job.done = True
                 except Exception as exc:
                     job.error = exc
         self._answer(batch)
@@ -150,13 +203,10 @@ class BatchWriter:
             for job in batch:
                 try:
                     with uow.savepoint():
-                        outcome = job.context.run(
-                            self._service.apply_in, uow, job.principal, job.change
-                        )
-                        job.context.run(job.answer, outcome)  # a failure undoes the savepoint
-                        job.outcome = outcome
+                        job.outcome = job.context.run(job.together, uow)
+                        job.done = True
                 except (RaceLost, StoreConflict):
-                    job.alone = True
+                    job.run_alone = True
                 except Exception as exc:  # the caller's to handle, like any rejection
                     job.error = exc
             uow.commit()
@@ -179,8 +229,8 @@ class BatchWriter:
                 log.warning("usage_answers_dropped", count=len(jobs))
 
 
-def _outcome(job: _Job) -> UsageOutcome:
-    assert job.outcome is not None
+def _outcome(job: _Job) -> Any:
+    assert job.done, "a job answered without an outcome"
     return job.outcome
 
 

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from bridge.domain.delivery import forwarded
 from bridge.domain.machines import MachineLimits, MachineTally
-from bridge.domain.model import HeartbeatTerms, License, UsageEntry, UsageKind
-from bridge.domain.ports import UnitOfWork
+from bridge.domain.model import License, Policy, UsageEntry, UsageKind
+from bridge.domain.ports import ActivationUnitOfWork, UnitOfWork
 from bridge.domain.validation import MachineFacts, ValidationScope
 from bridge.service.common import new_id
 
@@ -29,7 +29,7 @@ class CoreChange:
 
 
 def record_core_change(
-    uow: UnitOfWork, change: CoreChange, now: datetime, sinks: Sequence[str]
+    uow: ActivationUnitOfWork, change: CoreChange, now: datetime, sinks: Sequence[str]
 ) -> UsageEntry:
     """One ledger entry, and one outbox row per sink when the total moved: the sinks receive
     the license's new core total (a gauge), so a platform can bill its peak or latest value."""
@@ -52,16 +52,15 @@ def record_core_change(
     return entry
 
 
-def limits_of(uow: UnitOfWork, license: License) -> MachineLimits:
+def policy_of(uow: ActivationUnitOfWork, license: License) -> Policy:
     policy = uow.policies.get(license.policy_id)
     if policy is None:  # pragma: no cover - a license's policy cannot be deleted
         raise LookupError(f"policy {license.policy_id} of license {license.id} is gone")
-    return MachineLimits.of(policy, license)
+    return policy
 
 
-def policy_heartbeat(uow: UnitOfWork, license: License) -> HeartbeatTerms:
-    policy = uow.policies.get(license.policy_id)
-    return policy.heartbeat if policy is not None else HeartbeatTerms()
+def limits_of(uow: ActivationUnitOfWork, license: License) -> MachineLimits:
+    return MachineLimits.of(policy_of(uow, license), license)
 
 
 def machine_facts(uow: UnitOfWork, license: License, scope: ValidationScope) -> MachineFacts:

@@ -30,14 +30,25 @@ from bridge.domain.errors import (
     MachineHeartbeatDead,
     NotFound,
 )
-from bridge.domain.machines import check_activation, check_core_total, check_cores
+from bridge.domain.machines import (
+    MachineLimits,
+    check_activation,
+    check_core_total,
+    check_cores,
+)
 from bridge.domain.model import License, Machine, UsageKind
-from bridge.domain.ports import Clock, StoreConflict, UnitOfWork, UnitOfWorkFactory
+from bridge.domain.ports import (
+    ActivationUnitOfWork,
+    Clock,
+    StoreConflict,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from bridge.service.common import Answer, Page, PageRequest, ignore, new_id
 from bridge.service.license_machines import (
     CoreChange,
     limits_of,
-    policy_heartbeat,
+    policy_of,
     record_core_change,
 )
 
@@ -62,49 +73,66 @@ class MachineService:
         request_id: str | None = None,
         answer: Answer[Machine] = ignore,
     ) -> Machine:
+        """An activation in a transaction of its own (``activate_in``)."""
+        try:
+            with self._uows(write=True) as uow:
+                machine = self.activate_in(uow, principal, command, request_id, answer)
+                uow.commit()
+        except StoreConflict:  # the unique index, should a fingerprint race the lock
+            raise FingerprintTaken from None
+        return machine
+
+    def activate_in(
+        self,
+        uow: ActivationUnitOfWork,
+        principal: Principal,
+        command: NewMachine,
+        request_id: str | None = None,
+        answer: Answer[Machine] = ignore,
+    ) -> Machine:
+        """Activate a machine in ``uow`` (its own transaction, or a savepoint of a
+        ``BatchWriter`` batch), answering before the commit: an answer that cannot be built
+        undoes the activation."""
         fingerprint = check_fingerprint(command.fingerprint)
         cores = check_cores(command.cores)
         name = check_text(command.name, Field.NAME)
         platform = check_text(command.platform, Field.PLATFORM)
         hostname = check_text(command.hostname, Field.HOSTNAME)
         now = self._clock.now()
-        try:
-            with self._uows(write=True) as uow:
-                license = self._locked_license(uow, principal, command.license_ref)
-                if uow.machines.fingerprint_taken(license.id, fingerprint):
-                    raise FingerprintTaken
-                tally = uow.machines.tally(license.id)
-                check_activation(limits_of(uow, license), tally, cores)
-                machine = Machine(
-                    id=new_id(),
-                    license_id=license.id,
-                    fingerprint=fingerprint,
-                    cores=cores,
-                    name=name,
-                    platform=platform,
-                    hostname=hostname,
-                    metadata=command.metadata or {},
-                    created=now,
-                    updated=now,
-                )
-                last, due = policy_heartbeat(uow, license).at_activation(now)
-                machine = machine.replace(last_heartbeat=last, next_heartbeat=due)
-                uow.machines.add(machine)
-                machine = uow.machines.get(machine.id) or machine  # with its policy's terms
-                change = CoreChange(
-                    license.id,
-                    machine.id,
-                    UsageKind.ACTIVATE,
-                    tally.cores,
-                    tally.cores + (cores or 0),
-                    principal.actor,
-                    request_id,
-                )
-                record_core_change(uow, change, now, self._sinks)
-                answer(machine)
-                uow.commit()
-        except StoreConflict:  # the unique index, should a fingerprint race the lock
-            raise FingerprintTaken from None
+        license = self._locked_license(uow, principal, command.license_ref)
+        if uow.machines.fingerprint_taken(license.id, fingerprint):
+            raise FingerprintTaken
+        tally = uow.machines.tally(license.id)
+        policy = policy_of(uow, license)
+        check_activation(MachineLimits.of(policy, license), tally, cores)
+        last, due = policy.heartbeat.at_activation(now)
+        machine = Machine(
+            id=new_id(),
+            license_id=license.id,
+            fingerprint=fingerprint,
+            cores=cores,
+            name=name,
+            platform=platform,
+            hostname=hostname,
+            metadata=command.metadata or {},
+            created=now,
+            updated=now,
+            last_heartbeat=last,
+            next_heartbeat=due,
+        )
+        uow.machines.add(machine)
+        machine = uow.machines.get(machine.id) or machine  # with its policy's terms
+        change = CoreChange(
+            license.id,
+            machine.id,
+            UsageKind.ACTIVATE,
+            tally.cores,
+            tally.cores + (cores or 0),
+            principal.actor,
+            request_id,
+        )
+        record_core_change(uow, change, now, self._sinks)
+        answer(machine)
         log.debug("machine_activated", license_id=license.id, machine_id=machine.id, cores=cores)
         return machine
 
@@ -260,7 +288,7 @@ class MachineService:
 
     # Helpers ----------------------------------------------------------------------------------
     def _locked_license(
-        self, uow: UnitOfWork, principal: Principal, license_ref: str | None
+        self, uow: ActivationUnitOfWork, principal: Principal, license_ref: str | None
     ) -> License:
         license = uow.licenses.find(license_ref) if license_ref else None
         if license is None or not can_see_license(principal, license):

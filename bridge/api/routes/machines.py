@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from bridge.api import schemas as s
-from bridge.api.deps import Bearer, Ctx, Paging, RequestId
+from bridge.api.deps import WRITE_SECURITY, Bearer, Ctx, Paging, RequestId, Write
 from bridge.api.parsing import JsonApiRoute
-from bridge.api.render import JsonApiResponse, Rendered, respond
+from bridge.api.render import JsonApiResponse, Rendered, RenderedJson, respond
 from bridge.domain.model import Machine
 
 router = APIRouter(tags=["machines"], route_class=JsonApiRoute)
@@ -25,13 +25,19 @@ def _answer(ctx: Ctx, status: int = 200) -> Rendered[Machine]:
     )
 
 
-@router.post("/machines", status_code=201, response_model=s.MachineDocument)
-def activate_machine(
-    ctx: Ctx, bearer: Bearer, request_id: RequestId, body: s.MachineCreate
-) -> JsonApiResponse:
+@router.post(
+    "/machines",
+    status_code=201,
+    response_model=s.MachineDocument,
+    openapi_extra=WRITE_SECURITY,
+)
+async def activate_machine(call: Write, body: s.MachineCreate) -> Response:
     """Activate a machine on a license, within its maxMachines and maxCores."""
-    answer = _answer(ctx, 201)
-    ctx.machines.activate(bearer, body.command(), request_id, answer)
+    ctx = call.ctx
+    answer: RenderedJson[Machine] = RenderedJson(
+        lambda m: ctx.render.machine_json(m, ctx.clock.now()), 201
+    )
+    await ctx.activations.activate(call.principal, body.command(), call.request_id, answer)
     return answer.response
 
 
