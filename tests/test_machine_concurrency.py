@@ -1,12 +1,15 @@
 """Concurrent activations at a license's limit, on a real SQLite file and on PostgreSQL.
 
-Writers start together at a barrier and never sleep to synchronize. Each activation would fit
-alone but not together with the others: exactly the allowed number may succeed, every other one
-fails with Keygen's own error, and the ledger holds one entry per activation that succeeded.
+Writers start together at a barrier and never sleep to synchronize; or, as the API submits
+them, the activations share one ``BatchWriter`` batch (one transaction, a savepoint each). Each
+activation would fit alone but not together with the others: exactly the allowed number may
+succeed, every other one fails with Keygen's own error, and the ledger holds one entry per
+activation that succeeded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +21,8 @@ from bridge.domain.access import Principal, Role
 from bridge.domain.commands import NewLicense, NewMachine, NewPolicy, NewProduct
 from bridge.domain.errors import FingerprintTaken, MachineCoreLimitExceeded, MachineLimitExceeded
 from bridge.domain.model import Machine
+from bridge.domain.ports import WriterUnitOfWork
+from bridge.service.batch_writer import BatchWriter
 from bridge.service.licenses import create_license
 from bridge.service.policies import create_policy
 from bridge.service.products import create_product
@@ -72,6 +77,53 @@ def race(
     return made, errors
 
 
+class GatedUnitsOfWork:
+    """The writer's units of work, counted; the first waits on a gate, so that the activations
+    submitted meanwhile queue behind it and share the next batch."""
+
+    def __init__(self, store: Container) -> None:
+        self._inner = store.writer_uows
+        self.gate = threading.Event()
+        self.opened = 0
+
+    def __call__(self) -> WriterUnitOfWork:
+        self.opened += 1
+        if self.opened == 1:
+            assert self.gate.wait(DEADLINE_S)
+        return self._inner()
+
+
+def race_in_one_batch(
+    store: Container, make: Callable[[int], NewMachine]
+) -> tuple[list[Machine], Counter[type]]:
+    """``WRITERS`` activations in one batch of the writer; the machines made and the errors'
+    types."""
+    uows = GatedUnitsOfWork(store)
+    service = store.machines()
+    writer = BatchWriter(uows, store.usage(), machines=service)
+    holder = license_with(store)
+
+    async def submit() -> list[Machine | BaseException]:
+        first = writer.activate_async(ADMIN, NewMachine(holder, fingerprint="holder"))
+        while uows.opened == 0:  # the writer is inside the first transaction
+            await asyncio.sleep(0.001)
+        rest = [writer.activate_async(ADMIN, make(i)) for i in range(WRITERS)]
+        uows.gate.set()
+        return list(await asyncio.gather(first, *rest, return_exceptions=True))[1:]
+
+    try:
+        outcomes = asyncio.run(asyncio.wait_for(submit(), DEADLINE_S))
+    finally:
+        writer.close()
+    assert uows.opened == 2, "the activations did not share one batch"
+    made = [o for o in outcomes if isinstance(o, Machine)]
+    return made, Counter(type(o) for o in outcomes if not isinstance(o, Machine))
+
+
+RACES = pytest.mark.parametrize("racer", [race, race_in_one_batch], ids=["threads", "batch"])
+Racer = Callable[[Container, Callable[[int], NewMachine]], tuple[list[Machine], Counter[type]]]
+
+
 def core_total_and_entries(store: Container, license_id: str) -> tuple[int, int, int]:
     with store.uows() as uow:
         tally = uow.machines.tally(license_id)
@@ -79,29 +131,32 @@ def core_total_and_entries(store: Container, license_id: str) -> tuple[int, int,
     return tally.machines, tally.cores, entries
 
 
-def test_core_limit_holds_under_concurrent_activations(store: Container) -> None:
+@RACES
+def test_core_limit_holds_under_concurrent_activations(store: Container, racer: Racer) -> None:
     """maxCores 8 and eight activations of 5 cores at once: exactly one succeeds."""
     lic = license_with(store, max_cores=8)
-    made, errors = race(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}", cores=5))
+    made, errors = racer(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}", cores=5))
     assert len(made) == 1
     assert errors == Counter({MachineCoreLimitExceeded: WRITERS - 1})
     assert core_total_and_entries(store, lic) == (1, 5, 1)
 
 
-def test_machine_limit_holds_under_concurrent_activations(store: Container) -> None:
+@RACES
+def test_machine_limit_holds_under_concurrent_activations(store: Container, racer: Racer) -> None:
     """maxMachines 3 with one machine active: of eight concurrent activations, two succeed."""
     lic = license_with(store, max_machines=3)
     store.machines().activate(ADMIN, NewMachine(lic, fingerprint="first"))
-    made, errors = race(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}"))
+    made, errors = racer(store, lambda i: NewMachine(lic, fingerprint=f"fp-{i}"))
     assert len(made) == 2
     assert errors == Counter({MachineLimitExceeded: WRITERS - 2})
     assert core_total_and_entries(store, lic)[0] == 3
 
 
-def test_one_fingerprint_activates_once(store: Container) -> None:
+@RACES
+def test_one_fingerprint_activates_once(store: Container, racer: Racer) -> None:
     """Eight activations of one fingerprint at once: one machine, seven FINGERPRINT_TAKEN."""
     lic = license_with(store)
-    made, errors = race(store, lambda i: NewMachine(lic, fingerprint="same", cores=1))
+    made, errors = racer(store, lambda i: NewMachine(lic, fingerprint="same", cores=1))
     assert len(made) == 1
     assert errors == Counter({FingerprintTaken: WRITERS - 1})
     assert core_total_and_entries(store, lic) == (1, 1, 1)

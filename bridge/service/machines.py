@@ -119,9 +119,11 @@ class MachineService:
             updated=now,
             last_heartbeat=last,
             next_heartbeat=due,
+            # What reading it back would join in (its document shows them).
+            product_id=policy.product_id,
+            heartbeat=policy.heartbeat,
         )
         uow.machines.add(machine)
-        machine = uow.machines.get(machine.id) or machine  # with its policy's terms
         change = CoreChange(
             license.id,
             machine.id,
