@@ -7,10 +7,10 @@ policy without machine or core limits are seeded; 32 keep-alive connections (``-
 then send, for ``--seconds`` each and alternating between rounds:
 
 - activations: ``POST /v1/machines`` with a fresh fingerprint and 2 cores on a random license
-  (one transaction: license lock, fingerprint and tally reads, the machine, a ledger entry and
-  an outbox row);
+  (license lock, fingerprint and tally reads, the policy, the machine, a ledger entry and an
+  outbox row, in a savepoint of a BatchWriter batch: group commit, as increments);
 - increments: ``POST /v1/licenses/{id}/actions/increment-usage`` on a random license (the usage
-  hot path, grouped by the BatchWriter on SQLite).
+  fast path, grouped by the BatchWriter).
 
 It prints requests per second with p50/p99 latency per measurement and the ratio, and checks
 that every 201 left a machine and a ledger entry. It never asserts on time.
