@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ADMIN_TOKEN
 from tests.test_serve import _free_port
 
 DEADLINE_S = 60.0
+ACCEPTED = "bridge_usage_changes_total"
 JSON = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/vnd.api+json"}
 
 
@@ -39,7 +42,8 @@ def served(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--port", str(port), "--workers", "2"],
-        env=_env(pg_url, tmp_path),
+        # its private metrics directory goes under TMPDIR: here, where the test can read it
+        env={**_env(pg_url, tmp_path), "TMPDIR": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -93,12 +97,34 @@ def _license(client: httpx.Client, max_uses: int) -> str:
     return str(lic.json()["data"]["id"])
 
 
+def _accepted_by_process(folder: Path) -> dict[str, float]:
+    """Accepted increments in each process's counter file of the metrics directory."""
+    found = {}
+    for file in folder.glob("counter_*.db"):
+        for metric in MultiProcessCollector.merge([str(file)]):
+            for sample in metric.samples:
+                if sample.name == ACCEPTED and sample.labels["result"] == "accepted":
+                    found[file.stem] = found.get(file.stem, 0.0) + sample.value
+    return found
+
+
+def _scraped(client: httpx.Client, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    return 0.0
+
+
 def test_workers_share_the_port_and_the_limit_and_stop_on_sigterm(
-    served: tuple[str, subprocess.Popen[str]], pg_url: str
+    served: tuple[str, subprocess.Popen[str]], pg_url: str, tmp_path: Path
 ) -> None:
     """40 concurrent increments over 2 processes against maxUses 25: exactly 25 accepted, the
-    rest USES_LIMIT_EXCEEDED, one ledger entry per acceptance; SIGTERM stops all, exit 0."""
+    rest USES_LIMIT_EXCEEDED, one ledger entry per acceptance. The metrics of both API
+    processes and of the relay beside them are summed in one scrape, through a private
+    directory removed at exit. SIGTERM stops all, exit 0."""
     base, proc = served
+    (folder,) = tmp_path.glob("meterbridge-metrics-*")
     with httpx.Client(base_url=base, headers=JSON, timeout=10) as client:
         license_id = _license(client, max_uses=25)
         path = f"/v1/licenses/{license_id}/actions/increment-usage"
@@ -121,8 +147,29 @@ def test_workers_share_the_port_and_the_limit_and_stop_on_sigterm(
     finally:
         engine.dispose()
     assert count == 25
+    with httpx.Client(base_url=base, headers=JSON, timeout=10) as client:
+        extra = _license(client, max_uses=1000)
+        path = f"/v1/licenses/{extra}/actions/increment-usage"
+        accepted = 25
+        # until both API processes have accepted some (new connections, 8 at a time: the busy
+        # process leaves the next one to the other)
+        while len(_accepted_by_process(folder)) < 2:
+            assert accepted < 500, "one process took every connection"
+            with ThreadPoolExecutor(8) as pool:
+                batch = list(pool.map(lambda _i: httpx.post(base + path, headers=JSON), range(8)))
+            assert [a.status_code for a in batch] == [200] * 8
+            accepted += 8
+        assert sum(_accepted_by_process(folder).values()) == accepted
+        assert _scraped(client, ACCEPTED, result="accepted") == accepted
+        assert _scraped(client, ACCEPTED, code="USES_LIMIT_EXCEEDED") == 15
+        deadline = time.monotonic() + DEADLINE_S
+        delivered = "bridge_outbox_deliveries_total"  # counted by the supervisor's relay
+        while _scraped(client, delivered, sink="file", outcome="delivered") < accepted:
+            assert time.monotonic() < deadline, "the relay's deliveries never showed"
+            time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=DEADLINE_S) == 0
+    assert not folder.exists()
 
 
 def test_workers_need_postgresql(tmp_path: Path) -> None:
