@@ -41,6 +41,7 @@ asserts on time.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
 import random
@@ -139,6 +140,9 @@ def _license_rows(
     """Each license with its ``per`` entries counted: the counter, and updated at the last."""
     columns = list(template)
     n_ids = len(ids)
+    template = {  # JSON as text (PostgreSQL hands it back parsed)
+        k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in template.items()
+    }
     for j, license_id in enumerate(ids):
         key = licenses.generate_key()
         row = dict(template, id=license_id, key=key, key_digest=key_digest(key), uses=per)
