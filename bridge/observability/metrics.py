@@ -255,6 +255,7 @@ def shared_directory() -> Iterator[Path]:
 def _clear() -> None:
     for metric in _ALL:
         metric.clear()
+    _USAGE_CHILDREN.clear()  # its children were dropped with the rest
 
 
 def process_exited(pid: int) -> None:
