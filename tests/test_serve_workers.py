@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ADMIN_TOKEN
-from tests.test_serve import _free_port
+from tests.served import free_port
 
 DEADLINE_S = 60.0
 JSON = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/vnd.api+json"}
@@ -36,7 +36,7 @@ def _env(url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def served(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--port", str(port), "--workers", "2"],
         env=_env(pg_url, tmp_path),
