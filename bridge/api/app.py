@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.routing import APIRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import __version__
 from bridge.api import errors
@@ -32,8 +31,8 @@ from bridge.api.routes import (
     webhooks,
 )
 from bridge.api.schemas import ErrorDocument
-from bridge.api.signing import ResponseSigner, Signing
-from bridge.observability.http import RequestMetrics
+from bridge.api.signing import ResponseSigner, Signer, Signing
+from bridge.observability.http import RequestCounts, RequestMetrics
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -65,12 +64,23 @@ def _resources() -> APIRouter:
 
 
 class _SignedApp(FastAPI):
-    """Signs responses outside Starlette's error middleware, so that a 500 is signed too."""
+    """Signs responses outside Starlette's error middleware, so that a 500 is signed too, and
+    hands the usage actions to the fast path (if any) before FastAPI sees them."""
 
     signing: Signing
+    usage_fast_path: UsageFastPath | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         return ResponseSigner(super().build_middleware_stack(), self.signing)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.usage_fast_path
+        if fast is not None:
+            match = fast.match(scope)
+            if match is not None:
+                await fast(scope, receive, send, match)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -114,9 +124,15 @@ def create_app(
     )
     app.include_router(health.router)
     app.include_router(metrics.router)
-    if fast_usage:  # inside RequestGuard: added first, so wrapped by it
-        routes = {r.name: r for r in usage.router.routes if isinstance(r, APIRoute)}
-        app.add_middleware(UsageFastPath, context=context, routes=routes)
+    counts = RequestCounts()
+    if fast_usage:
+        app.usage_fast_path = UsageFastPath(
+            context,
+            signer=Signer(signing),
+            counts=counts,
+            max_body=MAX_BODY_BYTES,
+            access_log=access_log,
+        )
     app.add_middleware(RequestGuard, max_body=MAX_BODY_BYTES, access_log=access_log)
-    app.add_middleware(RequestMetrics)  # outermost: counts the guard's refusals too
+    app.add_middleware(RequestMetrics, counts=counts)  # outermost: counts the guard's refusals
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
@@ -14,7 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bridge.api.errors import error_response
 from bridge.api.parsing import text_ok
 from bridge.api.sources import Located, Source
-from bridge.domain.errors import ContentTypeUnsupported, PayloadTooLarge, StringInvalid
+from bridge.domain.errors import (
+    BridgeError,
+    ContentTypeUnsupported,
+    PayloadTooLarge,
+    StringInvalid,
+)
 
 _JSON_TYPES = ("application/json", "application/vnd.api+json")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -22,14 +26,47 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 log = structlog.get_logger(__name__)
 
 
-def _bad_text(scope: Scope) -> Located | None:
+def bad_text(scope: Scope) -> Located | None:
     """A path or query with text the store cannot hold (a percent-encoded NUL): 400."""
     if not text_ok(scope["path"]):
         return Located(StringInvalid("the path must not contain NUL characters"), Source())
-    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1")):
         if not (text_ok(name) and text_ok(value)):
             return Located(StringInvalid(), Source(parameter=name if text_ok(name) else None))
     return None
+
+
+def request_id(header: str | None) -> str:
+    """The request's id: the client's ``X-Request-Id`` (its first 64 characters), else new."""
+    return (header or str(uuid.uuid4()))[:64]
+
+
+def refusal(
+    method: str, length: str | None, chunked: bool, content_type: str | None, max_body: int
+) -> BridgeError | None:
+    """What the guard refuses before reading a body: one declared over ``max_body`` (413), a
+    body that is not JSON (415)."""
+    if length is not None and length.isdigit() and int(length) > max_body:
+        return PayloadTooLarge(f"request body exceeds {max_body} bytes")
+    has_body = (length is not None and length != "0") or chunked
+    media = (content_type or "").split(";")[0].strip().lower()
+    if method in _BODY_METHODS and has_body and media and media not in _JSON_TYPES:
+        return ContentTypeUnsupported()
+    return None
+
+
+def log_completed(method: str, path: str, status: int, started: float) -> None:
+    """The ``request_completed`` line (the access log)."""
+    log.info(
+        "request_completed",
+        method=method,
+        path=path,
+        status=status,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
 
 
 class RequestGuard:
@@ -49,57 +86,46 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        request_id = headers.get("x-request-id") or str(uuid.uuid4())
-        request_id = request_id[:64]
-        scope.setdefault("state", {})["request_id"] = request_id
+        rid = request_id(headers.get("x-request-id"))
+        scope.setdefault("state", {})["request_id"] = rid
         # Each request runs in a task of its own, so the binding ends with it; it is not reset
         # on the way out, so the 500 handler outside this middleware still logs under it.
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(request_id=rid)
         started = time.perf_counter()
         access_log = self.access_log
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append(
-                    (b"x-request-id", request_id.encode("latin-1"))
-                )
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
                 if access_log:
-                    log.info(
-                        "request_completed",
-                        method=scope["method"],
-                        path=scope["path"],
-                        status=message["status"],
-                        ms=round((time.perf_counter() - started) * 1000, 1),
-                    )
+                    log_completed(scope["method"], scope["path"], message["status"], started)
             await send(message)
 
-        error = self._reject(scope["method"], headers) or _bad_text(scope)
+        error = refusal(
+            scope["method"],
+            headers.get("content-length"),
+            "transfer-encoding" in headers,
+            headers.get("content-type"),
+            self.max_body,
+        ) or bad_text(scope)
         if error is not None:
-            await error_response(error, request_id)(scope, receive, send_with_id)
+            await error_response(error, rid)(scope, receive, send_with_id)
             return
-        await self.app(scope, self._limited(receive), send_with_id)
+        await self.app(scope, limited(receive, self.max_body), send_with_id)
 
-    def _reject(self, method: str, headers: Headers) -> Any:
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return PayloadTooLarge(f"request body exceeds {self.max_body} bytes")
-        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if method in _BODY_METHODS and has_body and media and media not in _JSON_TYPES:
-            return ContentTypeUnsupported()
-        return None
 
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
+def limited(receive: Receive, max_body: int) -> Receive:
+    """``receive``, raising 413 once the body read so far passes ``max_body`` bytes."""
+    seen = 0
 
-        async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise PayloadTooLarge(f"request body exceeds {self.max_body} bytes")
-            return message
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_body:
+                raise PayloadTooLarge(f"request body exceeds {max_body} bytes")
+        return message
 
-        return wrapped
+    return wrapped

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.api.errors import error_response
+from bridge.api.middleware import request_id
 from bridge.domain.errors import AcceptSignatureInvalid
 
 SIGNED_HEADERS = "(request-target) host date digest"
@@ -89,18 +89,62 @@ def accepted_algorithm(header: str | None, account: str) -> str:
     return str(match["algorithm"])  # echoed as the client spelled it, as Keygen does
 
 
-def _target(scope: Scope) -> str:
+def target(scope: Scope) -> str:
+    """The request target as received: the raw path and the query."""
     path: bytes = scope.get("raw_path") or scope["path"].encode()
     query: bytes = scope.get("query_string", b"")
     return (path + b"?" + query if query else path).decode("latin-1")
 
 
 def _host(scope: Scope, headers: Headers) -> str:
-    host = headers.get("host")
+    return host_of(scope, headers.get("host"))
+
+
+def host_of(scope: Scope, host: str | None) -> str:
+    """The Host header as received, else the server's address."""
     if host is not None:
         return host
     server = scope.get("server")
     return f"{server[0]}:{server[1]}" if server else ""
+
+
+class Signer:
+    """The signature headers of one response. The ``Date`` text is formatted once per second
+    (the clock's second), not once per response."""
+
+    def __init__(self, signing: Signing) -> None:
+        self.signing = signing
+        self._second: int | None = None
+        self._date = b""
+
+    def _date_of(self, now: datetime) -> bytes:
+        second = int(now.timestamp())
+        if second != self._second:  # a race between threads only formats it twice
+            self._date = format_datetime(now.astimezone(UTC), usegmt=True).encode()
+            self._second = second
+        return self._date
+
+    def headers(
+        self, method: str, target: str, host: str, body: bytes, algorithm: str | None
+    ) -> list[tuple[bytes, bytes]]:
+        date_bytes = self._date_of(self.signing.now())
+        date = date_bytes.decode()
+        digest = digest_header(body)
+        digest_bytes = digest.encode()
+        out = [
+            (b"date", date_bytes),
+            (b"digest", digest_bytes),
+            (b"keygen-date", date_bytes),
+            (b"keygen-digest", digest_bytes),
+        ]
+        if algorithm is not None:
+            raw = self.signing.key.sign(signing_string(method, target, host, date, digest))
+            signature = (
+                f'keyid="{self.signing.account}", algorithm="{algorithm}", '
+                f'signature="{base64.b64encode(raw).decode()}", headers="{SIGNED_HEADERS}"'
+            )
+            out.append((b"keygen-signature", signature.encode("latin-1")))
+        return out
 
 
 class ResponseSigner:
@@ -109,6 +153,7 @@ class ResponseSigner:
     def __init__(self, app: ASGIApp, signing: Signing) -> None:
         self.app = app
         self.signing = signing
+        self.signer = Signer(signing)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,9 +167,9 @@ class ResponseSigner:
             app = self.app
         except AcceptSignatureInvalid as error:
             algorithm = None  # Keygen answers these unsigned
-            request_id = (headers.get("x-request-id") or str(uuid.uuid4()))[:64]
-            response = error_response(error, request_id)
-            response.headers["x-request-id"] = request_id
+            rid = request_id(headers.get("x-request-id"))
+            response = error_response(error, rid)
+            response.headers["x-request-id"] = rid
             app = response
         host = self.signing.public_host or _host(scope, headers)
         start: Message = {}
@@ -142,29 +187,9 @@ class ResponseSigner:
             if message.get("more_body", False):
                 return
             body = b"".join(chunks)
-            extra = self._headers(scope["method"], _target(scope), host, body, algorithm)
+            extra = self.signer.headers(scope["method"], target(scope), host, body, algorithm)
             kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"date"]
             await send({**start, "headers": kept + extra})
             await send({"type": "http.response.body", "body": body})
 
         await app(scope, receive, send_signed)
-
-    def _headers(
-        self, method: str, target: str, host: str, body: bytes, algorithm: str | None
-    ) -> list[tuple[bytes, bytes]]:
-        date = format_datetime(self.signing.now().astimezone(UTC), usegmt=True)
-        digest = digest_header(body)
-        out = [
-            (b"date", date.encode()),
-            (b"digest", digest.encode()),
-            (b"keygen-date", date.encode()),
-            (b"keygen-digest", digest.encode()),
-        ]
-        if algorithm is not None:
-            raw = self.signing.key.sign(signing_string(method, target, host, date, digest))
-            signature = (
-                f'keyid="{self.signing.account}", algorithm="{algorithm}", '
-                f'signature="{base64.b64encode(raw).decode()}", headers="{SIGNED_HEADERS}"'
-            )
-            out.append((b"keygen-signature", signature.encode("latin-1")))
-        return out

@@ -26,28 +26,52 @@ from bridge.observability import metrics
 Scope = dict[str, Any]
 Message = dict[str, Any]
 _UNDELIVERED = ("pending", "inflight", "dead")
-_UNROUTED = "unrouted"  # refused before routing (413, 415) or no route matched (404)
+UNROUTED = "unrouted"  # refused before routing (413, 415) or no route matched (404)
 
 
-class RequestMetrics:
-    """Counts every HTTP answer as ``bridge_http_requests_total{route,method,status}``; the
-    route is the template FastAPI matched (``/v1/licenses/{license_id}``), never the raw path.
+class RequestCounts:
+    """``bridge_http_requests_total{route,method,status}``, counted cheaply: per answer it only
+    adds one to a dictionary (on the event loop's one thread; an uncontended lock guards it,
+    because a scrape flushes it from another thread); the counts go to the Prometheus counters
+    at most once a second, and at each scrape of this process (``metrics.flush``), which keeps
+    the counter's lock and, in multiprocess mode, its file write off the request path. Another
+    process's scrape may therefore see this one's last second late."""
 
-    Per request it only adds one to a dictionary (the middleware runs on the event loop's one
-    thread, so that needs no lock); the counts go to the Prometheus counters at most once a
-    second, and at each scrape of this process (``metrics.flush``), which keeps the counter's
-    lock and, in multiprocess mode, its file write off the request path (an uncontended lock guards
-    the dictionary: a scrape flushes it from another thread). Another process's
-    scrape may therefore see this one's last second late."""
-
-    def __init__(self, app: Any, flush_every_s: float = 1.0) -> None:
-        self.app = app
+    def __init__(self, flush_every_s: float = 1.0) -> None:
         self._pending: dict[tuple[str, str, int], int] = {}
         self._children: dict[tuple[str, str, int], Any] = {}
         self._every = flush_every_s
         self._flushed = time.monotonic()
         self._lock = threading.Lock()
         metrics.on_flush(self.flush)
+
+    def count(self, route: str, method: str, status: int) -> None:
+        key = (route, method, status)
+        with self._lock:
+            pending = self._pending
+            pending[key] = pending.get(key, 0) + 1
+        if time.monotonic() - self._flushed >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the counts since the last flush to the counters."""
+        with self._lock:
+            self._flushed = time.monotonic()
+            pending, self._pending = self._pending, {}
+        for key, count in pending.items():
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = metrics.http_requests_child(*key)
+            child.inc(count)
+
+
+class RequestMetrics:
+    """Counts every HTTP answer in ``counts``; the route is the template FastAPI matched
+    (``/v1/licenses/{license_id}``), never the raw path."""
+
+    def __init__(self, app: Any, counts: RequestCounts | None = None) -> None:
+        self.app = app
+        self.counts = counts if counts is not None else RequestCounts()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -64,23 +88,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            key = (_template(scope), scope["method"], status)
-            with self._lock:  # a scrape in another thread may be flushing
-                pending = self._pending
-                pending[key] = pending.get(key, 0) + 1
-            if time.monotonic() - self._flushed >= self._every:
-                self.flush()
-
-    def flush(self) -> None:
-        """Add the counts since the last flush to the counters."""
-        with self._lock:
-            self._flushed = time.monotonic()
-            pending, self._pending = self._pending, {}
-        for key, count in pending.items():
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = metrics.http_requests_child(*key)
-            child.inc(count)
+            self.counts.count(_template(scope), scope["method"], status)
 
 
 def _template(scope: Scope) -> str:
@@ -94,7 +102,7 @@ def _template(scope: Scope) -> str:
         return str(full)
     path = getattr(scope.get("route"), "path", None)
     if path is None:
-        return _UNROUTED
+        return UNROUTED
     # A route answered outside the router (the usage fast path): its prefix from the URL form.
     if path.startswith("/v1") or not scope["path"].startswith("/v1/"):
         return str(path)

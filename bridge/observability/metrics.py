@@ -39,6 +39,7 @@ _USAGE = Counter(
     ["action", "result", "code"],
     namespace=NAMESPACE,
 )
+_USAGE_CHILDREN: dict[tuple[str, str | None], Any] = {}
 _DELIVERIES = Counter(
     "outbox_deliveries",
     "Outbox items handled by the relay: delivered, retried or dead, by reason",
@@ -104,10 +105,12 @@ def request(route: str, method: str, status: int) -> None:
 
 def usage_change(action: str, code: str | None) -> None:
     """A usage change over the API: accepted (``code`` None) or rejected with ``code``."""
-    if code is None:
-        _USAGE.labels(action, "accepted", "").inc()
-    else:
-        _USAGE.labels(action, "rejected", code).inc()
+    key = (action, code)
+    child = _USAGE_CHILDREN.get(key)
+    if child is None:  # ``labels`` costs more than the increment: one lookup per label set
+        outcome, reason = ("accepted", "") if code is None else ("rejected", code)
+        child = _USAGE_CHILDREN.setdefault(key, _USAGE.labels(action, outcome, reason))
+    child.inc()
 
 
 def deliveries(sink: str, outcome: str, reason: str, count: int) -> None:

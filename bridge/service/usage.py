@@ -103,8 +103,8 @@ class UsageService:
             # This clock is behind the one that opened the period: count the change at the
             # period's start rather than inside a period that is already closed.
             now = license.period_start
-        fingerprint = _fingerprint(license.id, change)
         if change.idempotency_key is not None:
+            fingerprint = _fingerprint(license.id, change)
             stored = uow.idempotency.get(principal.actor, change.idempotency_key)
             if stored is not None:
                 if stored[0] != fingerprint:
