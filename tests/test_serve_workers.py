@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ADMIN_TOKEN
-from tests.test_serve import _free_port
+from tests.served import free_port
 
 DEADLINE_S = 60.0
 ACCEPTED = "bridge_usage_changes_total"
@@ -39,7 +39,7 @@ def _env(url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def served(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--port", str(port), "--workers", "2"],
         # its private metrics directory goes under TMPDIR: here, where the test can read it
