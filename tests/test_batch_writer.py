@@ -56,7 +56,7 @@ def wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
-def setup_license(container: Container, max_uses: int) -> str:
+def setup_license(container: Container, max_uses: int | None) -> str:
     product = products.create_product(container.uows, container.clock, ADMIN, NewProduct(name="p"))
     policy = policies.create_policy(
         container.uows, container.clock, ADMIN, NewPolicy(product.id, name="p", max_uses=max_uses)
@@ -102,6 +102,42 @@ def test_queued_changes_share_one_transaction_with_exact_answers(container: Cont
         entries, total = uow.ledger.history(license_id, offset=0, limit=10)
         assert total == 3
         assert {e.id for e in entries} == {r.entry_id for r in accepted}
+        assert uow.outbox.pending_count() == 3
+
+
+def test_a_change_failing_after_its_writes_is_undone_alone(container: Container) -> None:
+    """Changes written one after the other in one transaction, the middle one failing after its
+    counter, ledger and outbox writes (its answer cannot be built): its savepoint undoes exactly
+    its writes; the changes before and after it commit (on PostgreSQL the savepoints nest)."""
+    license_id = setup_license(container, max_uses=None)
+    uows = GatedUnitsOfWork(container)
+    writer = BatchWriter(uows, UsageService(uows, container.clock, ("sink",)))
+
+    def broken(_outcome: UsageOutcome) -> None:
+        raise RuntimeError("the answer cannot be rendered")
+
+    first = writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 1))
+    wait_for(lambda: uows.opened == 1)
+    queued = [
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 2)),
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 4), broken),
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 8)),
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 16), broken),
+    ]
+    uows.gate.set()
+    writer.close()
+
+    results = [outcome(f) for f in [first, *queued]]
+    assert uows.opened == 2  # the four queued changes shared one transaction
+    assert [r.license.uses for r in results if isinstance(r, UsageOutcome)] == [1, 3, 11]
+    assert [type(r) for r in results[2::2]] == [RuntimeError, RuntimeError]
+    with container.uows() as uow:
+        license = uow.licenses.get(license_id)
+        assert license is not None
+        assert license.uses == 11
+        entries, total = uow.ledger.history(license_id, offset=0, limit=10)
+        assert sorted(e.delta for e in entries) == [1, 2, 8]
+        assert total == 3
         assert uow.outbox.pending_count() == 3
 
 
