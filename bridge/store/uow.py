@@ -194,6 +194,18 @@ class SqlUnitOfWork:
         if self._st.sql.sqlite:
             cursor.execute("RELEASE SAVEPOINT usage_change")
 
+    @contextmanager
+    def writes_together(self) -> Iterator[None]:
+        """On PostgreSQL, psycopg's pipeline mode: the statements go without waiting for each
+        answer, and the first error is raised when the block ends (inside the caller's
+        savepoint, so it is still that change's). SQLite is in process: nothing to save."""
+        if self._st.sql.sqlite:
+            yield
+            return
+        assert self._raw is not None, "writes_together() outside the with block"
+        with self._raw.driver_connection.pipeline():  # type: ignore[union-attr]
+            yield
+
     def commit(self) -> None:
         assert self._raw is not None, "commit() outside the with block"
         try:
