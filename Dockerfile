@@ -4,14 +4,21 @@
 # tests/test_container.py checks this file against the CLI and the settings.
 
 # -- build: the bridge and its dependencies in a virtual environment (pip, its caches and any
-# compiler stay in this stage) -----------------------------------------------------------------
+# compiler stay in this stage). The dependencies are the versions CI tested, hash-checked
+# (requirements/runtime.lock, derived from ci.lock by scripts/split_lock.py); the wheel is built
+# by the locked backend (requirements/build.lock) in an environment of its own. ------------------
 FROM python:3.11-slim AS build
-RUN python -m venv /opt/meterbridge
 WORKDIR /src
+COPY requirements/runtime.lock requirements/build.lock ./requirements/
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir --require-hashes -r requirements/build.lock \
+ && python -m venv /opt/meterbridge \
+ && /opt/meterbridge/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY connectors ./connectors
-RUN /opt/meterbridge/bin/pip install --no-cache-dir ".[postgres]" \
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && /opt/meterbridge/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
  && /opt/meterbridge/bin/pip uninstall --yes --quiet pip setuptools
 
 # -- run: that environment alone on a slim base, as an unprivileged user ------------------------

@@ -73,23 +73,32 @@ def bare_app() -> FastAPI:
     return app
 
 
-def bridge_app(url: str, access_log: str, fast_usage: str, auth_cache: str = "on") -> FastAPI:
+def bridge_app(
+    url: str, access_log: str, fast_usage: str, auth_cache: str = "on", relay: str = "off"
+) -> FastAPI:
     """The bridge as ``build_app`` builds it (the bench's outbox sink); ``access_log``: on, off
     or default (the setting unset); ``fast_usage``: off leaves increments to the router;
-    ``auth_cache``: off sets ``auth.cache_ttl_s = 0``."""
+    ``auth_cache``: off sets ``auth.cache_ttl_s = 0``; ``relay``: in-process runs the outbox
+    relay in a thread of the server, as ``meterbridge serve`` does (off: as ``serve`` beside a
+    separate ``meterbridge worker``, the production setup)."""
     from bridge.bootstrap import build_app
 
     extra: dict[str, Any] = {} if access_log == "default" else {"access_log": access_log == "on"}
     if auth_cache == "off":
         extra["auth"] = {"cache_ttl_s": 0}
     container = s.container_for(url, migrate=False, **extra)
+    if relay == "in-process":  # a daemon thread: the server's exit ends it
+        worker = container.relay()
+        threading.Thread(target=worker.run, args=(threading.Event(),), daemon=True).start()
     return build_app(container, fast_usage=fast_usage == "on")
 
 
 def worker_app() -> FastAPI:
     """One process of a ``--workers N`` server (uvicorn's factory, as ``serve --workers``)."""
-    kind, access_log, fast_usage, auth_cache, url = os.environ["BENCH_SERVER"].split("|", 4)
-    return bare_app() if kind == "bare" else bridge_app(url, access_log, fast_usage, auth_cache)
+    kind, access_log, fast_usage, auth_cache, relay, url = os.environ["BENCH_SERVER"].split("|", 5)
+    if kind == "bare":
+        return bare_app()
+    return bridge_app(url, access_log, fast_usage, auth_cache, relay)
 
 
 def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
@@ -114,7 +123,7 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
         from uvicorn.supervisors import Multiprocess
 
         os.environ["BENCH_SERVER"] = (
-            f"{kind}|{args.access_log}|{args.fast_usage}|{args.auth_cache}|{url}"
+            f"{kind}|{args.access_log}|{args.fast_usage}|{args.auth_cache}|{args.relay}|{url}"
         )
         config = uvicorn.Config(
             "http_api:worker_app",
@@ -130,7 +139,7 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
         app = bare_app()
     else:
         s.container_for(url).dispose()  # migrates, as serve does
-        app = bridge_app(url, args.access_log, args.fast_usage, args.auth_cache)
+        app = bridge_app(url, args.access_log, args.fast_usage, args.auth_cache, args.relay)
     uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
@@ -395,6 +404,8 @@ def server(
         getattr(args, "fast_usage", "on"),
         "--auth-cache",
         auth_cache,
+        "--relay",
+        getattr(args, "relay", "off"),
     ]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -460,9 +471,9 @@ def bench(args: argparse.Namespace) -> None:
         print(
             f"servers: uvicorn (loop {args.loop}, http {args.http}, as serve), {args.workers} "
             f"process(es) each: the bridge app on {store} (access log: {args.access_log}, fast "
-            f"path: {args.fast_usage}) and a bare FastAPI app; client: {client}, "
-            f"{args.connections} connections; {args.licenses} licenses, sink 'bench'; token: "
-            + ("configured admin" if args.auth == "admin" else "database admin token")
+            f"path: {args.fast_usage}, relay: {args.relay}) and a bare FastAPI app; client: "
+            f"{client}, {args.connections} connections; {args.licenses} licenses, sink 'bench'; "
+            "token: " + ("configured admin" if args.auth == "admin" else "database admin token")
         )
         results, ports = _servers(stack, url, args)
         before = ledger_count(url)
@@ -613,6 +624,13 @@ def main(argv: list[str] | None = None) -> None:
         "with the principal cache off (admin: the configured admin token)",
     )
     parser.add_argument("--auth-cache", default="on", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--relay",
+        choices=["off", "in-process"],
+        default="off",
+        help="off: the relay runs elsewhere (a worker), as in production; in-process: in a "
+        "thread of the bridge server, as serve's embedded default (off)",
+    )
     parser.add_argument("--loop", default="auto", help="uvicorn's loop (auto, as serve)")
     parser.add_argument("--http", default="auto", help="uvicorn's HTTP protocol (auto, as serve)")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -75,11 +75,13 @@ def seed_sql(dialect: str, n: int) -> list[str]:
     ]
 
 
-def baseline_sql(dialect: str) -> list[str]:
+def baseline_sql(
+    dialect: str, now: str = "2026-02-02 00:00:00.000000", end: str = "2026-03-01 00:00:00.000000"
+) -> list[str]:
+    """Closing every period due at ``now`` (UTC) as three statements; the next ends at ``end``."""
     sqlite = dialect == "sqlite"
     new_id = "lower(hex(randomblob(16)))" if sqlite else "md5(l.id)"
-    now = "'2026-02-02 00:00:00.000000'" if sqlite else "TIMESTAMPTZ '2026-02-02 00:00:00+00'"
-    end = "'2026-03-01 00:00:00.000000'" if sqlite else "TIMESTAMPTZ '2026-03-01 00:00:00+00'"
+    now, end = (f"'{t}'" if sqlite else f"TIMESTAMPTZ '{t}+00'" for t in (now, end))
     return [
         "INSERT INTO usage_periods (license_id, period_start, period_end, uses_at_open, "
         "uses_at_close, increments, decrements, resets, entries, reset_entry_id, closed_by, "

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from bridge.bootstrap import Container, build, build_app
 from bridge.settings import load_settings
 from bridge.testing import FakeClock
+from tests.served import Served
 
 ADMIN_TOKEN = "admin-test-secret"
 PG_ENV = "BRIDGE_TEST_DATABASE_URL"
@@ -41,6 +42,14 @@ def pg_server_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One real ``meterbridge serve`` (default settings, SQLite) for the whole session: the
+    modules that use it each create resources of their own, under keys no other one uses."""
+    with Served(tmp_path_factory.mktemp("served")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
 ``Served`` starts the process with a fresh SQLite file in a temporary directory and a known admin
 token, waits until ``/readyz`` answers (a condition with a deadline, not a sleep) and reads the
-public key with ``meterbridge keys show --json``. ``raw`` sends one request on a plain socket and
-returns the exact status, header lines and body bytes that came back, for checks that must see
-what a client sees (one ``Date`` header, the body the digest covers).
+public key with ``meterbridge keys show --json`` (run in process, ``cli_in``). ``raw`` sends one
+request on a plain socket and returns the exact status, header lines and body bytes that came
+back, for checks that must see what a client sees (one ``Date`` header, the body the digest
+covers).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+from typer.testing import CliRunner, Result
+
+from bridge.cli import app as cli
 
 ADMIN = "admin-" + "5e" * 32
 DEADLINE_S = 30.0
@@ -29,6 +33,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cli_in(env: dict[str, str], *args: str) -> Result:
+    """``meterbridge *args`` run in this process (another interpreter to start costs seconds on
+    a busy machine) with exactly ``env`` as its environment."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    return CliRunner().invoke(cli, list(args), env={**unset, **env})
 
 
 @dataclass
@@ -91,13 +102,8 @@ class Served:
         else:
             self.__exit__()
             raise RuntimeError("serve did not become ready in time")
-        shown = subprocess.run(
-            [sys.executable, "-m", "bridge", "keys", "show", "--json"],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        shown = cli_in(self._env(), "keys", "show", "--json")
+        assert shown.exit_code == 0, shown.output
         self.public_key = json.loads(shown.stdout)["ed25519"]
         return self
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +17,7 @@ from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
 from bridge.domain.errors import UsesLimitExceeded
 from bridge.domain.model import UsageKind
 from bridge.service import licenses, policies, products
+from bridge.service import usage as usage_module
 from bridge.service.batch_writer import BatchWriter
 from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 from bridge.store.uow import SqlUnitOfWork
@@ -56,7 +59,7 @@ def wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
-def setup_license(container: Container, max_uses: int) -> str:
+def setup_license(container: Container, max_uses: int | None) -> str:
     product = products.create_product(container.uows, container.clock, ADMIN, NewProduct(name="p"))
     policy = policies.create_policy(
         container.uows, container.clock, ADMIN, NewPolicy(product.id, name="p", max_uses=max_uses)
@@ -103,6 +106,74 @@ def test_queued_changes_share_one_transaction_with_exact_answers(container: Cont
         assert total == 3
         assert {e.id for e in entries} == {r.entry_id for r in accepted}
         assert uow.outbox.pending_count() == 3
+
+
+def test_a_change_failing_after_its_writes_is_undone_alone(container: Container) -> None:
+    """Changes written one after the other in one transaction, the middle one failing after its
+    counter, ledger and outbox writes (its answer cannot be built): its savepoint undoes exactly
+    its writes; the changes before and after it commit (on PostgreSQL the savepoints nest)."""
+    license_id = setup_license(container, max_uses=None)
+    uows = GatedUnitsOfWork(container)
+    writer = BatchWriter(uows, UsageService(uows, container.clock, ("sink",)))
+
+    def broken(_outcome: UsageOutcome) -> None:
+        raise RuntimeError("the answer cannot be rendered")
+
+    first = writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 1))
+    wait_for(lambda: uows.opened == 1)
+    queued = [
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 2)),
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 4), broken),
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 8)),
+        writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 16), broken),
+    ]
+    uows.gate.set()
+    writer.close()
+
+    results = [outcome(f) for f in [first, *queued]]
+    assert uows.opened == 2  # the four queued changes shared one transaction
+    assert [r.license.uses for r in results if isinstance(r, UsageOutcome)] == [1, 3, 11]
+    assert [type(r) for r in results[2::2]] == [RuntimeError, RuntimeError]
+    with container.uows() as uow:
+        license = uow.licenses.get(license_id)
+        assert license is not None
+        assert license.uses == 11
+        entries, total = uow.ledger.history(license_id, offset=0, limit=10)
+        assert sorted(e.delta for e in entries) == [1, 2, 8]
+        assert total == 3
+        assert uow.outbox.pending_count() == 3
+
+
+def test_a_write_failing_in_the_store_is_the_failing_changes_own(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger and outbox rows of a change travel together (pipelined on PostgreSQL), so the
+    store reports their errors late: still inside that change's savepoint. A change whose ledger
+    entry collides with another's id fails alone and runs again alone; its neighbours in the
+    batch keep exact answers and the counter counts each change once."""
+    ids = iter(["a" * 32, "b" * 32, "a" * 32, "c" * 32, "d" * 32])
+    fake_uuid = SimpleNamespace(uuid4=lambda: uuid.UUID(next(ids)))
+    monkeypatch.setattr(usage_module, "uuid", fake_uuid)
+    license_id = setup_license(container, max_uses=None)
+    changes = [UsageChange(license_id, UsageKind.INCREMENT, n) for n in (1, 2, 4, 8)]
+    uows, futures = run_queued(container, changes)
+
+    results = [outcome(f) for f in futures]
+    assert all(isinstance(r, UsageOutcome) for r in results), results
+    done = [r for r in results if isinstance(r, UsageOutcome)]
+    # The third collided in the batch (with the first's id): the batch committed the second and
+    # the fourth, then the third ran alone with a fresh id.
+    assert [r.license.uses for r in done] == [1, 3, 15, 11]
+    assert [r.entry_id[0] for r in done] == ["a", "b", "d", "c"]
+    assert uows.opened == 3
+    with container.uows() as uow:
+        license = uow.licenses.get(license_id)
+        assert license is not None
+        assert license.uses == 15
+        entries, total = uow.ledger.history(license_id, offset=0, limit=10)
+        assert total == 4
+        assert sorted(e.delta for e in entries) == [1, 2, 4, 8]
+        assert uow.outbox.pending_count() == 4
 
 
 def test_same_key_twice_in_one_batch_applies_once(container: Container) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,12 +30,6 @@ pytest.importorskip(
     reason="keygen-py publishes wheels for Linux x86_64 only (a Rust extension): the dev extra "
     "installs it there, and CI runs these tests",
 )
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with Served(tmp_path_factory.mktemp("keygen-offline")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

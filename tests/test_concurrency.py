@@ -8,7 +8,6 @@ counter, and contention surfaces only as Keygen's own errors (never a 409, 503 o
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import random
@@ -34,6 +33,7 @@ from bridge.service.products import create_product
 from bridge.service.usage import UsageChange, UsageOutcome
 from bridge.settings import load_settings
 from bridge.testing import FakeClock
+from tests.processes import warm_context
 from tests.threads import run_in_threads
 
 ADMIN = Principal(Role.ADMIN, "admin")
@@ -178,7 +178,7 @@ def test_threads_accept_exactly_max_uses(store: Container) -> None:
 
 # Processes ----------------------------------------------------------------------------------
 def _process_writer(tasks: Any, results: Any, barrier: Any) -> None:
-    """A spawned writer process: for each task, its own settings, engine and service.
+    """A writer process: for each task, its own settings, engine and service.
 
     A task is ``(url, license_id, attempts)``; ``None`` ends the process. All writers of a round
     start their attempts together at ``barrier`` and report ``(pid, entry ids, error names)``.
@@ -205,10 +205,10 @@ def _process_writer(tasks: Any, results: Any, barrier: Any) -> None:
 
 
 class WriterProcesses:
-    """Spawned writer processes, started once per module: interpreter start-up is the slow part."""
+    """Writer processes, started once per module: starting a process is the slow part."""
 
     def __init__(self, count: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        ctx = warm_context()
         self.count = count
         self.barrier = ctx.Barrier(count)
         self.results = ctx.Queue()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -84,6 +86,7 @@ def _commands(argv: list[str]) -> None:
 
 DOCKERFILE = _instructions(ROOT / "Dockerfile")
 FINAL = _final_stage(DOCKERFILE)
+BUILD = DOCKERFILE[: len(DOCKERFILE) - len(FINAL)]
 
 
 def test_the_image_is_multi_stage_slim_and_not_root() -> None:
@@ -111,6 +114,32 @@ def test_the_build_context_is_what_the_image_copies() -> None:
     ]
     assert lines[0] == "*"
     assert {line[1:].rstrip("/") for line in lines if line.startswith("!")} == copied
+
+
+def test_the_image_installs_the_versions_ci_tests() -> None:
+    """Every dependency comes from ``requirements/runtime.lock``, hash-checked, and that lock is
+    ``ci.lock``'s pins for exactly what the bridge needs (``scripts/split_lock.py --check``
+    against this environment, installed from ``ci.lock``); the bridge itself goes in last,
+    without dependencies, as a wheel built by ``build.lock``'s backend."""
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "split_lock.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    runtime = (ROOT / "requirements" / "runtime.lock").read_text()
+    assert "psycopg-binary==" in runtime  # the extras are followed: psycopg[binary]
+    assert "uvloop==" in runtime  # uvicorn[standard]
+    assert "pytest==" not in runtime  # nothing of dev
+    assert "hatchling==" not in runtime  # nor of the build
+    installs = [args for word, args in BUILD if word == "RUN" and "install" in args]
+    assert any("--require-hashes -r requirements/runtime.lock" in a for a in installs)
+    assert any("--require-hashes -r requirements/build.lock" in a for a in installs)
+    for args in installs:  # no other install may resolve versions of its own
+        for command in args.split("&&"):
+            if " install " in command and "--require-hashes" not in command:
+                assert "--no-deps" in command, command
 
 
 def test_entrypoint_and_command_are_the_cli() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from bridge.keys import AccountKey, SigningKeyInvalid, ensure_key, key_path, load_key
 from bridge.settings import load_settings
+from tests.served import cli_in
 
 SEED = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"  # RFC 8032 test 1
 PUBLIC = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
@@ -85,14 +84,12 @@ def test_keys_show_prints_both_forms_and_refuses_without_a_key(tmp_path: Path) -
     """``meterbridge keys show`` prints the public key; with no key yet it says how to get one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env["BRIDGE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'b.db'}"
-    command = [sys.executable, "-m", "bridge", "keys", "show"]
-    missing = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    assert missing.returncode == 1
+    missing = cli_in(env, "keys", "show")
+    assert missing.exit_code == 1
     assert "meterbridge serve" in missing.stderr
     env["BRIDGE_SIGNING__KEY"] = SEED
-    shown = subprocess.run(
-        command, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, check=True
-    )
+    shown = cli_in({**env, "COLUMNS": "200"}, "keys", "show")
+    assert shown.exit_code == 0, shown.output
     assert PUBLIC in shown.stdout
     assert AccountKey.from_hex(SEED, source="t").public_base64() in shown.stdout
     assert list(tmp_path.iterdir()) == []  # showing creates nothing

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from bridge.testing import FakeClock
 from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
 from tests.fakes.loopback import LoopbackServer
 from tests.fakes.m3ter import API, CLIENT_SECRET, INGEST, ORG, FakeM3ter
+from tests.served import free_port
 
 DEADLINE_S = 30.0
 ADMIN = Principal(Role.ADMIN, "test")
@@ -138,10 +138,6 @@ def test_the_batch_writer_thread_logs_under_the_submitters_request_id(
 
 
 # A full run -----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -176,7 +172,7 @@ def test_a_full_serve_run_logs_no_secret_and_every_request_line_has_its_id(
     through failures. No secret appears in its logs; each request line carries the request's
     id, and each delivery line its sink and batch."""
     lago, m3ter, lago_url, m3ter_api, m3ter_ingest = platforms
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
         "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'full.db'}",

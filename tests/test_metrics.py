@@ -5,7 +5,6 @@ several processes summed through the multiprocess directory."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -25,6 +24,7 @@ from bridge.service.relay import Relay, RelayPolicy
 from bridge.testing import FakeClock
 from connectors.memory import InMemorySink
 from tests.conftest import Api, make_container
+from tests.served import free_port
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -149,15 +149,9 @@ def test_checkin_records_are_counted_by_result(api: Api) -> None:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def own_port(sqlite_url: str, clock: FakeClock) -> Iterator[tuple[Container, int]]:
-    port = _free_port()
+    port = free_port()
     c = make_container(sqlite_url, clock, metrics={"port": port})
     yield c, port
     c.dispose()

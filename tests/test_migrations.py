@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from sqlmodel import SQLModel
 import bridge.store.tables  # noqa: F401  (registers the tables)
 from bridge.store.engine import make_engine
 from bridge.store.migrate import alembic_config, upgrade
+from tests.old_stores import store_at, store_with_a_license
+from tests.processes import warm_context
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -45,8 +46,7 @@ def test_upgrade_is_idempotent(sqlite_url: str) -> None:
 def test_the_reason_column_is_filled_from_the_stored_errors(tmp_path: Path) -> None:
     """Migration 0005 gives existing rows their reason: items waiting for a mapping (told apart
     by their error's prefix until then), dead letters past the horizon, other dead letters."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, "0004")
+    engine = store_at(tmp_path / "old.db", "0004")
     rows = [
         ("pending", "MAPPING_MISSING: license x has no metadata 'sub'"),
         ("pending", "lago answered 503: down"),
@@ -90,7 +90,7 @@ def _start_and_migrate(url: str, barrier: Any, results: Any) -> None:
 
 
 def _migrate_at_once(url: str) -> list[str]:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = warm_context()
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
     processes = [
         ctx.Process(target=_start_and_migrate, args=(url, barrier, results))
@@ -148,29 +148,7 @@ def test_sqlite_upgrade_keeps_rows_of_tables_it_rebuilds(tmp_path: Path) -> None
     """A SQLite store with licenses under a policy upgrades through the migrations that rebuild
     ``policies`` (Alembic's batch mode drops the old table while licenses point at it): every
     row stays, and foreign keys are enforced again afterwards."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, "0006")
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO products (id, name, metadata, created, updated) "
-                "VALUES ('p', 'P', '{}', '2026-01-01', '2026-01-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO policies (id, product_id, name, floating, strict, overage_strategy,"
-                " protected, expiration_basis, metadata, created, updated) VALUES ('q', 'p', 'Q',"
-                " 0, 0, 'NO_OVERAGE', 0, 'FROM_CREATION', '{}', '2026-01-01', '2026-01-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO licenses (id, key, policy_id, uses, protected, suspended, metadata,"
-                " created, updated) VALUES ('l', 'OLD-KEY-1', 'q', 3, 0, 0, '{}', '2026-01-01',"
-                " '2026-01-01')"
-            )
-        )
+    engine = store_with_a_license(tmp_path / "old.db", "0006", uses=3)
     upgrade(engine)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, policy_id, uses FROM licenses")).all() == [

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ADMIN_TOKEN
-from tests.test_serve import _free_port
+from tests.served import free_port
 
 DEADLINE_S = 60.0
+ACCEPTED = "bridge_usage_changes_total"
 JSON = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/vnd.api+json"}
 
 
@@ -36,10 +39,11 @@ def _env(url: str, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def served(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "--port", str(port), "--workers", "2"],
-        env=_env(pg_url, tmp_path),
+        # its private metrics directory goes under TMPDIR: here, where the test can read it
+        env={**_env(pg_url, tmp_path), "TMPDIR": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -93,12 +97,39 @@ def _license(client: httpx.Client, max_uses: int) -> str:
     return str(lic.json()["data"]["id"])
 
 
+def _accepted_by_process(folder: Path) -> dict[str, float]:
+    """Accepted increments in each process's counter file of the metrics directory."""
+    found = {}
+    for file in folder.glob("counter_*.db"):
+        for metric in MultiProcessCollector.merge([str(file)]):
+            for sample in metric.samples:
+                if sample.name == ACCEPTED and sample.labels["result"] == "accepted":
+                    found[file.stem] = found.get(file.stem, 0.0) + sample.value
+    return found
+
+
+def _scrape(client: httpx.Client) -> dict[str, float]:
+    """From one scrape: accepted and rejected increments, and the relay's deliveries."""
+    found = dict.fromkeys(("accepted", "rejected", "delivered"), 0.0)
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == ACCEPTED and labels["action"] == "increment":
+                found["accepted" if labels["result"] == "accepted" else "rejected"] += sample.value
+            elif sample.name == "bridge_outbox_deliveries_total" and labels["sink"] == "file":
+                found["delivered"] += sample.value if labels["outcome"] == "delivered" else 0
+    return found
+
+
 def test_workers_share_the_port_and_the_limit_and_stop_on_sigterm(
-    served: tuple[str, subprocess.Popen[str]], pg_url: str
+    served: tuple[str, subprocess.Popen[str]], pg_url: str, tmp_path: Path
 ) -> None:
     """40 concurrent increments over 2 processes against maxUses 25: exactly 25 accepted, the
-    rest USES_LIMIT_EXCEEDED, one ledger entry per acceptance; SIGTERM stops all, exit 0."""
+    rest USES_LIMIT_EXCEEDED, one ledger entry per acceptance. The metrics of both API
+    processes and of the relay beside them are summed in one scrape, through a private
+    directory removed at exit. SIGTERM stops all, exit 0."""
     base, proc = served
+    (folder,) = tmp_path.glob("meterbridge-metrics-*")
     with httpx.Client(base_url=base, headers=JSON, timeout=10) as client:
         license_id = _license(client, max_uses=25)
         path = f"/v1/licenses/{license_id}/actions/increment-usage"
@@ -121,8 +152,32 @@ def test_workers_share_the_port_and_the_limit_and_stop_on_sigterm(
     finally:
         engine.dispose()
     assert count == 25
+    with httpx.Client(base_url=base, headers=JSON, timeout=10) as client:
+        extra = _license(client, max_uses=1000)
+        path = f"/v1/licenses/{extra}/actions/increment-usage"
+        accepted = 25
+        # until both API processes have accepted some (new connections, 8 at a time: the busy
+        # process leaves the next one to the other)
+        while len(_accepted_by_process(folder)) < 2:
+            assert accepted < 500, "one process took every connection"
+            with ThreadPoolExecutor(8) as pool:
+                batch = list(pool.map(lambda _i: httpx.post(base + path, headers=JSON), range(8)))
+            assert [a.status_code for a in batch] == [200] * 8
+            accepted += 8
+        # one scrape shows them all (waiting on the condition: a process may buffer its counts
+        # for a moment; the deliveries are counted by the relay in the supervising process)
+        expected = {"accepted": accepted, "rejected": 15, "delivered": accepted}
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            scraped = _scrape(client)
+            if scraped == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert scraped == expected
+        assert sum(_accepted_by_process(folder).values()) == accepted
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=DEADLINE_S) == 0
+    assert not folder.exists()
 
 
 def test_workers_need_postgresql(tmp_path: Path) -> None:

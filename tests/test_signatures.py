@@ -78,12 +78,6 @@ def verify_raw(
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with Served(tmp_path_factory.mktemp("signed")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def license_key(served: Served) -> str:
     with served.admin() as admin:
         product = admin.post(

@@ -19,7 +19,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from nacl.signing import VerifyKey
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from bridge.cli import app as cli
@@ -29,6 +29,7 @@ from bridge.store.engine import make_engine
 from bridge.store.migrate import alembic_config, upgrade
 from bridge.testing import FakeClock
 from tests.conftest import Api, error_of, make_container
+from tests.old_stores import OLD_KEY, store_with_a_license
 from tests.test_checkout import TEST_PUBLIC, keyed_api
 
 _SHAPE = re.compile(r"key/([A-Za-z0-9_=-]+)\.([A-Za-z0-9_=-]+)")
@@ -197,35 +198,12 @@ def test_the_cli_signs_with_the_stored_key(tmp_path: Path, monkeypatch: pytest.M
 
 def test_the_migration_gives_existing_keys_their_digest(tmp_path: Path) -> None:
     """Licenses created before 0009 are found by their key afterwards."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    upgrade(engine, "0008")
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO products (id, name, metadata, created, updated) "
-                "VALUES ('p', 'P', '{}', '2026-01-01', '2026-01-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO policies (id, product_id, name, floating, strict, overage_strategy,"
-                " protected, expiration_basis, metadata, created, updated) VALUES ('q', 'p', 'Q',"
-                " 0, 0, 'NO_OVERAGE', 0, 'FROM_CREATION', '{}', '2026-01-01', '2026-01-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO licenses (id, key, policy_id, uses, protected, suspended, metadata,"
-                " created, updated) VALUES ('l', 'OLD-KEY-1', 'q', 0, 0, 0, '{}', '2026-01-01',"
-                " '2026-01-01')"
-            )
-        )
+    engine = store_with_a_license(tmp_path / "old.db", "0008")
     upgrade(engine)
     engine.dispose()
-    container = make_container(url, FakeClock())
+    container = make_container(f"sqlite:///{tmp_path / 'old.db'}", FakeClock())
     with container.uows() as uow:
-        found = uow.licenses.find("OLD-KEY-1")
+        found = uow.licenses.find(OLD_KEY)
     container.dispose()
     assert found is not None
     assert found.id == "l"

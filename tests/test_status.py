@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,13 +96,10 @@ def test_an_unreachable_database_is_said_and_exits_1(monkeypatch: pytest.MonkeyP
     assert data["database"]["error"]
 
 
-def test_watch_refreshes_until_sigterm_and_exits_0(tmp_path: Path) -> None:
+def test_watch_refreshes_until_sigterm_and_exits_0(sqlite_url: str) -> None:
     """``--watch --json`` prints a document per refresh; SIGTERM ends it with exit 0."""
-    env = {**os.environ, "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+    env = {**os.environ, "BRIDGE_DATABASE_URL": sqlite_url}  # a migrated store
     env.pop("BRIDGE_CONFIG", None)
-    subprocess.run(
-        [sys.executable, "-m", "bridge", "db", "upgrade"], env=env, check=True, timeout=60
-    )
     with subprocess.Popen(
         [sys.executable, "-m", "bridge", "status", "--watch", "0.5", "--json"],
         env=env,

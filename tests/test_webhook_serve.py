@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import httpx
 
 from tests import webhook_signing as sign
 from tests.conftest import ADMIN_TOKEN, Api
+from tests.served import free_port
 
 DEADLINE_S = 30.0
 KEY = "serve-hmac-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(condition: Callable[[], bool], what: str) -> None:
@@ -37,7 +31,7 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
 def test_serve_handles_a_delivery_in_the_background(tmp_path: Path) -> None:
     """The 200 comes from the store; the worker thread of serve applies the termination soon
     after, without anyone driving it; SIGTERM then stops serve with exit 0."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",

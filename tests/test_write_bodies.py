@@ -15,7 +15,10 @@ from bridge.testing import FakeClock
 from tests.conftest import Api
 from tests.hostile import api_on, dump, engine_of
 
-EXAMPLES = 600  # over all routes, per database
+# Over all routes: the body parsers are the same on both databases; PostgreSQL (each example
+# dumps its whole store, twice on a 4xx) runs fewer, with a seed of its own so they differ.
+EXAMPLES = {"sqlite": 600, "postgresql": 200}
+SEEDS = {"sqlite": 20261130, "postgresql": 20261201}
 CODES = {cls.code for cls in all_error_classes()} - {"INTERNAL_ERROR"}
 
 _LICENSE = [
@@ -192,10 +195,11 @@ def test_any_json_in_any_attribute_is_2xx_or_a_4xx_that_changed_nothing(
     with api_on(db_url, clock) as api:
         world = _world(api)
         engine = engine_of(api)
+        dialect = engine.dialect.name
 
-        @seed(20261130)
+        @seed(SEEDS[dialect])
         @settings(
-            max_examples=EXAMPLES,
+            max_examples=EXAMPLES[dialect],
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

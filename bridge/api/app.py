@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import __version__
 from bridge.api import errors
@@ -83,6 +83,30 @@ class _SignedApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+async def _warm_routes(app: FastAPI) -> None:
+    """FastAPI prepares each included route (its fields and dependencies) on the first request
+    that reaches it, about half a second for this API's routes on the first request of a
+    process, during which the event loop serves nothing else. One request for a path no route
+    matches, sent to the router alone before the server accepts connections, pays it here."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/accounts/-/-/-",
+        "raw_path": b"/v1/accounts/-/-/-",
+        "query_string": b"",
+        "headers": [],
+        "root_path": "",
+    }
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_message: Message) -> None:
+        return None
+
+    await app.router(scope, receive, send)
+
+
 def create_app(
     context: ApiContext, signing: Signing, *, fast_usage: bool = True, access_log: bool = True
 ) -> FastAPI:
@@ -90,10 +114,11 @@ def create_app(
     compare the two)."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watch = context.auth.watch()
         if watch is not None:
             watch.start()
+        await _warm_routes(app)
         yield
         if watch is not None:
             watch.close()

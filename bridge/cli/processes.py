@@ -80,7 +80,17 @@ def serve(
         if workers > 1:
             if config is not None:  # the API processes read the same settings
                 os.environ["BRIDGE_CONFIG"] = str(config.resolve())
-            with _metrics_port(c), _relay_thread(c), _webhook_thread(c), _scheduler(c):
+            from bridge.observability.metrics import shared_directory
+
+            # Before anything counts or a process is spawned: every process's counters go to
+            # one directory, and /metrics of any API process sums them all.
+            with (
+                shared_directory(),
+                _metrics_port(c),
+                _relay_thread(c),
+                _webhook_thread(c),
+                _scheduler(c),
+            ):
                 supervised = uvicorn.Config(
                     WORKER_APP,
                     factory=True,

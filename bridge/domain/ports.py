@@ -489,6 +489,11 @@ class UsageUnitOfWork(Transaction, Protocol):
         """A nested scope whose writes are undone if the block raises."""
         ...
 
+    def writes_together(self) -> AbstractContextManager[None]:
+        """A scope of writes whose results nothing in it reads: the store may send them
+        together (one round trip); an error of any of them is raised when the scope ends."""
+        ...
+
 
 class UsageUnitOfWorkFactory(Protocol):
     def __call__(self) -> UsageUnitOfWork: ...
@@ -575,6 +580,7 @@ class CheckInUnitOfWork(Transaction, Protocol):
     def records(self) -> UsageRecords: ...
 
     def savepoint(self) -> AbstractContextManager[None]: ...
+    def writes_together(self) -> AbstractContextManager[None]: ...
 
 
 class CheckInUnitOfWorkFactory(Protocol):

@@ -9,7 +9,10 @@ per sink) is not counted here but read from the database at each scrape
 Several processes (API replicas, a worker, a scheduler on one machine) share their counters
 through the client's multiprocess mode: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
 before they start, and ``/metrics`` of any of them sums all of them. The client decides the
-mode when it is first imported, so the variable must be in the environment, not set later.
+mode when it is first imported, so the variable must be in the environment, not set later;
+``serve --workers N`` is the exception (``shared_directory``). There are no ``Gauge`` objects
+here, so no gauge needs a multiprocess mode: the gauges (the outbox's depth) are read from the
+store by the scraped process.
 
 Labels are bounded: route templates (never raw paths), sink and provider names, status codes,
 the domain's error codes and delivery reasons.
@@ -18,12 +21,16 @@ the domain's error codes and delivery reasons.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, values
 
 NAMESPACE = "bridge"
 
@@ -193,9 +200,62 @@ def http_requests_child(route: str, method: str, status: int) -> Any:
     return _REQUESTS.labels(route, method, str(status))
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_ALL = (
+    _REQUESTS,
+    _USAGE,
+    _DELIVERIES,
+    _LAG,
+    _CIRCUIT,
+    _PERIODS,
+    _FINDINGS,
+    _DISCREPANCIES,
+    _WEBHOOKS,
+    _CHECKINS,
+    _PURGED,
+)
+
+
 def multiprocess_dir() -> str | None:
     """The directory the processes share their metrics through, if multiprocess mode is on."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+@contextmanager
+def shared_directory() -> Iterator[Path]:
+    """Multiprocess mode for this process and the processes it starts from here on (``serve
+    --workers N``: the API processes it spawns, and its own relay and scheduler).
+
+    The operator's ``PROMETHEUS_MULTIPROC_DIR`` if set (created if missing, never emptied: other
+    processes may be writing it); else a fresh private directory (mode 0700) that is removed
+    when the block ends. A process that imported the client without the variable counts in
+    memory, so it is switched to the files here: label children counted so far (none at
+    start-up) are dropped, and each one created from now on writes its file."""
+    given = multiprocess_dir()
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="meterbridge-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)  # inherited by the processes started from now on
+    switched = not getattr(values.ValueClass, "_multiprocess", False)
+    if switched:  # (a second value class on the same files would overwrite the first's)
+        before = values.ValueClass
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        _clear()
+    try:
+        yield path
+    finally:
+        if switched:
+            values.ValueClass = before
+            _clear()
+            values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+        if not given:
+            del os.environ[MULTIPROC_ENV]
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _clear() -> None:
+    for metric in _ALL:
+        metric.clear()
+    _USAGE_CHILDREN.clear()  # its children were dropped with the rest
 
 
 def process_exited(pid: int) -> None:

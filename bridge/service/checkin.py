@@ -220,13 +220,14 @@ class CheckInService:
             request_id=request_id,
             occurred_at=at,
         )
-        uow.ledger.add(entry)
-        if forwarded(entry):
-            self._forward(uow, entry, now)
         stored = StoredRecord(
             record.id, license.id, n, record.occurred_at, entry.id, period_start, late
         )
-        uow.records.add(stored, now)
+        with uow.writes_together():  # the entry, its outbox rows and the record: one round trip
+            uow.ledger.add(entry)
+            if forwarded(entry):
+                self._forward(uow, entry, now)
+            uow.records.add(stored, now)
         if not late:
             license = license.replace(uses=after, updated=now)
         first_use_expiry = license.expiry_on_first_use(at)

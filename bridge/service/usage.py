@@ -130,9 +130,10 @@ class UsageService:
             request_id=change.request_id,
             occurred_at=now,
         )
-        uow.ledger.add(entry)
-        if forwarded(entry):
-            uow.outbox.add(entry, self._sinks)
+        with uow.writes_together():  # the entry and its outbox rows: one round trip
+            uow.ledger.add(entry)
+            if forwarded(entry):
+                uow.outbox.add(entry, self._sinks)
         expiry = license.expiry
         if change.kind is UsageKind.INCREMENT:
             first_use_expiry = license.expiry_on_first_use(now)

@@ -177,7 +177,11 @@ class SqlUnitOfWork:
     # The transaction --------------------------------------------------------------------------
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested scope whose writes are undone if the block raises."""
+        """A nested scope whose writes are undone if the block raises.
+
+        On PostgreSQL a scope that succeeds is not released: the next ``SAVEPOINT`` of the same
+        name nests inside it and ``ROLLBACK TO`` finds the newest, so a batch of changes saves a
+        round trip per change; the commit ends them all. (SQLite releases: a local call.)"""
         cursor = self._cursor
         cursor.execute("SAVEPOINT usage_change")
         try:
@@ -187,7 +191,20 @@ class SqlUnitOfWork:
             cursor.execute("RELEASE SAVEPOINT usage_change")
             raise_translated(exc, self._dbapi)
             raise
-        cursor.execute("RELEASE SAVEPOINT usage_change")
+        if self._st.sql.sqlite:
+            cursor.execute("RELEASE SAVEPOINT usage_change")
+
+    @contextmanager
+    def writes_together(self) -> Iterator[None]:
+        """On PostgreSQL, psycopg's pipeline mode: the statements go without waiting for each
+        answer, and the first error is raised when the block ends (inside the caller's
+        savepoint, so it is still that change's). SQLite is in process: nothing to save."""
+        if self._st.sql.sqlite:
+            yield
+            return
+        assert self._raw is not None, "writes_together() outside the with block"
+        with self._raw.driver_connection.pipeline():  # type: ignore[union-attr]
+            yield
 
     def commit(self) -> None:
         assert self._raw is not None, "commit() outside the with block"

@@ -45,7 +45,7 @@ def test_platforms_down_then_throttling_then_slow_then_back(tmp_path: Path) -> N
             # Throttling: every request answered 429 for a while (Lago's X-RateLimit-Reset,
             # m3ter's Retry-After), then accepted.
             fakes.m3ter.retry_after = "1"
-            throttled = 6
+            throttled = 3  # each one waits out its reset: a few show the relay honours them
             fakes.lago.throttle(throttled, reset=1)
             fakes.m3ter.outages.extend([429] * throttled)
             wait_for(
@@ -57,7 +57,7 @@ def test_platforms_down_then_throttling_then_slow_then_back(tmp_path: Path) -> N
 
             # Slow: requests that get no answer until the sink's 1 s timeout gives up, some
             # after the platform stored the batch (the resend is deduplicated on the entry id).
-            slow = 4
+            slow = 2  # Lago: one before and one after storing the batch; m3ter: two
             fakes.lago.time_out(slow // 2)
             fakes.lago.time_out(slow // 2, after_storing=True)
             fakes.m3ter.outages.extend(["timeout"] * slow)
