@@ -118,7 +118,15 @@ def test_a_write_whose_answer_cannot_render_commits_nothing(
     with api_on(db_url, clock) as api, capture_logs() as logs:
         world = _world(api)
         engine = engine_of(api)
-        for name in ("product", "policy", "license", "license_json", "machine", "token"):
+        for name in (
+            "product",
+            "policy",
+            "license",
+            "license_json",
+            "machine",
+            "machine_json",
+            "token",
+        ):
             monkeypatch.setattr(Renderer, name, _broken)
         for method, path, body in _writes(world):
             before = dump(engine)
