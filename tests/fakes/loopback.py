@@ -79,7 +79,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         loopback = self.server.loopback
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client died mid-request (a SIGKILL): as a real server,
+            self.close_connection = True  # drop what never fully arrived, unanswered
+            return
         request = httpx.Request(
             self.command,
             f"{loopback.as_url}{self.path}",
