@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from types import SimpleNamespace
 
@@ -23,6 +22,7 @@ from bridge.service.usage import UsageChange, UsageOutcome, UsageService
 from bridge.store.uow import SqlUnitOfWork
 from bridge.testing import FakeClock
 from tests.conftest import make_container
+from tests.waiting import wait_for
 
 ADMIN = Principal(Role.ADMIN, "test")
 DEADLINE_S = 10.0
@@ -52,13 +52,6 @@ class GatedUnitsOfWork:
         return self._inner()
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
-
-
 def setup_license(container: Container, max_uses: int | None) -> str:
     product = products.create_product(container.uows, container.clock, ADMIN, NewProduct(name="p"))
     policy = policies.create_policy(
@@ -74,7 +67,7 @@ def run_queued(
     uows = GatedUnitsOfWork(container)
     writer = BatchWriter(uows, UsageService(uows, container.clock, ("sink",)))
     futures = [writer.submit(ADMIN, changes[0])]
-    wait_for(lambda: uows.opened == 1)  # the writer is inside the first transaction
+    wait_for(lambda: uows.opened == 1, every_s=0.001)  # the writer is inside the first transaction
     futures += [writer.submit(ADMIN, change) for change in changes[1:]]
     uows.gate.set()
     writer.close()
@@ -129,7 +122,7 @@ def test_a_change_failing_after_its_writes_is_undone_alone(container: Container)
         raise RuntimeError("the answer cannot be rendered")
 
     first = writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 1))
-    wait_for(lambda: uows.opened == 1)
+    wait_for(lambda: uows.opened == 1, every_s=0.001)
     queued = [
         writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 2)),
         writer.submit(ADMIN, UsageChange(license_id, UsageKind.INCREMENT, 4), broken),

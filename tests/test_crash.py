@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from bridge.testing import FakeClock
 from tests.conftest import Api, make_container
 from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
 from tests.fakes.loopback import LoopbackServer
+from tests.waiting import wait_for
 
 ADMIN = Principal(Role.ADMIN, "test")
 DEADLINE_S = 30.0
@@ -100,13 +100,6 @@ LAGO_KEY = "lago-e2e-key"
 BATCH = 25
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_workers_on_postgresql_bill_each_entry_once_through_a_kill_9(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -167,7 +160,7 @@ def test_workers_on_postgresql_bill_each_entry_once_through_a_kill_9(
 
         logs = [tmp_path / f"worker{n}.log" for n in (1, 2)]
         others = [_worker(env, log) for log in logs]
-        _wait_for(lambda: len(lago.ingested) >= 2 * BATCH, "the other workers deliver nothing")
+        wait_for(lambda: len(lago.ingested) >= 2 * BATCH, "the other workers deliver nothing")
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=DEADLINE_S) == -signal.SIGKILL
         held.release()  # the victim's batch reaches Lago after all; its answer is lost
@@ -177,7 +170,7 @@ def test_workers_on_postgresql_bill_each_entry_once_through_a_kill_9(
             rows = {r.status.value: r.count for r in outbox_status(store.uows)}
             return rows == {"delivered": len(accepted)}
 
-        _wait_for(all_delivered, "the outbox never drained")
+        wait_for(all_delivered, "the outbox never drained")
         for worker, log in zip(others, logs, strict=True):
             assert worker.poll() is None, log.read_text()
             worker.send_signal(signal.SIGTERM)

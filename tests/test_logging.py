@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
 from tests.fakes.loopback import LoopbackServer
 from tests.fakes.m3ter import API, CLIENT_SECRET, INGEST, ORG, FakeM3ter
 from tests.served import free_port
+from tests.waiting import wait_for
 
 DEADLINE_S = 30.0
 ADMIN = Principal(Role.ADMIN, "test")
@@ -156,13 +156,6 @@ def platforms() -> Iterator[tuple[FakeLago, FakeM3ter, str, str, str]]:
     assert lago.violations == []
 
 
-def _wait(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_a_full_serve_run_logs_no_secret_and_every_request_line_has_its_id(
     tmp_path: Path, platforms: tuple[FakeLago, FakeM3ter, str, str, str]
 ) -> None:
@@ -208,9 +201,9 @@ def test_a_full_serve_run_logs_no_secret_and_every_request_line_has_its_id(
         assert proc.stdout is not None
         admin = next(m.group(0) for line in proc.stdout if (m := re.search(r"admin-\w{64}", line)))
         base = f"http://127.0.0.1:{port}"
-        _wait(lambda: _ready(base), "serve did not become ready")
+        wait_for(lambda: _ready(base), "serve did not become ready")
         secrets, answered = _exercise(base, admin, lago, m3ter)
-        _wait(lambda: len(lago.ingested) >= 3 and len(m3ter.accepted) >= 3, "not forwarded")
+        wait_for(lambda: len(lago.ingested) >= 3 and len(m3ter.accepted) >= 3, "not forwarded")
     finally:
         proc.terminate()
         proc.wait(timeout=DEADLINE_S)
@@ -280,7 +273,7 @@ def _exercise(
     increment = f"/v1/licenses/{LICENSE_KEY}/actions/increment-usage"
     assert call("POST", increment, f"License {LICENSE_KEY}").status_code == 200
     assert call("POST", increment, f"Bearer {license_token}").status_code == 200
-    _wait(lambda: len(lago.ingested) >= 2 and len(m3ter.accepted) >= 2, "first changes")
+    wait_for(lambda: len(lago.ingested) >= 2 and len(m3ter.accepted) >= 2, "first changes")
     m3ter.expire_tokens()  # the next measurement gets a 401 and the sink takes a new token
     assert call("POST", increment, f"Bearer {product_token}").status_code == 200
     validate = call(

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,16 +14,10 @@ import httpx
 from tests import webhook_signing as sign
 from tests.conftest import ADMIN_TOKEN, Api
 from tests.served import free_port
+from tests.waiting import wait_for
 
 DEADLINE_S = 30.0
 KEY = "serve-hmac-token"
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_serve_handles_a_delivery_in_the_background(tmp_path: Path) -> None:
@@ -57,7 +49,7 @@ def test_serve_handles_a_delivery_in_the_background(tmp_path: Path) -> None:
                     assert proc.poll() is None, "serve exited early"
                     return False
 
-            _wait(ready, "serve to be ready")
+            wait_for(ready, "serve to be ready")
             api = Api(http)  # type: ignore[arg-type]
             lic = api.license(metadata={"lago_subscription_id": "sub-1"})["id"]
             body = sign.body_of(
@@ -77,7 +69,7 @@ def test_serve_handles_a_delivery_in_the_background(tmp_path: Path) -> None:
                 doc = api.ok("GET", f"/v1/licenses/{lic}")
                 return bool(doc["data"]["attributes"]["suspended"])
 
-            _wait(suspended, "the webhook worker to suspend the license")
+            wait_for(suspended, "the webhook worker to suspend the license")
             delivery = api.ok("GET", "/v1/webhook-deliveries")["data"][0]["attributes"]
             assert delivery["status"] == "applied"
     finally:

@@ -35,6 +35,7 @@ from tests.fakes.lago import LAGO_SPEC, SPEC_MISSING, FakeLago
 from tests.fakes.loopback import LoopbackServer
 from tests.fakes.m3ter import API, CLIENT_ID, CLIENT_SECRET, INGEST, ORG, FakeM3ter
 from tests.served import ADMIN, free_port
+from tests.waiting import wait_for
 
 DEADLINE_S = 60.0
 # Several processes importing at once on a busy 2-core machine may take a while to listen.
@@ -45,14 +46,6 @@ ROUNDS = int(os.environ.get("BRIDGE_FAULT_ROUNDS", "2"))
 PHASE_S = float(os.environ.get("BRIDGE_FAULT_PHASE_S", "2"))
 LAGO_KEY = "lago-reliability-key"
 JSON_API = "application/vnd.api+json"
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    """Poll ``condition`` until it holds (a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # -- processes --------------------------------------------------------------------------------
