@@ -140,6 +140,14 @@ def error_response(
     )
 
 
+def unexpected_response(method: str, route: str | None, request_id: str | None) -> JsonApiResponse:
+    """The 500 document for an error nobody expected (a bug), logged with its traceback under
+    the route's template, never the path (a path may carry a license key). Call it from an
+    ``except`` block."""
+    log.exception("request_failed", method=method, route=route)
+    return error_response(BridgeError(), request_id)
+
+
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -178,10 +186,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonApiResponse:
-        # The route's template, not the path: a path may carry a license key.
         route = getattr(request.scope.get("route"), "path", None)
-        log.exception("request_failed", method=request.method, route=route)
-        return error_response(BridgeError(), _request_id(request))
+        return unexpected_response(request.method, route, _request_id(request))
 
 
 __all__ = ["JSONAPI", "error_response", "install"]

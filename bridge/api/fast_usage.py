@@ -38,11 +38,12 @@ from typing import Any
 
 import structlog
 from pydantic import TypeAdapter, ValidationError
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bridge.api import schemas as s
 from bridge.api.deps import ApiContext, authenticate, checked_idempotency_key
-from bridge.api.errors import error_from_validation, error_response
+from bridge.api.errors import error_from_validation, error_response, unexpected_response
 from bridge.api.middleware import bad_text, limited, log_completed, refusal, request_id
 from bridge.api.parsing import parse_json
 from bridge.api.render import JSONAPI
@@ -79,8 +80,6 @@ _ROUTES = {
 _JSON_MEDIA = frozenset({b"application/json", b"application/vnd.api+json"})
 _NO_BODY = object()
 _JSONAPI = JSONAPI.encode()
-
-log = structlog.get_logger("bridge.api.errors")  # where the app's handler logs request_failed
 
 
 @dataclass(slots=True)
@@ -254,8 +253,7 @@ class UsageFastPath:
         except (BridgeError, Located) as error:
             return _error(error, rid)
         except Exception:  # a bug: logged, answered as the app's handler answers it
-            log.exception("request_failed", method="POST", route=route)
-            return _error(BridgeError(), rid)
+            return _parts(unexpected_response("POST", route, rid))
         out = [
             (b"content-length", str(len(body)).encode()),
             (b"content-type", _JSONAPI),
@@ -314,5 +312,8 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
 
 
 def _error(error: BridgeError | Located, rid: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    response = error_response(error, rid)
+    return _parts(error_response(error, rid))
+
+
+def _parts(response: Response) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     return response.status_code, list(response.raw_headers), bytes(response.body)
