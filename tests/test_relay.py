@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -240,6 +242,32 @@ def test_unwritable_file_is_a_transient_error(store: Container, tmp_path: Path) 
     blocker.write_text("")
     drain(relay(store, FileSink(blocker / "usage.ndjson")))
     assert counts(store) == {("file", OutboxStatus.PENDING.value): 1}
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(
+    store: Container, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills in the middle of a batch's lines: the part written is truncated away and
+    the items stay pending; once space returns, the retry appends whole lines after the ones
+    already there, each change once."""
+    path = tmp_path / "usage.ndjson"
+    first = changes(store, ["file"], 1)
+    drain(relay(store, FileSink(path)))
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    more = changes(store, ["file"], 2)
+    monkeypatch.setattr(os, "write", half_then_full)
+    drain(relay(store, FileSink(path)))
+    assert counts(store)[("file", OutboxStatus.PENDING.value)] == 2
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == first
+    monkeypatch.undo()
+    clock.advance(hours=1)  # past the retry's back-off
+    drain(relay(store, FileSink(path)))
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == first + more
 
 
 def test_dead_letters_are_listed_and_retried_with_their_ids(store: Container) -> None:

@@ -7,9 +7,11 @@ do.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -63,11 +65,30 @@ class FileSink:
         lines = "".join(json.dumps(record(i), separators=(",", ":")) + "\n" for i in items)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(lines)
-                out.flush()
-                os.fsync(out.fileno())
+            _append_whole(self.path, lines.encode())
         except OSError as exc:  # disk full, permissions: may heal, so retry
             message = f"cannot append to {self.path}: {exc}"
             raise TransientDeliveryError(message, reason=Reason.UNAVAILABLE) from exc
         return ()
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` and fsync it, or leave the file as it was: a write cut short (a full disk)
+    is truncated away, so no torn line stays for the retry to append after. The exclusive lock
+    keeps several relays appending to one file from truncating each other's lines."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            with suppress(OSError):
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            raise
+    finally:
+        os.close(fd)  # releases the lock
