@@ -267,7 +267,9 @@ def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(
     monkeypatch.undo()
     clock.advance(hours=1)  # past the retry's back-off
     drain(relay(store, FileSink(path)))
-    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == first + more
+    written = [json.loads(line)["id"] for line in path.read_text().splitlines()]
+    assert written[:1] == first
+    assert sorted(written[1:]) == sorted(more)  # the batch's own order is the relay's
 
 
 def test_dead_letters_are_listed_and_retried_with_their_ids(store: Container) -> None:
