@@ -137,6 +137,10 @@ def serve(url: str, port: int, kind: str, args: argparse.Namespace) -> None:
         return
     if kind == "bare":
         app = bare_app()
+    elif kind == "floor":
+        from _floor import floor_app
+
+        app = floor_app(url, args.floor, args.floor_signature == "on")
     else:
         s.container_for(url).dispose()  # migrates, as serve does
         app = bridge_app(url, args.access_log, args.fast_usage, args.auth_cache, args.relay)
@@ -406,6 +410,10 @@ def server(
         auth_cache,
         "--relay",
         getattr(args, "relay", "off"),
+        "--floor",
+        getattr(args, "floor", "off"),
+        "--floor-signature",
+        getattr(args, "floor_signature", "on"),
     ]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -480,7 +488,8 @@ def bench(args: argparse.Namespace) -> None:
         _measure(results, ports, paths, drive, args)
         written = ledger_count(url) - before
 
-    counted = sum(x.requests - x.bad for k in ("increment", "uncached") for x in results.get(k, []))
+    kinds = ("increment", "uncached", "floor")  # the servers that write the ledger
+    counted = sum(x.requests - x.bad for k in kinds for x in results.get(k, []))
     if written < counted:
         raise SystemExit(f"the ledger has {written} new entries for {counted} increments")
     totals = {name: _total(name, loads) for name, loads in results.items()}
@@ -503,6 +512,9 @@ def _servers(
     }
     if args.auth == "database":
         ports["uncached"] = stack.enter_context(server(url, args, "bridge", "off"))
+    if args.floor != "off":
+        names.append("floor")
+        ports["floor"] = stack.enter_context(server(url, args, "floor"))
     return {name: [] for name in names}, ports
 
 
@@ -559,6 +571,17 @@ def _summary(totals: dict[str, Load], args: argparse.Namespace) -> None:
             f"  database token: principal cache on {inc.rate:.1f} req/s ({inc.cpu_us:.0f} us), "
             f"off {off.rate:.1f} req/s ({off.cpu_us:.0f} us), ratio {gain:.2f}x; uncached / "
             f"bare {off.rate / bare.rate if bare.rate else float('nan'):.2f}x"
+        )
+    if "floor" in totals:
+        floor = totals["floor"]
+        print(
+            f"  the floor (bench/_floor.py: writes {args.floor}, signature "
+            f"{args.floor_signature}): "
+            f"{floor.rate:.1f} req/s, {floor.cpu_us:.0f} us; floor / bare "
+            f"{floor.rate / bare.rate if bare.rate else float('nan'):.2f}x (CPU "
+            f"{bare.cpu_us / floor.cpu_us if floor.cpu_us else float('nan'):.2f}x); increment / "
+            f"floor {inc.rate / floor.rate if floor.rate else float('nan'):.2f}x (CPU "
+            f"{floor.cpu_us / inc.cpu_us if inc.cpu_us else float('nan'):.2f}x)"
         )
     if any(t.bad for t in totals.values()):
         print("  warning: some answers were not 2xx; see the non-2xx column")
@@ -631,11 +654,28 @@ def main(argv: list[str] | None = None) -> None:
         help="off: the relay runs elsewhere (a worker), as in production; in-process: in a "
         "thread of the bridge server, as serve's embedded default (off)",
     )
+    parser.add_argument(
+        "--floor",
+        choices=["off", "thread", "loop"],
+        default="off",
+        help="a third server: an increment's unavoidable work by hand (bench/_floor.py; SQLite), "
+        "its writes in a writer thread or on the loop's thread (off)",
+    )
+    parser.add_argument(
+        "--floor-signature",
+        choices=["on", "off"],
+        default="on",
+        help="off: the floor answers without Keygen's response signature (on)",
+    )
     parser.add_argument("--loop", default="auto", help="uvicorn's loop (auto, as serve)")
     parser.add_argument("--http", default="auto", help="uvicorn's HTTP protocol (auto, as serve)")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="bridge", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor != "off" and args.workers > 1:
+        parser.error("--floor measures one process")
+    if args.floor == "loop" and args.database != "sqlite":
+        parser.error("--floor loop is SQLite's (PostgreSQL's driver is not run on the loop)")
     if args.serve is not None:
         serve(args.serve, args.port, args.kind, args)
         return

@@ -8,7 +8,8 @@ then send, for ``--seconds`` each and alternating between rounds:
 
 - activations: ``POST /v1/machines`` with a fresh fingerprint and 2 cores on a random license
   (license lock, fingerprint and tally reads, the policy, the machine, a ledger entry and an
-  outbox row, in a savepoint of a BatchWriter batch: group commit, as increments);
+  outbox row, in a savepoint of a BatchWriter batch: group commit, as increments; served by
+  the same fast path as the usage actions, ahead of FastAPI);
 - increments: ``POST /v1/licenses/{id}/actions/increment-usage`` on a random license (the usage
   fast path, grouped by the BatchWriter).
 

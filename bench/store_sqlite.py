@@ -20,6 +20,7 @@ measurement ends with a check that counters, ledger and outbox agree.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import sqlite3
 import sys
@@ -47,7 +48,7 @@ FIND = (
     "policies.max_uses, CASE WHEN policies.expiration_basis = 'FROM_FIRST_USE' "
     "THEN policies.duration END "
     "FROM licenses JOIN policies ON policies.id = licenses.policy_id "
-    "WHERE licenses.id = :ref OR licenses.key = :ref "
+    "WHERE licenses.id = :ref OR licenses.key_digest = :digest "
     "ORDER BY CASE WHEN licenses.id = :ref THEN 0 ELSE 1 END LIMIT 1"
 )
 _MAX = (
@@ -94,7 +95,8 @@ def raw_worker(path: Path, ids: list[str], seed: int, *, find: bool) -> s.Worker
         cur.execute("BEGIN IMMEDIATE")
         try:
             if find:
-                cur.execute(FIND, {"ref": license_id})
+                digest = hashlib.sha256(license_id.encode()).hexdigest()
+                cur.execute(FIND, {"ref": license_id, "digest": digest})
                 if cur.fetchone() is None:
                     raise LookupError(license_id)
             cur.execute(UPDATE, {"delta": 1, "now": now, "id": license_id})

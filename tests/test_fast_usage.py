@@ -1,8 +1,8 @@
-"""The usage actions' fast path (``bridge.api.fast_usage``) answers as the general router does.
+"""The hot writes' fast path (``bridge.api.fast_usage``) answers as the general router does.
 
-Every other test of the usage actions runs through the fast path (``build_app`` installs it);
-here the same requests go to an app with it and an app without it, on one store, and the two
-answers must be equal: status, document and headers, errors included.
+Every other test of the usage actions and activations runs through the fast path (``build_app``
+installs it); here the same requests go to an app with it and an app without it, on one store,
+and the two answers must be equal: status, document and headers, errors included.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from bridge.api import schemas as s
+from bridge.api.routes import machines as machine_routes
 from bridge.api.routes import usage as usage_routes
 from bridge.bootstrap import Container, build_app
 from bridge.testing import FakeClock
@@ -39,7 +40,9 @@ def both(db_url: str, clock: FakeClock) -> Iterator[tuple[Container, TestClient,
 
 def _world(api: Api) -> dict[str, Any]:
     product = api.product()
-    policy = api.policy(product, maxUses=10, usagePeriod=MONTHLY)
+    policy = api.policy(
+        product, maxUses=10, usagePeriod=MONTHLY, floating=True, maxMachines=3, maxCores=8
+    )
     lic = api.license(policy, name="L", metadata={"plan": "pro", "n": 1.5, "deep": {"a": [1]}})
     plain = api.license(api.policy(product))
     other = api.license(policy)
@@ -242,6 +245,27 @@ def test_the_fast_path_serves_the_usage_actions(api: Api, monkeypatch: pytest.Mo
         assert api.request("POST", path).status_code == 200, path
 
 
+def test_the_fast_path_serves_machine_activations(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the route's answer broken, activations still answer 201: the fast path served them."""
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the general route served an activation")
+
+    monkeypatch.setattr(machine_routes, "RenderedJson", broken)
+    lic = api.license(api.policy(floating=True, maxMachines=5))["id"]
+    for n, path in enumerate(("/v1/machines", "/v1/accounts/default/machines")):
+        body = {
+            "data": {
+                "type": "machines",
+                "attributes": {"fingerprint": f"fp-{n}"},
+                "relationships": {"license": {"data": {"type": "licenses", "id": lic}}},
+            }
+        }
+        assert api.request("POST", path, json=body).status_code == 201, path
+
+
 def test_the_license_document_is_rendered_as_the_models_render_it(api: Api) -> None:
     context = api.client.app.state.context  # type: ignore[attr-defined]
     policy = api.policy(maxUses=7, usagePeriod=MONTHLY, maxMachines=3, floating=True)
@@ -261,3 +285,142 @@ def test_the_license_document_is_rendered_as_the_models_render_it(api: Api) -> N
                 mode="json", by_alias=True
             )
             assert json.loads(context.render.license_json(lic, now)) == expected
+
+
+# Machine activations ---------------------------------------------------------------------------
+def _activation(fp: str, license_ref: str, **attributes: Any) -> bytes:
+    data = {
+        "type": "machines",
+        "attributes": {"fingerprint": fp, **attributes},
+        "relationships": {"license": {"data": {"type": "licenses", "id": license_ref}}},
+    }
+    return json.dumps({"data": data}).encode()
+
+
+def _activation_cases(w: dict[str, Any]) -> list[tuple[str, str, dict[str, str], Any]]:
+    """Each body is a function of the fingerprint (the two apps activate different ones)."""
+    lic, admin = w["license"], f"Bearer {ADMIN_TOKEN}"
+    ct = {"content-type": JSON, "authorization": admin}
+    ok = lambda fp: _activation(fp, lic)  # noqa: E731 - a table of bodies
+    fixed = lambda raw: lambda _fp: raw  # noqa: E731
+    bodies = {
+        "valid": ok,
+        "by key": lambda fp: _activation(fp, w["key"]),
+        "all attributes": lambda fp: _activation(
+            fp, lic, cores=4, name="n", platform="linux", hostname="h", metadata={"a": [1]}
+        ),
+        "cores 0": lambda fp: _activation(fp, lic, cores=0),
+        "cores -1": lambda fp: _activation(fp, lic, cores=-1),
+        "cores text": lambda fp: _activation(fp, lic, cores="x"),
+        "cores over the limit": lambda fp: _activation(fp, lic, cores=9),
+        "cores huge": lambda fp: _activation(fp, lic, cores=2**40),
+        "extra attribute": lambda fp: _activation(fp, lic, memory=1, foo=1),
+        "no fingerprint": fixed(
+            b'{"data":{"type":"machines","relationships":{"license":{"data":'
+            b'{"type":"licenses","id":"' + lic.encode() + b'"}}}}}'
+        ),
+        "empty fingerprint": lambda _fp: _activation("", lic),
+        "NUL fingerprint": lambda _fp: _activation("a\x00b", lic),
+        "long fingerprint": lambda _fp: _activation("f" * 10_000, lic),
+        "unknown license": lambda fp: _activation(fp, "unknown"),
+        "plain license": lambda fp: _activation(fp, w["plain"]),
+        "wrong type": fixed(b'{"data":{"type":"licenses","attributes":{"fingerprint":"x"}}}'),
+        "no relationships": fixed(b'{"data":{"type":"machines","attributes":{"fingerprint":"x"}}}'),
+        "license null": fixed(
+            b'{"data":{"type":"machines","attributes":{"fingerprint":"x"},'
+            b'"relationships":{"license":{"data":null}}}}'
+        ),
+        "deep metadata": lambda fp: _activation(fp, lic, metadata={"a": [[[[[[[[[[[1]]]]]]]]]]]}),
+        "none": fixed(None),
+        "empty": fixed(b""),
+        "null": fixed(b"null"),
+        "object": fixed(b"{}"),
+        "data null": fixed(b'{"data":null}'),
+        "array": fixed(b"[]"),
+        "broken": fixed(b"nul"),
+        "NaN": fixed(b'{"data":NaN}'),
+        "bad bytes": fixed(b"\xff\xfe"),
+    }
+    cases: list[tuple[str, str, dict[str, str], Any]] = []
+    for name, body in bodies.items():
+        cases.append((name, "/v1/machines", ct, body))
+        cases.append((name + " long", "/v1/accounts/default/machines", ct, body))
+    for name, headers in {
+        "no content type": {"authorization": admin},
+        "text/plain": {"content-type": "text/plain", "authorization": admin},
+        "json charset": {"content-type": "application/json; charset=utf-8", "authorization": admin},
+        "no auth": {"content-type": JSON},
+        "wrong token": {"content-type": JSON, "authorization": "Bearer nope"},
+        "license key": {"content-type": JSON, "authorization": f"License {w['key']}"},
+        "product token": {"content-type": JSON, "authorization": f"Bearer {w['product_token']}"},
+        "license token": {"content-type": JSON, "authorization": f"Bearer {w['license_token']}"},
+        "other license": {"content-type": JSON, "authorization": f"Bearer {w['other_token']}"},
+        "accept rsa": {**ct, "keygen-accept-signature": 'algorithm="rsa-pss-sha256"'},
+        "accept malformed": {**ct, "keygen-accept-signature": "ed25519"},
+    }.items():
+        for body_name in ("valid", "cores text", "none", "broken"):
+            cases.append((f"{name}: {body_name}", "/v1/machines", headers, bodies[body_name]))
+    for path in (
+        "/v1/accounts/other/machines",
+        "/v1/machines/",
+        "/v1/Machines",
+        "/v1/machines?x=1",
+        "/v1/machines?x=%00",
+        "/v1/machines%00",
+    ):
+        for body_name in ("valid", "cores text", "broken"):
+            cases.append((f"{path}: {body_name}", path, ct, bodies[body_name]))
+    return cases
+
+
+def _normalized(response: Any, fp: str) -> tuple[int, Any, list[tuple[str, str]]]:
+    """The answer with this activation's own values (its machine id, its fingerprint) masked."""
+    status, body, headers = _answer(response)
+    text_body = json.dumps(body)
+    if status == 201:
+        text_body = text_body.replace(body["data"]["id"], "<machine>")
+    text_body = text_body.replace(json.dumps(fp)[1:-1], "<fingerprint>") if fp else text_body
+    length = [(n, "*" if n == "content-length" else v) for n, v in headers]
+    return status, json.loads(text_body), length
+
+
+def test_every_activation_answer_of_the_fast_path_equals_the_routers(
+    both: tuple[Container, TestClient, TestClient],
+) -> None:
+    container, fast, general = both
+    w = _world(Api(general))
+    cases = _activation_cases(w)
+    served = set()
+    for i, (name, path, headers, body) in enumerate(cases):
+        answers = []
+        for client, side in ((general, "g"), (fast, "f")):
+            with container.engine.begin() as conn:  # every case starts with no machines
+                conn.execute(text("DELETE FROM machines"))
+            fp = f"fp-{i:04d}-{side}"
+            answers.append(_normalized(_send(client, path, headers, body(fp)), fp))
+        assert answers[0] == answers[1], (name, path, headers)
+        served.add(answers[1][0])
+    assert {201, 400, 401, 404, 415, 422} <= served  # every kind of answer was compared
+
+
+def test_a_second_activation_is_refused_alike(
+    both: tuple[Container, TestClient, TestClient],
+) -> None:
+    """The same fingerprint twice, and one machine over the policy's limit: the refusals of
+    the store's own checks, answered alike."""
+    container, fast, general = both
+    w = _world(Api(general))
+    ct = {"content-type": JSON, "authorization": f"Bearer {ADMIN_TOKEN}"}
+    runs = []
+    for client, side in ((general, "g"), (fast, "f")):
+        with container.engine.begin() as conn:
+            conn.execute(text("DELETE FROM machines"))
+        fps = [f"a-{side}", f"a-{side}", f"b-{side}", f"c-{side}", f"d-{side}"]
+        runs.append(
+            [
+                _normalized(_send(client, "/v1/machines", ct, _activation(fp, w["license"])), fp)
+                for fp in fps
+            ]
+        )
+    assert runs[0] == runs[1]
+    assert [status for status, _b, _h in runs[0]] == [201, 422, 201, 201, 422]

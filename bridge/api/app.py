@@ -65,7 +65,8 @@ def _resources() -> APIRouter:
 
 class _SignedApp(FastAPI):
     """Signs responses outside Starlette's error middleware, so that a 500 is signed too, and
-    hands the usage actions to the fast path (if any) before FastAPI sees them."""
+    hands the hot writes (usage actions, machine activations) to the fast path (if any) before
+    FastAPI sees them."""
 
     signing: Signing
     usage_fast_path: UsageFastPath | None = None
@@ -110,8 +111,8 @@ async def _warm_routes(app: FastAPI) -> None:
 def create_app(
     context: ApiContext, signing: Signing, *, fast_usage: bool = True, access_log: bool = True
 ) -> FastAPI:
-    """The API. ``fast_usage=False`` leaves the usage actions to the general router (the tests
-    compare the two)."""
+    """The API. ``fast_usage=False`` leaves the usage actions and activations to the general
+    router (the tests compare the two)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,14 +1,15 @@
-"""The usage actions served directly, ahead of FastAPI.
+"""The hot writes served directly, ahead of FastAPI: the usage actions and machine activations.
 
 ``POST /v1[/accounts/{account}]/licenses/{license_id}/actions/{increment,decrement,reset}-usage``
-is most of a metered product's traffic. FastAPI's route matching, dependency solving, request
-and response objects and middleware layers cost several times the change itself, so the app
-(``bridge.api.app``) hands these requests to ``UsageFastPath`` before FastAPI sees them, and
-every other request to FastAPI unchanged.
+is most of a metered product's traffic, and ``POST /v1[/accounts/{account}]/machines`` (an
+activation) the next. FastAPI's route matching, dependency solving, request and response objects
+and middleware layers cost several times the change itself, so the app (``bridge.api.app``)
+hands these requests to ``UsageFastPath`` before FastAPI sees them, and every other request to
+FastAPI unchanged.
 
 It does in one pass what the layers around the router do for any request, and answers exactly
-as they and the routes in ``bridge.api.routes.usage`` do, in the same order of checks
-(``tests/test_fast_usage.py`` compares the two answer by answer):
+as they and the routes in ``bridge.api.routes.usage`` and ``bridge.api.routes.machines`` do, in
+the same order of checks (``tests/test_fast_usage.py`` compares the two answer by answer):
 
 0. the signer's ``Keygen-Accept-Signature`` check (400, unsigned); the guard's request id
    (``X-Request-Id``, bound into the log context), declared body size (413), media type (415)
@@ -16,11 +17,13 @@ as they and the routes in ``bridge.api.routes.usage`` do, in the same order of c
 1. reading the body (413 past the limit, a client gone: 400), then parsing it as JSON when its
    content type is JSON (``parse_json``'s errors);
 2. the account of the ``/v1/accounts/{account}`` form (404);
-3. authentication (401/403), then the ``Idempotency-Key`` (400);
-4. the body against the same schema (``IncrementIn``, ``DecrementIn``, ``NoParams``), its first
-   error translated by ``error_from_validation``;
+3. authentication (401/403), then the ``Idempotency-Key`` (400; the usage actions only);
+4. the body against the same schema (``IncrementIn``, ``DecrementIn``, ``NoParams``;
+   ``MachineCreate``, which is required), its first error translated by
+   ``error_from_validation``;
 5. the change itself, rendered inside its transaction before the commit
-   (``Renderer.license_json``), so an answer that cannot be built rolls it back.
+   (``Renderer.license_json``, ``Renderer.machine_json``), so an answer that cannot be built
+   rolls it back.
 
 Every answer is signed as ``ResponseSigner`` signs, carries ``X-Request-Id``, is counted in the
 HTTP metrics under its route template and logged as ``request_completed`` (the ``access_log``
@@ -46,18 +49,18 @@ from bridge.api.deps import ApiContext, authenticate, checked_idempotency_key
 from bridge.api.errors import error_from_validation, error_response, unexpected_response
 from bridge.api.middleware import bad_text, limited, log_completed, refusal, request_id
 from bridge.api.parsing import parse_json
-from bridge.api.render import JSONAPI
+from bridge.api.render import JSONAPI, RenderedJson
 from bridge.api.signing import Signer, accepted_algorithm, host_of, target
 from bridge.api.sources import Located
 from bridge.domain.errors import AcceptSignatureInvalid, BadRequest, BridgeError, NotFound
-from bridge.domain.model import UsageKind
+from bridge.domain.model import Machine, UsageKind
 from bridge.observability.http import UNROUTED, RequestCounts
 from bridge.service.usage import UsageChange, UsageOutcome
 
 # Starlette's own pattern for these templates (``[^/]+`` per parameter, ``$`` at the end).
 _PATH = re.compile(
-    r"^/v1/(?:accounts/(?P<account>[^/]+)/)?licenses/(?P<license_id>[^/]+)"
-    r"/actions/(?P<action>increment|decrement|reset)-usage$"
+    r"^/v1/(?:accounts/(?P<account>[^/]+)/)?(?:licenses/(?P<license_id>[^/]+)"
+    r"/actions/(?P<action>increment|decrement|reset)-usage|(?P<machines>machines))$"
 )
 _KINDS = {
     "increment": UsageKind.INCREMENT,
@@ -77,6 +80,10 @@ _ROUTES = {
     }
     for action in ("increment", "decrement", "reset")
 }
+_ROUTES["activate"] = {False: "/v1/machines", True: "/v1/accounts/{account}/machines"}
+_MACHINE_BODY: TypeAdapter[s.MachineCreate] = TypeAdapter(s.MachineCreate)
+# FastAPI's error for a required body that is absent (no bytes).
+_BODY_MISSING = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
 _JSON_MEDIA = frozenset({b"application/json", b"application/vnd.api+json"})
 _NO_BODY = object()
 _JSONAPI = JSONAPI.encode()
@@ -191,6 +198,7 @@ class UsageFastPath:
     ) -> None:
         started = time.perf_counter()
         account, action = match.group("account", "action")
+        action = action or "activate"
         headers = _Request.of(scope)
         rid = request_id(_text(headers.request_id))
         try:
@@ -246,6 +254,8 @@ class UsageFastPath:
         match: re.Match[str],
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         account, license_id, action = match.group("account", "license_id", "action")
+        if action is None:
+            return await self._activation(receive, headers, rid, route, account)
         try:
             body, outcome = await self._apply(
                 scope, receive, headers, rid, account, license_id, action
@@ -275,26 +285,12 @@ class UsageFastPath:
     ) -> tuple[bytes, UsageOutcome]:
         ctx = self.context
         kind = _KINDS[action]
-        raw = await _read_body(receive)
-        received: Any = _NO_BODY
-        if raw:
-            # FastAPI validates a body without a JSON content type as its bytes (and fails).
-            content_type = headers.content_type
-            json_body = content_type is not None and _is_json(content_type)
-            received = parse_json(raw) if json_body else raw
+        received = await _received(receive, headers)
         if account is not None and account != ctx.account:
             raise NotFound.resource("account", account)
         principal = await authenticate(ctx, _text(headers.authorization))
         idempotency_key = checked_idempotency_key(_text(headers.idempotency_key))
-        body = None
-        if received is not _NO_BODY:
-            try:
-                body = _BODIES[kind].validate_python(received, from_attributes=True)
-            except ValidationError as exc:
-                errors = exc.errors(include_url=False)
-                for error in errors:
-                    error["loc"] = ("body", *error["loc"])
-                raise error_from_validation(errors) from None
+        body = None if received is _NO_BODY else _validated(_BODIES[kind], received)
         change = UsageChange(license_id, kind, _amount(kind, body), idempotency_key, rid)
         rendered: list[bytes] = []
 
@@ -304,6 +300,51 @@ class UsageFastPath:
 
         outcome = await ctx.usage.apply(principal, change, answer)
         return rendered[0], outcome
+
+    async def _activation(
+        self, receive: Receive, headers: _Request, rid: str, route: str, account: str | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        ctx = self.context
+        try:
+            received = await _received(receive, headers)
+            if account is not None and account != ctx.account:
+                raise NotFound.resource("account", account)
+            principal = await authenticate(ctx, _text(headers.authorization))
+            if received is _NO_BODY:
+                raise error_from_validation([dict(_BODY_MISSING)])
+            body = _validated(_MACHINE_BODY, received)
+            answer: RenderedJson[Machine] = RenderedJson(
+                lambda m: ctx.render.machine_json(m, ctx.clock.now()), 201
+            )
+            await ctx.activations.activate(principal, body.command(), rid, answer)
+        except (BridgeError, Located) as error:
+            return _error(error, rid)
+        except Exception:  # a bug: logged, answered as the app's handler answers it
+            return _parts(unexpected_response("POST", route, rid))
+        return _parts(answer.response)
+
+
+async def _received(receive: Receive, headers: _Request) -> Any:
+    """The body as the route's parameter receives it: parsed JSON when its content type is
+    JSON, else its bytes (FastAPI validates those, and fails); ``_NO_BODY`` when empty."""
+    raw = await _read_body(receive)
+    if not raw:
+        return _NO_BODY
+    # FastAPI validates a body without a JSON content type as its bytes (and fails).
+    content_type = headers.content_type
+    return parse_json(raw) if content_type is not None and _is_json(content_type) else raw
+
+
+def _validated(adapter: TypeAdapter[Any], received: Any) -> Any:
+    """``received`` against the route's body schema, its errors located in ``body`` as
+    FastAPI locates them."""
+    try:
+        return adapter.validate_python(received, from_attributes=True)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            error["loc"] = ("body", *error["loc"])
+        raise error_from_validation(errors) from None
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
