@@ -8,6 +8,7 @@ or ``acct-{license.key}``. Placeholders: ``{license.id}``, ``{license.key}`` and
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from bridge.domain.delivery import LicenseFacts
 from bridge.domain.errors import Transient
@@ -32,24 +33,41 @@ def check_template(template: str) -> str:
     return template
 
 
+@lru_cache(maxsize=256)
+def _parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """``template`` split once into (literal text, placeholder or None) pairs: a relay renders
+    the same template for every item of every batch."""
+    parts: list[tuple[str, str | None]] = []
+    start = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append((template[start : match.start()], match.group(1)))
+        start = match.end()
+    parts.append((template[start:], None))
+    return tuple(parts)
+
+
 def render(template: str, license: LicenseFacts | None, license_id: str) -> str:
     """The template filled in from the license; ``MappingMissing`` when a value is absent."""
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
+    pieces: list[str] = []
+    for literal, name in _parts(template):
+        pieces.append(literal)
+        if name is None:
+            continue
         if license is None:
             raise MappingMissing(f"license {license_id} is gone; {template} cannot be resolved")
         if name == "license.id":
-            return license.id
-        if name == "license.key":
-            return license.key
-        key = name.removeprefix("license.metadata.")
-        found = license.metadata.get(key)
-        if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
-            raise MappingMissing(f"license {license.id} has no metadata {key!r} (for {template})")
-        return str(found)
-
-    resolved = _PLACEHOLDER.sub(value, template)
+            pieces.append(license.id)
+        elif name == "license.key":
+            pieces.append(license.key)
+        else:
+            key = name.removeprefix("license.metadata.")
+            found = license.metadata.get(key)
+            if isinstance(found, bool) or not isinstance(found, str | int) or found == "":
+                raise MappingMissing(
+                    f"license {license.id} has no metadata {key!r} (for {template})"
+                )
+            pieces.append(str(found))
+    resolved = "".join(pieces)
     if not resolved:
         raise MappingMissing(f"{template!r} resolves to nothing for license {license_id}")
     return resolved

@@ -134,6 +134,7 @@ def test_timestamp_is_the_same_on_every_attempt() -> None:
         ("{license.key}", {}, "KEY-1"),
         ("{license.metadata.lago_subscription_id}", {"lago_subscription_id": "s9"}, "s9"),
         ("acct-{license.metadata.account}-{license.key}", {"account": 42}, "acct-42-KEY-1"),
+        ("{license.id}{license.key}/x", {}, "licKEY-1/x"),
     ],
 )
 def test_subscription_template_placeholders(

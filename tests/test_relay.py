@@ -14,7 +14,7 @@ import pytest
 
 from bridge.bootstrap import Container
 from bridge.domain.access import Principal, Role
-from bridge.domain.commands import NewLicense, NewPolicy, NewProduct
+from bridge.domain.commands import LicensePatch, NewLicense, NewPolicy, NewProduct
 from bridge.domain.delivery import (
     OutboxItem,
     OutboxStatus,
@@ -392,6 +392,36 @@ def test_a_claimed_item_is_its_ledger_entry_as_stored(store: Container, clock: F
     assert claimed[0].license.metadata == meta["metadata"]
     assert (claimed[0].license.key, claimed[0].license.policy_id) == (kept.key, policy.id)
     assert claimed[2].license is None
+
+
+def test_a_claim_carries_the_license_as_it_is_now(store: Container, clock: FakeClock) -> None:
+    """The claims' license facts are cached by their stored values: after the license's key and
+    metadata change, the next claim carries the new ones, never the facts of an earlier
+    claim."""
+    product = products.create_product(store.uows, store.clock, ADMIN, NewProduct(name="p"))
+    policy = policies.create_policy(store.uows, store.clock, ADMIN, NewPolicy(product.id, name="p"))
+    meta = {"metadata": {"lago_subscription_id": "sub-1"}}
+    lic = licenses.create_license(store.uows, store.clock, ADMIN, NewLicense(policy.id, **meta))
+    usage = UsageService(store.usage_uows, store.clock, ["s"])
+
+    def claim() -> list[OutboxItem]:
+        usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1))
+        usage.apply(ADMIN, UsageChange(lic.id, UsageKind.INCREMENT, 1))
+        with store.uows(write=True) as uow:
+            items = uow.outbox.claim("s", clock.now(), clock.now() + timedelta(hours=1), 10)
+            uow.commit()
+        return items
+
+    first = claim()
+    assert first[0].license is not None
+    assert first[0].license.metadata == {"lago_subscription_id": "sub-1"}
+    patch = LicensePatch(key="new-key", metadata={"lago_subscription_id": "sub-2"})
+    licenses.update_license(store.uows, store.clock, ADMIN, lic.id, patch)
+    second = claim()
+    assert [i.license.metadata if i.license else None for i in second] == [
+        {"lago_subscription_id": "sub-2"}
+    ] * 2
+    assert {i.license.key if i.license else None for i in second} == {"new-key"}
 
 
 def test_circuit_breaker_pauses_a_failing_sink(store: Container, clock: FakeClock) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bridge.bootstrap import Container
+from bridge.domain.delivery import LicenseFacts
 from bridge.domain.errors import ServiceUnavailable
 from bridge.domain.model import (
     ExpirationBasis,
@@ -22,6 +23,7 @@ from bridge.domain.model import (
     Terms,
 )
 from bridge.domain.periods import PeriodInterval, PeriodRule
+from bridge.store.licenses import FactsCache
 from bridge.store.uow import SqlUnitOfWork
 from bridge.testing import FakeClock
 from tests.conftest import make_container
@@ -126,3 +128,22 @@ def test_a_connection_the_server_dropped_is_not_reused(pg_url: str, clock: FakeC
     finally:
         killer.dispose()
         container.dispose()
+
+
+def test_the_facts_cache_is_keyed_by_every_stored_value() -> None:
+    """The claims' license facts: the same stored values give the same facts, any changed
+    value (key, policy, metadata) new ones; a gone license (no key) has none; a full cache
+    starts over instead of answering stale facts; decoded metadata (PostgreSQL) is not cached."""
+    cache = FactsCache(size=2)
+    first = cache.get("lic", "k", "pol", '{"a": 1}')
+    assert first == LicenseFacts("lic", "k", "pol", {"a": 1})
+    assert cache.get("lic", "k", "pol", '{"a": 1}') is first
+    assert cache.get("lic", "k", "pol", '{"a": 2}') == LicenseFacts("lic", "k", "pol", {"a": 2})
+    assert cache.get("lic", "k2", "pol", '{"a": 1}') == LicenseFacts("lic", "k2", "pol", {"a": 1})
+    assert cache.get("lic", "k", "pol2", '{"a": 1}') == LicenseFacts("lic", "k", "pol2", {"a": 1})
+    assert cache.get("lic", None, "pol", None) is None
+    again = cache.get("lic", "k", "pol", '{"a": 1}')
+    assert again == first
+    decoded = {"a": 1}
+    assert cache.get("lic", "k", "pol", decoded) == first
+    assert cache.get("lic", "k", "pol", decoded) is not cache.get("lic", "k", "pol", decoded)

@@ -6,6 +6,7 @@ their ``period_reset`` entries set-based with the rest of a rollover (``bridge.s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.domain.model import USES_KINDS, UsageEntry, UsageKind
@@ -58,6 +59,26 @@ def entry_from_row(row: Any) -> UsageEntry:
         occurred_at=read_ts(row["occurred_at"]),
         seq=row["seq"],
         machine_id=row["machine_id"],
+    )
+
+
+def entry_from_values(values: Sequence[Any]) -> UsageEntry:
+    """An entry from the values of ``SELECT_COLUMNS``, in that order (``seq`` first): the
+    relay's claim maps its rows by position, without a dict per row."""
+    (seq, id, license_id, kind, delta, before, after, actor, key, request, at, machine) = values
+    return UsageEntry(
+        id,
+        license_id,
+        _KINDS[kind],
+        delta,
+        before,
+        after,
+        actor,
+        key,
+        request,
+        read_ts(at),
+        seq,
+        machine,
     )
 
 

@@ -264,6 +264,37 @@ def facts_from_row(row: Any) -> LicenseFacts | None:
     return LicenseFacts(row["license_id"], row["key"], row["policy_id"], read_json(row["metadata"]))
 
 
+class FactsCache:
+    """License facts by their stored values, for the relay's claims: a backlog holds the same
+    licenses batch after batch, and decoding each item's metadata again cost as much as the
+    rest of its row. Exact: the key is every value the facts are made of, so a license whose
+    key, policy or metadata changed is a new key. Only text metadata (SQLite) is cached;
+    PostgreSQL hands it over decoded. The facts are shared, so no sink may change them.
+    Bounded: emptied when full (a lookup is then a miss, never a stale hit)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._facts: dict[tuple[str, str, str, str], LicenseFacts] = {}
+
+    def get(
+        self, license_id: str, key: str | None, policy_id: str, metadata: Any
+    ) -> LicenseFacts | None:
+        """The facts of these stored values; None when the license is gone (``key`` NULL)."""
+        if key is None:
+            return None
+        if not isinstance(metadata, str):
+            return LicenseFacts(license_id, key, policy_id, read_json(metadata))
+        cache_key = (license_id, key, policy_id, metadata)
+        facts = self._facts.get(cache_key)
+        if facts is None:
+            if len(self._facts) >= self._size:
+                self._facts.clear()
+            facts = self._facts[cache_key] = LicenseFacts(
+                license_id, key, policy_id, read_json(metadata)
+            )
+        return facts
+
+
 def _values(sql: Sql, lic: License) -> dict[str, Any]:
     rule = lic.usage_period_override
     return {

@@ -14,7 +14,6 @@ from typing import Any
 
 from bridge.domain.delivery import (
     DeadLetter,
-    LicenseFacts,
     OutboxItem,
     OutboxStatus,
     Reason,
@@ -22,8 +21,8 @@ from bridge.domain.delivery import (
     SinkStatus,
 )
 from bridge.domain.model import UsageEntry
-from bridge.store.ledger import SELECT_COLUMNS, entry_from_row
-from bridge.store.licenses import facts_from_row
+from bridge.store.ledger import SELECT_COLUMNS, entry_from_row, entry_from_values
+from bridge.store.licenses import FactsCache
 from bridge.store.sql import Sql, every, one, read_ts, total
 
 _INSERT = """
@@ -37,6 +36,7 @@ VALUES (:entry_id, :sink, 'dead', 0, :at, :at, :reason, :error)
 """
 # The relay's claim: due items of one sink (pending, or in flight past their lease), oldest due
 # first, off the partial index ix_outbox_due. PostgreSQL appends FOR UPDATE ... SKIP LOCKED.
+# ``SqlOutbox.claim`` reads the columns by position: the item's five, then the entry's.
 _CLAIM = f"""
 SELECT outbox.id AS item_id, outbox.attempts, l.key, l.policy_id, l.metadata, {SELECT_COLUMNS}
 FROM outbox
@@ -147,6 +147,7 @@ class OutboxStatements:
         self.insert = sql.style(_INSERT)
         self.insert_dead = sql.style(_INSERT_DEAD)
         self.claim = sql.style(_CLAIM if sql.sqlite else f"{_CLAIM}{_SKIP_LOCKED}\n")
+        self.facts = FactsCache()  # the claims' license facts, shared by this engine's relays
         self.lease = sql.style(_LEASE)
         self.mark = sql.style(_MARK)
         self.mark_at = sql.style(_MARK_AT)
@@ -197,21 +198,18 @@ class SqlOutbox:
         relay runs per database file."""
         cursor, sql = self._cursor, self._sql
         cursor.execute(self._st.claim, {"sink": sink, "now": sql.ts(now), "limit": limit})
-        rows = every(cursor)
+        rows = cursor.fetchall()  # by position (``_CLAIM``'s columns): no dict per row
         if not rows:
             return []
-        ids = [r["item_id"] for r in rows]
+        ids = [r[0] for r in rows]
         cursor.execute(self._st.lease, {"ids": sql.ids(ids), "lease_until": sql.ts(lease_until)})
-        facts: dict[str, LicenseFacts | None] = {}  # a batch often holds one license many times
+        facts = self._st.facts
         items = []
         for r in rows:
-            license_id = r["license_id"]
-            if license_id not in facts:
-                facts[license_id] = facts_from_row(r)  # None: gone, its history still billable
-            entry = entry_from_row(r)
-            items.append(
-                OutboxItem(r["item_id"], sink, r["attempts"] + 1, entry, facts[license_id])
-            )
+            entry = entry_from_values(r[5:])
+            # None: the license is gone, its history still billable.
+            license = facts.get(entry.license_id, r[2], r[3], r[4])
+            items.append(OutboxItem(r[0], sink, r[1] + 1, entry, license))
         return items
 
     def mark(
