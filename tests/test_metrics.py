@@ -23,7 +23,7 @@ from bridge.observability import metrics
 from bridge.service.relay import Relay, RelayPolicy
 from bridge.testing import FakeClock
 from connectors.memory import InMemorySink
-from tests.conftest import Api, make_container
+from tests.conftest import ADMIN_TOKEN, Api, make_container
 from tests.served import free_port
 
 
@@ -76,6 +76,39 @@ def test_requests_are_counted_by_route_template_and_status(api: Api) -> None:
     text = api.request("GET", "/metrics").text
     assert a["id"] not in text
     assert b["attributes"]["key"] not in text
+
+
+def test_activations_are_counted_by_route_template_whichever_path_serves_them(
+    container: Container, api: Api
+) -> None:
+    """The fast path counts an activation under the same route templates as the router would:
+    both URL forms, a refusal included."""
+    lic = api.license(api.policy(floating=True, maxMachines=5))["id"]
+    general = TestClient(build_app(container, fast_usage=False))
+    forms = {"/v1/machines": "/v1/machines"}
+    forms["/v1/accounts/default/machines"] = "/v1/accounts/{account}/machines"
+    for client in (api.client, general):
+        for n, (path, route) in enumerate(forms.items()):
+            before = {
+                status: value(
+                    "bridge_http_requests_total", route=route, method="POST", status=status
+                )
+                for status in ("201", "422")
+            }
+            body = {
+                "data": {
+                    "type": "machines",
+                    "attributes": {"fingerprint": f"{id(client)}-{n}"},
+                    "relationships": {"license": {"data": {"type": "licenses", "id": lic}}},
+                }
+            }
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            assert client.post(path, json=body, headers=headers).status_code == 201
+            body["data"]["relationships"]["license"]["data"]["id"] = "unknown"
+            assert client.post(path, json=body, headers=headers).status_code == 422
+            for status in ("201", "422"):
+                now = value("bridge_http_requests_total", route=route, method="POST", status=status)
+                assert now == before[status] + 1, (client, path, status)
 
 
 def test_usage_changes_are_counted_accepted_and_rejected_by_code(api: Api) -> None:
