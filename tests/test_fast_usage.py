@@ -370,6 +370,12 @@ def _activation_cases(w: dict[str, Any]) -> list[tuple[str, str, dict[str, str],
     ):
         for body_name in ("valid", "cores text", "broken"):
             cases.append((f"{path}: {body_name}", path, ct, bodies[body_name]))
+    # Past the body limit: declared (413 before reading), or over the wire in chunks.
+    too_big = lambda fp: _activation(fp, lic, metadata={"pad": "x" * 1_048_576})  # noqa: E731
+    chunked = lambda fp: [too_big(fp)[:600_000], too_big(fp)[600_000:]]  # noqa: E731
+    cases.append(("declared too big", "/v1/machines", ct, too_big))
+    cases.append(("chunked too big", "/v1/machines", ct, chunked))
+    cases.append(("chunked", "/v1/machines", ct, lambda fp: [ok(fp)[:20], ok(fp)[20:]]))
     return cases
 
 
@@ -400,7 +406,7 @@ def test_every_activation_answer_of_the_fast_path_equals_the_routers(
             answers.append(_normalized(_send(client, path, headers, body(fp)), fp))
         assert answers[0] == answers[1], (name, path, headers)
         served.add(answers[1][0])
-    assert {201, 400, 401, 404, 415, 422} <= served  # every kind of answer was compared
+    assert {201, 400, 401, 404, 413, 415, 422} <= served  # every kind of answer was compared
 
 
 def test_a_second_activation_is_refused_alike(
