@@ -60,7 +60,7 @@ from bridge.service.usage import UsageChange, UsageOutcome
 # Starlette's own pattern for these templates (``[^/]+`` per parameter, ``$`` at the end).
 _PATH = re.compile(
     r"^/v1/(?:accounts/(?P<account>[^/]+)/)?(?:licenses/(?P<license_id>[^/]+)"
-    r"/actions/(?P<action>increment|decrement|reset)-usage|(?P<machines>machines))$"
+    r"/actions/(?P<action>increment|decrement|reset)-usage|machines)$"  # no action: activate
 )
 _KINDS = {
     "increment": UsageKind.INCREMENT,
