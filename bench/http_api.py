@@ -20,6 +20,10 @@ creates when no admin token is configured) instead of the configured one, and ad
 server alternating with the others: the bridge with its principal cache off
 (``auth.cache_ttl_s = 0``), a query and a threadpool hop per request.
 
+``--floor thread|loop`` adds a server that does only an increment's unavoidable work, by hand
+(``bench/_floor.py``: the durable write with group commit and Keygen's signature on a bare
+FastAPI app): how close to the bare endpoint any implementation gets on this machine.
+
     python bench/http_api.py [--seconds 10] [--rounds 2] [--connections 32] [--auth database]
 """
 
@@ -658,8 +662,8 @@ def main(argv: list[str] | None = None) -> None:
         "--floor",
         choices=["off", "thread", "loop"],
         default="off",
-        help="a third server: an increment's unavoidable work by hand (bench/_floor.py; SQLite), "
-        "its writes in a writer thread or on the loop's thread (off)",
+        help="a third server: an increment's unavoidable work by hand (bench/_floor.py), its "
+        "writes in a writer thread or (SQLite) on the loop's thread (off)",
     )
     parser.add_argument(
         "--floor-signature",
