@@ -72,10 +72,11 @@ def test_kill_9_mid_delivery_loses_nothing_and_sends_nothing_twice(
     fifo = tmp_path / "blocked.ndjson"
     os.mkfifo(fifo)
     first = _file_worker(sqlite_url, fifo)
-    deadline = time.monotonic() + DEADLINE_S
-    while not any(r.status.value == "inflight" for r in outbox_status(store.uows)):
-        assert time.monotonic() < deadline, "the first worker never claimed the batch"
-        time.sleep(0.05)
+    wait_for(
+        lambda: any(r.status.value == "inflight" for r in outbox_status(store.uows)),
+        "the first worker to claim the batch",
+        DEADLINE_S,
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
 

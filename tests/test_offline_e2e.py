@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,17 +14,9 @@ import pytest
 from bridge.client import MeterClient, Unreachable
 from tests.served import Served
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_for
 
 DEADLINE_S = 30.0
-
-
-def _wait_for(condition: str, check: object, deadline_s: float = DEADLINE_S) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not reached in {deadline_s} s: {condition}")
 
 
 def test_outage_across_a_period_boundary_counts_everything_once(tmp_path: Path) -> None:
@@ -78,7 +69,7 @@ def test_outage_across_a_period_boundary_counts_everything_once(tmp_path: Path) 
             proxy.cut()
             before = meter.increment(3)
             assert before.status == "pending"
-            _wait_for("the period boundary passed", lambda: datetime.now(UTC) > boundary)
+            wait_for(lambda: datetime.now(UTC) > boundary, "the period boundary", DEADLINE_S)
             after = meter.increment(4)
             assert after.status == "pending"
             meter.close()  # the application restarts while still offline
@@ -107,7 +98,7 @@ def test_outage_across_a_period_boundary_counts_everything_once(tmp_path: Path) 
                 return []
             return [json.loads(line) for line in sink.read_text().splitlines()]
 
-        _wait_for("three changes forwarded", lambda: len(forwarded()) >= 3)
+        wait_for(lambda: len(forwarded()) >= 3, "three changes forwarded", DEADLINE_S)
         late = [e for e in forwarded() if e["delta"] == 3]
         assert len(late) == 1
         assert datetime.fromisoformat(str(late[0]["occurred_at"])) == datetime.fromisoformat(

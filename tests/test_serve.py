@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.served import free_port
+from tests.waiting import wait_for
 
 DEADLINE_S = 30.0
 
@@ -113,7 +114,8 @@ def test_first_serve_prints_an_admin_token_that_works(
     # The relay inside serve forwards the accepted change to the file sink.
     entry_id = accepted.headers["Usage-Entry-Id"]
     forwarded = server_dir / "usage.ndjson"
-    deadline = time.monotonic() + DEADLINE_S
-    while entry_id not in (forwarded.read_text() if forwarded.exists() else ""):
-        assert time.monotonic() < deadline, "the change never reached the file sink"
-        time.sleep(0.05)
+    wait_for(
+        lambda: entry_id in (forwarded.read_text() if forwarded.exists() else ""),
+        "the change to reach the file sink",
+        DEADLINE_S,
+    )
