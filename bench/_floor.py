@@ -37,9 +37,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
+import _setup as s
 import psycopg
 import store_postgres as pg
 import store_sqlite as raw
@@ -79,7 +79,7 @@ class _Writer:
 
 
 def _sqlite_batch(url: str) -> Callable[[list[str]], list[int]]:
-    cur = raw.raw_connection(_path(url)).cursor()
+    cur = raw.raw_connection(s.sqlite_path(url)).cursor()
 
     def batch(ids: list[str]) -> list[int]:
         cur.execute("BEGIN IMMEDIATE")
@@ -94,7 +94,7 @@ def _postgres_batch(url: str) -> Callable[[list[str]], list[int]]:
     """The same on PostgreSQL, as a careful hand-written writer would: server-side prepared
     statements, one round trip each for the look-up and the counter (the answer depends on
     them), the batch's ledger and outbox rows pipelined (``executemany``), one commit."""
-    conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    conn = psycopg.connect(s.libpq_conninfo(url))
     cur = conn.cursor()
     find = raw.FIND.replace(":ref", "%(ref)s").replace(":digest", "%(digest)s")
 
@@ -122,15 +122,11 @@ def _postgres_batch(url: str) -> Callable[[list[str]], list[int]]:
     return batch
 
 
-def _path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:///"))
-
-
 class _LoopWriter:
     """The statements on the event loop's thread, only the commit (the fsync) in a thread."""
 
     def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
-        self._cur = raw.raw_connection(_path(url)).cursor()
+        self._cur = raw.raw_connection(s.sqlite_path(url)).cursor()
         self._loop = loop
         self._pending: list[tuple[str, asyncio.Future[int]]] = []
         self._busy = False  # a batch is between its BEGIN and the end of its COMMIT

@@ -77,6 +77,11 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///`` URL (``sqlite_url``'s inverse)."""
+    return Path(url.removeprefix("sqlite:///"))
+
+
 @contextmanager
 def scratch_dir(base: str | None = None) -> Iterator[Path]:
     """A temporary folder (on disk, so that fsync is real), removed afterwards."""

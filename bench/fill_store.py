@@ -271,7 +271,7 @@ def _fill_sqlite(
     outbox_sql: str,
     outbox_params: Row,
 ) -> None:
-    path = Path(url.removeprefix("sqlite:///"))
+    path = s.sqlite_path(url)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         # A scratch file filled once (a crash discards it): no journal, no fsync, a page cache
@@ -370,7 +370,7 @@ class Raw:
         if self.sqlite:
             from store_sqlite import raw_connection
 
-            self.conn: Any = raw_connection(Path(url.removeprefix("sqlite:///")))
+            self.conn: Any = raw_connection(s.sqlite_path(url))
             self.ts: Callable[[datetime], Any] = sqlite_text
         else:
             import psycopg
@@ -548,7 +548,7 @@ def bridge_close(url: str, n_licenses: int) -> Timing:
 
 def raw_close(url: str, n_licenses: int) -> Timing:
     """``periods_close.py``'s set-based baseline, on a copy of the SQLite store."""
-    path = Path(url.removeprefix("sqlite:///"))
+    path = s.sqlite_path(url)
     copy = path.with_name("close-baseline.db")
     shutil.copyfile(path, copy)
     try:
