@@ -27,7 +27,8 @@ COLUMNS = (
     "machine_id",
 )
 # ``e.`` columns for a SELECT that joins the ledger as ``e`` (outbox claims, dead letters).
-SELECT_COLUMNS = ", ".join(f"e.{c}" for c in ("seq", *COLUMNS))
+_SELECTED = ("seq", *COLUMNS)  # the order ``entry_from_values`` reads
+SELECT_COLUMNS = ", ".join(f"e.{c}" for c in _SELECTED)
 _INSERT = f"""
 INSERT INTO usage_ledger ({", ".join(COLUMNS)}) VALUES ({", ".join(f":{c}" for c in COLUMNS)})
 """  # noqa: S608 - only module constants are interpolated
@@ -46,20 +47,7 @@ _KINDS = {kind.value: kind for kind in UsageKind}
 
 def entry_from_row(row: Any) -> UsageEntry:
     """An entry from a row holding the ledger's columns by name (either access style)."""
-    return UsageEntry(
-        id=row["id"],
-        license_id=row["license_id"],
-        kind=_KINDS[row["kind"]],
-        delta=row["delta"],
-        uses_before=row["uses_before"],
-        uses_after=row["uses_after"],
-        actor=row["actor"],
-        idempotency_key=row["idempotency_key"],
-        request_id=row["request_id"],
-        occurred_at=read_ts(row["occurred_at"]),
-        seq=row["seq"],
-        machine_id=row["machine_id"],
-    )
+    return entry_from_values([row[column] for column in _SELECTED])
 
 
 def entry_from_values(values: Sequence[Any]) -> UsageEntry:
